@@ -1,0 +1,165 @@
+"""One small protocol over the diffusion LMs we train: mask id, special ids, and logits aligned with the inputs.
+
+Every sampler and estimator in this package talks to a model through [`DiffusionLM`], so supporting a new model family
+is a matter of one adapter class. The adapter is picked from `model.config.model_type`:
+
+| family | `model_type` | logits | mask id |
+| --- | --- | --- | --- |
+| built-in tiny model | `tiny_mdlm` | aligned | `config.mask_token_id` |
+| LLaDA / LLaDA-1.5 (`GSAI-ML/LLaDA-8B-Instruct`) | `llada` | aligned | 126336 |
+| Dream (`Dream-org/Dream-v0-Instruct-7B`) | `Dream` | shifted by one (position i predicts i+1) | tokenizer's `<|mask|>` |
+| any Hugging Face masked LM (BERT, RoBERTa, ModernBERT, ...) | anything else | aligned | tokenizer's mask token |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+LLADA_MASK_TOKEN_ID = 126336
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """Strip DDP/DeepSpeed (`.module`) and PEFT (`.base_model.model`) wrappers to reach the model that has the config."""
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+        model = model.module
+    if hasattr(model, "get_base_model"):  # PeftModel
+        model = model.get_base_model()
+    return model
+
+
+def _as_id_list(value) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, int):
+        return [value]
+    return [int(v) for v in value]
+
+
+@dataclass
+class DiffusionLM:
+    """A masked diffusion LM behind the common protocol.
+
+    `model` is called as given (it may be a DDP, DeepSpeed or PEFT wrapper, so that gradients flow through the
+    wrapper); the ids were read from the unwrapped model's config or from the tokenizer.
+    """
+
+    model: torch.nn.Module
+    mask_token_id: int
+    eos_token_ids: tuple[int, ...] = ()
+    pad_token_id: int | None = None
+    shift_logits: bool = False
+    pairwise_attention_mask: bool = False
+
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of shape (batch, length, vocab) where `logits[:, i]` scores the token at position i."""
+        kwargs = {}
+        if attention_mask is not None and self.pairwise_attention_mask:
+            # Dream takes a (batch, 1, query, key) boolean mask and explicit positions. Padded queries keep their own
+            # key so that no attention row is empty (an empty row would be NaN and leak through the values).
+            keep = attention_mask.bool()[:, None, None, :]
+            eye = torch.eye(input_ids.shape[1], dtype=torch.bool, device=input_ids.device)
+            kwargs["attention_mask"] = keep | eye
+            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        elif attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask
+        logits = self.model(input_ids, **kwargs).logits
+        if self.shift_logits:
+            # Dream predicts the next position from each hidden state; move the scores back onto their positions.
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+        return logits
+
+    @property
+    def config(self):
+        return unwrap_model(self.model).config
+
+
+def as_diffusion_lm(
+    model: torch.nn.Module | DiffusionLM,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    *,
+    mask_token_id: int | None = None,
+) -> DiffusionLM:
+    """Wrap `model` in the adapter its config calls for (an adapter passes through unchanged).
+
+    `mask_token_id` overrides what the config or tokenizer says. A model for which no mask token can be found is a
+    `ValueError`: masked diffusion is undefined without one.
+    """
+    if isinstance(model, DiffusionLM):
+        return model
+    base = unwrap_model(model)
+    config = getattr(base, "config", None)
+    if config is None:
+        raise TypeError(f"Expected a Hugging Face model with a `.config`, got {type(model).__name__}.")
+    model_type = getattr(config, "model_type", "")
+
+    tokenizer_mask = getattr(tokenizer, "mask_token_id", None) if tokenizer is not None else None
+    shift_logits = pairwise_mask = False
+    if model_type == "llada":
+        default_mask = getattr(config, "mask_token_id", None) or LLADA_MASK_TOKEN_ID
+    elif model_type.lower() == "dream":
+        default_mask = getattr(config, "mask_token_id", None) or tokenizer_mask
+        shift_logits = pairwise_mask = True
+    else:  # tiny_mdlm and any masked LM
+        default_mask = getattr(config, "mask_token_id", None)
+        if default_mask is None:
+            default_mask = tokenizer_mask
+    mask_token_id = mask_token_id if mask_token_id is not None else default_mask
+    if mask_token_id is None:
+        raise ValueError(
+            f"mask_token_id: the model ({model_type or type(base).__name__}) declares no mask token and "
+            f"{'the tokenizer has none either' if tokenizer is not None else 'no tokenizer was given'}. Pass a "
+            "tokenizer with a mask token, or `mask_token_id=`."
+        )
+
+    eos_ids = _as_id_list(getattr(config, "eos_token_id", None))
+    generation_config = getattr(base, "generation_config", None)
+    for eos in _as_id_list(getattr(generation_config, "eos_token_id", None)):
+        if eos not in eos_ids:
+            eos_ids.append(eos)
+    if tokenizer is not None and tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos_ids:
+        eos_ids.insert(0, tokenizer.eos_token_id)
+    pad_id = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
+    if pad_id is None:
+        pad_id = getattr(config, "pad_token_id", None)
+    return DiffusionLM(
+        model=model,
+        mask_token_id=int(mask_token_id),
+        eos_token_ids=tuple(eos_ids),
+        pad_token_id=pad_id,
+        shift_logits=shift_logits,
+        pairwise_attention_mask=pairwise_mask,
+    )
+
+
+def check_tokenizer_has_mask(tokenizer: PreTrainedTokenizerBase) -> int:
+    """Return the tokenizer's mask token id, or raise a `ValueError` that says how to fix it."""
+    if tokenizer.mask_token_id is None:
+        raise ValueError(
+            f"mask_token: the tokenizer ({type(tokenizer).__name__}) has no mask token, so it cannot drive a masked "
+            "diffusion model. Load the tokenizer that ships with the diffusion model, or add one with "
+            "`tokenizer.add_special_tokens({'mask_token': ...})` and resize the embeddings."
+        )
+    return tokenizer.mask_token_id
+
+
+def load_diffusion_model(
+    name_or_path: str,
+    *,
+    trust_remote_code: bool = False,
+    **model_init_kwargs,
+) -> PreTrainedModel:
+    """Load a diffusion LM by hub id or local directory with the Auto class its family needs.
+
+    LLaDA and Dream publish their modeling code on the hub, so they load only when the caller opts in with
+    `trust_remote_code=True`; the built-in tiny model and standard masked LMs never need it.
+    """
+    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    kwargs = {"trust_remote_code": trust_remote_code, **model_init_kwargs}
+    if config.model_type in ("llada", "Dream", "dream", "tiny_mdlm"):
+        return AutoModel.from_pretrained(name_or_path, **kwargs)
+    return AutoModelForMaskedLM.from_pretrained(name_or_path, **kwargs)

@@ -1,0 +1,223 @@
+"""Batched masked-diffusion generation, as LLaDA's reference sampler defines it.
+
+The completion canvas starts fully masked and is filled block by block, left to right (semi-autoregressive blocks of
+`block_length` tokens). Inside a block, each of the block's `steps / num_blocks` denoising steps predicts every masked
+position and commits ("transfers") a fixed number of them; the rest are remasked. Which ones are committed is the
+remasking rule: the most confident predictions (`low_confidence` remasking, LLaDA's default), random ones, or the
+ones with the largest top-2 margin / lowest entropy.
+
+Everything is vectorized over the batch: rows with prompts of different lengths are left-padded and carry an
+attention mask, and one row's tokens never depend on what else is in the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .models.adapters import DiffusionLM, as_diffusion_lm
+
+REMASKING_RULES = ("low_confidence", "random", "margin", "entropy")
+
+
+def add_gumbel_noise(logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Perturb logits so that their argmax is a sample at `temperature` (temperature 0 returns the logits).
+
+    Computed in float64: with low-precision Gumbel noise the perturbed scores tie or collapse and generation quality
+    drops (LLaDA's reference sampler makes the same choice). `exp(l) / (-log u)^T` has the argmax of `l/T + Gumbel`.
+    """
+    if temperature == 0:
+        return logits
+    logits = logits.to(torch.float64)
+    noise = torch.rand(logits.shape, generator=generator, dtype=torch.float64, device=logits.device)
+    gumbel_noise = (-torch.log(noise)) ** temperature
+    return logits.exp() / gumbel_noise
+
+
+def get_num_transfer_tokens(block_mask_index: torch.Tensor, steps: int) -> torch.Tensor:
+    """How many masked tokens each row commits at each of `steps` steps: equal shares, the remainder first.
+
+    Equal shares match the linear noise schedule the model was trained with: each step removes the same fraction of
+    the remaining masks in expectation.
+    """
+    mask_num = block_mask_index.sum(dim=1, keepdim=True)
+    base = mask_num // steps
+    remainder = mask_num % steps
+    step_index = torch.arange(steps, device=block_mask_index.device).unsqueeze(0)
+    return (base + (step_index < remainder).long()).long()
+
+
+def _confidence(
+    logits: torch.Tensor, x0: torch.Tensor, remasking: str, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Score of each predicted token; the highest-scoring masked positions are committed first."""
+    if remasking == "random":
+        return torch.rand(x0.shape, generator=generator, dtype=torch.float64, device=x0.device)
+    probs = F.softmax(logits.to(torch.float64), dim=-1)
+    if remasking == "low_confidence":
+        return torch.gather(probs, -1, x0.unsqueeze(-1)).squeeze(-1)
+    if remasking == "margin":
+        top2 = probs.topk(2, dim=-1).values
+        return top2[..., 0] - top2[..., 1]
+    # entropy: commit the positions the model is least uncertain about
+    return (probs * torch.log(probs.clamp_min(1e-300))).sum(-1)
+
+
+def completion_mask_from_eos(completion_ids: torch.Tensor, eos_token_ids) -> torch.Tensor:
+    """1 up to and including the first EOS of each row, 0 after it (everything after the first EOS is padding)."""
+    if not eos_token_ids:
+        return torch.ones_like(completion_ids, dtype=torch.long)
+    is_eos = torch.isin(completion_ids, torch.tensor(list(eos_token_ids), device=completion_ids.device))
+    eos_before = is_eos.long().cumsum(dim=1) - is_eos.long()
+    return (eos_before == 0).long()
+
+
+def validate_generation_args(
+    *, gen_length: int, block_length: int, steps: int, temperature: float, remasking: str, cfg_scale: float
+) -> int:
+    """Check the schedule arguments and return the number of blocks; errors name the argument at fault."""
+    if gen_length < 1:
+        raise ValueError(f"gen_length must be positive, got {gen_length}.")
+    if block_length < 1:
+        raise ValueError(f"block_length must be positive, got {block_length}.")
+    if gen_length % block_length != 0:
+        raise ValueError(f"gen_length ({gen_length}) must be a multiple of block_length ({block_length}).")
+    num_blocks = gen_length // block_length
+    if steps < 1 or steps % num_blocks != 0:
+        raise ValueError(
+            f"steps ({steps}) must be a positive multiple of the number of blocks (gen_length / block_length = "
+            f"{num_blocks}), so that every block gets the same number of denoising steps."
+        )
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}.")
+    if remasking not in REMASKING_RULES:
+        raise ValueError(f"remasking must be one of {REMASKING_RULES}, got {remasking!r}.")
+    if cfg_scale < 0:
+        raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}.")
+    return num_blocks
+
+
+def check_prompt_length(
+    lm: DiffusionLM, attention_mask: torch.Tensor, total_length: int, max_prompt_length: int | None
+) -> None:
+    """Refuse prompts longer than `max_prompt_length`, and sequences longer than the model's position limit."""
+    longest = int(attention_mask.sum(dim=1).max().item()) if attention_mask.numel() else 0
+    if max_prompt_length is not None and longest > max_prompt_length:
+        raise ValueError(
+            f"prompt_ids: a prompt has {longest} tokens, more than max_prompt_length={max_prompt_length}. Shorten or "
+            "truncate the prompts (left truncation keeps the question's end)."
+        )
+    limit = getattr(lm.config, "max_position_embeddings", None) or getattr(lm.config, "max_sequence_length", None)
+    if limit is not None and total_length > limit:
+        raise ValueError(
+            f"prompt_ids: prompt ({attention_mask.shape[1]} positions) plus completion makes {total_length} positions, "
+            f"more than the model's limit of {limit}."
+        )
+
+
+def model_logits(
+    lm: DiffusionLM,
+    x: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt_index: torch.Tensor,
+    cfg_scale: float,
+) -> torch.Tensor:
+    """Logits, with classifier-free guidance when `cfg_scale > 0` (the unconditional pass sees the prompt masked)."""
+    if cfg_scale <= 0:
+        return lm.logits(x, attention_mask)
+    unconditional = x.masked_fill(prompt_index, lm.mask_token_id)
+    both = lm.logits(torch.cat([x, unconditional]), torch.cat([attention_mask, attention_mask]))
+    cond, uncond = both.chunk(2, dim=0)
+    return uncond + (cfg_scale + 1) * (cond - uncond)
+
+
+@torch.no_grad()
+def generate(
+    model,
+    prompt_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    gen_length: int,
+    block_length: int,
+    steps: int,
+    temperature: float = 0.0,
+    remasking: str = "low_confidence",
+    cfg_scale: float = 0.0,
+    generator: torch.Generator | None = None,
+    tokenizer=None,
+    mask_token_id: int | None = None,
+    eos_token_ids=None,
+    max_prompt_length: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample completions for a batch of (left-padded) prompts from a masked diffusion LM.
+
+    Args:
+        model: a Hugging Face diffusion LM (the adapter is picked from its config) or a [`DiffusionLM`].
+        prompt_ids: (batch, prompt_length) token ids, left-padded.
+        attention_mask: (batch, prompt_length), 1 on real prompt tokens, 0 on padding. Defaults to all ones.
+        gen_length: completion length (the canvas that starts fully masked).
+        block_length: tokens per semi-autoregressive block; `gen_length` must be a multiple of it.
+        steps: denoising steps in total, split equally between blocks; must be a multiple of the number of blocks.
+        temperature: Gumbel-max sampling temperature; 0 is greedy.
+        remasking: `low_confidence` | `random` | `margin` | `entropy`, which predictions a step commits first.
+        cfg_scale: classifier-free guidance scale (0 disables it).
+        generator: a `torch.Generator` for reproducible sampling (the global RNG when None).
+        tokenizer, mask_token_id: where to find the mask token if the model's config has none.
+        eos_token_ids: ids that end a completion (default: the model's and tokenizer's EOS ids).
+        max_prompt_length: refuse longer prompts with a `ValueError` instead of silently scoring a cut prompt.
+
+    Returns:
+        `(completion_ids, completion_mask)`, both (batch, gen_length); the mask is 1 up to and including the first
+        EOS and 0 after it.
+    """
+    lm = as_diffusion_lm(model, tokenizer, mask_token_id=mask_token_id)
+    num_blocks = validate_generation_args(
+        gen_length=gen_length,
+        block_length=block_length,
+        steps=steps,
+        temperature=temperature,
+        remasking=remasking,
+        cfg_scale=cfg_scale,
+    )
+    if prompt_ids.dim() != 2:
+        raise ValueError(f"prompt_ids must be (batch, length), got shape {tuple(prompt_ids.shape)}.")
+    batch, prompt_length = prompt_ids.shape
+    device = prompt_ids.device
+    if attention_mask is None:
+        attention_mask = torch.ones_like(prompt_ids)
+    elif attention_mask.shape != prompt_ids.shape:
+        raise ValueError(
+            f"attention_mask shape {tuple(attention_mask.shape)} does not match prompt_ids {tuple(prompt_ids.shape)}."
+        )
+    check_prompt_length(lm, attention_mask, prompt_length + gen_length, max_prompt_length)
+    eos_token_ids = lm.eos_token_ids if eos_token_ids is None else tuple(eos_token_ids)
+
+    x = torch.cat([prompt_ids, prompt_ids.new_full((batch, gen_length), lm.mask_token_id)], dim=1)
+    full_attention = torch.cat([attention_mask.long(), attention_mask.new_ones((batch, gen_length)).long()], dim=1)
+    prompt_index = torch.zeros_like(x, dtype=torch.bool)
+    prompt_index[:, :prompt_length] = attention_mask.bool()
+    steps_per_block = steps // num_blocks
+
+    for block in range(num_blocks):
+        start = prompt_length + block * block_length
+        end = start + block_length
+        num_transfer = get_num_transfer_tokens(x[:, start:end] == lm.mask_token_id, steps_per_block)
+        for step in range(steps_per_block):
+            k = num_transfer[:, step]
+            k_max = int(k.max().item())
+            if k_max == 0:
+                continue
+            # Only the current block can be committed, so only its positions are scored (the model still sees all).
+            logits = model_logits(lm, x, full_attention, prompt_index, cfg_scale)[:, start:end]
+            x0 = add_gumbel_noise(logits, temperature, generator).argmax(dim=-1)
+            confidence = _confidence(logits, x0, remasking, generator)
+            block_masked = x[:, start:end] == lm.mask_token_id
+            confidence = confidence.masked_fill(~block_masked, -torch.inf)
+            # Per-row top-k with a per-row k: take the k_max best, keep the first k of each row.
+            top = confidence.topk(k_max, dim=1).indices
+            keep = torch.arange(k_max, device=device).unsqueeze(0) < k.unsqueeze(1)
+            transfer = torch.zeros_like(block_masked).scatter_(1, top, keep)
+            x[:, start:end] = torch.where(transfer, x0, x[:, start:end])
+
+    completion_ids = x[:, prompt_length:]
+    return completion_ids, completion_mask_from_eos(completion_ids, eos_token_ids)
