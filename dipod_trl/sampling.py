@@ -72,6 +72,15 @@ def completion_mask_from_eos(completion_ids: torch.Tensor, eos_token_ids) -> tor
     return (eos_before == 0).long()
 
 
+def _finished(completion: torch.Tensor, mask_token_id: int, eos_ids: torch.Tensor) -> torch.Tensor:
+    """Rows whose completion is final: an EOS is committed and no masked position precedes it."""
+    length = completion.shape[1]
+    positions = torch.arange(length, device=completion.device).expand_as(completion)
+    first_eos = torch.where(torch.isin(completion, eos_ids), positions, length).min(dim=1).values
+    first_mask = torch.where(completion == mask_token_id, positions, length).min(dim=1).values
+    return (first_eos < length) & (first_mask > first_eos)
+
+
 def validate_generation_args(
     *, gen_length: int, block_length: int, steps: int, temperature: float, remasking: str, cfg_scale: float
 ) -> int:
@@ -148,6 +157,7 @@ def generate(
     mask_token_id: int | None = None,
     eos_token_ids=None,
     max_prompt_length: int | None = None,
+    stop_at_eos: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample completions for a batch of (left-padded) prompts from a masked diffusion LM.
 
@@ -165,6 +175,9 @@ def generate(
         tokenizer, mask_token_id: where to find the mask token if the model's config has none.
         eos_token_ids: ids that end a completion (default: the model's and tokenizer's EOS ids).
         max_prompt_length: refuse longer prompts with a `ValueError` instead of silently scoring a cut prompt.
+        stop_at_eos: stop denoising a row once an EOS is committed and every position before it is filled: what
+            follows is padding, and a row's tokens never depend on the other rows. The positions after the EOS are
+            then filled with that EOS. With `False`, the whole canvas is denoised, as LLaDA's reference sampler does.
 
     Returns:
         `(completion_ids, completion_mask)`, both (batch, gen_length); the mask is 1 up to and including the first
@@ -197,27 +210,38 @@ def generate(
     prompt_index = torch.zeros_like(x, dtype=torch.bool)
     prompt_index[:, :prompt_length] = attention_mask.bool()
     steps_per_block = steps // num_blocks
+    eos_tensor = torch.tensor(list(eos_token_ids), device=device, dtype=x.dtype)
+    active = torch.arange(batch, device=device)  # rows still generating
 
     for block in range(num_blocks):
         start = prompt_length + block * block_length
         end = start + block_length
         num_transfer = get_num_transfer_tokens(x[:, start:end] == lm.mask_token_id, steps_per_block)
         for step in range(steps_per_block):
-            k = num_transfer[:, step]
+            if active.numel() == 0:
+                break
+            k = num_transfer[active, step]
             k_max = int(k.max().item())
             if k_max == 0:
                 continue
+            xa = x[active]
             # Only the current block can be committed, so only its positions are scored (the model still sees all).
-            logits = model_logits(lm, x, full_attention, prompt_index, cfg_scale)[:, start:end]
+            logits = model_logits(lm, xa, full_attention[active], prompt_index[active], cfg_scale)[:, start:end]
             x0 = add_gumbel_noise(logits, temperature, generator).argmax(dim=-1)
             confidence = _confidence(logits, x0, remasking, generator)
-            block_masked = x[:, start:end] == lm.mask_token_id
+            block_masked = xa[:, start:end] == lm.mask_token_id
             confidence = confidence.masked_fill(~block_masked, -torch.inf)
             # Per-row top-k with a per-row k: take the k_max best, keep the first k of each row.
             top = confidence.topk(k_max, dim=1).indices
             keep = torch.arange(k_max, device=device).unsqueeze(0) < k.unsqueeze(1)
             transfer = torch.zeros_like(block_masked).scatter_(1, top, keep)
-            x[:, start:end] = torch.where(transfer, x0, x[:, start:end])
+            xa[:, start:end] = torch.where(transfer, x0, xa[:, start:end])
+            x[active] = xa
+            if stop_at_eos and eos_tensor.numel():
+                active = active[~_finished(xa[:, prompt_length:], lm.mask_token_id, eos_tensor)]
 
+    if stop_at_eos and eos_tensor.numel():
+        # Rows that stopped early still hold masks after their first EOS: pad them with that EOS.
+        x[:, prompt_length:] = x[:, prompt_length:].masked_fill(x[:, prompt_length:] == lm.mask_token_id, eos_tensor[0])
     completion_ids = x[:, prompt_length:]
     return completion_ids, completion_mask_from_eos(completion_ids, eos_token_ids)

@@ -1,0 +1,230 @@
+"""ELBO estimators, order likelihoods and the importance-weighted bound against brute-force enumeration.
+
+The model is a tiny randomly initialised masked diffusion LM with a vocabulary of 8 tokens (7 real ones and the
+mask) and completions of length <= 4, small enough to enumerate every mask subset and every generation order.
+"""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+import dipod_trl
+from dipod_trl.likelihood import (
+    MaskDraw,
+    draw_masks,
+    elbo_samples,
+    masked_diffusion_sft_loss,
+    one_step_token_logps,
+    order_bound,
+    order_log_likelihoods,
+)
+from tests.conftest import make_tiny_model
+
+MASK = 7
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_tiny_model(8, seed=0, initializer_range=0.5)
+
+
+def token_logps(model, prompt, completion, masked):
+    """log p(completion_i | prompt, completion with `masked` positions masked), for every i, by one forward pass."""
+    noisy = [MASK if m else t for t, m in zip(completion, masked)]
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + noisy])).logits[0, len(prompt):]
+    return logits.log_softmax(-1).gather(-1, torch.tensor(completion)[:, None])[:, 0].tolist()
+
+
+def exact_elbo(model, prompt, completion):
+    """Sum over l = 1..L (probability 1/L) and every subset of size l (uniform) of (L/l) * masked log-probs."""
+    length = len(completion)
+    total = 0.0
+    for l in range(1, length + 1):
+        subsets = list(itertools.combinations(range(length), l))
+        for subset in subsets:
+            logps = token_logps(model, prompt, completion, [i in subset for i in range(length)])
+            total += (1 / length) * (length / l) / len(subsets) * sum(logps[i] for i in subset)
+    return total
+
+
+def order_log_likelihood(model, prompt, completion, order):
+    """log p(completion) when the positions are unmasked one at a time in `order`."""
+    masked = [True] * len(completion)
+    total = 0.0
+    for position in order:
+        total += token_logps(model, prompt, completion, masked)[position]
+        masked[position] = False
+    return total
+
+
+def exact_any_order(model, prompt, completion):
+    values = [order_log_likelihood(model, prompt, completion, o) for o in itertools.permutations(range(len(completion)))]
+    return values
+
+
+CASES = [([1, 2], [3, 4, 5]), ([4], [0, 6, 2, 1]), ([2, 5, 1], [6, 6])]
+
+
+@pytest.mark.parametrize("prompt,completion", CASES)
+def test_monte_carlo_elbo_matches_exact_enumeration(model, prompt, completion):
+    exact = exact_elbo(model, prompt, completion)
+    samples = elbo_samples(
+        model, torch.tensor([prompt]), torch.tensor([completion]), num_samples=20000,
+        generator=torch.Generator().manual_seed(1),
+    )[0]
+    mean, standard_error = samples.mean().item(), samples.std().item() / math.sqrt(samples.numel())
+    print(f"exact ELBO {exact:.4f}  MC mean {mean:.4f} +- {standard_error:.4f} (K=20000)")
+    assert abs(mean - exact) < 3 * standard_error
+
+
+@pytest.mark.parametrize("estimator", ["antithetic", "stratified"])
+def test_variance_reduced_estimators_are_unbiased(model, estimator):
+    prompt, completion = CASES[1]
+    exact = exact_elbo(model, prompt, completion)
+    # 10000 independent estimates, each from 2 samples (one antithetic pair, or two strata)
+    estimates = dipod_trl.elbo(
+        model, torch.tensor([prompt] * 10000), torch.tensor([completion] * 10000), num_samples=2,
+        estimator=estimator, generator=torch.Generator().manual_seed(1),
+    )
+    standard_error = estimates.std().item() / math.sqrt(estimates.numel())
+    assert abs(estimates.mean().item() - exact) < 3 * standard_error
+
+
+@pytest.mark.parametrize("prompt,completion", CASES[:2])
+def test_antithetic_pairs_have_lower_variance_than_plain_mc(model, prompt, completion):
+    rows = 20000
+    kwargs = dict(num_samples=2, generator=torch.Generator().manual_seed(2))
+    args = (model, torch.tensor([prompt] * rows), torch.tensor([completion] * rows))
+    plain = dipod_trl.elbo(*args, estimator="mc", **kwargs).var().item()
+    antithetic = dipod_trl.elbo(*args, estimator="antithetic", **kwargs).var().item()
+    print(f"variance of the K=2 ELBO estimate: plain MC {plain:.4f}, antithetic {antithetic:.4f}")
+    # The variance of a sample variance over 20000 rows is ~1% of it: a 5% margin cannot come from noise.
+    assert antithetic < 0.95 * plain
+
+
+@pytest.mark.parametrize("prompt,completion", CASES)
+def test_any_order_likelihood_bounds_the_elbo_and_the_elbo_is_the_mean_over_orders(model, prompt, completion):
+    values = torch.tensor(exact_any_order(model, prompt, completion), dtype=torch.float64)
+    any_order = (torch.logsumexp(values, 0) - math.log(len(values))).item()
+    elbo = exact_elbo(model, prompt, completion)
+    assert any_order >= elbo
+    assert values.mean().item() == pytest.approx(elbo, abs=1e-5)
+
+
+@pytest.mark.parametrize("prompt,completion", CASES[:2])
+def test_order_log_likelihoods_match_the_sequential_reference(model, prompt, completion):
+    orders = list(itertools.permutations(range(len(completion))))
+    batched = order_log_likelihoods(
+        model, torch.tensor([prompt]), torch.tensor([completion]), torch.tensor([orders])
+    )[0]
+    reference = [order_log_likelihood(model, prompt, completion, o) for o in orders]
+    assert batched.tolist() == pytest.approx(reference, abs=1e-5)
+
+
+def test_importance_weighted_bound_rises_with_k_from_the_elbo_towards_the_any_order_likelihood(model):
+    prompt, completion = CASES[0]
+    values = torch.tensor(exact_any_order(model, prompt, completion), dtype=torch.float64)
+    any_order = (torch.logsumexp(values, 0) - math.log(len(values))).item()
+    elbo = values.mean().item()
+    # Exact expectation of log mean_k exp(ll_k) over K i.i.d. uniform orders, by enumerating all 6^K tuples.
+    exact_bound = []
+    for k in (1, 2, 3, 4):
+        tuples = torch.tensor(list(itertools.product(range(len(values)), repeat=k)))
+        exact_bound.append((torch.logsumexp(values[tuples], 1) - math.log(k)).mean().item())
+    assert exact_bound[0] == pytest.approx(elbo, abs=1e-9)
+    assert elbo < exact_bound[1] < exact_bound[2] < exact_bound[3] < any_order
+    # The sampled bound agrees with the exact expectation at each K.
+    rows = 3000
+    for k, expected in zip((1, 2, 4), (exact_bound[0], exact_bound[1], exact_bound[3])):
+        sampled = order_bound(
+            model, torch.tensor([prompt] * rows), torch.tensor([completion] * rows), num_orders=k,
+            generator=torch.Generator().manual_seed(k),
+        )
+        standard_error = sampled.std().item() / math.sqrt(rows)
+        print(f"K={k}: sampled bound {sampled.mean().item():.4f} +- {standard_error:.4f}, exact {expected:.4f}")
+        assert abs(sampled.mean().item() - expected) < 3 * standard_error
+
+
+def test_padding_and_completion_mask_do_not_change_the_estimate(model):
+    """A left-padded prompt and a completion cut by its mask score the same as the bare sequence on the same masks."""
+    draw = draw_masks(torch.ones(1, 2, dtype=torch.long), 16, generator=torch.Generator().manual_seed(0))
+    bare = dipod_trl.elbo(model, torch.tensor([[1, 2]]), torch.tensor([[3, 4]]), draw=draw)
+    padded_draw = MaskDraw(
+        completion_masks=torch.cat([draw.completion_masks, torch.zeros(1, 16, 2, dtype=torch.bool)], dim=-1),
+        weights=draw.weights,
+    )
+    padded = dipod_trl.elbo(
+        model,
+        torch.tensor([[0, 0, 1, 2]]),
+        torch.tensor([[3, 4, 6, 6]]),
+        attention_mask=torch.tensor([[0, 0, 1, 1]]),
+        completion_mask=torch.tensor([[1, 1, 0, 0]]),
+        draw=padded_draw,
+    )
+    assert padded.item() == pytest.approx(bare.item(), abs=1e-5)
+    orders = torch.tensor([[[1, 0, 2, 3]]])
+    assert order_log_likelihoods(
+        model, torch.tensor([[0, 0, 1, 2]]), torch.tensor([[3, 4, 6, 6]]), orders,
+        attention_mask=torch.tensor([[0, 0, 1, 1]]), completion_mask=torch.tensor([[1, 1, 0, 0]]),
+    ).item() == pytest.approx(order_log_likelihood(model, [1, 2], [3, 4], [1, 0]), abs=1e-5)
+
+
+def test_shared_mask_draw_scores_identically_and_is_differentiable(model):
+    prompt, completion = torch.tensor([[1, 2], [3, 4]]), torch.tensor([[3, 4, 5], [0, 1, 2]])
+    draw = draw_masks(torch.ones_like(completion), 4, generator=torch.Generator().manual_seed(0))
+    first = dipod_trl.elbo(model, prompt, completion, draw=draw)
+    second = dipod_trl.elbo(model, prompt, completion, draw=draw)
+    assert torch.equal(first, second)
+    chunked = dipod_trl.elbo(model, prompt, completion, draw=draw, chunk_size=3)
+    assert torch.allclose(first, chunked, atol=1e-6)
+    loss = -dipod_trl.elbo(model, prompt, completion, draw=draw).sum()
+    loss.backward()
+    assert model.embed_tokens.weight.grad.abs().sum() > 0
+    model.zero_grad()
+
+
+def test_one_step_estimate_masks_the_whole_completion(model):
+    prompt, completion = [1, 2], [3, 4, 5]
+    expected = token_logps(model, prompt, completion, [True, True, True])
+    got = one_step_token_logps(model, torch.tensor([prompt]), torch.tensor([completion]))[0]
+    assert got.tolist() == pytest.approx(expected, abs=1e-5)
+
+
+def test_prompt_masking_masks_only_real_prompt_tokens():
+    attention = torch.tensor([[0, 1, 1, 1]] * 500)
+    draw = draw_masks(
+        torch.ones(500, 3, dtype=torch.long), 2, generator=torch.Generator().manual_seed(0),
+        prompt_attention_mask=attention, p_mask_prompt=0.3,
+    )
+    assert not draw.prompt_masks[:, :, 0].any()
+    assert draw.prompt_masks[:, :, 1:].float().mean().item() == pytest.approx(0.3, abs=0.02)
+
+
+def test_sft_loss_is_the_negative_per_token_elbo(model):
+    prompt, completion = torch.tensor([[1, 2]]), torch.tensor([[3, 4, 5]])
+    loss = masked_diffusion_sft_loss(
+        model, prompt, completion, num_samples=8, generator=torch.Generator().manual_seed(0)
+    )
+    expected = -dipod_trl.elbo(model, prompt, completion, num_samples=8, generator=torch.Generator().manual_seed(0))
+    assert loss.item() == pytest.approx(expected.item() / 3, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs,argument",
+    [
+        (dict(num_samples=0), "num_samples"),
+        (dict(num_samples=3, estimator="antithetic"), "num_samples"),
+        (dict(estimator="exact"), "estimator"),
+    ],
+)
+def test_bad_estimator_arguments_name_the_argument(model, kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        dipod_trl.elbo(model, torch.tensor([[1]]), torch.tensor([[2, 3]]), **kwargs)
+
+
+def test_order_bound_rejects_k_below_one(model):
+    with pytest.raises(ValueError, match="num_orders"):
+        order_bound(model, torch.tensor([[1]]), torch.tensor([[2, 3]]), num_orders=0)

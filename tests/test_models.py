@@ -1,0 +1,130 @@
+"""The tiny model and tokenizer as real transformers objects, and the adapters over model families."""
+
+import pytest
+import torch
+from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM
+
+import dipod_trl
+from dipod_trl.models import (
+    TinyMDLMConfig,
+    TinyMDLMForMaskedDiffusion,
+    as_diffusion_lm,
+    build_tiny_tokenizer,
+    check_tokenizer_has_mask,
+    load_diffusion_model,
+)
+
+
+def test_tokenizer_covers_printable_ascii_and_the_special_tokens(tokenizer):
+    text = "Q: 12*(3+4) = ?\n\t<reasoning>~`!@#$%^&|</reasoning><answer>84</answer>"
+    ids = tokenizer(text).input_ids
+    assert tokenizer.unk_token_id not in ids
+    assert tokenizer.decode(ids) == text
+    assert tokenizer.convert_tokens_to_ids("<answer>") in ids  # tags are single tokens
+    assert tokenizer.mask_token_id == len(tokenizer) - 1 == TinyMDLMConfig(vocab_size=len(tokenizer)).mask_token_id
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
+    assert chat == "<bos><|user|>hi<eos><|assistant|>"
+
+
+def test_tiny_model_and_tokenizer_round_trip_offline(tmp_path, tiny_lm, tokenizer, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tiny_lm.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path)
+    loaded_tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    assert isinstance(loaded, TinyMDLMForMaskedDiffusion)
+    assert isinstance(AutoModelForMaskedLM.from_pretrained(tmp_path), TinyMDLMForMaskedDiffusion)
+    assert loaded.lm_head.weight.data_ptr() == loaded.embed_tokens.weight.data_ptr()  # tied
+    ids = torch.tensor([tokenizer("round trip").input_ids + [tokenizer.mask_token_id]])
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, tiny_lm(ids).logits)
+    assert loaded_tokenizer("round trip").input_ids == tokenizer("round trip").input_ids
+    assert loaded_tokenizer.mask_token_id == tokenizer.mask_token_id
+    assert loaded_tokenizer.chat_template == tokenizer.chat_template
+    assert load_diffusion_model(str(tmp_path)).config.model_type == "tiny_mdlm"
+
+
+def test_left_padding_does_not_change_the_logits_of_real_tokens(tiny_lm):
+    ids = torch.tensor([[5, 6, 7, 8]])
+    padded = torch.tensor([[0, 0, 5, 6, 7, 8]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1]])
+    with torch.no_grad():
+        assert torch.allclose(tiny_lm(ids).logits, tiny_lm(padded, attention_mask=mask).logits[:, 2:], atol=1e-5)
+
+
+def test_the_mask_token_is_never_predicted(tiny_lm):
+    logits = tiny_lm(torch.tensor([[1, 2, tiny_lm.config.mask_token_id]])).logits
+    assert (logits.softmax(-1)[..., tiny_lm.config.mask_token_id] == 0).all()
+
+
+def test_config_rejects_inconsistent_sizes():
+    with pytest.raises(ValueError, match="mask_token_id"):
+        TinyMDLMConfig(vocab_size=8, mask_token_id=8)
+    with pytest.raises(ValueError, match="num_attention_heads"):
+        TinyMDLMConfig(hidden_size=30, num_attention_heads=4)
+
+
+class NextTokenLogits(torch.nn.Module):
+    """Dream's convention on top of the tiny model: the logits at position i score the token at position i + 1."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.config = model, model.config
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        logits = self.model(input_ids).logits
+        return type("Output", (), {"logits": torch.cat([logits[:, 1:], logits[:, -1:]], dim=1)})()
+
+
+def test_shifted_logits_are_realigned_by_the_dream_adapter(tiny_lm):
+    ids = torch.tensor([[3, 4, 5, 6]])
+    aligned = tiny_lm(ids).logits
+    lm = as_diffusion_lm(tiny_lm)
+    lm.model, lm.shift_logits = NextTokenLogits(tiny_lm), True
+    assert torch.equal(lm.logits(ids)[:, 1:], aligned[:, 1:])
+
+
+def tiny_bert(with_mask_token: bool):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[SEP]", "[MASK]", "a", "b", "c", "d"])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    specials = dict(pad_token="[PAD]", unk_token="[UNK]", eos_token="[SEP]")
+    if with_mask_token:
+        specials["mask_token"] = "[MASK]"
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, **specials)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    return BertForMaskedLM(config).eval(), tokenizer
+
+
+def test_any_hf_masked_lm_works_through_its_tokenizer_mask_token():
+    bert, tokenizer = tiny_bert(with_mask_token=True)
+    lm = as_diffusion_lm(bert, tokenizer)
+    assert lm.mask_token_id == 3 and lm.eos_token_ids == (2,)
+    completion, mask = dipod_trl.generate(lm, torch.tensor([[4, 5]]), gen_length=4, block_length=2, steps=4)
+    assert completion.shape == mask.shape == (1, 4)
+    assert (completion != 3).all()
+
+
+def test_a_tokenizer_without_mask_token_is_a_clear_error():
+    bert, tokenizer = tiny_bert(with_mask_token=False)
+    with pytest.raises(ValueError, match="mask_token"):
+        check_tokenizer_has_mask(tokenizer)
+    with pytest.raises(ValueError, match="mask_token_id.*no mask token"):
+        as_diffusion_lm(bert, tokenizer)
+    with pytest.raises(ValueError, match="mask_token_id"):
+        dipod_trl.generate(bert, torch.tensor([[4, 5]]), gen_length=2, block_length=2, steps=2, tokenizer=tokenizer)
+
+
+def test_llada_is_recognised_by_model_type_with_its_mask_id(tiny_lm):
+    class LLaDAConfig(TinyMDLMConfig):
+        model_type = "llada"
+
+    config = LLaDAConfig(vocab_size=8)
+    config.mask_token_id = None
+    model = TinyMDLMForMaskedDiffusion(TinyMDLMConfig(vocab_size=8))
+    model.config = config
+    assert as_diffusion_lm(model).mask_token_id == 126336
