@@ -1,0 +1,268 @@
+"""`DiPODConfig`: TRL's `GRPOConfig` plus what diffusion policies need.
+
+Fields of `GRPOConfig` are reused where they mean the same thing here (`num_generations`, `temperature`, `epsilon`,
+`beta`, `num_iterations`, `max_completion_length`, `scale_rewards`, `reward_weights`, `generation_batch_size`,
+logging, saving, evaluation). `GRPOConfig` fields that cannot apply to a masked diffusion policy are refused with an
+error that says why, rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from trl import GRPOConfig
+
+OBJECTIVES = ("fpo", "diffu_grpo", "spg")
+DIPOD_NORMALIZATIONS = ("sequence", "token")
+
+# GRPOConfig fields with no meaning for masked diffusion, the value they must keep, and why.
+_UNSUPPORTED = {
+    "use_vllm": (False, "vLLM does not serve masked diffusion LMs; generation uses dipod_trl.generate. (A judge "
+                 "reward model can still be served with vLLM, see reward_models.JudgeReward.)"),
+    "use_transformers_continuous_batching": (False, "continuous batching is an autoregressive decoding feature"),
+    "top_p": (1.0, "the diffusion sampler has no nucleus filtering; use `temperature` and `remasking`"),
+    "top_k": (0, "the diffusion sampler has no top-k filtering; use `temperature` and `remasking`"),
+    "min_p": (None, "the diffusion sampler has no min-p filtering"),
+    "repetition_penalty": (1.0, "a repetition penalty needs left-to-right decoding"),
+    "loss_type": ("dapo", "the loss is chosen with `objective` (fpo | diffu_grpo | spg)"),
+    "importance_sampling_level": ("token", "FPO and SPG work on sequences, diffu-GRPO on tokens, by construction"),
+    "top_entropy_quantile": (1.0, "token entropies of the one-step estimate are not a policy entropy"),
+    "entropy_coef": (0.0, "no tractable entropy for a diffusion policy"),
+    "use_adaptive_entropy": (False, "no tractable entropy for a diffusion policy"),
+    "off_policy_mask_threshold": (None, "needs per-token sampling log-probabilities"),
+    "delta": (None, "two-sided clipping is not implemented for the diffusion objectives"),
+    "cast_lm_head_to_fp32": (False, "log-probabilities are computed in float32 by dipod_trl.likelihood already"),
+}
+
+
+@dataclass
+class DiPODConfig(GRPOConfig):
+    r"""
+    Configuration class for [`DiPODTrainer`]. Only the parameters specific to diffusion policies are listed here; see
+    `trl.GRPOConfig` for the rest.
+
+    > Parameters that control the objective
+
+    objective (`str`, defaults to `"fpo"`): policy-gradient surrogate. `fpo`, `diffu_grpo` or `spg`.
+    dipod_beta (`float`, defaults to `0.05`): weight of DiPOD's on-policy self-distillation term. `0` is the base
+        method exactly.
+    dipod_normalization (`str` or `None`): how the on-policy ELBO term is averaged over the batch.
+    spg_eubo_beta, spg_negative_bound, spg_mix_weight: SPG's upper bound for negative advantages.
+
+    > Parameters that control likelihood estimation
+
+    elbo_num_samples, elbo_estimator, p_mask_prompt, elbo_chunk_size.
+
+    > Parameters that control diffusion sampling
+
+    diffusion_steps, block_length, remasking, cfg_scale, max_prompt_length, prompt_truncation.
+
+    > Parameters that control the drift monitor and robustness
+
+    drift_num_orders, drift_num_sequences, drift_every, reward_nan_policy.
+
+    Defaults that differ from `GRPOConfig`: `max_completion_length=256` (d1's setting), activation checkpointing off (LLaDA's remote
+    code refuses it), `bf16=None` meaning bf16 only where CUDA supports it (TRL turns it on even on
+    CPUs, where it only slows the tiny model down).
+    """
+
+    # Objective
+    objective: str = field(
+        default="fpo",
+        metadata={
+            "help": "Policy-gradient surrogate for the diffusion policy. 'fpo': PPO-clipped ratio "
+            "exp(ELBO_theta - ELBO_old) per sequence, masks shared between old, current and reference policy. "
+            "'diffu_grpo': d1's per-token clipped ratio on one-step estimates. 'spg': SPG's sandwich, the ELBO for "
+            "positive advantages and an upper bound (EUBO) for negative ones."
+        },
+    )
+    dipod_beta: float = field(
+        default=0.05,
+        metadata={
+            "help": "Weight of DiPOD's self-distillation term: loss = surrogate - dipod_beta * (on-policy ELBO term). "
+            "0.05 is the paper's default; 0 reproduces the base objective exactly."
+        },
+    )
+    dipod_normalization: str | None = field(
+        default=None,
+        metadata={
+            "help": "How the on-policy ELBO term is averaged. 'sequence': batch mean of each completion's summed "
+            "ELBO (nats per sequence). 'token': summed ELBOs over summed completion lengths (nats per token, "
+            "length-weighted). Default: as the paper's release does it, 'sequence' for fpo, 'token' for spg and for "
+            "diffu_grpo (where the term is the mean one-step token log-likelihood, the quantity d1's loss averages)."
+        },
+    )
+    spg_eubo_beta: float = field(
+        default=1.5,
+        metadata={"help": "SPG: exponent of the Renyi upper bound (EUBO) used for negative advantages (>= 1)."},
+    )
+    spg_negative_bound: str = field(
+        default="eubo",
+        metadata={
+            "help": "SPG: bound for negative advantages. 'eubo': the upper bound; 'mix': spg_mix_weight * EUBO + "
+            "(1 - spg_mix_weight) * ELBO (SPG's mixture variant)."
+        },
+    )
+    spg_mix_weight: float = field(
+        default=0.5,
+        metadata={"help": "SPG: weight of the EUBO in the mixture when spg_negative_bound='mix'."},
+    )
+
+    # Likelihood estimation
+    elbo_num_samples: int = field(
+        default=2,
+        metadata={
+            "help": "Monte-Carlo samples (masks) per completion for the ELBO at each inner iteration, scored in one "
+            "batched pass. Used by fpo and spg; diffu_grpo always uses d1's one-step estimate (one sample)."
+        },
+    )
+    elbo_estimator: str = field(
+        default="antithetic",
+        metadata={
+            "help": "ELBO estimator: 'mc' (mask ratio uniform), 'antithetic' (pairs of complementary masks, "
+            "coupled-GRPO style; needs an even elbo_num_samples) or 'stratified' (stratified mask ratios, "
+            "LLaDA-1.5's VRPO). All unbiased."
+        },
+    )
+    p_mask_prompt: float | None = field(
+        default=None,
+        metadata={
+            "help": "Probability of also masking each prompt token when scoring (d1's regulariser; makes the "
+            "estimate biased). Default: 0.15 for diffu_grpo (d1's value), 0 for fpo and spg."
+        },
+    )
+    elbo_chunk_size: int | None = field(
+        default=None,
+        metadata={"help": "Rows per forward pass when scoring without gradients (old/reference/monitor); bounds memory."},
+    )
+
+    # Diffusion sampling
+    max_completion_length: int | None = field(
+        default=256,
+        metadata={"help": "Completion length: the canvas that starts fully masked (LLaDA's gen_length)."},
+    )
+    diffusion_steps: int = field(
+        default=128,
+        metadata={
+            "help": "Denoising steps per completion, split equally between blocks; must be a multiple of "
+            "max_completion_length / block_length."
+        },
+    )
+    block_length: int = field(
+        default=32,
+        metadata={"help": "Semi-autoregressive block length; max_completion_length must be a multiple of it."},
+    )
+    remasking: str = field(
+        default="low_confidence",
+        metadata={"help": "Which predictions a step commits: 'low_confidence', 'random', 'margin' or 'entropy'."},
+    )
+    cfg_scale: float = field(
+        default=0.0,
+        metadata={"help": "Classifier-free guidance scale for generation and scoring (0 disables it)."},
+    )
+    max_prompt_length: int | None = field(
+        default=512,
+        metadata={"help": "Longest prompt in tokens; what happens to longer ones is set by prompt_truncation."},
+    )
+    prompt_truncation: str = field(
+        default="error",
+        metadata={
+            "help": "A prompt longer than max_prompt_length: 'error' stops with the offending prompt named; 'left' "
+            "keeps its last max_prompt_length tokens and warns."
+        },
+    )
+
+    # Drift monitor and robustness
+    drift_num_orders: int = field(
+        default=4,
+        metadata={
+            "help": "Random generation orders per monitored completion for the drift monitor: it logs the ELBO "
+            "estimate (mean log-likelihood over orders), the importance-weighted bound (log-mean-exp over orders) "
+            "and their gap, the paper's 'double drift'. Costs drift_num_orders * completion_length forward passes "
+            "per monitored completion. 0 disables the monitor."
+        },
+    )
+    drift_num_sequences: int = field(
+        default=4,
+        metadata={"help": "Completions per process and generation batch that the drift monitor scores."},
+    )
+    drift_every: int = field(
+        default=1,
+        metadata={"help": "Run the drift monitor on every n-th generation batch (it is expensive on large models)."},
+    )
+    reward_nan_policy: str = field(
+        default="error",
+        metadata={
+            "help": "A reward function that returns None or NaN: 'error' stops and names the function and sample; "
+            "'skip' keeps TRL's behaviour (the value is ignored; a completion no function scored gets advantage 0)."
+        },
+    )
+
+    # Defaults that differ from GRPOConfig
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Deprecated alias of `activation_checkpointing`. Off by default (TRL turns it on): LLaDA's remote "
+            "code refuses it."
+        },
+    )
+    bf16: bool | None = field(
+        default=None,
+        metadata={"help": "bf16 mixed precision. Default: on where CUDA supports bf16, off elsewhere (e.g. CPU)."},
+    )
+
+    def __post_init__(self):
+        if self.bf16 is None:
+            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not self.fp16
+        super().__post_init__()
+        self._validate()
+
+    def _validate(self) -> None:
+        def choice(name, options):
+            value = getattr(self, name)
+            if value not in options:
+                raise ValueError(f"{name} must be one of {options}, got {value!r}.")
+
+        choice("objective", OBJECTIVES)
+        choice("elbo_estimator", ("mc", "antithetic", "stratified"))
+        choice("remasking", ("low_confidence", "random", "margin", "entropy"))
+        choice("prompt_truncation", ("error", "left"))
+        choice("reward_nan_policy", ("error", "skip"))
+        choice("spg_negative_bound", ("eubo", "mix"))
+        if self.dipod_normalization is None:
+            self.dipod_normalization = "sequence" if self.objective == "fpo" else "token"
+        choice("dipod_normalization", DIPOD_NORMALIZATIONS)
+        if self.p_mask_prompt is None:
+            self.p_mask_prompt = 0.15 if self.objective == "diffu_grpo" else 0.0
+        if not 0.0 <= self.p_mask_prompt < 1.0:
+            raise ValueError(f"p_mask_prompt must be in [0, 1), got {self.p_mask_prompt}.")
+        if self.dipod_beta < 0:
+            raise ValueError(f"dipod_beta must be >= 0, got {self.dipod_beta}.")
+        if self.elbo_num_samples < 1:
+            raise ValueError(f"elbo_num_samples must be >= 1, got {self.elbo_num_samples}.")
+        if self.elbo_estimator == "antithetic" and self.elbo_num_samples % 2 and self.objective != "diffu_grpo":
+            raise ValueError(
+                f"elbo_num_samples must be even with elbo_estimator='antithetic' (pairs of masks), got "
+                f"{self.elbo_num_samples}."
+            )
+        if self.spg_eubo_beta < 1.0:
+            raise ValueError(f"spg_eubo_beta must be >= 1 for the EUBO to bound the likelihood, got {self.spg_eubo_beta}.")
+        if not 0.0 <= self.spg_mix_weight <= 1.0:
+            raise ValueError(f"spg_mix_weight must be in [0, 1], got {self.spg_mix_weight}.")
+        if self.max_completion_length is None or self.max_completion_length % self.block_length != 0:
+            raise ValueError(
+                f"max_completion_length ({self.max_completion_length}) must be a multiple of block_length "
+                f"({self.block_length})."
+            )
+        num_blocks = self.max_completion_length // self.block_length
+        if self.diffusion_steps < 1 or self.diffusion_steps % num_blocks != 0:
+            raise ValueError(
+                f"diffusion_steps ({self.diffusion_steps}) must be a positive multiple of the number of blocks "
+                f"(max_completion_length / block_length = {num_blocks})."
+            )
+        if self.drift_num_orders < 0 or self.drift_num_sequences < 0 or self.drift_every < 1:
+            raise ValueError("drift_num_orders and drift_num_sequences must be >= 0 and drift_every >= 1.")
+        for name, (allowed, why) in _UNSUPPORTED.items():
+            if getattr(self, name, allowed) != allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not supported by DiPODTrainer: {why}.")

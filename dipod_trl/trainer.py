@@ -1,0 +1,498 @@
+"""`DiPODTrainer`: TRL's `GRPOTrainer` for masked diffusion policies, with DiPOD's self-distillation term.
+
+The trainer is wiring only. Per generation batch:
+
+1. prompts -> `dipod_trl.generate` (the diffusion sampler) -> completions, through GRPOTrainer's own prompt
+   tokenisation, decoding and length metrics (`_generate_single_turn` is the only piece replaced);
+2. completions -> TRL's reward machinery (`_calculate_rewards`) -> group-relative advantages;
+3. one mask draw per inner iteration (`num_iterations`), shared by the old, current and reference policies; the old
+   and reference scores are computed once, here, without gradients; the drift monitor runs here too.
+
+Per optimisation step, `_compute_loss` scores the current policy on that iteration's masks and hands the estimates to
+the pure functions of `dipod_trl.objectives`. All sampling randomness comes from torch's global RNG, which the
+Trainer saves in checkpoints, so a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from contextlib import nullcontext
+
+import torch
+from accelerate.utils import is_peft_model
+from datasets import Dataset, IterableDataset
+from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
+from trl import GRPOTrainer
+from trl.models import prepare_deepspeed, unwrap_model_for_generation
+from trl.trainer.callbacks import SyncRefModelCallback
+from trl.trainer.utils import pad
+
+from .config import DiPODConfig
+from .likelihood import (
+    MaskDraw,
+    draw_masks,
+    elbo_from_token_logps,
+    masked_token_logps,
+    order_log_likelihoods,
+    random_orders,
+)
+from .models.adapters import as_diffusion_lm, check_tokenizer_has_mask, load_diffusion_model
+from .objectives import (
+    diffu_grpo_loss,
+    dipod_term,
+    fpo_loss,
+    group_relative_advantages,
+    spg_eubo_per_token,
+    spg_loss,
+)
+from .sampling import generate
+
+
+class RewardFunctionError(RuntimeError):
+    """A reward function raised, or returned None/NaN where that is not allowed."""
+
+
+def _describe_sample(prompts, completions, index: int) -> str:
+    prompt, completion = prompts[index], completions[index]
+    return f"sample {index}: prompt={str(prompt)[-200:]!r}, completion={str(completion)[:200]!r}"
+
+
+def _guard_reward_function(func, name: str):
+    """Wrap a reward function so that an exception names the function and the first sample it fails on."""
+
+    def guarded(prompts, completions, **kwargs):
+        try:
+            return func(prompts=prompts, completions=completions, **kwargs)
+        except Exception as batch_error:
+            per_sample = {k: v for k, v in kwargs.items() if isinstance(v, list) and len(v) == len(prompts)}
+            shared = {k: v for k, v in kwargs.items() if k not in per_sample}
+            for i in range(len(prompts)):
+                try:
+                    func(prompts=[prompts[i]], completions=[completions[i]],
+                         **{k: [v[i]] for k, v in per_sample.items()}, **shared)
+                except Exception as sample_error:
+                    raise RewardFunctionError(
+                        f"reward function {name!r} raised {type(sample_error).__name__}: {sample_error} on "
+                        f"{_describe_sample(prompts, completions, i)}"
+                    ) from sample_error
+            raise RewardFunctionError(
+                f"reward function {name!r} raised {type(batch_error).__name__}: {batch_error} on a batch of "
+                f"{len(prompts)} samples (no single sample fails alone)"
+            ) from batch_error
+
+    guarded.__name__ = name
+    return guarded
+
+
+class DiPODTrainer(GRPOTrainer):
+    """GRPOTrainer for masked diffusion LMs with the FPO, diffu-GRPO and SPG objectives and DiPOD's on-policy ELBO term.
+
+    Args:
+        model: a hub id or local directory (loaded with the Auto class its family needs; LLaDA and Dream only with
+            `args.trust_remote_code=True`), a `PreTrainedModel`, or a `PeftModel`.
+        reward_funcs: TRL reward functions `(prompts, completions, **columns) -> list[float]`, reward-model ids or
+            instances, or a list of them (weighted by `args.reward_weights`).
+        args: a [`DiPODConfig`].
+        train_dataset, eval_dataset: datasets with a `prompt` column (plain text or conversational).
+        processing_class: the tokenizer; it must have a mask token (or the model config must name one).
+        reward_fn: shorthand for a single reward function, as in `DiPODTrainer(model, reward_fn)`.
+        Other arguments are GRPOTrainer's.
+    """
+
+    _tag_names = ["trl", "dipod", "diffusion"]
+    _name = "DiPOD"
+
+    def __init__(
+        self,
+        model,
+        reward_funcs=None,
+        args: DiPODConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        reward_processing_classes=None,
+        callbacks=None,
+        optimizers=(None, None),
+        peft_config=None,
+        *,
+        reward_fn=None,
+    ):
+        if args is None:
+            args = DiPODConfig(output_dir="outputs/dipod")
+        elif not isinstance(args, DiPODConfig):
+            raise TypeError(f"args must be a DiPODConfig, got {type(args).__name__}.")
+        if reward_fn is not None:
+            if reward_funcs is not None:
+                raise ValueError("Pass either reward_funcs or reward_fn, not both.")
+            reward_funcs = reward_fn
+        if reward_funcs is None:
+            raise ValueError("reward_funcs (or reward_fn) is required: DiPODTrainer needs something to score.")
+        for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
+            datasets = dataset.values() if isinstance(dataset, dict) else [dataset]
+            for ds in datasets:
+                columns = getattr(ds, "column_names", None)
+                if isinstance(ds, (Dataset, IterableDataset)) and columns is not None and "prompt" not in columns:
+                    raise ValueError(f"{name} has no 'prompt' column (columns: {columns}).")
+
+        if isinstance(model, str):
+            model = load_diffusion_model(
+                model, trust_remote_code=args.trust_remote_code, **(args.model_init_kwargs or {})
+            )
+        if processing_class is None:
+            processing_class = AutoTokenizer.from_pretrained(
+                model.config._name_or_path, trust_remote_code=args.trust_remote_code, padding_side="left"
+            )
+        if getattr(model.config, "mask_token_id", None) is None and model.config.model_type != "llada":
+            check_tokenizer_has_mask(processing_class)
+        if getattr(model, "generation_config", None) is None:
+            # GRPOTrainer records pad/EOS ids on it; masked diffusion models often ship none.
+            model.generation_config = GenerationConfig.from_model_config(model.config)
+
+        # GRPOTrainer would build and score a causal-LM reference model; the reference here is scored with ELBOs on
+        # the policy's masks, so the parent is built with beta = 0 and the reference is set up here. The copy is taken
+        # before GRPOTrainer patches the policy's forward (a copy taken after would still call the policy's weights).
+        kl_beta, sync_ref = args.beta, args.sync_ref_model
+        reference = None
+        if kl_beta != 0.0 and peft_config is None and not is_peft_model(model):
+            reference = copy.deepcopy(model).eval().requires_grad_(False)
+        elif sync_ref and kl_beta != 0.0:
+            raise NotImplementedError("sync_ref_model with a PEFT model is not supported (the reference is the base).")
+        args.beta, args.sync_ref_model = 0.0, False
+        try:
+            super().__init__(
+                model=model,
+                reward_funcs=reward_funcs,
+                args=args,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                reward_processing_classes=reward_processing_classes,
+                callbacks=callbacks,
+                optimizers=optimizers,
+                peft_config=peft_config,
+            )
+        finally:
+            args.beta, args.sync_ref_model = kl_beta, sync_ref
+        self.beta = kl_beta
+        self.ref_model = reference  # None with PEFT: the reference is the base model, adapters disabled
+        if reference is not None:
+            if self.is_deepspeed_enabled:
+                self.ref_model = prepare_deepspeed(reference, self.accelerator)
+            else:
+                self.ref_model = self.accelerator.prepare_model(reference, evaluation_mode=True)
+            if sync_ref:
+                self.add_callback(SyncRefModelCallback(ref_model=self.ref_model, accelerator=self.accelerator))
+
+        self.reward_funcs = [
+            _guard_reward_function(f, name) if callable(f) and not isinstance(f, torch.nn.Module)
+            and not _is_async(f) else f
+            for f, name in zip(self.reward_funcs, self.reward_func_names)
+        ]
+        self.mask_token_id = as_diffusion_lm(self.model, processing_class).mask_token_id
+        self._generation_count = 0
+        self._pending_time = 0.0  # generation + scoring time spent inside the current training step
+        self._warned_truncation = False
+
+    # ------------------------------------------------------------------ generation
+
+    def _tokenize_prompts(self, prompts: list):
+        prompt_ids, images, multimodal_fields = super()._tokenize_prompts(prompts)
+        limit = self.args.max_prompt_length
+        if limit is not None:
+            too_long = [i for i, ids in enumerate(prompt_ids) if len(ids) > limit]
+            if too_long and self.args.prompt_truncation == "error":
+                i = too_long[0]
+                raise ValueError(
+                    f"prompt {i} has {len(prompt_ids[i])} tokens, more than max_prompt_length={limit} "
+                    f"({len(too_long)} prompt(s) in this batch are too long): {str(prompts[i])[:200]!r}. Raise "
+                    "max_prompt_length, shorten the prompts, or set prompt_truncation='left'."
+                )
+            if too_long:
+                if not self._warned_truncation:
+                    warnings.warn(
+                        f"{len(too_long)} prompt(s) longer than max_prompt_length={limit} were truncated on the left "
+                        "(prompt_truncation='left'); this warning is shown once.",
+                        stacklevel=2,
+                    )
+                    self._warned_truncation = True
+                prompt_ids = [ids[-limit:] if len(ids) > limit else ids for ids in prompt_ids]
+        return prompt_ids, images, multimodal_fields
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        device = self.accelerator.device
+        ids = [torch.tensor(p) for p in prompt_ids]
+        padded = pad(ids, padding_value=self._tokenizer.pad_token_id, padding_side="left").to(device)
+        attention = pad([torch.ones_like(p) for p in ids], padding_value=0, padding_side="left").to(device)
+        with (
+            unwrap_model_for_generation(
+                self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation
+            ) as unwrapped,
+            torch.no_grad(),
+        ):
+            completion_ids, completion_mask = generate(
+                as_diffusion_lm(unwrapped, self._tokenizer),
+                padded,
+                attention,
+                gen_length=self.args.max_completion_length,
+                block_length=self.args.block_length,
+                steps=self.args.diffusion_steps,
+                temperature=self.temperature,
+                remasking=self.args.remasking,
+                cfg_scale=self.args.cfg_scale,
+                eos_token_ids=self.eos_token_ids,
+            )
+        completion_ids = [c[m.bool()].tolist() for c, m in zip(completion_ids.cpu(), completion_mask.cpu())]
+        return completion_ids, None
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        bad = ~torch.isfinite(rewards_per_func)
+        if self.args.reward_nan_policy == "skip":
+            bad &= ~torch.isnan(rewards_per_func)  # NaN (from None) is skipped; +-inf is still an error
+        if bad.any():
+            row, column = (int(i) for i in bad.nonzero()[0])
+            local = row - self.accelerator.process_index * len(prompts)
+            where = _describe_sample(prompts, completions, local) if 0 <= local < len(prompts) else f"sample {row}"
+            value = rewards_per_func[row, column].item()
+            raise RewardFunctionError(
+                f"reward function {self.reward_func_names[column]!r} returned {'None/NaN' if value != value else value} "
+                f"for {where}. Return a finite float, or set reward_nan_policy='skip' to ignore None/NaN rewards."
+            )
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        device = self.accelerator.device
+        mode = "train" if self.model.training else "eval"
+        if "prompt" not in inputs[0]:
+            raise ValueError(f"The dataset rows have no 'prompt' (keys: {sorted(inputs[0])}).")
+        prompts = [x["prompt"] for x in inputs]
+
+        start = time.perf_counter()
+        prompt_ids_list, completion_ids_list, _, completions, _, _, _, _ = self._generate(prompts)
+        generated = time.perf_counter()
+
+        prompt_ids = pad([torch.tensor(p) for p in prompt_ids_list], self._tokenizer.pad_token_id, "left").to(device)
+        prompt_mask = pad([torch.ones(len(p), dtype=torch.long) for p in prompt_ids_list], 0, "left").to(device)
+        completion_ids = pad([torch.tensor(c) for c in completion_ids_list], self._tokenizer.pad_token_id, "right")
+        completion_ids = completion_ids.to(device)
+        completion_mask = pad([torch.ones(len(c), dtype=torch.long) for c in completion_ids_list], 0, "right")
+        completion_mask = completion_mask.to(device)
+
+        rewards_per_func = self._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
+        advantages, rewards = group_relative_advantages(
+            rewards_per_func,
+            self.reward_weights,
+            num_generations,
+            scale_rewards=self.scale_rewards,
+            aggregation=self.multi_objective_aggregation,
+        )
+        local = slice(self.accelerator.process_index * len(prompts), (self.accelerator.process_index + 1) * len(prompts))
+        self._log_rewards(mode, rewards_per_func, rewards, num_generations, prompts, completions, advantages)
+
+        output = {
+            "prompt_ids": prompt_ids,
+            "prompt_mask": prompt_mask,
+            "completion_ids": completion_ids,
+            "completion_mask": completion_mask,
+            "advantages": advantages[local],
+        }
+        with torch.no_grad():
+            output.update(self._draw_and_score(prompt_ids, prompt_mask, completion_ids, completion_mask, mode))
+            if mode == "train" and self.args.drift_num_orders > 0 and self._generation_count % self.args.drift_every == 0:
+                self._monitor_drift(prompt_ids, prompt_mask, completion_ids, completion_mask)
+        if mode == "train":
+            self._generation_count += 1
+        scored = time.perf_counter()
+        self._metrics[mode]["time/generation"].append(generated - start)
+        self._metrics[mode]["time/scoring"].append(scored - generated)
+        self._pending_time += scored - start
+        return output
+
+    def _log_rewards(self, mode, rewards_per_func, rewards, num_generations, prompts, completions, advantages):
+        for i, name in enumerate(self.reward_func_names):
+            column = rewards_per_func[:, i]
+            self._metrics[mode][f"rewards/{name}/mean"].append(torch.nanmean(column).item())
+            self._metrics[mode][f"rewards/{name}/std"].append(_nanstd(column))
+        self._metrics[mode]["reward"].append(torch.nanmean(rewards).item())
+        self._metrics[mode]["reward_std"].append(_nanstd(rewards))
+        grouped_std = torch.tensor([_nanstd(g) for g in rewards.view(-1, num_generations)])
+        self._metrics[mode]["frac_reward_zero_std"].append((grouped_std < 1e-8).float().mean().item())
+        if self.log_completions:
+            from accelerate.utils import gather_object
+
+            self._logs["prompt"].extend(gather_object(prompts))
+            self._logs["completion"].extend(gather_object(completions))
+            for i, name in enumerate(self.reward_func_names):
+                self._logs["rewards"][name].extend(rewards_per_func[:, i].tolist())
+            self._logs["advantages"].extend(advantages.tolist())
+
+    # ------------------------------------------------------------------ likelihood scoring
+
+    def _iteration_draw(self, completion_mask, prompt_mask) -> MaskDraw:
+        """The masks one inner iteration scores on: d1's one-step draw for diffu_grpo, an ELBO draw otherwise."""
+        diffu = self.args.objective == "diffu_grpo"
+        return draw_masks(
+            completion_mask,
+            1 if diffu else self.args.elbo_num_samples,
+            estimator="one_step" if diffu else self.args.elbo_estimator,
+            prompt_attention_mask=prompt_mask,
+            p_mask_prompt=self.args.p_mask_prompt,
+        )
+
+    def _score(self, model, inputs: dict, draw: MaskDraw, chunk_size=None) -> torch.Tensor:
+        """Token log-probabilities (B, K, C) of the completions under `model` on the masks of `draw`."""
+        return masked_token_logps(
+            model,
+            inputs["prompt_ids"],
+            inputs["completion_ids"],
+            draw,
+            completion_mask=inputs["completion_mask"],
+            attention_mask=inputs["prompt_mask"],
+            cfg_scale=self.args.cfg_scale,
+            chunk_size=chunk_size,
+        )
+
+    def _reduce(self, token_logps: torch.Tensor, draw: MaskDraw) -> torch.Tensor:
+        """What the objective's ratio is built on: per-token one-step log-probs (diffu_grpo) or the ELBO (fpo)."""
+        if self.args.objective == "diffu_grpo":
+            return token_logps[:, 0]
+        return elbo_from_token_logps(token_logps, draw).mean(dim=1)
+
+    def _draw_and_score(self, prompt_ids, prompt_mask, completion_ids, completion_mask, mode) -> dict:
+        """One mask draw per inner iteration, with the old and reference scores on those masks."""
+        batch = {
+            "prompt_ids": prompt_ids,
+            "prompt_mask": prompt_mask,
+            "completion_ids": completion_ids,
+            "completion_mask": completion_mask,
+        }
+        iterations = self.num_iterations if mode == "train" else 1
+        draws = [self._iteration_draw(completion_mask, prompt_mask) for _ in range(iterations)]
+        out = {
+            "mask_completion": torch.stack([d.completion_masks for d in draws], dim=1),
+            "mask_weights": torch.stack([d.weights for d in draws], dim=1),
+        }
+        if draws[0].prompt_masks is not None:
+            out["mask_prompt"] = torch.stack([d.prompt_masks for d in draws], dim=1)
+        if self.args.objective == "spg":
+            return out  # SPG's gradient is on-policy: no ratio, no reference
+        # As in GRPOTrainer: when every inner iteration and micro-batch of this generation batch falls inside one
+        # optimizer step, the policy has not moved and the old scores equal the current ones (ratio exactly 1).
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        if mode == "train" and self.args.gradient_accumulation_steps % generate_every != 0:
+            chunk = self.args.elbo_chunk_size
+            out["old_scores"] = torch.stack([self._reduce(self._score(self.model, batch, d, chunk), d) for d in draws], 1)
+        if self.beta != 0.0:
+            out["ref_scores"] = torch.stack([self._reference_scores(batch, d) for d in draws], 1)
+        return out
+
+    def _reference_scores(self, batch, draw: MaskDraw) -> torch.Tensor:
+        if self.ref_model is not None:
+            return self._reduce(self._score(self.ref_model, batch, draw, self.args.elbo_chunk_size), draw)
+        model = self.accelerator.unwrap_model(self.model)
+        context = model.disable_adapter() if is_peft_model(model) else nullcontext()
+        with context:
+            return self._reduce(self._score(self.model, batch, draw, self.args.elbo_chunk_size), draw)
+
+    def _monitor_drift(self, prompt_ids, prompt_mask, completion_ids, completion_mask) -> None:
+        """Log the ELBO, the importance-weighted order bound and their gap on a few on-policy completions.
+
+        Both come from the same `drift_num_orders` random orders: the mean of the order log-likelihoods estimates
+        the ELBO, their log-mean-exp is the bound, so the gap is non-negative for every completion.
+        """
+        n = min(self.args.drift_num_sequences, prompt_ids.shape[0])
+        if n == 0:
+            return
+        completion = completion_mask[:n]
+        orders = random_orders(completion, self.args.drift_num_orders)
+        log_likelihoods = order_log_likelihoods(
+            self.model,
+            prompt_ids[:n],
+            completion_ids[:n],
+            orders,
+            completion_mask=completion,
+            attention_mask=prompt_mask[:n],
+            chunk_size=self.args.elbo_chunk_size,
+        )
+        elbo = log_likelihoods.mean(dim=1)
+        bound = torch.logsumexp(log_likelihoods, dim=1) - torch.log(torch.tensor(float(log_likelihoods.shape[1])))
+        lengths = completion.sum(-1).float()
+        stats = torch.stack([elbo.mean(), bound.mean(), (bound - elbo).mean(), ((bound - elbo) / lengths).mean()])
+        stats = self.accelerator.gather(stats.unsqueeze(0)).mean(0)
+        for name, value in zip(("elbo", "order_bound", "gap", "gap_per_token"), stats.tolist()):
+            self._metrics["train"][f"drift/{name}"].append(value)
+
+    # ------------------------------------------------------------------ loss
+
+    def _inner_iteration(self) -> int:
+        if not self.model.training:
+            return 0
+        return (self._step % (self.args.steps_per_generation * self.num_iterations)) // self.args.steps_per_generation
+
+    def _compute_loss(self, model, inputs):
+        mode = "train" if self.model.training else "eval"
+        it = self._inner_iteration()
+        draw = MaskDraw(
+            completion_masks=inputs["mask_completion"][:, it],
+            weights=inputs["mask_weights"][:, it],
+            prompt_masks=inputs["mask_prompt"][:, it] if "mask_prompt" in inputs else None,
+        )
+        completion_mask = inputs["completion_mask"]
+        lengths = completion_mask.sum(-1)
+        advantages = inputs["advantages"]
+        token_logps = self._score(model, inputs, draw)
+        eps_low, eps_high = self.epsilon_low, self.epsilon_high
+
+        if self.args.objective == "fpo":
+            elbo = elbo_from_token_logps(token_logps, draw).mean(dim=1)
+            old = inputs["old_scores"][:, it] if "old_scores" in inputs else elbo.detach()
+            ref = inputs["ref_scores"][:, it] if "ref_scores" in inputs else None
+            out = fpo_loss(elbo, old, advantages, epsilon_low=eps_low, epsilon_high=eps_high,
+                           ref_elbo=ref, kl_beta=self.beta, lengths=lengths)
+            on_policy = elbo
+        elif self.args.objective == "diffu_grpo":
+            token = token_logps[:, 0]
+            old = inputs["old_scores"][:, it] if "old_scores" in inputs else token.detach()
+            ref = inputs["ref_scores"][:, it] if "ref_scores" in inputs else None
+            out = diffu_grpo_loss(token, old, advantages, completion_mask, epsilon_low=eps_low,
+                                  epsilon_high=eps_high, ref_token_logps=ref, kl_beta=self.beta)
+            on_policy = token.sum(dim=-1)
+        else:  # spg
+            elbo = elbo_from_token_logps(token_logps, draw).mean(dim=1)
+            per_token = elbo / lengths.clamp(min=1)
+            negative = spg_eubo_per_token(token_logps, draw.completion_masks, draw.weights, self.args.spg_eubo_beta)
+            if self.args.spg_negative_bound == "mix":
+                negative = self.args.spg_mix_weight * negative + (1 - self.args.spg_mix_weight) * per_token
+            out = spg_loss(per_token, negative, advantages, lengths)
+            on_policy = elbo
+
+        distill = dipod_term(on_policy, lengths, self.args.dipod_normalization)
+        loss = out.loss - self.args.dipod_beta * distill
+        metrics = {**out.metrics, "dipod/term": distill.detach(), "elbo/mean": on_policy.detach().mean(),
+                   "elbo/per_token": (on_policy.detach().sum() / lengths.sum().clamp(min=1))}
+        for name, value in metrics.items():
+            self._metrics[mode][name].append(self.accelerator.gather(value.detach().float().reshape(1)).mean().item())
+        if mode == "train":
+            loss = loss / getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+        return loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        start = time.perf_counter()
+        self._pending_time = 0.0
+        output = super().training_step(model, inputs, num_items_in_batch)
+        self._metrics["train"]["time/update"].append(time.perf_counter() - start - self._pending_time)
+        return output
+
+
+def _nanstd(x: torch.Tensor) -> float:
+    x = x[~torch.isnan(x)]
+    return x.std().item() if x.numel() > 1 else 0.0
+
+
+def _is_async(func) -> bool:
+    import inspect
+
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))

@@ -1,0 +1,111 @@
+"""The surrogate losses against formulas written out independently, one sequence or token at a time."""
+
+import math
+
+import pytest
+import torch
+
+from dipod_trl.objectives import (
+    diffu_grpo_loss,
+    dipod_term,
+    fpo_loss,
+    group_relative_advantages,
+    spg_eubo_per_token,
+    spg_loss,
+)
+
+
+def test_fpo_loss_is_the_clipped_sequence_ratio_objective():
+    elbo = torch.tensor([-3.0, -5.0, -2.5, -4.0])
+    old = torch.tensor([-3.2, -4.5, -2.5, -4.4])
+    adv = torch.tensor([1.0, -0.5, 2.0, -1.5])
+    ref = torch.tensor([-3.1, -5.2, -2.0, -4.1])
+    lengths = torch.tensor([3, 5, 2, 4])
+    out = fpo_loss(elbo, old, adv, epsilon_low=0.2, epsilon_high=0.3, ref_elbo=ref, kl_beta=0.1, lengths=lengths)
+    expected = 0.0
+    for e, o, a, r, n in zip(elbo.tolist(), old.tolist(), adv.tolist(), ref.tolist(), lengths.tolist()):
+        ratio = math.exp(e - o)
+        surrogate = min(ratio * a, min(max(ratio, 0.8), 1.3) * a)
+        d = (r - e) / n
+        expected += -surrogate + 0.1 * (math.exp(d) - d - 1)
+    assert out.loss.item() == pytest.approx(expected / 4, rel=1e-6)
+    # ratios: e^0.2 (A>0, inside), e^-0.5 = 0.61 (A<0, below 0.8: clipped), 1, e^0.4 = 1.49 (A<0: not clipped)
+    assert out.metrics["clip_ratio/low_mean"].item() == pytest.approx(0.25)
+    assert out.metrics["clip_ratio/high_mean"].item() == 0.0
+
+
+def test_fpo_gradient_vanishes_where_the_ratio_is_clipped():
+    elbo = torch.tensor([0.5, -0.5], requires_grad=True)
+    out = fpo_loss(elbo, torch.zeros(2), torch.tensor([1.0, -1.0]), epsilon_low=0.2, epsilon_high=0.2)
+    out.loss.backward()
+    assert elbo.grad.tolist() == [0.0, 0.0]  # both ratios are outside the trust region on their advantage's side
+
+
+def test_diffu_grpo_loss_is_d1s_token_level_objective():
+    torch.manual_seed(0)
+    logps, old, ref = -torch.rand(2, 4), -torch.rand(2, 4), -torch.rand(2, 4)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    adv = torch.tensor([0.7, -1.2])
+    out = diffu_grpo_loss(logps, old, adv, mask, epsilon_low=0.2, epsilon_high=0.2, ref_token_logps=ref, kl_beta=0.04)
+    total, count = 0.0, 0
+    for b in range(2):
+        for t in range(4):
+            if not mask[b, t]:
+                continue
+            ratio = math.exp(logps[b, t] - old[b, t])
+            a = adv[b].item()
+            d = (ref[b, t] - logps[b, t]).item()
+            total += -min(ratio * a, min(max(ratio, 0.8), 1.2) * a) + 0.04 * (math.exp(d) - d - 1)
+            count += 1
+    assert out.loss.item() == pytest.approx(total / count, rel=1e-6)
+
+
+def test_spg_eubo_matches_its_definition_and_bounds_the_elbo_per_token():
+    torch.manual_seed(0)
+    logps = -torch.rand(1, 3, 4) * 2
+    masks = torch.tensor([[[1, 0, 1, 0], [0, 1, 1, 0], [1, 1, 1, 1]]], dtype=torch.bool)
+    logps = logps * masks
+    weights = torch.tensor([[2.0, 2.0, 1.0]])  # L / l with L = 4
+    beta = 1.5
+    per_token = []
+    for i in range(4):
+        avg = sum(weights[0, k].item() * masks[0, k, i].item() * math.exp(beta * logps[0, k, i].item()) for k in range(3)) / 3
+        per_token.append(math.log(avg) / beta)
+    expected = sum(per_token) / 4
+    assert spg_eubo_per_token(logps, masks, weights, beta).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_spg_loss_uses_the_elbo_for_positive_and_the_bound_for_negative_advantages():
+    elbo_pt = torch.tensor([-1.0, -2.0, -0.5])
+    upper = torch.tensor([-0.2, -0.8, -0.1])
+    adv = torch.tensor([1.0, -1.0, 0.0])
+    lengths = torch.tensor([4, 2, 6])
+    out = spg_loss(elbo_pt, upper, adv, lengths)
+    expected = -(4 * 1.0 * -1.0 + 2 * -1.0 * -0.8 + 0) / 12
+    assert out.loss.item() == pytest.approx(expected)
+
+
+def test_dipod_term_normalizations():
+    elbo, lengths = torch.tensor([-6.0, -2.0]), torch.tensor([3, 1])
+    assert dipod_term(elbo, lengths, "sequence").item() == pytest.approx(-4.0)
+    assert dipod_term(elbo, lengths, "token").item() == pytest.approx(-2.0)
+    with pytest.raises(ValueError, match="dipod_normalization"):
+        dipod_term(elbo, lengths, "batch")
+
+
+def test_group_relative_advantages_follow_trl():
+    rewards = torch.tensor([[1.0], [0.0], [0.0], [0.0], [2.0], [2.0], [2.0], [2.0]])
+    adv, summed = group_relative_advantages(rewards, torch.ones(1), 4)
+    first = torch.tensor([0.75, -0.25, -0.25, -0.25]) / (0.5 + 1e-4)  # group std (unbiased) of [1,0,0,0] is 0.5
+    assert torch.allclose(adv[:4], first, atol=1e-6)
+    assert torch.equal(adv[4:], torch.zeros(4))  # no variance, no signal
+    unscaled, _ = group_relative_advantages(rewards, torch.ones(1), 4, scale_rewards="none")
+    assert torch.allclose(unscaled[:4], torch.tensor([0.75, -0.25, -0.25, -0.25]))
+
+
+def test_group_relative_advantages_skip_missing_rewards_and_weight_functions():
+    rewards = torch.tensor([[1.0, float("nan")], [0.0, 1.0], [float("nan"), float("nan")], [1.0, 1.0]])
+    adv, summed = group_relative_advantages(rewards, torch.tensor([1.0, 0.5]), 4, scale_rewards="none")
+    assert summed[:2].tolist() == [1.0, 0.5] and math.isnan(summed[2]) and summed[3] == 1.5
+    assert adv[2] == 0.0  # unscorable
+    assert torch.allclose(adv[[0, 1, 3]], torch.tensor([1.0, 0.5, 1.5]) - 1.0)

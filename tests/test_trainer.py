@@ -1,0 +1,379 @@
+"""DiPODTrainer: each objective against an independent computation, DiPOD's exact contribution, the FPO ratio at the
+first inner iteration, learning, resumption and clear errors on bad input."""
+
+import math
+import os
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import TrainerCallback
+
+import dipod_trl
+from dipod_trl import DiPODConfig, DiPODTrainer
+from dipod_trl.likelihood import MaskDraw
+from dipod_trl.trainer import RewardFunctionError
+from tests.conftest import make_tiny_model
+
+
+def prompts_dataset(n=16):
+    return Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": f"{i}{(3 * i) % 10}{(7 * i) % 10}"}] for i in range(n)],
+            "answer": [str(i % 10) for i in range(n)],
+        }
+    )
+
+
+def count_sevens(completions, **kwargs):
+    """Share of completion characters that are '7': a reward a random tiny model can learn quickly."""
+    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+    return [t.count("7") / max(len(t), 1) for t in texts]
+
+
+def text_hash(completions, **kwargs):
+    """A deterministic score with spread across any completions, so that every batch carries advantages."""
+    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+    return [(sum(map(ord, t)) % 7) / 7 for t in texts]
+
+
+def make_trainer(tokenizer, tmp_path, reward=count_sevens, model=None, dataset=None, eval_dataset=None, **overrides):
+    config = dict(
+        output_dir=str(tmp_path / "run"),
+        max_completion_length=8,
+        block_length=4,
+        diffusion_steps=8,
+        num_generations=4,
+        per_device_train_batch_size=8,
+        max_steps=2,
+        learning_rate=1e-3,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        drift_num_orders=2,
+        drift_num_sequences=2,
+    )
+    config.update(overrides)
+    model = model if model is not None else make_tiny_model(
+        len(tokenizer), seed=0, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        initializer_range=0.05,
+    ).train()
+    return DiPODTrainer(
+        model, reward, args=DiPODConfig(**config), train_dataset=dataset or prompts_dataset(),
+        eval_dataset=eval_dataset, processing_class=tokenizer,
+    )
+
+
+def generation_batch(trainer):
+    """One generation batch as the trainer builds it (rewards, advantages, masks, old/reference scores)."""
+    trainer.model.train()
+    rows = [trainer.train_dataset[i // trainer.num_generations] for i in range(trainer.args.per_device_train_batch_size)]
+    return trainer._generate_and_score_completions(rows)
+
+
+def independent_scores(model, inputs, iteration, objective):
+    draw = MaskDraw(
+        inputs["mask_completion"][:, iteration],
+        inputs["mask_weights"][:, iteration],
+        inputs["mask_prompt"][:, iteration] if "mask_prompt" in inputs else None,
+    )
+    args = (model, inputs["prompt_ids"], inputs["completion_ids"])
+    kwargs = dict(completion_mask=inputs["completion_mask"], attention_mask=inputs["prompt_mask"], draw=draw)
+    if objective == "diffu_grpo":
+        return dipod_trl.likelihood.one_step_token_logps(*args, **kwargs), draw
+    return dipod_trl.elbo(*args, **kwargs), draw
+
+
+def independent_loss(model, inputs, objective, eps=0.2, kl_beta=0.0, eubo_beta=1.5):
+    """The base objective written out per sequence/token, from estimates computed with the public API."""
+    scores, draw = independent_scores(model, inputs, 0, objective)
+    adv = inputs["advantages"].tolist()
+    mask = inputs["completion_mask"]
+    lengths = mask.sum(-1)
+    if objective == "fpo":
+        terms = []
+        for j, a in enumerate(adv):
+            ratio = torch.exp(scores[j] - scores[j].detach())
+            terms.append(-torch.min(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a))
+            if kl_beta:
+                d = (inputs["ref_scores"][j, 0] - scores[j]) / lengths[j]
+                terms[-1] = terms[-1] + kl_beta * (torch.exp(d) - d - 1)
+        return torch.stack(terms).mean(), scores, lengths
+    if objective == "diffu_grpo":
+        total = 0.0
+        for j, a in enumerate(adv):
+            for t in range(mask.shape[1]):
+                if mask[j, t]:
+                    ratio = torch.exp(scores[j, t] - scores[j, t].detach())
+                    total = total - torch.min(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a)
+        return total / mask.sum(), scores.sum(-1), lengths
+    # spg: ELBO per token for A > 0, the EUBO per token for A < 0, length-weighted
+    token_logps = dipod_trl.likelihood.masked_token_logps(
+        model, inputs["prompt_ids"], inputs["completion_ids"], draw,
+        completion_mask=mask, attention_mask=inputs["prompt_mask"],
+    )
+    total = 0.0
+    for j, a in enumerate(adv):
+        if a > 0:
+            score = scores[j] / lengths[j]
+        else:
+            per_token = []
+            for i in range(mask.shape[1]):
+                hits = [k for k in range(draw.num_samples) if draw.completion_masks[j, k, i]]
+                if hits:
+                    avg = sum(draw.weights[j, k] * torch.exp(eubo_beta * token_logps[j, k, i]) for k in hits)
+                    per_token.append(torch.log(avg / draw.num_samples) / eubo_beta)
+            score = torch.stack(per_token).mean()
+        total = total - lengths[j] * a * score
+    return total / lengths.sum(), scores, lengths
+
+
+def gradients(model):
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize("objective", ["fpo", "diffu_grpo", "spg"])
+def test_loss_and_gradient_equal_the_base_objective_and_dipod_adds_exactly_its_term(tokenizer, tmp_path, objective):
+    trainer = make_trainer(tokenizer, tmp_path, reward=text_hash, objective=objective, dipod_beta=0.0,
+                           elbo_num_samples=4)
+    model = trainer.model.double()  # float64, so that "equal" can mean within 1e-6 on every gradient entry
+    inputs = generation_batch(trainer)
+    assert inputs["advantages"].abs().sum() > 0, "the test needs a batch with a learning signal"
+
+    model.zero_grad()
+    loss = trainer._compute_loss(model, inputs)
+    loss.backward()
+    grad = gradients(model).clone()
+
+    model.zero_grad()
+    expected, on_policy, lengths = independent_loss(model, inputs, objective)
+    expected.backward()
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    assert torch.allclose(grad, gradients(model), atol=1e-6)
+
+    # With dipod_beta > 0 the loss and gradient move by exactly beta times the on-policy ELBO term.
+    trainer.args.dipod_beta = 0.05
+    model.zero_grad()
+    with_dipod = trainer._compute_loss(model, inputs)
+    with_dipod.backward()
+    grad_dipod = gradients(model).clone()
+    model.zero_grad()
+    _, on_policy, lengths = independent_loss(model, inputs, objective)
+    if trainer.args.dipod_normalization == "sequence":
+        term = on_policy.mean()
+    else:
+        term = on_policy.sum() / lengths.sum()
+    expected_normalization = "sequence" if objective == "fpo" else "token"
+    assert trainer.args.dipod_normalization == expected_normalization
+    term.backward()
+    assert (with_dipod - loss).item() == pytest.approx(-0.05 * term.item(), abs=1e-6)
+    difference = (grad_dipod - grad + 0.05 * gradients(model)).abs().max().item()
+    assert difference < 1e-6, difference
+
+
+@pytest.mark.parametrize("objective", ["fpo", "diffu_grpo"])
+def test_ratio_is_exactly_one_at_the_first_inner_iteration(tokenizer, tmp_path, objective):
+    # num_iterations=2 with one micro-batch per step: the old scores are computed at generation time.
+    trainer = make_trainer(tokenizer, tmp_path, reward=text_hash, objective=objective, num_iterations=2, beta=0.04)
+    inputs = generation_batch(trainer)
+    assert "old_scores" in inputs and "ref_scores" in inputs
+    trainer._step = 0
+    current, _ = independent_scores(trainer.model, inputs, 0, objective)
+    assert torch.equal(torch.exp(current - inputs["old_scores"][:, 0]), torch.ones_like(current))
+    trainer._compute_loss(trainer.model, inputs)
+    assert trainer._metrics["train"]["ratio/mean"][-1] == 1.0
+    assert trainer._metrics["train"]["clip_ratio/region_mean"][-1] == 0.0
+    assert trainer._metrics["train"]["kl"][-1] == 0.0  # the reference starts as the policy
+    # The second inner iteration scores its own masks (d1's one-step draw differs in the prompt tokens it masks).
+    key = "mask_prompt" if objective == "diffu_grpo" else "mask_completion"
+    assert not torch.equal(inputs[key][:, 0], inputs[key][:, 1])
+
+
+def test_kl_to_the_reference_uses_the_same_elbos(tokenizer, tmp_path):
+    trainer = make_trainer(tokenizer, tmp_path, reward=text_hash, objective="fpo", dipod_beta=0.0, beta=0.1)
+    with torch.no_grad():  # move the policy away from the reference
+        for p in trainer.model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    inputs = generation_batch(trainer)
+    loss = trainer._compute_loss(trainer.model, inputs)
+    expected, _, _ = independent_loss(trainer.model, inputs, "fpo", kl_beta=0.1)
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    assert trainer._metrics["train"]["kl"][-1] > 0
+
+
+@pytest.mark.parametrize("objective", ["fpo", "diffu_grpo", "spg"])
+def test_a_short_run_raises_the_reward(tokenizer, tmp_path, objective):
+    trainer = make_trainer(
+        tokenizer, tmp_path, objective=objective, max_steps=30, learning_rate=1e-2, per_device_train_batch_size=16,
+        num_generations=8, logging_steps=1, dipod_beta=0.05, dataset=prompts_dataset(64), drift_num_orders=0,
+    )
+    trainer.train()
+    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+    before, after = rewards[0], sum(rewards[-5:]) / 5  # the first batch comes from the untrained model
+    print(f"{objective}: reward {before:.3f} -> {after:.3f}")
+    # The untrained model writes a '7' for ~1% of characters. The mean of 80 rewards in [0, 1] has a standard error
+    # below 0.06, so going from < 0.1 to > 0.5 is more than 7 standard errors: learning, not luck.
+    assert before < 0.1 and after > 0.5
+
+
+class StopAt(TrainerCallback):
+    """Simulates an interruption: training stops after `step` optimizer steps (after the checkpoint is written)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def test_stopping_and_resuming_reproduces_the_uninterrupted_run(tokenizer, tmp_path):
+    common = dict(max_steps=6, save_strategy="steps", save_steps=2, num_iterations=2, objective="fpo", beta=0.04)
+    full = make_trainer(tokenizer, tmp_path / "full", **common)
+    full.train()
+    interrupted = make_trainer(tokenizer, tmp_path / "interrupted", **common)
+    interrupted.add_callback(StopAt(4))
+    interrupted.train()
+    assert interrupted.state.global_step == 4
+    resumed = make_trainer(tokenizer, tmp_path / "interrupted", **common)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "interrupted" / "run" / "checkpoint-4"))
+    assert resumed.state.global_step == 6
+    for (name, a), b in zip(full.model.named_parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b), name
+    untrained = make_tiny_model(len(tokenizer), seed=0, initializer_range=0.05)
+    assert not torch.equal(full.model.embed_tokens.weight, untrained.embed_tokens.weight)
+
+
+def test_evaluation_during_training_logs_task_reward(tokenizer, tmp_path):
+    trainer = make_trainer(
+        tokenizer, tmp_path, max_steps=2, eval_strategy="steps", eval_steps=1, per_device_eval_batch_size=8,
+        eval_dataset=prompts_dataset(8),
+    )
+    trainer.train()
+    evals = [h for h in trainer.state.log_history if "eval_reward" in h]
+    assert len(evals) == 2 and "eval_rewards/count_sevens/mean" in evals[0]
+
+
+def test_drift_monitor_logs_a_non_negative_gap(tokenizer, tmp_path):
+    trainer = make_trainer(tokenizer, tmp_path, drift_num_orders=4, drift_num_sequences=4)
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "drift/gap" in h]
+    assert logs and all(h["drift/gap"] >= 0 for h in logs)
+    assert all(h["drift/order_bound"] >= h["drift/elbo"] for h in logs)
+    assert {"time/generation", "time/scoring", "time/update"} <= set(logs[0])
+
+
+def test_lora_adapters_train_and_the_base_is_the_reference(tokenizer, tmp_path):
+    from peft import LoraConfig
+
+    trainer_model = make_tiny_model(len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                    eos_token_id=tokenizer.eos_token_id)
+    base = {n: p.clone() for n, p in trainer_model.named_parameters()}
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["qkv", "up"])
+    trainer = DiPODTrainer(
+        trainer_model, count_sevens,
+        args=DiPODConfig(output_dir=str(tmp_path), max_completion_length=8, block_length=4, diffusion_steps=8,
+                         num_generations=4, per_device_train_batch_size=8, max_steps=2, report_to="none",
+                         save_strategy="no", beta=0.04, learning_rate=1e-2, disable_tqdm=True, num_iterations=2,
+                         logging_steps=1),
+        train_dataset=prompts_dataset(), processing_class=tokenizer, peft_config=config,
+    )
+    trainer.train()
+    lora = {n: p for n, p in trainer.model.named_parameters() if "lora_B" in n}
+    assert lora and any(p.abs().sum() > 0 for p in lora.values())
+    for name, p in trainer.model.get_base_model().named_parameters():
+        if "lora" not in name:
+            assert torch.equal(p, base[name.replace("base_layer.", "")]), name
+    assert [h["kl"] for h in trainer.state.log_history if "kl" in h][0] == 0.0
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_a_reward_function_that_raises_names_itself_and_the_sample(tokenizer, tmp_path):
+    def fragile(completions, answer, **kwargs):
+        return [1.0 / int(a) for a in answer]  # answer "0" divides by zero
+
+    trainer = make_trainer(tokenizer, tmp_path, reward=fragile)
+    with pytest.raises(RewardFunctionError, match=r"'fragile' raised ZeroDivisionError.*sample \d+: prompt="):
+        trainer.train()
+
+
+@pytest.mark.parametrize("bad", [None, float("nan"), float("inf")])
+def test_none_nan_or_inf_rewards_are_errors_by_default(tokenizer, tmp_path, bad):
+    def holey(completions, **kwargs):
+        return [bad] + [0.5] * (len(completions) - 1)
+
+    trainer = make_trainer(tokenizer, tmp_path, reward=holey)
+    with pytest.raises(RewardFunctionError, match="'holey' returned .* sample 0"):
+        trainer.train()
+
+
+def test_none_rewards_are_skipped_when_asked(tokenizer, tmp_path):
+    def holey(completions, **kwargs):
+        return [None] + [float(i % 2) for i in range(len(completions) - 1)]
+
+    trainer = make_trainer(tokenizer, tmp_path, reward=holey, reward_nan_policy="skip")
+    trainer.train()
+    assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
+
+
+def test_dataset_without_prompt_column_is_refused(tokenizer, tmp_path):
+    with pytest.raises(ValueError, match="no 'prompt' column"):
+        make_trainer(tokenizer, tmp_path, dataset=Dataset.from_dict({"question": ["a", "b"]}))
+
+
+def test_long_prompts_are_an_error_or_truncated_with_a_warning(tokenizer, tmp_path):
+    with pytest.raises(ValueError, match="max_prompt_length=5"):
+        make_trainer(tokenizer, tmp_path, max_prompt_length=5).train()
+    trainer = make_trainer(tokenizer, tmp_path, max_prompt_length=5, prompt_truncation="left")
+    with pytest.warns(UserWarning, match="truncated on the left"):
+        trainer.train()
+    assert trainer.state.global_step == 2
+
+
+def test_all_eos_completions_give_a_finite_zero_signal_loss(tokenizer, tmp_path):
+    model = make_tiny_model(len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    with torch.no_grad():  # a model that always says <eos>
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[tokenizer.eos_token_id] = 1.0
+        model.norm.bias.fill_(1.0)
+    trainer = make_trainer(tokenizer, tmp_path, model=model.train(), objective="spg")
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "reward" in h]
+    assert logs[0]["completions/mean_length"] == 1.0
+    assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (dict(use_vllm=True), "vLLM does not serve masked diffusion"),
+        (dict(objective="ppo"), "objective"),
+        (dict(top_p=0.9), "top_p"),
+        (dict(max_completion_length=10), "block_length"),
+        (dict(diffusion_steps=3), "diffusion_steps"),
+        (dict(elbo_num_samples=3), "even"),
+    ],
+)
+def test_config_fields_that_cannot_apply_fail_loudly(overrides, match):
+    base = dict(output_dir="/tmp/unused", max_completion_length=8, block_length=4, diffusion_steps=8)
+    with pytest.raises(ValueError, match=match):
+        DiPODConfig(**{**base, **overrides})
+
+
+def test_reward_fn_shorthand_and_hub_style_loading(tokenizer, tmp_path):
+    model = make_tiny_model(len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    trainer = DiPODTrainer(
+        str(tmp_path / "model"), reward_fn=count_sevens,
+        args=DiPODConfig(output_dir=str(tmp_path / "out"), max_completion_length=8, block_length=4, diffusion_steps=8,
+                         num_generations=4, per_device_train_batch_size=8, max_steps=1, report_to="none",
+                         save_strategy="no", disable_tqdm=True),
+        train_dataset=prompts_dataset(),
+    )
+    trainer.train()
+    assert trainer.state.global_step == 1 and os.path.isdir(tmp_path / "model")
