@@ -1,4 +1,4 @@
-"""Vectorised gymnasium environments for flow policies: Box actions rescaled to [-1, 1], episode stats, reward scaling."""
+"""Vectorised gymnasium envs for flow policies: Box actions rescaled to [-1, 1], episode stats, reward scaling."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Metrics: always one JSON object per update in `output_dir/metrics.jsonl`; tensorboard / wandb when `report_to` asks."""
+"""Metrics: one JSON object per update in `output_dir/metrics.jsonl`; tensorboard / wandb when `report_to` asks."""
 
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ class MetricsLogger:
             try:
                 import wandb
             except ImportError as error:
-                raise ImportError("report_to includes 'wandb' but wandb is not installed: `pip install wandb`.") from error
+                raise ImportError(
+                    "report_to includes 'wandb' but wandb is not installed: `pip install wandb`."
+                ) from error
             self.wandb = wandb.init(
                 project=os.environ.get("WANDB_PROJECT", "dipod-trl-control"),
                 name=run_name,

@@ -61,7 +61,11 @@ class PolicyLoss(NamedTuple):
 
 
 def fpo_loss(
-    cfm_old: torch.Tensor, cfm_new: torch.Tensor, advantages: torch.Tensor, clip_coef: float, trust_region_mode: str = "ppo"
+    cfm_old: torch.Tensor,
+    cfm_new: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_coef: float,
+    trust_region_mode: str = "ppo",
 ) -> PolicyLoss:
     """FPO (McAllister et al. 2025): one ratio per action, the CFM losses averaged over the N draws before the exp."""
     log_ratio = cfm_old.mean(dim=-1) - cfm_new.mean(dim=-1)
@@ -78,15 +82,21 @@ def fpo_plus_plus_loss(
     trust_region_mode: str = "aspo",
     log_ratio_clamp: float = 10.0,
     neg_adv_cfm_clamp: float = 20.0,
+    cfm_loss_clamp: float = 20.0,
 ) -> PolicyLoss:
     """FPO++: one ratio per (t, eps) draw, averaged after the trust region.
 
-    For negative advantages the current CFM loss is clamped at `neg_adv_cfm_clamp`: past it, pushing the likelihood of
-    a bad action further down earns nothing (its gradient is zero), which stops the loss from running away. The
-    log-ratio is clamped from above at `log_ratio_clamp` with a straight-through estimator, so a single outlier draw
-    cannot overflow exp() while its gradient direction survives.
+    In order, as FPO++'s control code:
+    1. old and current per-draw CFM losses are clamped at `cfm_loss_clamp` (0 disables), so an outlier draw (a large
+       eps at small t) is frozen at ratio 1 instead of dominating the batch;
+    2. for negative advantages the current CFM loss is clamped at `neg_adv_cfm_clamp`: past it, pushing the
+       likelihood of a bad action further down earns nothing (zero gradient), which stops the loss from running away;
+    3. the log-ratio is clamped from above at `log_ratio_clamp` with a straight-through estimator, so exp() cannot
+       overflow while the draw's gradient still flows.
     """
     adv = advantages.unsqueeze(-1)
+    if cfm_loss_clamp > 0:
+        cfm_old, cfm_new = cfm_old.clamp(max=cfm_loss_clamp), cfm_new.clamp(max=cfm_loss_clamp)
     cfm_new = torch.where(adv < 0, cfm_new.clamp(max=neg_adv_cfm_clamp), cfm_new)
     log_ratio = straight_through_clamp(cfm_old - cfm_new, max=log_ratio_clamp)
     ratio = log_ratio.exp()
@@ -98,7 +108,7 @@ def dipod_loss(cfm_new: torch.Tensor) -> torch.Tensor:
     """DiPOD term for flow policies: the current policy's mean CFM loss on its own on-policy actions.
 
     Minimising it maximises the ELBO of the sampled actions (the flow analogue of DiPOD's on-policy ELBO term); it is
-    added to the policy loss with weight `dipod_beta`. It reuses the rollout's (t, eps) draws, so it costs nothing extra.
+    added to the policy loss with weight `dipod_beta`. It reuses the rollout's (t, eps) draws: no extra forward pass.
     """
     return cfm_new.mean()
 

@@ -64,7 +64,7 @@ class FlowPolicy(nn.Module):
         self.flow_steps, self.time_embed_dim = flow_steps, time_embed_dim
         self.normalize_observation = normalize_observation
         self.velocity_net = mlp([obs_dim + action_dim + time_embed_dim, *hidden_sizes, action_dim], nn.SiLU)
-        # A near-zero initial velocity makes the untrained policy's actions its initial noise, N(0, I): broad exploration.
+        # A near-zero initial velocity makes the untrained policy's actions its noise, N(0, I): broad exploration.
         last = self.velocity_net[-1]
         nn.init.normal_(last.weight, std=0.01)
         nn.init.zeros_(last.bias)
@@ -81,7 +81,8 @@ class FlowPolicy(nn.Module):
         batch_mean, batch_var, batch_count = obs.mean(0), obs.var(0, unbiased=False), obs.shape[0]
         delta = batch_mean - self.obs_mean
         total = self.obs_count + batch_count
-        m2 = self.obs_var * self.obs_count + batch_var * batch_count + delta.pow(2) * self.obs_count * batch_count / total
+        m2 = self.obs_var * self.obs_count + batch_var * batch_count
+        m2 = m2 + delta.pow(2) * self.obs_count * batch_count / total
         self.obs_mean += delta * batch_count / total
         self.obs_var.copy_(m2 / total)
         self.obs_count.copy_(total)
@@ -107,7 +108,9 @@ class FlowPolicy(nn.Module):
             x = x + dt * self.velocity(obs_norm, x, t)
         return x
 
-    def cfm_loss(self, obs_norm: torch.Tensor, action: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    def cfm_loss(
+        self, obs_norm: torch.Tensor, action: torch.Tensor, t: torch.Tensor, eps: torch.Tensor
+    ) -> torch.Tensor:
         """Per-draw CFM losses (B, N) of actions (B, A) under draws t (B, N, 1), eps (B, N, A)."""
         x_t, target = cfm_path(action, eps, t)
         obs = obs_norm.unsqueeze(-2).expand(*eps.shape[:-1], obs_norm.shape[-1])
@@ -115,7 +118,7 @@ class FlowPolicy(nn.Module):
 
     @torch.no_grad()
     def act(self, obs, noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> np.ndarray:
-        """Actions in [-1, 1]-space (unclipped) for raw observations; zero noise unless `noise` or `generator` is given."""
+        """Actions in [-1, 1]-space (unclipped) for raw observations; zero noise unless `noise` or `generator`."""
         obs = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
         if noise is None:
             shape = (obs.shape[0], self.action_dim)
@@ -127,7 +130,8 @@ class FlowPolicy(nn.Module):
         os.makedirs(directory, exist_ok=True)
         with open(os.path.join(directory, CONFIG_NAME), "w") as f:
             json.dump(self.config, f, indent=2)
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, os.path.join(directory, WEIGHTS_NAME))
+        tensors = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        save_file(tensors, os.path.join(directory, WEIGHTS_NAME))
 
     @classmethod
     def from_pretrained(cls, directory: str) -> "FlowPolicy":
