@@ -1,0 +1,287 @@
+"""An LLM judge behind an OpenAI-compatible server (e.g. `vllm serve`), used as a TRL reward function.
+
+Only HTTP is needed (`pip install dipod-trl[judge]` brings httpx); vLLM is never imported. Requests go to
+`{base_url}/v1/chat/completions`, at most `batch_size` at a time.
+
+Every wait is bounded. Each attempt is bounded by `timeout` (connect, write and each read); a failed attempt (no
+connection, a timeout, HTTP 5xx or 429) is retried at most `max_retries` times with exponential backoff; other HTTP
+errors (a wrong model name, a bad request) are configuration mistakes and fail at once. When a request exhausts its
+retries, `on_error` decides: "raise" (default) raises `JudgeUnavailableError` (a `RuntimeError` naming the URL);
+"none" scores that completion None, which TRL records as NaN ("no reward") - and once the server is found
+unreachable, the rest of that call fails fast instead of retrying each completion.
+
+Score parsing: `score_parser(reply_text)` returns a float or None; the default `parse_score` reads a `\\boxed{}`
+number, else a number labelled "score"/"rating"/"grade", else a number the reply starts with. An unparsable reply
+(a small model's gibberish, a refusal) scores `default_score`, which is None ("no reward") unless you set it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from ._text import completion_text, last_boxed, prompt_text
+
+__all__ = ["DEFAULT_JUDGE_TEMPLATE", "JudgeReward", "JudgeUnavailableError", "parse_score"]
+
+DEFAULT_JUDGE_TEMPLATE = (
+    "Rate how well the response answers the question, from 0 (useless) to 10 (perfect).\n\n"
+    "Question:\n{prompt}\n\nResponse:\n{completion}\n\nReply with the score only."
+)
+
+# Keywords TRL passes to every reward function that are not dataset columns.
+_NOT_COLUMNS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments"}
+_NUMBER = r"[-+]?\d+(?:\.\d+)?"
+_LABELLED = re.compile(rf"\b(?:score|rating|grade)\b\W{{0,3}}({_NUMBER})", re.IGNORECASE)
+_LEADING = re.compile(rf"\s*\**\s*({_NUMBER})(?![\w.])")
+
+
+class JudgeUnavailableError(RuntimeError):
+    """The judge server did not answer (down, unreachable, timing out, or failing with 5xx) within the retry budget."""
+
+
+def parse_score(text: str | None, low: float | None = None, high: float | None = None) -> float | None:
+    """The judge's score in `text`, or None when the reply holds no readable score.
+
+    Precedence: the number in the last `\\boxed{}`; else the first number labelled score/rating/grade ("Score: 7",
+    "rating = 8/10"); else a number the reply starts with ("9", "7/10 - concise"). A score outside [`low`, `high`]
+    (when given) counts as unreadable.
+    """
+    if not text:
+        return None
+    value = None
+    boxed = last_boxed(text)
+    if boxed is not None and re.fullmatch(rf"\s*{_NUMBER}\s*", boxed):
+        value = float(boxed)
+    else:
+        match = _LABELLED.search(text) or _LEADING.match(text)
+        value = float(match.group(1)) if match else None
+    if value is None or not math.isfinite(value):
+        return None
+    if (low is not None and value < low) or (high is not None and value > high):
+        return None
+    return value
+
+
+class JudgeReward:
+    """Reward = the score an LLM judge gives each (prompt, completion) pair; see the module docstring for policies.
+
+    Args:
+        base_url: the server root, e.g. "http://127.0.0.1:8000" (a trailing "/v1" is accepted).
+        model: the served model name (as listed by `/v1/models`).
+        prompt_template: a `str.format` template with `{prompt}`, `{completion}` and any dataset column (e.g.
+            `{answer}`) - double literal braces - or a callable `(prompt, completion, **row) -> str | messages`.
+        score_parser: reply text -> float or None.
+        batch_size: most requests in flight at once.
+        timeout: seconds allowed for each phase of one attempt (connect, write, every read).
+        max_retries: extra attempts after a connection error, timeout, 5xx or 429.
+        backoff, max_backoff: the n-th retry waits `min(max_backoff, backoff * 2**(n-1))` seconds.
+        default_score: the reward for an unparsable reply (None = no reward).
+        on_error: "raise" or "none" when a request exhausts its retries.
+        system_prompt: an optional system message before the rendered user message.
+        temperature, max_tokens, extra_body: sampling fields sent with each request.
+        api_key: sent as a bearer token (vLLM's `--api-key`).
+        name: the name TRL logs this reward under.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        prompt_template: str | Callable = DEFAULT_JUDGE_TEMPLATE,
+        score_parser: Callable[[str], float | None] = parse_score,
+        batch_size: int = 8,
+        timeout: float = 30.0,
+        max_retries: int = 3,
+        *,
+        backoff: float = 0.5,
+        max_backoff: float = 8.0,
+        default_score: float | None = None,
+        on_error: str = "raise",
+        system_prompt: str | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 32,
+        extra_body: dict | None = None,
+        api_key: str | None = None,
+        name: str = "judge_reward",
+    ):
+        import httpx
+
+        _check_arguments(base_url, batch_size, timeout, max_retries, backoff, on_error)
+        root = base_url.rstrip("/")
+        root = root[: -len("/v1")] if root.endswith("/v1") else root
+        self.chat_url = f"{root}/v1/chat/completions"
+        self.models_url = f"{root}/v1/models"
+        self.model = model
+        self.prompt_template = prompt_template
+        self.score_parser = score_parser
+        self.batch_size = batch_size
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.default_score = default_score
+        self.on_error = on_error
+        self.system_prompt = system_prompt
+        self.sampling = {"temperature": temperature, "max_tokens": max_tokens, **(extra_body or {})}
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(timeout=httpx.Timeout(timeout), headers=headers, trust_env=False)
+        self.__name__ = name
+
+    # -- TRL entry point ---------------------------------------------------------------------------------------------
+
+    def __call__(self, prompts=None, completions=None, **kwargs) -> list[float | None]:
+        """Score each completion (TRL's reward-function keywords; dataset columns are available to the template)."""
+        if completions is None:
+            raise ValueError("completions: the judge needs the completions to score.")
+        n = len(completions)
+        prompts = [None] * n if prompts is None else list(prompts)
+        if len(prompts) != n:
+            raise ValueError(f"prompts: got {len(prompts)} prompts for {n} completions.")
+        rows = _rows(kwargs, n)
+        requests = [self.render(p, c, row) for p, c, row in zip(prompts, completions, rows)]
+        replies = self.complete(requests)
+        return [self._score(reply) for reply in replies]
+
+    def render(self, prompt, completion, row: dict | None = None) -> list[dict]:
+        """The chat messages sent to the judge for one pair."""
+        row = row or {}
+        if callable(self.prompt_template):
+            rendered = self.prompt_template(prompt, completion, **row)
+        else:
+            fields = {**row, "prompt": prompt_text(prompt), "completion": completion_text(completion)}
+            try:
+                rendered = self.prompt_template.format_map(fields)
+            except (KeyError, IndexError) as error:
+                raise ValueError(
+                    f"prompt_template: no value for the field {error}; available fields: {sorted(fields)}. "
+                    "Write literal braces as '{{' and '}}'."
+                ) from None
+        if isinstance(rendered, str):
+            rendered = [{"role": "user", "content": rendered}]
+        if self.system_prompt:
+            rendered = [{"role": "system", "content": self.system_prompt}, *rendered]
+        return rendered
+
+    def _score(self, reply: str | None) -> float | None:
+        if reply is None:
+            return None  # the request failed and on_error="none"
+        score = self.score_parser(reply)
+        if score is None or (isinstance(score, float) and math.isnan(score)):
+            return self.default_score
+        return float(score)
+
+    # -- HTTP --------------------------------------------------------------------------------------------------------
+
+    def complete(self, requests: list[list[dict]]) -> list[str | None]:
+        """The judge's reply text for each message list, `batch_size` requests at a time."""
+        if not requests:
+            return []
+        server_down = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=min(self.batch_size, len(requests)), thread_name_prefix="judge")
+        try:
+            futures = [pool.submit(self._reply, messages, server_down) for messages in requests]
+            return [future.result() for future in futures]
+        finally:
+            # On an error, drop the queued requests; the running ones end within their own bounded budget.
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _reply(self, messages: list[dict], server_down: threading.Event) -> str | None:
+        payload = {"model": self.model, "messages": messages, **self.sampling}
+        try:
+            return _reply_text(self._send("POST", self.chat_url, payload, server_down), self.chat_url)
+        except JudgeUnavailableError:
+            if self.on_error == "none":
+                return None
+            raise
+
+    def _send(self, method: str, url: str, payload: dict | None, server_down: threading.Event) -> dict:
+        """One request with bounded retries; raises `JudgeUnavailableError` naming `url` when they run out."""
+        import httpx
+
+        last_error, answered = "no attempt was made", False
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+            if server_down.is_set():
+                raise JudgeUnavailableError(f"Judge server at {url} was found unreachable by another request.")
+            try:
+                response = self._client.request(method, url, json=payload)
+            except httpx.TimeoutException as error:
+                last_error = f"timed out after {self.timeout}s ({type(error).__name__})"
+                continue
+            except httpx.TransportError as error:
+                last_error = f"{type(error).__name__}: {error}"
+                continue
+            if response.status_code >= 500 or response.status_code == 429:
+                last_error, answered = f"HTTP {response.status_code}: {response.text[:200]}", True
+                continue
+            if response.status_code >= 400:
+                raise RuntimeError(
+                    f"Judge server at {url} refused the request with HTTP {response.status_code}: "
+                    f"{response.text[:500]} (model={self.model!r})."
+                )
+            try:
+                return response.json()
+            except ValueError:
+                raise RuntimeError(
+                    f"Judge server at {url} answered with invalid JSON: {response.text[:200]!r}."
+                ) from None
+        if not answered:
+            server_down.set()  # unreachable or not answering: later requests of this call need not retry
+        raise JudgeUnavailableError(
+            f"Judge server at {url} did not answer after {self.max_retries + 1} attempts (last error: {last_error}). "
+            "Is the server (e.g. `vllm serve`) running and reachable at that address?"
+        )
+
+    def available_models(self) -> list[str]:
+        """The model names the server serves (`GET /v1/models`), with the same timeout and retry policy."""
+        data = self._send("GET", self.models_url, None, threading.Event())
+        return [entry.get("id") for entry in data.get("data", [])]
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._client.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _check_arguments(base_url, batch_size, timeout, max_retries, backoff, on_error) -> None:
+    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+        raise ValueError(f"base_url: expected an http(s) URL such as 'http://127.0.0.1:8000', got {base_url!r}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    if not timeout > 0:
+        raise ValueError(f"timeout must be positive seconds, got {timeout}.")
+    if max_retries < 0:
+        raise ValueError(f"max_retries must be 0 or more, got {max_retries}.")
+    if backoff < 0:
+        raise ValueError(f"backoff must be 0 or more seconds, got {backoff}.")
+    if on_error not in ("raise", "none"):
+        raise ValueError(f"on_error must be 'raise' or 'none', got {on_error!r}.")
+
+
+def _rows(kwargs: dict, n: int) -> list[dict]:
+    """Per-completion dataset columns from TRL's keyword lists (trainer objects and odd-length values are skipped)."""
+    columns = {
+        key: list(values)
+        for key, values in kwargs.items()
+        if key not in _NOT_COLUMNS and isinstance(values, (list, tuple)) and len(values) == n
+    }
+    return [{key: values[i] for key, values in columns.items()} for i in range(n)]
+
+
+def _reply_text(data: dict, url: str) -> str:
+    """The assistant text of a chat-completions response (empty for a null content)."""
+    try:
+        return data["choices"][0]["message"].get("content") or ""
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise RuntimeError(f"Judge server at {url} answered without choices[0].message: {str(data)[:200]}.") from None
