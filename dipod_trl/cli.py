@@ -1,2 +1,277 @@
-def main(argv=None):
-    raise SystemExit("not yet")
+"""The `dipod` command line, and `python -m dipod_trl RECIPE` (what `accelerate launch -m dipod_trl ...` runs).
+
+    dipod train RECIPE.yaml [--key value ...]    RL with DiPOD (also: python -m dipod_trl RECIPE.yaml ...)
+    dipod sft RECIPE.yaml [--key value ...]      masked-diffusion SFT
+    dipod eval --model DIR --task gsm8k [...]     accuracy on a test split, resumable
+    dipod generate --model DIR --prompt TEXT      sample completions
+    dipod demo [--seeds 0 1 2 ...]               the offline demo on the built-in tiny model
+    dipod control RECIPE.yaml [--key value ...]  flow-matching policies on gymnasium (needs the `control` extra)
+
+Recipe keys map one to one onto the fields of TRL's `ModelConfig` (model, LoRA), `TaskArguments` (data, rewards) and
+`DiPODConfig` / `MaskedSFTConfig` (training); every command prints its fields with `--help`.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from .recipe import parse_recipe
+
+COMMANDS = ("train", "sft", "eval", "generate", "demo", "control")
+
+
+@dataclass
+class TaskArguments:
+    """Which data to train on and how to score it."""
+
+    task: str | None = field(
+        default=None,
+        metadata={"help": "Task: gsm8k, math500, countdown, sudoku or digit_sort (the demo's synthetic task)."},
+    )
+    dataset_source: str | None = field(
+        default=None, metadata={"help": "Hub id or local file/directory; default: the task's own source."}
+    )
+    train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    eval_split: str | None = field(
+        default=None, metadata={"help": "Held-out split evaluated during training (with eval_strategy != 'no')."}
+    )
+    num_train_examples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+    num_eval_examples: int | None = field(default=None, metadata={"help": "Use only the first N held-out rows."})
+    reward_funcs: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Reward functions by name in `reward_models` (weights: `reward_weights`). Default: the task's "
+            "d1 reward mix with d1's weights."
+        },
+    )
+
+
+def _limit(dataset, n):
+    return dataset if n is None else dataset.select(range(min(n, len(dataset))))
+
+
+def load_datasets(task_args: TaskArguments):
+    """The train (and eval) datasets of a recipe."""
+    from .data import load_source, load_task
+
+    if task_args.task is not None:
+        train = load_task(task_args.task, task_args.dataset_source, task_args.train_split)
+        evaluation = (
+            load_task(task_args.task, task_args.dataset_source, task_args.eval_split) if task_args.eval_split else None
+        )
+    elif task_args.dataset_source is not None:
+        train = load_source(task_args.dataset_source, task_args.train_split)
+        evaluation = load_source(task_args.dataset_source, task_args.eval_split) if task_args.eval_split else None
+    else:
+        raise ValueError("task or dataset_source: a recipe needs a task name or a dataset to train on.")
+    return _limit(train, task_args.num_train_examples), (
+        _limit(evaluation, task_args.num_eval_examples) if evaluation is not None else None
+    )
+
+
+def resolve_rewards(task_args: TaskArguments, reward_weights):
+    """`(reward_funcs, reward_weights)`: the named functions, or the task's default mix."""
+    import reward_models
+
+    from .evaluation import task_reward
+
+    if task_args.reward_funcs:
+        funcs = []
+        for name in task_args.reward_funcs:
+            if not hasattr(reward_models, name):
+                raise ValueError(f"reward_funcs: {name!r} is not a function of reward_models.")
+            funcs.append(getattr(reward_models, name))
+        return funcs, reward_weights
+    if task_args.task in reward_models.D1_REWARD_WEIGHTS:
+        funcs, weights = reward_models.rewards_for(task_args.task)
+        return funcs, reward_weights if reward_weights is not None else weights
+    if task_args.task is not None:
+        return [task_reward(task_args.task)], reward_weights
+    raise ValueError("reward_funcs: name the reward functions when training on a dataset_source without a task.")
+
+
+def load_model_and_tokenizer(model_args, trust_remote_code: bool):
+    """The model and tokenizer of a recipe. `model_name_or_path: tiny` builds the built-in tiny model, untrained."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from .models import build_tiny_model, build_tiny_tokenizer, load_diffusion_model
+
+    name = model_args.model_name_or_path
+    if name is None:
+        raise ValueError("model_name_or_path: the recipe names no model.")
+    if name == "tiny":
+        tokenizer = build_tiny_tokenizer()
+        return build_tiny_model(tokenizer), tokenizer
+    kwargs = {"revision": model_args.model_revision}
+    if model_args.dtype not in (None, "auto"):
+        kwargs["dtype"] = getattr(torch, model_args.dtype)
+    if model_args.attn_implementation is not None:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    model = load_diffusion_model(name, trust_remote_code=trust_remote_code, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, padding_side="left")
+    return model, tokenizer
+
+
+def train(argv: list[str]):
+    """RL with DiPOD from a recipe; returns the trainer."""
+    from trl import ModelConfig, get_peft_config
+
+    from .config import DiPODConfig
+    from .trainer import DiPODTrainer
+
+    model_args, task_args, config = parse_recipe([ModelConfig, TaskArguments, DiPODConfig], argv)
+    model, tokenizer = load_model_and_tokenizer(model_args, config.trust_remote_code)
+    train_data, eval_data = load_datasets(task_args)
+    funcs, weights = resolve_rewards(task_args, config.reward_weights)
+    config.reward_weights = weights
+    trainer = DiPODTrainer(
+        model, funcs, args=config, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    trainer.save_model(config.output_dir)
+    return trainer
+
+
+# How a completion is written from a task's reference, for SFT on tasks whose rows carry no `completion`.
+SFT_COMPLETIONS = {
+    "digit_sort": lambda row: row["answer"],
+    "sudoku": lambda row: f"<reasoning>\n</reasoning>\n<answer>\n{row['solution']}\n</answer>",
+}
+
+
+def sft(argv: list[str]):
+    """Masked-diffusion SFT from a recipe; returns the trainer."""
+    from trl import ModelConfig, get_peft_config
+
+    from .sft import MaskedDiffusionSFTTrainer, MaskedSFTConfig
+
+    model_args, task_args, config = parse_recipe([ModelConfig, TaskArguments, MaskedSFTConfig], argv)
+    model, tokenizer = load_model_and_tokenizer(model_args, trust_remote_code=False)
+    train_data, eval_data = load_datasets(task_args)
+    if "completion" not in train_data.column_names:
+        if task_args.task not in SFT_COMPLETIONS:
+            raise ValueError(
+                f"the SFT data has no 'completion' column (columns: {train_data.column_names}); give a "
+                f"dataset_source with prompt and completion columns, or a task among {sorted(SFT_COMPLETIONS)}."
+            )
+        make = SFT_COMPLETIONS[task_args.task]
+        train_data = train_data.map(lambda row: {"completion": make(row)})
+        eval_data = eval_data.map(lambda row: {"completion": make(row)}) if eval_data is not None else None
+    peft_config = get_peft_config(model_args)
+    if peft_config is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_config)
+    trainer = MaskedDiffusionSFTTrainer(model, config, train_dataset=train_data, eval_dataset=eval_data,
+                                        processing_class=tokenizer)
+    trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    trainer.save_model(config.output_dir)
+    tokenizer.save_pretrained(config.output_dir)
+    return trainer
+
+
+def evaluate(argv: list[str]) -> dict:
+    """`dipod eval`: accuracy of a checkpoint on a task's test split; prints and returns the summary."""
+    import os
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from .data import load_task
+    from .evaluation import EvalArguments, evaluate_task, task_reward
+    from .models import load_diffusion_model
+
+    (args,) = parse_recipe([EvalArguments], argv)
+    model = load_diffusion_model(args.model, trust_remote_code=args.trust_remote_code).eval()
+    if torch.cuda.is_available():
+        model = model.cuda()
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=args.trust_remote_code,
+                                              padding_side="left")
+    dataset = _limit(load_task(args.task, args.dataset_source, args.split), args.num_examples)
+    output = args.output or os.path.join(args.model if os.path.isdir(args.model) else ".",
+                                         f"eval_{args.task}_{args.split}.jsonl")
+    summary = evaluate_task(
+        model, tokenizer, dataset, task_reward(args.task), gen_length=args.gen_length, block_length=args.block_length,
+        steps=args.steps, temperature=args.temperature, remasking=args.remasking,
+        num_generations=args.num_generations, batch_size=args.batch_size, output_path=output, seed=args.seed,
+    )
+    print(f"{args.task} ({args.split}, {summary['num_examples']} examples): accuracy {summary['accuracy']:.4f}")
+    print(f"records: {output}")
+    return summary
+
+
+@dataclass
+class GenerateArguments:
+    """Arguments of `dipod generate`."""
+
+    model: str = field(metadata={"help": "Model directory or hub id."})
+    prompt: list[str] = field(metadata={"help": "One or more prompts."})
+    chat: bool = field(default=True, metadata={"help": "Wrap each prompt as a user message in the chat template."})
+    gen_length: int = field(default=64, metadata={"help": "Completion length."})
+    block_length: int = field(default=32, metadata={"help": "Semi-autoregressive block length."})
+    steps: int = field(default=64, metadata={"help": "Denoising steps."})
+    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature (0: greedy)."})
+    remasking: str = field(default="low_confidence", metadata={"help": "Remasking rule."})
+    cfg_scale: float = field(default=0.0, metadata={"help": "Classifier-free guidance scale."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow hub models that ship modeling code."})
+
+
+def generate_command(argv: list[str]) -> list[str]:
+    from transformers import AutoTokenizer
+
+    from .models import load_diffusion_model
+    from .sampling import generate
+
+    (args,) = parse_recipe([GenerateArguments], argv)
+    model = load_diffusion_model(args.model, trust_remote_code=args.trust_remote_code).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=args.trust_remote_code,
+                                              padding_side="left")
+    if args.chat:
+        batch = tokenizer.apply_chat_template([[{"role": "user", "content": p}] for p in args.prompt],
+                                              add_generation_prompt=True, return_dict=True, return_tensors="pt",
+                                              padding=True)
+    else:
+        batch = tokenizer(args.prompt, return_tensors="pt", padding=True, add_special_tokens=False)
+    ids, mask = generate(model, batch["input_ids"], batch["attention_mask"], tokenizer=tokenizer,
+                         gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
+                         temperature=args.temperature, remasking=args.remasking, cfg_scale=args.cfg_scale)
+    texts = tokenizer.batch_decode([i[m.bool()] for i, m in zip(ids, mask)], skip_special_tokens=True)
+    for prompt, text in zip(args.prompt, texts):
+        print(f">>> {prompt}\n{text}\n")
+    return texts
+
+
+def demo(argv: list[str]) -> dict:
+    from .demo import DemoConfig, run_demo
+
+    (config,) = parse_recipe([DemoConfig], argv)
+    return run_demo(config)
+
+
+def control(argv: list[str]):
+    from .control.cli import main as control_main
+
+    return control_main(argv)
+
+
+def main(argv: list[str] | None = None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return None
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        if command.endswith((".yaml", ".yml")) or command.startswith("--"):
+            command, rest = "train", argv  # python -m dipod_trl RECIPE.yaml [...]
+        else:
+            raise SystemExit(f"dipod: unknown command {command!r}; expected one of {', '.join(COMMANDS)} or a recipe.")
+    handler = {"train": train, "sft": sft, "eval": evaluate, "generate": generate_command, "demo": demo,
+               "control": control}[command]
+    return handler(rest)
+
+
+if __name__ == "__main__":
+    main()

@@ -8,12 +8,27 @@ error that says why, rather than silently ignored.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
 from trl import GRPOConfig
 
 OBJECTIVES = ("fpo", "diffu_grpo", "spg")
+
+
+def apply_cpu_defaults(args) -> None:
+    """CPU-only machines: bf16 off unless asked for, and `use_cpu` on in a multi-process launch.
+
+    TRL turns bf16 on everywhere, which only slows small models down on a CPU. accelerate starts several CPU
+    processes with its torchrun launcher (`accelerate launch --multi_gpu ...` or recipes/accelerate/cpu2.yaml) but
+    joins them into one gloo group only when the training arguments say `use_cpu`; without it every process would
+    silently train alone.
+    """
+    if args.bf16 is None:
+        args.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not args.fp16
+    if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        args.use_cpu = True
 DIPOD_NORMALIZATIONS = ("sequence", "token")
 
 # GRPOConfig fields with no meaning for masked diffusion, the value they must keep, and why.
@@ -213,8 +228,7 @@ class DiPODConfig(GRPOConfig):
     )
 
     def __post_init__(self):
-        if self.bf16 is None:
-            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not self.fp16
+        apply_cpu_defaults(self)
         super().__post_init__()
         self._validate()
 

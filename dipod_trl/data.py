@@ -7,6 +7,10 @@ and exactly the columns that task's reward in `reward_models` reads:
     math500   prompt, answer (LaTeX)                                         -> reward_models.math500_accuracy
     countdown prompt, numbers (list of int), target (int)                    -> reward_models.countdown_accuracy
     sudoku    prompt, puzzle, solution (16-digit strings, 0 = empty)         -> reward_models.sudoku_accuracy
+    digit_sort prompt, answer (the digits in ascending order)                -> reward_models.exact_match_accuracy
+
+`digit_sort` is the synthetic task of the offline demo: short enough for the built-in tiny model on a CPU, with a
+verifiable answer. Its prompts carry no system prompt and its answers no tags.
 
 The prompts follow d1's: the system prompt asks for the reasoning in `<reasoning>` tags and the final answer in
 `<answer>` tags, and task instructions say what the answer must look like. `source` is a hub id (loaded with
@@ -38,6 +42,7 @@ __all__ = [
     "generate_sudoku_puzzle",
     "generate_sudoku_puzzles",
     "load_countdown",
+    "load_digit_sort",
     "load_gsm8k",
     "load_math500",
     "load_sudoku",
@@ -340,11 +345,36 @@ def _grid(value, name: str) -> str:
     return grid
 
 
-TASKS = {"gsm8k": load_gsm8k, "math500": load_math500, "countdown": load_countdown, "sudoku": load_sudoku}
+def load_digit_sort(split: str = "train", num_examples: int = 2000, length: int = 5, seed: int = 0) -> Dataset:
+    """The demo task: sort a string of `length` random digits ("sort: 31415" -> "11345").
+
+    Generated and seeded; the "train" and "test" splits are disjoint (a digit string belongs to "test" when its hash
+    falls in the first tenth, see `sudoku_split_of`).
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split: digit_sort has the splits 'train' and 'test', not {split!r}.")
+    if num_examples < 1 or length < 1:
+        raise ValueError(f"num_examples and length must be positive, got {num_examples} and {length}.")
+    rng = random.Random(f"digit_sort-{split}-{seed}")
+    rows = []
+    while len(rows) < num_examples:
+        digits = "".join(rng.choice("0123456789") for _ in range(length))
+        if sudoku_split_of(digits) == split:
+            rows.append({"prompt": make_conversational_prompt(f"sort: {digits}", None), "answer": "".join(sorted(digits))})
+    return Dataset.from_list(rows)
+
+
+TASKS = {
+    "gsm8k": load_gsm8k,
+    "math500": load_math500,
+    "countdown": load_countdown,
+    "sudoku": load_sudoku,
+    "digit_sort": load_digit_sort,
+}
 
 
 def load_task(task: str, source: str | None = None, split: str | None = None, **kwargs) -> Dataset:
-    """Load a task by name ("gsm8k", "math500", "countdown", "sudoku"); None keeps the loader's default source/split."""
+    """Load a task by name (see `TASKS`); a `source` or `split` of None keeps the loader's default."""
     if task not in TASKS:
         raise ValueError(f"task: unknown task {task!r}; expected one of {sorted(TASKS)}.")
     if source is not None:

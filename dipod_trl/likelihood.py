@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from .models.adapters import as_diffusion_lm
-from .sampling import model_logits
+from .sampling import Generators, model_logits, random_uniform
 
 ESTIMATORS = ("mc", "antithetic", "stratified", "one_step")
 
@@ -61,15 +61,21 @@ class MaskDraw:
         return MaskDraw(self.completion_masks[index], self.weights[index], prompt_masks)
 
 
-def _uniform(shape, generator: torch.Generator | None, device) -> torch.Tensor:
-    # Draw on the generator's device, then move: a CPU generator can drive a CUDA run reproducibly.
-    gen_device = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=gen_device).to(device)
+def _uniform(shape, generator: Generators, device, width: int | None = None, align: str = "left") -> torch.Tensor:
+    """Uniform numbers whose last dimension is cut from a draw of at least `width` numbers.
+
+    Drawing a fixed width keeps a row's numbers independent of how wide the batch is padded (with per-row
+    generators, a row then gets the same masks in any batch): completions are right-padded, so their numbers are
+    taken from the left; prompts are left-padded and take theirs from the right.
+    """
+    length = shape[-1]
+    full = random_uniform((*shape[:-1], max(length, width or 0)), generator, device)
+    return full[..., :length] if align == "left" else full[..., full.shape[-1] - length:]
 
 
-def _random_ranks(valid: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def _random_ranks(valid: torch.Tensor, generator: Generators, width: int | None = None) -> torch.Tensor:
     """A uniformly random order of each row's valid positions: rank 0..n-1 on valid positions, >= n elsewhere."""
-    keys = _uniform(valid.shape, generator, valid.device).masked_fill(~valid, 2.0)
+    keys = _uniform(valid.shape, generator, valid.device, width).masked_fill(~valid, 2.0)
     return keys.argsort(dim=-1).argsort(dim=-1)
 
 
@@ -78,9 +84,11 @@ def draw_masks(
     num_samples: int,
     *,
     estimator: str = "mc",
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     prompt_attention_mask: torch.Tensor | None = None,
     p_mask_prompt: float = 0.0,
+    completion_width: int | None = None,
+    prompt_width: int | None = None,
 ) -> MaskDraw:
     """Draw the masks of `num_samples` Monte-Carlo samples per row.
 
@@ -97,6 +105,9 @@ def draw_masks(
 
     `p_mask_prompt > 0` also masks each real prompt token with that probability (as d1 does). The result is then a
     biased, regularised variant of the estimate rather than a bound on the likelihood.
+
+    `generator` may be one generator per row; with `completion_width` / `prompt_width` (the longest completion and
+    prompt the run allows) a row's masks then do not depend on how the batch is padded.
     """
     if num_samples < 1:
         raise ValueError(f"num_samples (K) must be >= 1, got {num_samples}.")
@@ -116,14 +127,14 @@ def draw_masks(
         masks = valid.clone()
         weights = (lengths > 0).float()
     else:
-        ranks = _random_ranks(valid, generator)
+        ranks = _random_ranks(valid, generator, completion_width)
         if estimator == "mc":
-            u = _uniform((batch, num_samples), generator, device)
+            u = random_uniform((batch, num_samples), generator, device)
         elif estimator == "stratified":
             strata = torch.arange(num_samples, device=device).unsqueeze(0)
-            u = (strata + _uniform((batch, num_samples), generator, device)) / num_samples
+            u = (strata + random_uniform((batch, num_samples), generator, device)) / num_samples
         else:  # antithetic: one draw per pair; the partner reuses the order of its first sample
-            u = _uniform((batch, num_samples // 2), generator, device)
+            u = random_uniform((batch, num_samples // 2), generator, device)
             ranks = ranks[:, 0::2].repeat_interleave(2, dim=1)
         # l = ceil(u * L) is uniform on 1..L for u uniform on (0, 1]; clamp guards u == 0 exactly.
         num_masked = torch.ceil(u * lengths[:, : u.shape[1]]).long().clamp(min=1)
@@ -142,7 +153,8 @@ def draw_masks(
         if prompt_attention_mask is None:
             raise ValueError("p_mask_prompt > 0 needs prompt_attention_mask (which prompt positions are real tokens).")
         prompt_valid = prompt_attention_mask.bool().unsqueeze(1).expand(-1, num_samples, -1)
-        prompt_masks = (_uniform(prompt_valid.shape, generator, device) < p_mask_prompt) & prompt_valid
+        draws = _uniform(prompt_valid.shape, generator, device, prompt_width, align="right")
+        prompt_masks = (draws < p_mask_prompt) & prompt_valid
     return MaskDraw(masks, weights.to(device), prompt_masks)
 
 
@@ -220,7 +232,7 @@ def elbo_samples(
     attention_mask: torch.Tensor | None = None,
     num_samples: int = 1,
     estimator: str = "mc",
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     p_mask_prompt: float = 0.0,
     draw: MaskDraw | None = None,
     cfg_scale: float = 0.0,
@@ -259,7 +271,7 @@ def elbo(
     attention_mask: torch.Tensor | None = None,
     num_samples: int = 1,
     estimator: str = "mc",
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     p_mask_prompt: float = 0.0,
     draw: MaskDraw | None = None,
     cfg_scale: float = 0.0,
@@ -300,7 +312,7 @@ def one_step_token_logps(
     completion_mask: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
     p_mask_prompt: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     draw: MaskDraw | None = None,
     cfg_scale: float = 0.0,
 ) -> torch.Tensor:
@@ -369,9 +381,7 @@ def order_log_likelihoods(
     return (token_logps * scored).sum(dim=(-1, -2))
 
 
-def random_orders(
-    completion_mask: torch.Tensor, num_orders: int, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def random_orders(completion_mask: torch.Tensor, num_orders: int, generator: Generators = None) -> torch.Tensor:
     """`num_orders` uniformly random generation orders per row, valid positions first. Shape (B, K, C)."""
     valid = completion_mask.bool().unsqueeze(1).expand(-1, num_orders, -1)
     return _random_ranks(valid, generator).argsort(dim=-1)
@@ -385,7 +395,7 @@ def order_bound(
     completion_mask: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
     num_orders: int = 4,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Importance-weighted bound `log mean_k p_sigma_k(y)` over `num_orders` random orders: one value per row.
@@ -417,7 +427,7 @@ def masked_diffusion_sft_loss(
     completion_mask: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
     num_samples: int = 1,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> torch.Tensor:
     """Masked-diffusion SFT loss: the negative ELBO of each completion per completion token, averaged over rows.
 

@@ -48,6 +48,8 @@ def parse_recipe(dataclass_types, argv: list[str]):
     from trl import TrlParser
 
     argv = list(argv)
+    if "-h" in argv or "--help" in argv:
+        TrlParser(dataclass_types).parse_args(["--help"])  # prints every field's help and exits
     config_args: list[str] = []
     if argv and not argv[0].startswith("-"):
         recipe = argv.pop(0)

@@ -19,8 +19,34 @@ from .models.adapters import DiffusionLM, as_diffusion_lm
 
 REMASKING_RULES = ("low_confidence", "random", "margin", "entropy")
 
+# A `torch.Generator`, None (the global RNG), or one generator per batch row.
+Generators = torch.Generator | list[torch.Generator] | None
 
-def add_gumbel_noise(logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
+
+def random_uniform(shape, generator: Generators, device, dtype=torch.float32) -> torch.Tensor:
+    """Uniform [0, 1) numbers of `shape`, drawn on the generator's device and moved to `device`.
+
+    With a list of generators (one per row of `shape[0]`), each row is drawn from its own generator, so that a row's
+    numbers do not depend on the other rows of the batch: the same prompt gets the same sample whether it is
+    generated alone, in a batch, or on another process of a distributed run.
+    """
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"generator: {len(generator)} generators for {shape[0]} rows.")
+        rows = [torch.rand(tuple(shape[1:]), generator=g, dtype=dtype, device=g.device) for g in generator]
+        return torch.stack(rows).to(device) if rows else torch.empty(shape, dtype=dtype, device=device)
+    gen_device = generator.device if generator is not None else device
+    return torch.rand(tuple(shape), generator=generator, dtype=dtype, device=gen_device).to(device)
+
+
+def _rows(generator: Generators, rows: torch.Tensor) -> Generators:
+    """The generators of a subset of rows (a single generator or None stays as it is)."""
+    if isinstance(generator, (list, tuple)):
+        return [generator[i] for i in rows.tolist()]
+    return generator
+
+
+def add_gumbel_noise(logits: torch.Tensor, temperature: float, generator: Generators = None) -> torch.Tensor:
     """Perturb logits so that their argmax is a sample at `temperature` (temperature 0 returns the logits).
 
     Computed in float64: with low-precision Gumbel noise the perturbed scores tie or collapse and generation quality
@@ -29,7 +55,7 @@ def add_gumbel_noise(logits: torch.Tensor, temperature: float, generator: torch.
     if temperature == 0:
         return logits
     logits = logits.to(torch.float64)
-    noise = torch.rand(logits.shape, generator=generator, dtype=torch.float64, device=logits.device)
+    noise = random_uniform(logits.shape, generator, logits.device, dtype=torch.float64)
     gumbel_noise = (-torch.log(noise)) ** temperature
     return logits.exp() / gumbel_noise
 
@@ -47,12 +73,10 @@ def get_num_transfer_tokens(block_mask_index: torch.Tensor, steps: int) -> torch
     return (base + (step_index < remainder).long()).long()
 
 
-def _confidence(
-    logits: torch.Tensor, x0: torch.Tensor, remasking: str, generator: torch.Generator | None
-) -> torch.Tensor:
+def _confidence(logits: torch.Tensor, x0: torch.Tensor, remasking: str, generator: Generators) -> torch.Tensor:
     """Score of each predicted token; the highest-scoring masked positions are committed first."""
     if remasking == "random":
-        return torch.rand(x0.shape, generator=generator, dtype=torch.float64, device=x0.device)
+        return random_uniform(x0.shape, generator, x0.device, dtype=torch.float64)
     probs = F.softmax(logits.to(torch.float64), dim=-1)
     if remasking == "low_confidence":
         return torch.gather(probs, -1, x0.unsqueeze(-1)).squeeze(-1)
@@ -152,7 +176,7 @@ def generate(
     temperature: float = 0.0,
     remasking: str = "low_confidence",
     cfg_scale: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     tokenizer=None,
     mask_token_id: int | None = None,
     eos_token_ids=None,
@@ -171,7 +195,8 @@ def generate(
         temperature: Gumbel-max sampling temperature; 0 is greedy.
         remasking: `low_confidence` | `random` | `margin` | `entropy`, which predictions a step commits first.
         cfg_scale: classifier-free guidance scale (0 disables it).
-        generator: a `torch.Generator` for reproducible sampling (the global RNG when None).
+        generator: a `torch.Generator` for reproducible sampling (the global RNG when None), or one generator per
+            row, which makes each row's sample independent of the rest of the batch.
         tokenizer, mask_token_id: where to find the mask token if the model's config has none.
         eos_token_ids: ids that end a completion (default: the model's and tokenizer's EOS ids).
         max_prompt_length: refuse longer prompts with a `ValueError` instead of silently scoring a cut prompt.
@@ -227,8 +252,9 @@ def generate(
             xa = x[active]
             # Only the current block can be committed, so only its positions are scored (the model still sees all).
             logits = model_logits(lm, xa, full_attention[active], prompt_index[active], cfg_scale)[:, start:end]
-            x0 = add_gumbel_noise(logits, temperature, generator).argmax(dim=-1)
-            confidence = _confidence(logits, x0, remasking, generator)
+            row_generators = _rows(generator, active)
+            x0 = add_gumbel_noise(logits, temperature, row_generators).argmax(dim=-1)
+            confidence = _confidence(logits, x0, remasking, row_generators)
             block_masked = xa[:, start:end] == lm.mask_token_id
             confidence = confidence.masked_fill(~block_masked, -torch.inf)
             # Per-row top-k with a per-row k: take the k_max best, keep the first k of each row.

@@ -9,8 +9,12 @@ The trainer is wiring only. Per generation batch:
    and reference scores are computed once, here, without gradients; the drift monitor runs here too.
 
 Per optimisation step, `_compute_loss` scores the current policy on that iteration's masks and hands the estimates to
-the pure functions of `dipod_trl.objectives`. All sampling randomness comes from torch's global RNG, which the
-Trainer saves in checkpoints, so a resumed run continues exactly where it stopped.
+the pure functions of `dipod_trl.objectives`.
+
+Randomness: every completion has its own generator, seeded from (`seed`, the global step, its row in the global
+batch); its sample and its masks come from it alone. A run therefore does not depend on how the global batch is split
+over processes (two processes reproduce one process with the same global batch), and a resumed run continues exactly
+where it stopped.
 """
 
 from __future__ import annotations
@@ -192,6 +196,7 @@ class DiPODTrainer(GRPOTrainer):
         ]
         self.mask_token_id = as_diffusion_lm(self.model, processing_class).mask_token_id
         self._generation_count = 0
+        self._generators = None  # per-row generators of the current generation batch
         self._pending_time = 0.0  # generation + scoring time spent inside the current training step
         self._warned_truncation = False
 
@@ -220,6 +225,15 @@ class DiPODTrainer(GRPOTrainer):
                 prompt_ids = [ids[-limit:] if len(ids) > limit else ids for ids in prompt_ids]
         return prompt_ids, images, multimodal_fields
 
+    def _row_generators(self, num_rows: int, mode: str) -> list[torch.Generator]:
+        """One generator per local row, seeded by the run's seed, the step and the row's index in the global batch."""
+        offset = self.accelerator.process_index * num_rows
+        step = self.state.global_step * 2 + (mode == "eval")
+        return [
+            torch.Generator().manual_seed((self.args.seed * 1_000_003 + step * 65_537 + offset + row) % 2**63)
+            for row in range(num_rows)
+        ]
+
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         device = self.accelerator.device
         ids = [torch.tensor(p) for p in prompt_ids]
@@ -242,6 +256,7 @@ class DiPODTrainer(GRPOTrainer):
                 remasking=self.args.remasking,
                 cfg_scale=self.args.cfg_scale,
                 eos_token_ids=self.eos_token_ids,
+                generator=self._generators,
             )
         completion_ids = [c[m.bool()].tolist() for c, m in zip(completion_ids.cpu(), completion_mask.cpu())]
         return completion_ids, None
@@ -268,6 +283,7 @@ class DiPODTrainer(GRPOTrainer):
         if "prompt" not in inputs[0]:
             raise ValueError(f"The dataset rows have no 'prompt' (keys: {sorted(inputs[0])}).")
         prompts = [x["prompt"] for x in inputs]
+        self._generators = self._row_generators(len(prompts), mode)
 
         start = time.perf_counter()
         prompt_ids_list, completion_ids_list, _, completions, _, _, _, _ = self._generate(prompts)
@@ -338,8 +354,11 @@ class DiPODTrainer(GRPOTrainer):
             completion_mask,
             1 if diffu else self.args.elbo_num_samples,
             estimator="one_step" if diffu else self.args.elbo_estimator,
+            generator=self._generators,
             prompt_attention_mask=prompt_mask,
             p_mask_prompt=self.args.p_mask_prompt,
+            completion_width=self.args.max_completion_length,
+            prompt_width=self.args.max_prompt_length,
         )
 
     def _score(self, model, inputs: dict, draw: MaskDraw, chunk_size=None) -> torch.Tensor:
@@ -407,7 +426,7 @@ class DiPODTrainer(GRPOTrainer):
         if n == 0:
             return
         completion = completion_mask[:n]
-        orders = random_orders(completion, self.args.drift_num_orders)
+        orders = random_orders(completion, self.args.drift_num_orders, self._generators[:n])
         log_likelihoods = order_log_likelihoods(
             self.model,
             prompt_ids[:n],

@@ -16,6 +16,7 @@ sequence-classification reward model) and `JudgeReward` (an LLM judge behind an 
 from importlib import import_module
 
 from .countdown import countdown_accuracy, evaluate_arithmetic, extract_countdown_expression
+from .exact_match import exact_match_accuracy
 from .format import (
     answer_tag_reward,
     boxed_in_answer_reward,
@@ -82,6 +83,7 @@ __all__ = [
     "boxed_in_answer_reward",
     "countdown_accuracy",
     "evaluate_arithmetic",
+    "exact_match_accuracy",
     "extract_countdown_expression",
     "extract_gsm8k_answer",
     "extract_math_answer",

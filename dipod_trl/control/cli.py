@@ -13,10 +13,6 @@ def main(argv: list[str] | None = None) -> dict:
     from .trainer import FlowPolicyTrainer
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    if "-h" in argv or "--help" in argv:  # parse_recipe's key check would reject it as an unknown key
-        from trl import TrlParser
-
-        TrlParser([FlowPolicyConfig]).parse_args(["--help"])  # prints every field's help and exits
     (config,) = parse_recipe([FlowPolicyConfig], argv)
     print(
         f"training a flow policy on {config.env_id} with {config.loss_type} ({config.trust_region_mode}), "

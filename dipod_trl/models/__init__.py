@@ -18,7 +18,31 @@ AutoConfig.register(TinyMDLMConfig.model_type, TinyMDLMConfig, exist_ok=True)
 AutoModel.register(TinyMDLMConfig, TinyMDLMForMaskedDiffusion, exist_ok=True)
 AutoModelForMaskedLM.register(TinyMDLMConfig, TinyMDLMForMaskedDiffusion, exist_ok=True)
 
+
+
+def build_tiny_model(tokenizer=None, seed: int = 0, **config_overrides) -> TinyMDLMForMaskedDiffusion:
+    """A freshly initialised tiny model (2 layers, width 64) over `tokenizer` (default: `build_tiny_tokenizer()`)."""
+    import torch
+
+    tokenizer = tokenizer if tokenizer is not None else build_tiny_tokenizer()
+    config = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=256,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    config.update(config_overrides)
+    torch.manual_seed(seed)
+    return TinyMDLMForMaskedDiffusion(TinyMDLMConfig(**config))
+
+
 __all__ = [
+    "build_tiny_model",
     "LLADA_MASK_TOKEN_ID",
     "DiffusionLM",
     "TinyMDLMConfig",

@@ -1,0 +1,117 @@
+"""Masked-diffusion SFT (the SFT stage of d1's pipeline): minimise the negative ELBO of completion tokens.
+
+A plain `transformers.Trainer` with a masked-diffusion loss and a collator for prompt-completion data, so that
+checkpointing, logging, evaluation, gradient accumulation, DeepSpeed and PEFT work as they do for any Trainer.
+
+The dataset has TRL's prompt-completion columns: `prompt` and `completion`, both plain text, or a list of chat
+messages and a list holding the assistant message. The completion is followed by EOS, which the model learns to emit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import Trainer, TrainingArguments
+from trl.data_utils import is_conversational
+from trl.trainer.utils import pad
+
+from .config import apply_cpu_defaults
+from .likelihood import masked_diffusion_sft_loss
+from .models.adapters import as_diffusion_lm
+
+
+@dataclass
+class MaskedSFTConfig(TrainingArguments):
+    """`TrainingArguments` for [`MaskedDiffusionSFTTrainer`], plus the fields below. `bf16` defaults to on only where
+    CUDA supports it; `remove_unused_columns` is off (the collator reads `prompt` and `completion`)."""
+
+    max_prompt_length: int = field(default=512, metadata={"help": "Longest prompt in tokens; longer ones are an error."})
+    max_completion_length: int = field(
+        default=256, metadata={"help": "Longest completion in tokens, EOS included; longer ones are an error."}
+    )
+    elbo_num_samples: int = field(
+        default=1, metadata={"help": "Masks drawn per completion for the ELBO estimate of each step."}
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept off: the collator needs the raw `prompt` and `completion` columns."}
+    )
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 mixed precision. Default: on where CUDA supports bf16, off elsewhere."}
+    )
+
+    def __post_init__(self):
+        apply_cpu_defaults(self)
+        super().__post_init__()
+        if self.elbo_num_samples < 1:
+            raise ValueError(f"elbo_num_samples must be >= 1, got {self.elbo_num_samples}.")
+
+
+class PromptCompletionCollator:
+    """Tokenises prompt-completion rows: prompts left-padded (with the chat template's generation prompt when they are
+    conversational), completions right-padded and ended with EOS."""
+
+    def __init__(self, tokenizer, max_prompt_length: int, max_completion_length: int):
+        self.tokenizer = tokenizer
+        self.max_prompt_length = max_prompt_length
+        self.max_completion_length = max_completion_length
+
+    def _prompt_ids(self, prompt) -> list[int]:
+        if is_conversational({"prompt": prompt}):
+            return self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
+                                                      return_dict=True)["input_ids"]
+        return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+    def _completion_ids(self, completion) -> list[int]:
+        text = completion[-1]["content"] if isinstance(completion, list) else completion
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+
+    def __call__(self, rows: list[dict]) -> dict:
+        for row in rows:
+            if "prompt" not in row or "completion" not in row:
+                raise ValueError(f"SFT rows need 'prompt' and 'completion' columns, got {sorted(row)}.")
+        prompts = [self._prompt_ids(row["prompt"]) for row in rows]
+        completions = [self._completion_ids(row["completion"]) for row in rows]
+        for kind, ids_list, limit in (("prompt", prompts, self.max_prompt_length),
+                                      ("completion", completions, self.max_completion_length)):
+            longest = max(len(ids) for ids in ids_list)
+            if longest > limit:
+                raise ValueError(f"a {kind} has {longest} tokens, more than max_{kind}_length={limit}.")
+        pad_id = self.tokenizer.pad_token_id
+        return {
+            "prompt_ids": pad([torch.tensor(p) for p in prompts], pad_id, "left"),
+            "prompt_mask": pad([torch.ones(len(p), dtype=torch.long) for p in prompts], 0, "left"),
+            "completion_ids": pad([torch.tensor(c) for c in completions], pad_id, "right"),
+            "completion_mask": pad([torch.ones(len(c), dtype=torch.long) for c in completions], 0, "right"),
+        }
+
+
+class MaskedDiffusionSFTTrainer(Trainer):
+    """`Trainer` whose loss is the masked-diffusion SFT loss (negative per-token ELBO of the completion)."""
+
+    def __init__(self, model, args: MaskedSFTConfig, train_dataset=None, eval_dataset=None, processing_class=None,
+                 **kwargs):
+        if processing_class is None:
+            raise ValueError("processing_class (the tokenizer) is required to tokenise prompts and completions.")
+        as_diffusion_lm(model, processing_class)  # fails early, with the reason, on a model without a mask token
+        collator = PromptCompletionCollator(processing_class, args.max_prompt_length, args.max_completion_length)
+        super().__init__(model=model, args=args, data_collator=collator, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
+        self.model_accepts_loss_kwargs = False  # the loss is a per-row mean: let Trainer scale it for accumulation
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = masked_diffusion_sft_loss(
+            model,
+            inputs["prompt_ids"],
+            inputs["completion_ids"],
+            completion_mask=inputs["completion_mask"],
+            attention_mask=inputs["prompt_mask"],
+            num_samples=self.args.elbo_num_samples,
+        )
+        return (loss, None) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
