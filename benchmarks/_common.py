@@ -1,4 +1,4 @@
-"""Shared set-up for the benchmarks: the tiny model at the demo's size, prompts, and a timer."""
+"""Shared set-up for the benchmarks: the demo's tiny model (optionally after a short masked SFT), prompts, a timer."""
 
 import os
 import sys
@@ -9,27 +9,43 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the benchmarks reuse the tests' plain reference implementations
 
-from dipod_trl.models import TinyMDLMConfig, TinyMDLMForMaskedDiffusion, build_tiny_tokenizer  # noqa: E402
+from dipod_trl.models import build_tiny_model, build_tiny_tokenizer  # noqa: E402
 
 
-def tiny_model_and_prompts(batch_size: int = 16, seed: int = 0):
-    torch.manual_seed(seed)
+def digit_sort_prompts(tokenizer, batch_size: int, seed: int = 0):
+    """`batch_size` left-padded digit_sort prompts of different lengths (3 to 7 digits)."""
+    import random
+
+    rng = random.Random(seed)
+    texts = ["sort: " + "".join(rng.choice("0123456789") for _ in range(3 + i % 5)) for i in range(batch_size)]
+    batch = tokenizer.apply_chat_template([[{"role": "user", "content": t}] for t in texts],
+                                          add_generation_prompt=True, return_dict=True, return_tensors="pt",
+                                          padding=True)
+    return batch["input_ids"], batch["attention_mask"]
+
+
+def tiny_model(sft_steps: int = 0):
+    """The demo's tiny model; with `sft_steps`, first taught digit_sort by masked SFT (so that it ends with EOS)."""
     tokenizer = build_tiny_tokenizer()
-    config = TinyMDLMConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=512,
-        max_position_embeddings=256,
-        initializer_range=0.1,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    model = TinyMDLMForMaskedDiffusion(config).eval()
-    texts = [f"What is {i} + {3 * i + 1}?" + " Think." * (i % 4) for i in range(batch_size)]
-    batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left")
-    return model, tokenizer, batch["input_ids"], batch["attention_mask"]
+    model = build_tiny_model(tokenizer)
+    if sft_steps:
+        import datasets
+        from transformers.trainer_callback import PrinterCallback
+        from transformers.utils import logging
+
+        from dipod_trl.data import load_digit_sort
+        from dipod_trl.sft import MaskedDiffusionSFTTrainer, MaskedSFTConfig
+
+        logging.disable_progress_bar()
+        datasets.disable_progress_bars()
+        data = load_digit_sort("train", num_examples=sft_steps * 64).map(lambda r: {"completion": r["answer"]})
+        args = MaskedSFTConfig(output_dir="/tmp/dipod-bench-sft", max_steps=sft_steps, per_device_train_batch_size=64,
+                               learning_rate=3e-3, warmup_steps=20, save_strategy="no", report_to="none",
+                               disable_tqdm=True, logging_strategy="no", max_completion_length=8)
+        trainer = MaskedDiffusionSFTTrainer(model, args, train_dataset=data, processing_class=tokenizer)
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+    return model.eval(), tokenizer
 
 
 def best_time(fn, repeats: int = 3) -> tuple[float, object]:

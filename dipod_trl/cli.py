@@ -114,6 +114,15 @@ def load_model_and_tokenizer(model_args, trust_remote_code: bool):
     return model, tokenizer
 
 
+def _finish_distributed() -> None:
+    """Leave the process group before the interpreter exits: without it a gloo rank can abort at shutdown."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def train(argv: list[str]):
     """RL with DiPOD from a recipe; returns the trainer."""
     from trl import ModelConfig, get_peft_config
@@ -132,6 +141,7 @@ def train(argv: list[str]):
     )
     trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     trainer.save_model(config.output_dir)
+    _finish_distributed()
     return trainer
 
 
@@ -170,6 +180,7 @@ def sft(argv: list[str]):
     trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     trainer.save_model(config.output_dir)
     tokenizer.save_pretrained(config.output_dir)
+    _finish_distributed()
     return trainer
 
 

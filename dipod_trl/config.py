@@ -17,8 +17,9 @@ from trl import GRPOConfig
 OBJECTIVES = ("fpo", "diffu_grpo", "spg")
 
 
-def apply_cpu_defaults(args) -> None:
-    """CPU-only machines: bf16 off unless asked for, and `use_cpu` on in a multi-process launch.
+def apply_device_defaults(args) -> None:
+    """Defaults for CPU-only machines and DDP: bf16 off unless asked for, `use_cpu` on in a multi-process CPU launch,
+    and DDP not searching for unused parameters.
 
     TRL turns bf16 on everywhere, which only slows small models down on a CPU. accelerate starts several CPU
     processes with its torchrun launcher (`accelerate launch --multi_gpu ...` or recipes/accelerate/cpu2.yaml) but
@@ -29,6 +30,12 @@ def apply_cpu_defaults(args) -> None:
         args.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not args.fp16
     if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         args.use_cpu = True
+    if args.ddp_find_unused_parameters is None:
+        # Diffusion LMs (and their LoRA adapters) use every parameter in each forward pass; transformers would
+        # otherwise ask DDP to search the graph for unused ones at every step.
+        args.ddp_find_unused_parameters = False
+
+
 DIPOD_NORMALIZATIONS = ("sequence", "token")
 
 # GRPOConfig fields with no meaning for masked diffusion, the value they must keep, and why.
@@ -228,7 +235,7 @@ class DiPODConfig(GRPOConfig):
     )
 
     def __post_init__(self):
-        apply_cpu_defaults(self)
+        apply_device_defaults(self)
         super().__post_init__()
         self._validate()
 

@@ -16,7 +16,7 @@ from transformers import Trainer, TrainingArguments
 from trl.data_utils import is_conversational
 from trl.trainer.utils import pad
 
-from .config import apply_cpu_defaults
+from .config import apply_device_defaults
 from .likelihood import masked_diffusion_sft_loss
 from .models.adapters import as_diffusion_lm
 
@@ -41,7 +41,7 @@ class MaskedSFTConfig(TrainingArguments):
     )
 
     def __post_init__(self):
-        apply_cpu_defaults(self)
+        apply_device_defaults(self)
         super().__post_init__()
         if self.elbo_num_samples < 1:
             raise ValueError(f"elbo_num_samples must be >= 1, got {self.elbo_num_samples}.")

@@ -229,3 +229,17 @@ def test_generated_splits_are_disjoint_and_solvable():
     completions = [f"<reasoning>\n...\n</reasoning>\n<answer>\n{s}\n</answer>" for s in test["solution"]]
     assert sudoku_accuracy(completions, puzzle=test["puzzle"], solution=test["solution"]) == [1.0] * 6
     assert sudoku_solved(completions, puzzle=test["puzzle"]) == [1.0] * 6
+
+
+def test_digit_sort_splits_are_disjoint_seeded_and_sorted():
+    from dipod_trl.data import load_digit_sort
+
+    train = load_digit_sort("train", num_examples=300, seed=1)
+    test = load_digit_sort("test", num_examples=100, seed=1)
+    digits = lambda ds: {row["prompt"][-1]["content"].split(": ")[1] for row in ds}  # noqa: E731
+    assert not digits(train) & digits(test)
+    assert load_digit_sort("train", num_examples=300, seed=1)["answer"] == train["answer"]
+    for row in train:
+        assert row["answer"] == "".join(sorted(row["prompt"][-1]["content"].split(": ")[1]))
+    with pytest.raises(ValueError, match="split"):
+        load_digit_sort("validation")

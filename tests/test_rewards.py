@@ -515,3 +515,10 @@ def test_reward_model_argument_errors(tiny_reward_model_dir):
     reward = SequenceClassifierReward(tiny_reward_model_dir, device="cpu")
     with pytest.raises(ValueError, match="prompts"):
         reward(prompts=["a"], completions=["b", "c"])
+
+
+def test_exact_match_reads_the_answer_block_or_the_whole_completion():
+    from reward_models import exact_match_accuracy
+
+    completions = ["11345", " 11345\n", [{"role": "assistant", "content": "<answer>11345</answer>"}], "1134", "113456"]
+    assert exact_match_accuracy(completions, answer=["11345"] * 5, prompts=["p"] * 5) == [1.0, 1.0, 1.0, 0.0, 0.0]
