@@ -41,10 +41,15 @@ class TaskArguments:
     reward_funcs: list[str] | None = field(
         default=None,
         metadata={
-            "help": "Reward functions by name in `reward_models` (weights: `reward_weights`). Default: the task's "
-            "d1 reward mix with d1's weights."
+            "help": "Reward functions by name in `reward_models` (weights: `reward_weights`), or `judge` for an LLM "
+            "judge served with `vllm serve` (see judge_base_url). Default: the task's d1 reward mix with d1's weights."
         },
     )
+    judge_base_url: str | None = field(
+        default=None,
+        metadata={"help": "OpenAI-compatible server of the `judge` reward (default: $DIPOD_JUDGE_URL)."},
+    )
+    judge_model: str | None = field(default=None, metadata={"help": "Model name the judge server serves."})
 
 
 def _limit(dataset, n):
@@ -79,9 +84,12 @@ def resolve_rewards(task_args: TaskArguments, reward_weights):
     if task_args.reward_funcs:
         funcs = []
         for name in task_args.reward_funcs:
-            if not hasattr(reward_models, name):
-                raise ValueError(f"reward_funcs: {name!r} is not a function of reward_models.")
-            funcs.append(getattr(reward_models, name))
+            if name == "judge":
+                funcs.append(_judge(task_args))
+            elif callable(getattr(reward_models, name, None)):
+                funcs.append(getattr(reward_models, name))
+            else:
+                raise ValueError(f"reward_funcs: {name!r} is neither 'judge' nor a function of reward_models.")
         return funcs, reward_weights
     if task_args.task in reward_models.D1_REWARD_WEIGHTS:
         funcs, weights = reward_models.rewards_for(task_args.task)
@@ -89,6 +97,17 @@ def resolve_rewards(task_args: TaskArguments, reward_weights):
     if task_args.task is not None:
         return [task_reward(task_args.task)], reward_weights
     raise ValueError("reward_funcs: name the reward functions when training on a dataset_source without a task.")
+
+
+def _judge(task_args: TaskArguments):
+    import os
+
+    from reward_models import JudgeReward
+
+    base_url = task_args.judge_base_url or os.environ.get("DIPOD_JUDGE_URL")
+    if not base_url or not task_args.judge_model:
+        raise ValueError("reward_funcs: the `judge` reward needs judge_base_url (or $DIPOD_JUDGE_URL) and judge_model.")
+    return JudgeReward(base_url, task_args.judge_model)
 
 
 def load_model_and_tokenizer(model_args, trust_remote_code: bool):

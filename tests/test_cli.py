@@ -31,22 +31,36 @@ def _log_history(output_dir: str, step: int) -> list[dict]:
         return json.load(f)["log_history"]
 
 
+COMMON = ["--max_steps", "6", "--save_steps", "6", "--logging_steps", "1", "--disable_tqdm", "true", "--beta", "0.04"]
+
+
+@pytest.fixture(scope="module")
+def one_process_run(sft_checkpoint, tmp_path_factory):
+    """`python -m dipod_trl recipes/tiny.yaml` for 6 steps (with a KL reference), one process, 64 completions/step."""
+    out = tmp_path_factory.mktemp("one")
+    command = [sys.executable, "-m", "dipod_trl", os.path.join(RECIPES, "tiny.yaml"), "--model_name_or_path",
+               sft_checkpoint, "--output_dir", str(out), *COMMON]
+    subprocess.run(command, check=True, cwd=out, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
+    return str(out)
+
+
 @pytest.mark.slow
-def test_two_processes_reproduce_one_process_with_the_same_global_batch(sft_checkpoint, tmp_path):
-    common = ["--model_name_or_path", sft_checkpoint, "--max_steps", "6", "--save_steps", "6", "--logging_steps", "1",
-              "--disable_tqdm", "true"]
-    recipe = os.path.join(RECIPES, "tiny.yaml")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = [sys.executable, "-m", "dipod_trl", recipe, "--output_dir", str(tmp_path / "one"), *common]
-    subprocess.run(single, check=True, cwd=tmp_path, env=env, capture_output=True)
+@pytest.mark.parametrize("launch_config", ["cpu2.yaml", "cpu2_zero2.yaml"])
+def test_two_processes_reproduce_one_process_with_the_same_global_batch(
+    sft_checkpoint, one_process_run, tmp_path, launch_config
+):
+    """`accelerate launch` over two CPU processes, with DDP or DeepSpeed ZeRO-2, halving the per-device batch."""
+    if "zero2" in launch_config:
+        pytest.importorskip("deepspeed")
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-              os.path.join(RECIPES, "accelerate", "cpu2.yaml"), "-m", "dipod_trl", recipe,
-              "--output_dir", str(tmp_path / "two"), "--per_device_train_batch_size", "32", *common]
-    result = subprocess.run(launch, cwd=tmp_path, env=env, capture_output=True, text=True)
+              os.path.join(RECIPES, "accelerate", launch_config), "-m", "dipod_trl", os.path.join(RECIPES, "tiny.yaml"),
+              "--model_name_or_path", sft_checkpoint, "--output_dir", str(tmp_path),
+              "--per_device_train_batch_size", "32", *COMMON]
+    result = subprocess.run(launch, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    one, two = _log_history(str(tmp_path / "one"), 6), _log_history(str(tmp_path / "two"), 6)
-    steps = [h for h in one if "loss" in h]
-    assert len(steps) == 6
+    one, two = _log_history(one_process_run, 6), _log_history(str(tmp_path), 6)
+    assert len([h for h in one if "loss" in h]) == 6
     for a, b in zip(one, two):
         # every completion has its own generator (seed, step, global row): the same samples, hence the same rewards
         assert a.get("reward") == b.get("reward")
@@ -54,10 +68,10 @@ def test_two_processes_reproduce_one_process_with_the_same_global_batch(sft_chec
         if "loss" in a:
             assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
             assert b["elbo/mean"] == pytest.approx(a["elbo/mean"], abs=1e-4)
+            assert b["kl"] == pytest.approx(a["kl"], abs=1e-5)
     from transformers import AutoModel
 
-    final_one = AutoModel.from_pretrained(str(tmp_path / "one"))
-    final_two = AutoModel.from_pretrained(str(tmp_path / "two"))
+    final_one, final_two = AutoModel.from_pretrained(one_process_run), AutoModel.from_pretrained(str(tmp_path))
     for (name, p), q in zip(final_one.named_parameters(), final_two.parameters()):
         assert torch.allclose(p, q, atol=1e-5), name
 
@@ -165,3 +179,17 @@ def test_every_recipe_parses_into_the_config_it_documents(name):
 def test_unknown_command_is_an_error():
     with pytest.raises(SystemExit, match="unknown command 'trian'"):
         cli.main(["trian", "recipes/tiny.yaml"])
+
+
+def test_reward_names_resolve_to_reward_models_or_the_judge(monkeypatch):
+    import reward_models
+
+    args = cli.TaskArguments(task="gsm8k", reward_funcs=["gsm8k_accuracy", "judge"], judge_model="m")
+    monkeypatch.setenv("DIPOD_JUDGE_URL", "http://127.0.0.1:9/v1")
+    funcs, weights = cli.resolve_rewards(args, [1.0, 0.5])
+    assert funcs[0] is reward_models.gsm8k_accuracy and isinstance(funcs[1], reward_models.JudgeReward)
+    assert weights == [1.0, 0.5]
+    default_funcs, default_weights = cli.resolve_rewards(cli.TaskArguments(task="gsm8k"), None)
+    assert reward_models.gsm8k_accuracy in default_funcs and default_weights[-1] == 2.0  # d1's mix
+    with pytest.raises(ValueError, match="'gsm8k_acc' is neither"):
+        cli.resolve_rewards(cli.TaskArguments(task="gsm8k", reward_funcs=["gsm8k_acc"]), None)
