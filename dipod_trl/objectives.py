@@ -141,15 +141,20 @@ def diffu_grpo_loss(
     epsilon_high: float,
     ref_token_logps: torch.Tensor | None = None,
     kl_beta: float = 0.0,
+    num_tokens: torch.Tensor | float | None = None,
 ) -> ObjectiveOutput:
     """d1's diffu-GRPO: per-token clipped ratio on one-step log-probabilities, plus `kl_beta` times the per-token k3
-    KL to the reference, averaged over all completion tokens of the batch (d1's normalisation)."""
+    KL to the reference, averaged over all completion tokens of the batch (d1's normalisation).
+
+    `num_tokens` is what the token sums are divided by (default: this batch's completion tokens); a trainer passes
+    its share of the whole global batch's tokens, so that processes and micro-batches average exactly.
+    """
     mask = completion_mask.to(token_logps.dtype)
     ratio = torch.exp(token_logps - old_token_logps)
     clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
     adv = advantages.unsqueeze(1)
     per_token = -torch.min(ratio * adv, clipped * adv)
-    num_tokens = mask.sum().clamp(min=1)
+    num_tokens = mask.sum().clamp(min=1) if num_tokens is None else num_tokens
     metrics = {"policy_loss": ((per_token * mask).sum() / num_tokens).detach()}
     if kl_beta != 0.0:
         if ref_token_logps is None:
@@ -194,13 +199,16 @@ def spg_loss(
     negative_bound_per_token: torch.Tensor,
     advantages: torch.Tensor,
     lengths: torch.Tensor,
+    num_tokens: torch.Tensor | float | None = None,
 ) -> ObjectiveOutput:
     """SPG's sandwiched policy gradient: maximise the ELBO of completions with positive advantage and minimise an
     upper bound on the likelihood of those with negative advantage; the per-token bounds are averaged with
-    completion-length weights: `-sum_j L_j A_j s_j / sum_j L_j`."""
+    completion-length weights: `-sum_j L_j A_j s_j / sum_j L_j` (`num_tokens` replaces `sum_j L_j`, as in
+    `diffu_grpo_loss`)."""
     lengths = lengths.to(elbo_per_token.dtype)
     score = torch.where(advantages > 0, elbo_per_token, negative_bound_per_token)
-    loss = -(lengths * advantages * score).sum() / lengths.sum().clamp(min=1)
+    num_tokens = lengths.sum().clamp(min=1) if num_tokens is None else num_tokens
+    loss = -(lengths * advantages * score).sum() / num_tokens
     metrics = {
         "policy_loss": loss.detach(),
         "spg/negative_bound_mean": negative_bound_per_token.detach().mean(),
@@ -208,15 +216,18 @@ def spg_loss(
     return ObjectiveOutput(loss, metrics)
 
 
-def dipod_term(elbo: torch.Tensor, lengths: torch.Tensor, normalization: str) -> torch.Tensor:
+def dipod_term(
+    elbo: torch.Tensor, lengths: torch.Tensor, normalization: str, num_tokens: torch.Tensor | float | None = None
+) -> torch.Tensor:
     """DiPOD's on-policy ELBO term, to be subtracted from the loss with weight `dipod_beta`.
 
     `elbo` holds each on-policy completion's summed ELBO (or, for diffu-GRPO, its summed one-step token
     log-likelihood). `'sequence'`: the batch mean (nats per sequence). `'token'`: summed ELBOs over summed lengths
-    (nats per token, each completion weighted by its length).
+    (nats per token, each completion weighted by its length; `num_tokens` replaces the summed lengths, as in
+    `diffu_grpo_loss`).
     """
     if normalization == "sequence":
         return elbo.mean()
     if normalization == "token":
-        return elbo.sum() / lengths.to(elbo.dtype).sum().clamp(min=1)
+        return elbo.sum() / (lengths.to(elbo.dtype).sum().clamp(min=1) if num_tokens is None else num_tokens)
     raise ValueError(f"dipod_normalization must be 'sequence' or 'token', got {normalization!r}.")

@@ -314,6 +314,8 @@ class DiPODTrainer(GRPOTrainer):
             "completion_ids": completion_ids,
             "completion_mask": completion_mask,
             "advantages": advantages[local],
+            # completion tokens of the whole generation batch (all processes): token-level losses divide by it
+            "num_items_in_batch": self.accelerator.gather(completion_mask.sum()).sum(),
         }
         with torch.no_grad():
             output.update(self._draw_and_score(prompt_ids, prompt_mask, completion_ids, completion_mask, mode))
@@ -464,6 +466,11 @@ class DiPODTrainer(GRPOTrainer):
         advantages = inputs["advantages"]
         token_logps = self._score(model, inputs, draw)
         eps_low, eps_high = self.epsilon_low, self.epsilon_high
+        # This micro-batch's share of the generation batch's tokens: token-level sums divided by it average exactly
+        # over processes (DDP averages) and micro-batches (accumulation sums), as TRL's DAPO loss does.
+        num_tokens = inputs["num_items_in_batch"].float().clamp(min=1) / self.accelerator.num_processes
+        if mode == "train":
+            num_tokens = num_tokens / self.args.steps_per_generation
 
         if self.args.objective == "fpo":
             elbo = elbo_from_token_logps(token_logps, draw).mean(dim=1)
@@ -477,7 +484,8 @@ class DiPODTrainer(GRPOTrainer):
             old = inputs["old_scores"][:, it] if "old_scores" in inputs else token.detach()
             ref = inputs["ref_scores"][:, it] if "ref_scores" in inputs else None
             out = diffu_grpo_loss(token, old, advantages, completion_mask, epsilon_low=eps_low,
-                                  epsilon_high=eps_high, ref_token_logps=ref, kl_beta=self.beta)
+                                  epsilon_high=eps_high, ref_token_logps=ref, kl_beta=self.beta,
+                                  num_tokens=num_tokens)
             on_policy = token.sum(dim=-1)
         else:  # spg
             elbo = elbo_from_token_logps(token_logps, draw).mean(dim=1)
@@ -485,13 +493,13 @@ class DiPODTrainer(GRPOTrainer):
             negative = spg_eubo_per_token(token_logps, draw.completion_masks, draw.weights, self.args.spg_eubo_beta)
             if self.args.spg_negative_bound == "mix":
                 negative = self.args.spg_mix_weight * negative + (1 - self.args.spg_mix_weight) * per_token
-            out = spg_loss(per_token, negative, advantages, lengths)
+            out = spg_loss(per_token, negative, advantages, lengths, num_tokens=num_tokens)
             on_policy = elbo
 
-        distill = dipod_term(on_policy, lengths, self.args.dipod_normalization)
+        distill = dipod_term(on_policy, lengths, self.args.dipod_normalization, num_tokens=num_tokens)
         loss = out.loss - self.args.dipod_beta * distill
         metrics = {**out.metrics, "dipod/term": distill.detach(), "elbo/mean": on_policy.detach().mean(),
-                   "elbo/per_token": (on_policy.detach().sum() / lengths.sum().clamp(min=1))}
+                   "elbo/per_token": on_policy.detach().sum() / num_tokens}
         for name, value in metrics.items():
             self._metrics[mode][name].append(self.accelerator.gather(value.detach().float().reshape(1)).mean().item())
         if mode == "train":

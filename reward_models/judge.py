@@ -35,6 +35,7 @@ DEFAULT_JUDGE_TEMPLATE = (
 
 # Keywords TRL passes to every reward function that are not dataset columns.
 _NOT_COLUMNS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments"}
+_HINT = "Is the server (e.g. `vllm serve`) running and reachable at that address?"
 _NUMBER = r"[-+]?\d+(?:\.\d+)?"
 _LABELLED = re.compile(rf"\b(?:score|rating|grade)\b\W{{0,3}}({_NUMBER})", re.IGNORECASE)
 _LEADING = re.compile(rf"\s*\**\s*({_NUMBER})(?![\w.])")
@@ -208,7 +209,9 @@ class JudgeReward:
             if attempt:
                 time.sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
             if server_down.is_set():
-                raise JudgeUnavailableError(f"Judge server at {url} was found unreachable by another request.")
+                raise JudgeUnavailableError(
+                    f"Judge server at {url} was found unreachable by another request of this batch. {_HINT}"
+                )
             try:
                 response = self._client.request(method, url, json=payload)
             except httpx.TimeoutException as error:
@@ -235,7 +238,7 @@ class JudgeReward:
             server_down.set()  # unreachable or not answering: later requests of this call need not retry
         raise JudgeUnavailableError(
             f"Judge server at {url} did not answer after {self.max_retries + 1} attempts (last error: {last_error}). "
-            "Is the server (e.g. `vllm serve`) running and reachable at that address?"
+            f"{_HINT}"
         )
 
     def available_models(self) -> list[str]:

@@ -61,6 +61,8 @@ def test_two_processes_reproduce_one_process_with_the_same_global_batch(
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = _log_history(one_process_run, 6), _log_history(str(tmp_path), 6)
     assert len([h for h in one if "loss" in h]) == 6
+    # completions of different lengths: token-normalised terms must divide by the global token count to agree
+    assert any(h["completions/min_length"] < h["completions/max_length"] for h in one if "reward" in h)
     for a, b in zip(one, two):
         # every completion has its own generator (seed, step, global row): the same samples, hence the same rewards
         assert a.get("reward") == b.get("reward")
