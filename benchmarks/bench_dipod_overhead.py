@@ -13,7 +13,6 @@ import statistics
 import time
 
 import torch
-
 from _common import tiny_model
 
 from dipod_trl import DiPODConfig, DiPODTrainer

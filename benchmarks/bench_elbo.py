@@ -9,7 +9,6 @@ The demo's tiny model, 16 completions of 8-32 tokens after prompts of different 
 import argparse
 
 import torch
-
 from _common import best_time, digit_sort_prompts, tiny_model
 
 import dipod_trl

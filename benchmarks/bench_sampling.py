@@ -13,7 +13,6 @@ Both implementations run in this process, one after the other.
 import argparse
 
 import torch
-
 from _common import best_time, digit_sort_prompts, tiny_model
 
 import dipod_trl

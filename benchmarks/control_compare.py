@@ -58,7 +58,7 @@ def run_one(job: tuple) -> tuple:
 
     # MuJoCo writes compiler warnings (Hopper's deprecated 'settotalmass') to MUJOCO_LOG.TXT in the cwd; keep them
     # as Python warnings instead.
-    mujoco.set_mju_user_warning(lambda message: warnings.warn(f"MuJoCo: {message}"))
+    mujoco.set_mju_user_warning(lambda message: warnings.warn(f"MuJoCo: {message}", stacklevel=2))
     from dipod_trl.control import FlowPolicyTrainer
 
     config = base_config(env_id, seed, total_timesteps, eval_every, output_dir)

@@ -94,7 +94,7 @@ def main():
     try:  # keep MuJoCo's compiler warnings out of MUJOCO_LOG.TXT in the cwd
         import mujoco
 
-        mujoco.set_mju_user_warning(lambda message: warnings.warn(f"MuJoCo: {message}"))
+        mujoco.set_mju_user_warning(lambda message: warnings.warn(f"MuJoCo: {message}", stacklevel=2))
     except ImportError:
         pass
 

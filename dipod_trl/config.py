@@ -84,8 +84,8 @@ class DiPODConfig(GRPOConfig):
 
     drift_num_orders, drift_num_sequences, drift_every, reward_nan_policy.
 
-    Defaults that differ from `GRPOConfig`: `max_completion_length=256` (d1's setting), activation checkpointing off (LLaDA's remote
-    code refuses it), `bf16=None` meaning bf16 only where CUDA supports it (TRL turns it on even on
+    Defaults that differ from `GRPOConfig`: `max_completion_length=256` (d1's setting), activation checkpointing off
+    (LLaDA's remote code refuses it), `bf16=None` meaning bf16 only where CUDA supports it (TRL turns it on even on
     CPUs, where it only slows the tiny model down).
     """
 
@@ -156,7 +156,9 @@ class DiPODConfig(GRPOConfig):
     )
     elbo_chunk_size: int | None = field(
         default=None,
-        metadata={"help": "Rows per forward pass when scoring without gradients (old/reference/monitor); bounds memory."},
+        metadata={
+            "help": "Rows per forward pass when scoring without gradients (old/reference/monitor); bounds memory."
+        },
     )
 
     # Diffusion sampling
@@ -268,7 +270,9 @@ class DiPODConfig(GRPOConfig):
                 f"{self.elbo_num_samples}."
             )
         if self.spg_eubo_beta < 1.0:
-            raise ValueError(f"spg_eubo_beta must be >= 1 for the EUBO to bound the likelihood, got {self.spg_eubo_beta}.")
+            raise ValueError(
+                f"spg_eubo_beta must be >= 1 for the EUBO to bound the likelihood, got {self.spg_eubo_beta}."
+            )
         if not 0.0 <= self.spg_mix_weight <= 1.0:
             raise ValueError(f"spg_mix_weight must be in [0, 1], got {self.spg_mix_weight}.")
         if self.max_completion_length is None or self.max_completion_length % self.block_length != 0:

@@ -230,7 +230,8 @@ def summarize(runs: list[dict], sft_accuracy: float) -> str:
             mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
             accs = [r["accuracy"] for r in group]
             spread = (sum((a - mean(accs)) ** 2 for a in accs) / max(1, len(accs) - 1)) ** 0.5
-            lines.append(f"{method:<12} mean over {len(group)} seeds: reward {mean([tail(r['reward']) for r in group]):.3f}, "
+            reward = mean([tail(r["reward"]) for r in group])
+            lines.append(f"{method:<12} mean over {len(group)} seeds: reward {reward:.3f}, "
                          f"drift gap {mean([tail(r['drift_gap']) for r in group]):.4f}, "
                          f"held-out accuracy {mean(accs):.3f} +- {spread:.3f}")
     return "\n".join(lines)

@@ -70,7 +70,9 @@ def group_relative_advantages(
         rewards = (rewards_per_func * weights).nansum(dim=1)
         rewards[unscorable] = torch.nan
     else:
-        raise ValueError(f"multi_objective_aggregation must be 'sum_then_normalize' or 'normalize_then_sum', got {aggregation!r}.")
+        raise ValueError(
+            f"multi_objective_aggregation must be 'sum_then_normalize' or 'normalize_then_sum', got {aggregation!r}."
+        )
     return torch.nan_to_num(advantages, nan=0.0), rewards
 
 

@@ -26,7 +26,9 @@ class MaskedSFTConfig(TrainingArguments):
     """`TrainingArguments` for [`MaskedDiffusionSFTTrainer`], plus the fields below. `bf16` defaults to on only where
     CUDA supports it; `remove_unused_columns` is off (the collator reads `prompt` and `completion`)."""
 
-    max_prompt_length: int = field(default=512, metadata={"help": "Longest prompt in tokens; longer ones are an error."})
+    max_prompt_length: int = field(
+        default=512, metadata={"help": "Longest prompt in tokens; longer ones are an error."}
+    )
     max_completion_length: int = field(
         default=256, metadata={"help": "Longest completion in tokens, EOS included; longer ones are an error."}
     )

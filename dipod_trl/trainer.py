@@ -31,7 +31,7 @@ from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBas
 from trl import GRPOTrainer
 from trl.models import prepare_deepspeed, unwrap_model_for_generation
 from trl.trainer.callbacks import SyncRefModelCallback
-from trl.trainer.utils import pad
+from trl.trainer.utils import is_async_callable, pad
 
 from .config import DiPODConfig
 from .likelihood import (
@@ -42,7 +42,7 @@ from .likelihood import (
     order_log_likelihoods,
     random_orders,
 )
-from .models.adapters import as_diffusion_lm, check_tokenizer_has_mask, load_diffusion_model
+from .models.adapters import as_diffusion_lm, load_diffusion_model
 from .objectives import (
     diffu_grpo_loss,
     dipod_term,
@@ -148,8 +148,7 @@ class DiPODTrainer(GRPOTrainer):
             processing_class = AutoTokenizer.from_pretrained(
                 model.config._name_or_path, trust_remote_code=args.trust_remote_code, padding_side="left"
             )
-        if getattr(model.config, "mask_token_id", None) is None and model.config.model_type != "llada":
-            check_tokenizer_has_mask(processing_class)
+        as_diffusion_lm(model, processing_class)  # no mask token in the model or the tokenizer: stop here, say why
         if getattr(model, "generation_config", None) is None:
             # GRPOTrainer records pad/EOS ids on it; masked diffusion models often ship none.
             model.generation_config = GenerationConfig.from_model_config(model.config)
@@ -190,11 +189,11 @@ class DiPODTrainer(GRPOTrainer):
                 self.add_callback(SyncRefModelCallback(ref_model=self.ref_model, accelerator=self.accelerator))
 
         self.reward_funcs = [
-            _guard_reward_function(f, name) if callable(f) and not isinstance(f, torch.nn.Module)
-            and not _is_async(f) else f
+            _guard_reward_function(f, name)
+            if callable(f) and not isinstance(f, torch.nn.Module) and not is_async_callable(f)
+            else f
             for f, name in zip(self.reward_funcs, self.reward_func_names)
         ]
-        self.mask_token_id = as_diffusion_lm(self.model, processing_class).mask_token_id
         self._generation_count = 0
         self._generators = None  # per-row generators of the current generation batch
         self._pending_time = 0.0  # generation + scoring time spent inside the current training step
@@ -272,8 +271,9 @@ class DiPODTrainer(GRPOTrainer):
             where = _describe_sample(prompts, completions, local) if 0 <= local < len(prompts) else f"sample {row}"
             value = rewards_per_func[row, column].item()
             raise RewardFunctionError(
-                f"reward function {self.reward_func_names[column]!r} returned {'None/NaN' if value != value else value} "
-                f"for {where}. Return a finite float, or set reward_nan_policy='skip' to ignore None/NaN rewards."
+                f"reward function {self.reward_func_names[column]!r} returned "
+                f"{'None/NaN' if value != value else value} for {where}. Return a finite float, or set "
+                "reward_nan_policy='skip' to ignore None/NaN rewards."
             )
         return rewards_per_func
 
@@ -305,7 +305,8 @@ class DiPODTrainer(GRPOTrainer):
             scale_rewards=self.scale_rewards,
             aggregation=self.multi_objective_aggregation,
         )
-        local = slice(self.accelerator.process_index * len(prompts), (self.accelerator.process_index + 1) * len(prompts))
+        first = self.accelerator.process_index * len(prompts)
+        local = slice(first, first + len(prompts))
         self._log_rewards(mode, rewards_per_func, rewards, num_generations, prompts, completions, advantages)
 
         output = {
@@ -319,7 +320,8 @@ class DiPODTrainer(GRPOTrainer):
         }
         with torch.no_grad():
             output.update(self._draw_and_score(prompt_ids, prompt_mask, completion_ids, completion_mask, mode))
-            if mode == "train" and self.args.drift_num_orders > 0 and self._generation_count % self.args.drift_every == 0:
+            monitor = self.args.drift_num_orders > 0 and self._generation_count % self.args.drift_every == 0
+            if mode == "train" and monitor:
                 self._monitor_drift(prompt_ids, prompt_mask, completion_ids, completion_mask)
         if mode == "train":
             self._generation_count += 1
@@ -405,7 +407,8 @@ class DiPODTrainer(GRPOTrainer):
         generate_every = self.args.steps_per_generation * self.num_iterations
         if mode == "train" and self.args.gradient_accumulation_steps % generate_every != 0:
             chunk = self.args.elbo_chunk_size
-            out["old_scores"] = torch.stack([self._reduce(self._score(self.model, batch, d, chunk), d) for d in draws], 1)
+            old = [self._reduce(self._score(self.model, batch, draw, chunk), draw) for draw in draws]
+            out["old_scores"] = torch.stack(old, dim=1)
         if self.beta != 0.0:
             out["ref_scores"] = torch.stack([self._reference_scores(batch, d) for d in draws], 1)
         return out
@@ -519,7 +522,3 @@ def _nanstd(x: torch.Tensor) -> float:
     return x.std().item() if x.numel() > 1 else 0.0
 
 
-def _is_async(func) -> bool:
-    import inspect
-
-    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))

@@ -79,10 +79,10 @@ def test_two_processes_reproduce_one_process_with_the_same_global_batch(
 
 
 def held_out_accuracy(model_dir: str) -> float:
-    from reward_models import exact_match_accuracy
     from transformers import AutoTokenizer
 
     from dipod_trl.models import load_diffusion_model
+    from reward_models import exact_match_accuracy
 
     test = load_digit_sort("test", num_examples=256)
     return evaluate_task(load_diffusion_model(model_dir), AutoTokenizer.from_pretrained(model_dir), test,
@@ -124,8 +124,9 @@ def test_eval_prints_accuracy_and_resumes_without_redoing_records(sft_checkpoint
 
         return exact_match_accuracy(completions, **kwargs)
 
-    from dipod_trl.models import load_diffusion_model
     from transformers import AutoTokenizer
+
+    from dipod_trl.models import load_diffusion_model
 
     resumed = evaluate_task(
         load_diffusion_model(sft_checkpoint), AutoTokenizer.from_pretrained(sft_checkpoint),

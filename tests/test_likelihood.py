@@ -61,7 +61,8 @@ def order_log_likelihood(model, prompt, completion, order):
 
 
 def exact_any_order(model, prompt, completion):
-    values = [order_log_likelihood(model, prompt, completion, o) for o in itertools.permutations(range(len(completion)))]
+    orders = itertools.permutations(range(len(completion)))
+    values = [order_log_likelihood(model, prompt, completion, order) for order in orders]
     return values
 
 

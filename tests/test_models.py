@@ -9,7 +9,6 @@ from dipod_trl.models import (
     TinyMDLMConfig,
     TinyMDLMForMaskedDiffusion,
     as_diffusion_lm,
-    build_tiny_tokenizer,
     check_tokenizer_has_mask,
     load_diffusion_model,
 )
@@ -22,7 +21,8 @@ def test_tokenizer_covers_printable_ascii_and_the_special_tokens(tokenizer):
     assert tokenizer.decode(ids) == text
     assert tokenizer.convert_tokens_to_ids("<answer>") in ids  # tags are single tokens
     assert tokenizer.mask_token_id == len(tokenizer) - 1 == TinyMDLMConfig(vocab_size=len(tokenizer)).mask_token_id
-    chat = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,
+                                         tokenize=False)
     assert chat == "<bos><|user|>hi<eos><|assistant|>"
 
 

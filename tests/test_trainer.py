@@ -69,7 +69,8 @@ def make_trainer(tokenizer, tmp_path, reward=count_sevens, model=None, dataset=N
 def generation_batch(trainer):
     """One generation batch as the trainer builds it (rewards, advantages, masks, old/reference scores)."""
     trainer.model.train()
-    rows = [trainer.train_dataset[i // trainer.num_generations] for i in range(trainer.args.per_device_train_batch_size)]
+    batch_size = trainer.args.per_device_train_batch_size
+    rows = [trainer.train_dataset[i // trainer.num_generations] for i in range(batch_size)]
     return trainer._generate_and_score_completions(rows)
 
 

@@ -7,7 +7,7 @@ is a matter of one adapter class. The adapter is picked from `model.config.model
 | --- | --- | --- | --- |
 | built-in tiny model | `tiny_mdlm` | aligned | `config.mask_token_id` |
 | LLaDA / LLaDA-1.5 (`GSAI-ML/LLaDA-8B-Instruct`) | `llada` | aligned | 126336 |
-| Dream (`Dream-org/Dream-v0-Instruct-7B`) | `Dream` | shifted by one (position i predicts i+1) | tokenizer's `<|mask|>` |
+| Dream (`Dream-org/Dream-v0-Instruct-7B`) | `Dream` | shifted by one (i predicts i+1) | tokenizer's `<|mask|>` |
 | any Hugging Face masked LM (BERT, RoBERTa, ModernBERT, ...) | anything else | aligned | tokenizer's mask token |
 """
 
@@ -22,7 +22,7 @@ LLADA_MASK_TOKEN_ID = 126336
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """Strip DDP/DeepSpeed (`.module`) and PEFT (`.base_model.model`) wrappers to reach the model that has the config."""
+    """Strip DDP/DeepSpeed (`.module`) and PEFT (`.base_model.model`) wrappers: the model that has the config."""
     while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
         model = model.module
     if hasattr(model, "get_base_model"):  # PeftModel

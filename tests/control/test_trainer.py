@@ -88,8 +88,9 @@ def test_train_logs_checkpoints_and_saves_a_policy_that_reloads(tmp_path):
         records = [json.loads(line) for line in f]
     assert [r["update"] for r in records] == [0, 1, 2]  # the untrained evaluation, then one record per update
     for record in records[1:]:
-        for key in ("global_step", "env_steps", "episodic_return", "loss/policy", "loss/dipod_cfm", "loss/value", "policy/clip_frac",
-                    "policy/approx_kl", "time/sps", "time/policy_share", "time/sim_share", "time/update_share"):
+        for key in ("global_step", "env_steps", "episodic_return", "loss/policy", "loss/dipod_cfm", "loss/value",
+                    "policy/clip_frac", "policy/approx_kl", "time/sps", "time/policy_share", "time/sim_share",
+                    "time/update_share"):
             assert key in record, key
         assert 0 < record["time/policy_share"] + record["time/sim_share"] + record["time/update_share"] <= 1.0
         assert np.isfinite(record["loss/policy"]) and record["loss/dipod_cfm"] > 0
