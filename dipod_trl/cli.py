@@ -303,5 +303,10 @@ def main(argv: list[str] | None = None):
     return handler(rest)
 
 
-if __name__ == "__main__":
+def console_script() -> None:
+    """The `dipod` executable: like `main`, but returns nothing (a returned value would become the exit status)."""
     main()
+
+
+if __name__ == "__main__":
+    console_script()

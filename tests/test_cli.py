@@ -196,3 +196,12 @@ def test_reward_names_resolve_to_reward_models_or_the_judge(monkeypatch):
     assert reward_models.gsm8k_accuracy in default_funcs and default_weights[-1] == 2.0  # d1's mix
     with pytest.raises(ValueError, match="'gsm8k_acc' is neither"):
         cli.resolve_rewards(cli.TaskArguments(task="gsm8k", reward_funcs=["gsm8k_acc"]), None)
+
+
+def test_the_dipod_executable_exits_zero_after_a_command(sft_checkpoint, tmp_path):
+    dipod = os.path.join(os.path.dirname(sys.executable), "dipod")
+    result = subprocess.run([dipod, "eval", "--model", sft_checkpoint, "--task", "digit_sort", "--num_examples", "8",
+                             "--gen_length", "8", "--block_length", "4", "--steps", "8",
+                             "--output", str(tmp_path / "eval.jsonl")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "digit_sort (test, 8 examples): accuracy" in result.stdout
