@@ -50,6 +50,7 @@ __all__ = [
     "make_conversational_prompt",
     "sudoku_question",
     "sudoku_split_of",
+    "tokenize_prompt",
 ]
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -99,6 +100,15 @@ def make_conversational_prompt(question: str, system_prompt: str | None = SYSTEM
     """TRL's conversational prompt: a system message (unless `system_prompt` is None) and the user's question."""
     messages = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
     return [*messages, {"role": "user", "content": question}]
+
+
+def tokenize_prompt(tokenizer, prompt) -> list[int]:
+    """Token ids of a prompt: a conversational one through the chat template with the generation prompt, plain text
+    as it is (no special tokens added)."""
+    if isinstance(prompt, list):
+        return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
+                                             return_dict=True)["input_ids"]
+    return tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
 
 def countdown_question(numbers: list[int], target: int) -> str:

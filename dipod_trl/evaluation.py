@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
-from trl.data_utils import is_conversational
 
+from .data import tokenize_prompt
 from .models.adapters import as_diffusion_lm
 from .sampling import generate
 
@@ -58,13 +58,6 @@ class EvalArguments:
     )
     seed: int = field(default=0, metadata={"help": "Seed of the sampler's generator (matters when temperature > 0)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow hub models that ship modeling code."})
-
-
-def _prompt_ids(tokenizer, prompt) -> list[int]:
-    if is_conversational({"prompt": prompt}):
-        return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
-                                             return_dict=True)["input_ids"]
-    return tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
 
 def _question_text(prompt) -> str:
@@ -127,7 +120,7 @@ def evaluate_task(
                 continue
             rows = [dataset[i] for i in indices]
             prompts = [row["prompt"] for row in rows for _ in range(num_generations)]
-            ids = [torch.tensor(_prompt_ids(tokenizer, p)) for p in prompts]
+            ids = [torch.tensor(tokenize_prompt(tokenizer, p)) for p in prompts]
             length = max(len(x) for x in ids)
             prompt_ids = torch.full((len(ids), length), tokenizer.pad_token_id, dtype=torch.long)
             attention = torch.zeros((len(ids), length), dtype=torch.long)

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import Trainer, TrainingArguments
-from trl.data_utils import is_conversational
 from trl.trainer.utils import pad
 
 from .config import apply_device_defaults
+from .data import tokenize_prompt
 from .likelihood import masked_diffusion_sft_loss
 from .models.adapters import as_diffusion_lm
 
@@ -58,12 +58,6 @@ class PromptCompletionCollator:
         self.max_prompt_length = max_prompt_length
         self.max_completion_length = max_completion_length
 
-    def _prompt_ids(self, prompt) -> list[int]:
-        if is_conversational({"prompt": prompt}):
-            return self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
-                                                      return_dict=True)["input_ids"]
-        return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-
     def _completion_ids(self, completion) -> list[int]:
         text = completion[-1]["content"] if isinstance(completion, list) else completion
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
@@ -72,7 +66,7 @@ class PromptCompletionCollator:
         for row in rows:
             if "prompt" not in row or "completion" not in row:
                 raise ValueError(f"SFT rows need 'prompt' and 'completion' columns, got {sorted(row)}.")
-        prompts = [self._prompt_ids(row["prompt"]) for row in rows]
+        prompts = [tokenize_prompt(self.tokenizer, row["prompt"]) for row in rows]
         completions = [self._completion_ids(row["completion"]) for row in rows]
         for kind, ids_list, limit in (("prompt", prompts, self.max_prompt_length),
                                       ("completion", completions, self.max_completion_length)):
