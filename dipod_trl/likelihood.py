@@ -146,7 +146,7 @@ def draw_masks(
         else:
             masks = ranks < num_masked.unsqueeze(-1)
         masks = masks & valid
-        weights = torch.where(lengths > 0, lengths.float() / num_masked.clamp(min=1).float(), torch.zeros(()))
+        weights = torch.where(lengths > 0, lengths.float() / num_masked.clamp(min=1).float(), 0.0)
 
     prompt_masks = None
     if p_mask_prompt > 0:

@@ -225,13 +225,14 @@ class DiPODTrainer(GRPOTrainer):
         return prompt_ids, images, multimodal_fields
 
     def _row_generators(self, num_rows: int, mode: str) -> list[torch.Generator]:
-        """One generator per local row, seeded by the run's seed, the step and the row's index in the global batch."""
+        """One generator per local row, seeded by the run's seed, the step and the row's index in the global batch.
+
+        They live on the accelerator, so the sampler's noise (rows x block x vocabulary per step) is drawn there.
+        """
         offset = self.accelerator.process_index * num_rows
         step = self.state.global_step * 2 + (mode == "eval")
-        return [
-            torch.Generator().manual_seed((self.args.seed * 1_000_003 + step * 65_537 + offset + row) % 2**63)
-            for row in range(num_rows)
-        ]
+        seeds = [(self.args.seed * 1_000_003 + step * 65_537 + offset + row) % 2**63 for row in range(num_rows)]
+        return [torch.Generator(device=self.accelerator.device).manual_seed(seed) for seed in seeds]
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         device = self.accelerator.device
