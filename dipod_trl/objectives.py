@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from trl.trainer.utils import nanstd
 
 
 @dataclass
@@ -48,24 +49,23 @@ def group_relative_advantages(
         rewards[unscorable] = torch.nan
         grouped = rewards.view(-1, num_generations)
         mean = torch.nanmean(grouped, dim=1).repeat_interleave(num_generations)
-        if scale_rewards == "batch":
-            std = _nanstd(rewards).expand_as(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
-        elif scale_rewards in ("group", "none"):
-            std = _nanstd(grouped, dim=1).repeat_interleave(num_generations) if num_generations > 1 else None
-            std = torch.zeros_like(rewards) if std is None else std
-        else:
-            raise ValueError(f"scale_rewards must be 'group', 'batch' or 'none', got {scale_rewards!r}.")
         advantages = rewards - mean
-        if scale_rewards != "none":
+        if scale_rewards == "batch":
+            std = nanstd(rewards) if rewards.numel() > 1 else rewards.new_zeros(())
             advantages = advantages / (std + 1e-4)
+        elif scale_rewards == "group":
+            std = nanstd(grouped, dim=1).repeat_interleave(num_generations) if num_generations > 1 else 0.0
+            advantages = advantages / (std + 1e-4)
+        elif scale_rewards != "none":
+            raise ValueError(f"scale_rewards must be 'group', 'batch' or 'none', got {scale_rewards!r}.")
     elif aggregation == "normalize_then_sum":
         grouped = rewards_per_func.view(-1, num_generations, rewards_per_func.shape[1])
         mean = torch.nanmean(grouped, dim=1, keepdim=True)
-        std = _nanstd(grouped, dim=1, keepdim=True) if num_generations > 1 else torch.zeros_like(mean)
+        std = nanstd(grouped, dim=1, keepdim=True) if num_generations > 1 else torch.zeros_like(mean)
         normalized = ((grouped - mean) / (std + 1e-4)).view_as(rewards_per_func)
         summed = (normalized * weights).nansum(dim=1)
         summed[unscorable] = torch.nan
-        batch_std = _nanstd(summed).expand_as(summed) if summed.numel() > 1 else torch.zeros_like(summed)
+        batch_std = nanstd(summed).expand_as(summed) if summed.numel() > 1 else torch.zeros_like(summed)
         advantages = (summed - torch.nanmean(summed)) / (batch_std + 1e-4)
         rewards = (rewards_per_func * weights).nansum(dim=1)
         rewards[unscorable] = torch.nan
@@ -74,16 +74,6 @@ def group_relative_advantages(
             f"multi_objective_aggregation must be 'sum_then_normalize' or 'normalize_then_sum', got {aggregation!r}."
         )
     return torch.nan_to_num(advantages, nan=0.0), rewards
-
-
-def _nanstd(x: torch.Tensor, dim=None, keepdim: bool = False) -> torch.Tensor:
-    """Unbiased standard deviation ignoring NaNs (as TRL's `nanstd`)."""
-    if dim is None:
-        x, dim = x.flatten(), 0
-    count = (~torch.isnan(x)).sum(dim=dim, keepdim=keepdim)
-    mean = torch.nanmean(x, dim=dim, keepdim=True)
-    variance = torch.nansum((x - mean) ** 2, dim=dim, keepdim=keepdim) / (count - 1).clamp(min=1)
-    return variance.sqrt()
 
 
 def _clip_stats(ratio: torch.Tensor, advantages: torch.Tensor, eps_low: float, eps_high: float):

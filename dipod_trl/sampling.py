@@ -236,6 +236,7 @@ def generate(
     prompt_index[:, :prompt_length] = attention_mask.bool()
     steps_per_block = steps // num_blocks
     eos_tensor = torch.tensor(list(eos_token_ids), device=device, dtype=x.dtype)
+    stopping = stop_at_eos and eos_tensor.numel() > 0
     active = torch.arange(batch, device=device)  # rows still generating
 
     for block in range(num_blocks):
@@ -263,11 +264,11 @@ def generate(
             transfer = torch.zeros_like(block_masked).scatter_(1, top, keep)
             xa[:, start:end] = torch.where(transfer, x0, xa[:, start:end])
             x[active] = xa
-            if stop_at_eos and eos_tensor.numel():
+            if stopping:
                 active = active[~_finished(xa[:, prompt_length:], lm.mask_token_id, eos_tensor)]
 
-    if stop_at_eos and eos_tensor.numel():
-        # Rows that stopped early still hold masks after their first EOS: pad them with that EOS.
+    if stopping:
+        # Rows that stopped early still hold masks after their first EOS: pad them with the first EOS id.
         x[:, prompt_length:] = x[:, prompt_length:].masked_fill(x[:, prompt_length:] == lm.mask_token_id, eos_tensor[0])
     completion_ids = x[:, prompt_length:]
     return completion_ids, completion_mask_from_eos(completion_ids, eos_token_ids)

@@ -31,7 +31,7 @@ from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBas
 from trl import GRPOTrainer
 from trl.models import prepare_deepspeed, unwrap_model_for_generation
 from trl.trainer.callbacks import SyncRefModelCallback
-from trl.trainer.utils import is_async_callable, pad
+from trl.trainer.utils import is_async_callable, nanstd, pad
 
 from .config import DiPODConfig
 from .likelihood import (
@@ -336,10 +336,10 @@ class DiPODTrainer(GRPOTrainer):
         for i, name in enumerate(self.reward_func_names):
             column = rewards_per_func[:, i]
             self._metrics[mode][f"rewards/{name}/mean"].append(torch.nanmean(column).item())
-            self._metrics[mode][f"rewards/{name}/std"].append(_nanstd(column))
+            self._metrics[mode][f"rewards/{name}/std"].append(nanstd(column).item())
         self._metrics[mode]["reward"].append(torch.nanmean(rewards).item())
-        self._metrics[mode]["reward_std"].append(_nanstd(rewards))
-        grouped_std = torch.tensor([_nanstd(g) for g in rewards.view(-1, num_generations)])
+        self._metrics[mode]["reward_std"].append(nanstd(rewards).item())
+        grouped_std = nanstd(rewards.view(-1, num_generations), dim=1)
         self._metrics[mode]["frac_reward_zero_std"].append((grouped_std < 1e-8).float().mean().item())
         if self.log_completions:
             from accelerate.utils import gather_object
@@ -516,10 +516,3 @@ class DiPODTrainer(GRPOTrainer):
         output = super().training_step(model, inputs, num_items_in_batch)
         self._metrics["train"]["time/update"].append(time.perf_counter() - start - self._pending_time)
         return output
-
-
-def _nanstd(x: torch.Tensor) -> float:
-    x = x[~torch.isnan(x)]
-    return x.std().item() if x.numel() > 1 else 0.0
-
-
