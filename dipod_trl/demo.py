@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from reward_models import exact_match_accuracy
+
 from .config import DiPODConfig
 from .data import load_digit_sort
 from .evaluation import evaluate_task
@@ -108,12 +110,6 @@ def pretrain(config: DemoConfig, tokenizer, path: str) -> None:
     tokenizer.save_pretrained(path)
 
 
-def exact_match(completions, answer, **kwargs):
-    from reward_models import exact_match_accuracy
-
-    return exact_match_accuracy(completions, answer)
-
-
 def rl_run(config: DemoConfig, sft_path: str, method: str, seed: int) -> dict:
     """One RL run from the SFT checkpoint; returns its per-step curves and the path of the trained model."""
     beta = config.dipod_beta if METHODS[method] is None else METHODS[method]
@@ -143,7 +139,7 @@ def rl_run(config: DemoConfig, sft_path: str, method: str, seed: int) -> dict:
     )
     train = load_digit_sort("train", num_examples=4000, seed=100 + seed)
     trainer = DiPODTrainer(
-        AutoModel.from_pretrained(sft_path), exact_match, args=args, train_dataset=train,
+        AutoModel.from_pretrained(sft_path), exact_match_accuracy, args=args, train_dataset=train,
         processing_class=AutoTokenizer.from_pretrained(sft_path),
     )
     quiet(trainer, f"{method} seed {seed}").train()
@@ -163,7 +159,7 @@ def rl_run(config: DemoConfig, sft_path: str, method: str, seed: int) -> dict:
 
 def accuracy(path: str, test, tokenizer) -> float:
     model = AutoModel.from_pretrained(path).eval()
-    summary = evaluate_task(model, tokenizer, test, exact_match, gen_length=8, block_length=4, steps=8,
+    summary = evaluate_task(model, tokenizer, test, exact_match_accuracy, gen_length=8, block_length=4, steps=8,
                             batch_size=128, progress=False)
     return summary["accuracy"]
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
+from trl.trainer.utils import pad
 
 from .data import tokenize_prompt
 from .models.adapters import as_diffusion_lm
@@ -121,11 +122,8 @@ def evaluate_task(
             rows = [dataset[i] for i in indices]
             prompts = [row["prompt"] for row in rows for _ in range(num_generations)]
             ids = [torch.tensor(tokenize_prompt(tokenizer, p)) for p in prompts]
-            length = max(len(x) for x in ids)
-            prompt_ids = torch.full((len(ids), length), tokenizer.pad_token_id, dtype=torch.long)
-            attention = torch.zeros((len(ids), length), dtype=torch.long)
-            for row, x in enumerate(ids):
-                prompt_ids[row, length - len(x):], attention[row, length - len(x):] = x, 1
+            prompt_ids = pad(ids, tokenizer.pad_token_id, "left")
+            attention = pad([torch.ones_like(x) for x in ids], 0, "left")
             generator = torch.Generator().manual_seed(seed + batch_index)
             with torch.no_grad():
                 completion_ids, completion_mask = generate(
