@@ -203,23 +203,29 @@ def sft(argv: list[str]):
     return trainer
 
 
+def load_for_inference(path: str, trust_remote_code: bool):
+    """A checkpoint in eval mode (on the GPU when there is one) and its left-padding tokenizer."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from .models import load_diffusion_model
+
+    model = load_diffusion_model(path, trust_remote_code=trust_remote_code).eval()
+    if torch.cuda.is_available():
+        model = model.cuda()
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, padding_side="left")
+    return model, tokenizer
+
+
 def evaluate(argv: list[str]) -> dict:
     """`dipod eval`: accuracy of a checkpoint on a task's test split; prints and returns the summary."""
     import os
 
-    import torch
-    from transformers import AutoTokenizer
-
     from .data import load_task
     from .evaluation import EvalArguments, evaluate_task, task_reward
-    from .models import load_diffusion_model
 
     (args,) = parse_recipe([EvalArguments], argv)
-    model = load_diffusion_model(args.model, trust_remote_code=args.trust_remote_code).eval()
-    if torch.cuda.is_available():
-        model = model.cuda()
-    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=args.trust_remote_code,
-                                              padding_side="left")
+    model, tokenizer = load_for_inference(args.model, args.trust_remote_code)
     dataset = _limit(load_task(args.task, args.dataset_source, args.split), args.num_examples)
     output = args.output or os.path.join(args.model if os.path.isdir(args.model) else ".",
                                          f"eval_{args.task}_{args.split}.jsonl")
@@ -250,22 +256,18 @@ class GenerateArguments:
 
 
 def generate_command(argv: list[str]) -> list[str]:
-    from transformers import AutoTokenizer
-
-    from .models import load_diffusion_model
     from .sampling import generate
 
     (args,) = parse_recipe([GenerateArguments], argv)
-    model = load_diffusion_model(args.model, trust_remote_code=args.trust_remote_code).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=args.trust_remote_code,
-                                              padding_side="left")
+    model, tokenizer = load_for_inference(args.model, args.trust_remote_code)
     if args.chat:
         batch = tokenizer.apply_chat_template([[{"role": "user", "content": p}] for p in args.prompt],
                                               add_generation_prompt=True, return_dict=True, return_tensors="pt",
                                               padding=True)
     else:
         batch = tokenizer(args.prompt, return_tensors="pt", padding=True, add_special_tokens=False)
-    ids, mask = generate(model, batch["input_ids"], batch["attention_mask"], tokenizer=tokenizer,
+    device = next(model.parameters()).device
+    ids, mask = generate(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), tokenizer=tokenizer,
                          gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
                          temperature=args.temperature, remasking=args.remasking, cfg_scale=args.cfg_scale)
     texts = tokenizer.batch_decode([i[m.bool()] for i, m in zip(ids, mask)], skip_special_tokens=True)
