@@ -110,11 +110,13 @@ def pretrain(config: DemoConfig, tokenizer, path: str) -> None:
     tokenizer.save_pretrained(path)
 
 
-def rl_run(config: DemoConfig, sft_path: str, method: str, seed: int) -> dict:
-    """One RL run from the SFT checkpoint; returns its per-step curves and the path of the trained model."""
-    beta = config.dipod_beta if METHODS[method] is None else METHODS[method]
-    out = os.path.join(config.output_dir, f"{method.lower().replace('+', '_')}_seed{seed}")
-    args = DiPODConfig(
+def rl_run(config: DemoConfig, sft_path: str, method: str, seed: int, out: str | None = None, **overrides) -> dict:
+    """One RL run from the SFT checkpoint; returns its per-step curves and the path of the trained model.
+
+    `overrides` replace the demo's `DiPODConfig` values (benchmarks/double_drift.py sweeps them)."""
+    beta = overrides.pop("dipod_beta", config.dipod_beta if METHODS.get(method) is None else METHODS[method])
+    out = out or os.path.join(config.output_dir, f"{method.lower().replace('+', '_')}_seed{seed}")
+    values = dict(
         output_dir=out,
         objective="fpo",
         dipod_beta=beta,
@@ -137,6 +139,7 @@ def rl_run(config: DemoConfig, sft_path: str, method: str, seed: int) -> dict:
         report_to="none",
         seed=seed,
     )
+    args = DiPODConfig(**{**values, **overrides})
     train = load_digit_sort("train", num_examples=4000, seed=100 + seed)
     trainer = DiPODTrainer(
         AutoModel.from_pretrained(sft_path), exact_match_accuracy, args=args, train_dataset=train,
@@ -154,6 +157,7 @@ def rl_run(config: DemoConfig, sft_path: str, method: str, seed: int) -> dict:
         "step": [h["step"] for h in logs],
         "reward": [h["reward"] for h in logs],
         "drift_gap": [h.get("drift/gap", float("nan")) for h in logs],
+        "drift_elbo": [h.get("drift/elbo", float("nan")) for h in logs],
     }
 
 
