@@ -31,7 +31,7 @@ def tiny_model(sft_steps: int = 0):
         from transformers.trainer_callback import PrinterCallback
         from transformers.utils import logging
 
-        from dipod_trl.data import load_digit_sort
+        from dipod_trl.tasks.digit_sort import load as load_digit_sort
         from dipod_trl.sft import MaskedDiffusionSFTTrainer, MaskedSFTConfig
 
         logging.disable_progress_bar()

@@ -38,6 +38,16 @@ class TaskArguments:
     )
     num_train_examples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
     num_eval_examples: int | None = field(default=None, metadata={"help": "Use only the first N held-out rows."})
+    prompt_style: str = field(
+        default="project",
+        metadata={"help": "Prompt layout: `project` (instructions in a system message), `d1` (d1's training prompts: "
+                  "everything in the user message) or `d1_eval` (d1's evaluation prompts, answer opened with "
+                  "<reasoning>). See dipod_trl.tasks."},
+    )
+    few_shot: int = field(
+        default=0, metadata={"help": "Worked examples put before each question (SPG's Sudoku runs use 3; tasks "
+                             "without examples accept only 0)."}
+    )
     reward_funcs: list[str] | None = field(
         default=None,
         metadata={
@@ -58,12 +68,14 @@ def _limit(dataset, n):
 
 def load_datasets(task_args: TaskArguments):
     """The train (and eval) datasets of a recipe."""
-    from .data import load_source, load_task
+    from .tasks import load_source, load_task
 
     if task_args.task is not None:
-        train = load_task(task_args.task, task_args.dataset_source, task_args.train_split)
+        options = {"prompt_style": task_args.prompt_style, "few_shot": task_args.few_shot}
+        train = load_task(task_args.task, task_args.dataset_source, task_args.train_split, **options)
         evaluation = (
-            load_task(task_args.task, task_args.dataset_source, task_args.eval_split) if task_args.eval_split else None
+            load_task(task_args.task, task_args.dataset_source, task_args.eval_split, **options)
+            if task_args.eval_split else None
         )
     elif task_args.dataset_source is not None:
         train = load_source(task_args.dataset_source, task_args.train_split)
@@ -79,7 +91,7 @@ def resolve_rewards(task_args: TaskArguments, reward_weights):
     """`(reward_funcs, reward_weights)`: the named functions, or the task's default mix."""
     import reward_models
 
-    from .evaluation import task_reward
+    from .tasks import get_task
 
     if task_args.reward_funcs:
         funcs = []
@@ -91,11 +103,9 @@ def resolve_rewards(task_args: TaskArguments, reward_weights):
             else:
                 raise ValueError(f"reward_funcs: {name!r} is neither 'judge' nor a function of reward_models.")
         return funcs, reward_weights
-    if task_args.task in reward_models.D1_REWARD_WEIGHTS:
-        funcs, weights = reward_models.rewards_for(task_args.task)
-        return funcs, reward_weights if reward_weights is not None else weights
     if task_args.task is not None:
-        return [task_reward(task_args.task)], reward_weights
+        funcs, weights = get_task(task_args.task).rewards()
+        return funcs, reward_weights if reward_weights is not None else weights
     raise ValueError("reward_funcs: name the reward functions when training on a dataset_source without a task.")
 
 
@@ -164,13 +174,6 @@ def train(argv: list[str]):
     return trainer
 
 
-# How a completion is written from a task's reference, for SFT on tasks whose rows carry no `completion`.
-SFT_COMPLETIONS = {
-    "digit_sort": lambda row: row["answer"],
-    "sudoku": lambda row: f"<reasoning>\n</reasoning>\n<answer>\n{row['solution']}\n</answer>",
-}
-
-
 def sft(argv: list[str]):
     """Masked-diffusion SFT from a recipe; returns the trainer."""
     from trl import ModelConfig, get_peft_config
@@ -181,12 +184,15 @@ def sft(argv: list[str]):
     model, tokenizer = load_model_and_tokenizer(model_args, trust_remote_code=False)
     train_data, eval_data = load_datasets(task_args)
     if "completion" not in train_data.column_names:
-        if task_args.task not in SFT_COMPLETIONS:
+        from .tasks import TASKS
+
+        with_targets = sorted(name for name, task in TASKS.items() if task.sft_completion is not None)
+        if task_args.task not in with_targets:
             raise ValueError(
                 f"the SFT data has no 'completion' column (columns: {train_data.column_names}); give a "
-                f"dataset_source with prompt and completion columns, or a task among {sorted(SFT_COMPLETIONS)}."
+                f"dataset_source with prompt and completion columns, or a task among {with_targets}."
             )
-        make = SFT_COMPLETIONS[task_args.task]
+        make = TASKS[task_args.task].sft_completion
         train_data = train_data.map(lambda row: {"completion": make(row)})
         eval_data = eval_data.map(lambda row: {"completion": make(row)}) if eval_data is not None else None
     peft_config = get_peft_config(model_args)

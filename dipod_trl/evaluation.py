@@ -15,27 +15,15 @@ import torch
 from tqdm.auto import tqdm
 from trl.trainer.utils import pad
 
-from .data import tokenize_prompt
+from .tasks import tokenize_prompt
 from .models.adapters import as_diffusion_lm
 from .sampling import generate
 
-# The accuracy reward of each task, by name in `reward_models` (imported lazily).
-TASK_REWARDS = {
-    "gsm8k": "gsm8k_accuracy",
-    "math500": "math500_accuracy",
-    "countdown": "countdown_accuracy",
-    "sudoku": "sudoku_accuracy",
-    "digit_sort": "exact_match_accuracy",
-}
-
-
 def task_reward(task: str):
-    """The accuracy reward function of `task`."""
-    import reward_models
+    """The project's accuracy reward of `task` (its evaluation scoring)."""
+    from .tasks import get_task
 
-    if task not in TASK_REWARDS:
-        raise ValueError(f"task: unknown task {task!r}; expected one of {sorted(TASK_REWARDS)}.")
-    return getattr(reward_models, TASK_REWARDS[task])
+    return get_task(task).accuracy
 
 
 @dataclass
@@ -43,7 +31,7 @@ class EvalArguments:
     """Arguments of `dipod eval`."""
 
     model: str = field(metadata={"help": "Model directory or hub id (LLaDA/Dream need --trust_remote_code)."})
-    task: str = field(metadata={"help": f"Task to evaluate: one of {sorted(TASK_REWARDS)}."})
+    task: str = field(metadata={"help": "Task to evaluate: gsm8k, math500, countdown, sudoku or digit_sort."})
     dataset_source: str | None = field(default=None, metadata={"help": "Hub id or local file; default: the task's."})
     split: str = field(default="test", metadata={"help": "Dataset split to evaluate."})
     num_examples: int | None = field(default=None, metadata={"help": "Evaluate only the first N examples."})

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dipod_trl import cli
-from dipod_trl.data import load_digit_sort
+from dipod_trl.tasks.digit_sort import load as load_digit_sort
 from dipod_trl.evaluation import evaluate_task
 from dipod_trl.recipe import parse_recipe
 
