@@ -4,10 +4,10 @@ module per task (prompts, loader, rewards, scoring)."""
 from __future__ import annotations
 
 from .tasks import TASKS as _TASKS
-from .tasks import load_source, load_task, make_conversational_prompt, split_of, tokenize_prompt
 from .tasks import countdown as _countdown
 from .tasks import digit_sort as _digit_sort
 from .tasks import gsm8k as _gsm8k
+from .tasks import load_source, load_task, make_conversational_prompt, split_of, tokenize_prompt
 from .tasks import math500 as _math500
 from .tasks import sudoku as _sudoku
 from .tasks.base import FORMAT_PROMPT as SYSTEM_PROMPT

@@ -15,9 +15,10 @@ import torch
 from tqdm.auto import tqdm
 from trl.trainer.utils import pad
 
-from .tasks import tokenize_prompt
 from .models.adapters import as_diffusion_lm
 from .sampling import generate
+from .tasks import tokenize_prompt
+
 
 def task_reward(task: str):
     """The project's accuracy reward of `task` (its evaluation scoring)."""

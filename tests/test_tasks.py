@@ -42,7 +42,8 @@ def test_d1_prompts_are_the_releases_own():
 
 def test_a_prefilled_prompt_continues_the_assistant_turn():
     tokenizer = build_tiny_tokenizer()
-    ids = tokenize_prompt(tokenizer, [{"role": "user", "content": "sort: 31"}, {"role": "assistant", "content": "<reasoning>"}])
+    prefilled = [{"role": "user", "content": "sort: 31"}, {"role": "assistant", "content": "<reasoning>"}]
+    ids = tokenize_prompt(tokenizer, prefilled)
     opened = tokenize_prompt(tokenizer, [{"role": "user", "content": "sort: 31"}])
     assert tokenizer.decode(ids).endswith("<|assistant|><reasoning>")
     assert ids[: len(opened)] == opened  # the same prompt, then the opened turn; no end-of-turn token after it

@@ -33,7 +33,8 @@ def load(split: str = "train", num_examples: int = 2000, length: int = 5, seed: 
     while len(rows) < num_examples:
         digits = "".join(rng.choice("0123456789") for _ in range(length))
         if split_of(digits) == split:
-            rows.append({"prompt": make_conversational_prompt(f"sort: {digits}", None), "answer": "".join(sorted(digits))})
+            prompt = make_conversational_prompt(f"sort: {digits}", None)
+            rows.append({"prompt": prompt, "answer": "".join(sorted(digits))})
     return Dataset.from_list(rows)
 
 
