@@ -224,25 +224,15 @@ def load_for_inference(path: str, trust_remote_code: bool):
 
 
 def evaluate(argv: list[str]) -> dict:
-    """`dipod eval`: accuracy of a checkpoint on a task's test split; prints and returns the summary."""
-    import os
-
-    from .data import load_task
-    from .evaluation import EvalArguments, evaluate_task, task_reward
+    """`dipod eval`: accuracy of a model (or a sweep of checkpoints) on a task's test split; prints the summaries."""
+    from .evaluation import EvalArguments, run_evaluation
 
     (args,) = parse_recipe([EvalArguments], argv)
-    model, tokenizer = load_for_inference(args.model, args.trust_remote_code)
-    dataset = _limit(load_task(args.task, args.dataset_source, args.split), args.num_examples)
-    output = args.output or os.path.join(args.model if os.path.isdir(args.model) else ".",
-                                         f"eval_{args.task}_{args.split}.jsonl")
-    summary = evaluate_task(
-        model, tokenizer, dataset, task_reward(args.task), gen_length=args.gen_length, block_length=args.block_length,
-        steps=args.steps, temperature=args.temperature, remasking=args.remasking,
-        num_generations=args.num_generations, batch_size=args.batch_size, output_path=output, seed=args.seed,
-    )
-    print(f"{args.task} ({args.split}, {summary['num_examples']} examples): accuracy {summary['accuracy']:.4f}")
-    print(f"records: {output}")
-    return summary
+    if args.checkpoints:
+        from .sweep import run_sweep
+
+        return run_sweep(args, load_for_inference)
+    return run_evaluation(args, load_for_inference)
 
 
 @dataclass
