@@ -55,6 +55,10 @@ class DiffusionLM:
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of shape (batch, length, vocab) where `logits[:, i]` scores the token at position i."""
+        from .padding import honours_attention_mask, logits_without_padding
+
+        if attention_mask is not None and not honours_attention_mask(self):
+            return logits_without_padding(self, input_ids, attention_mask)
         kwargs = {}
         if attention_mask is not None and self.pairwise_attention_mask:
             # Dream takes a (batch, 1, query, key) boolean mask and explicit positions. Padded queries keep their own
