@@ -116,7 +116,7 @@ def load_model_and_tokenizer(model_args, trust_remote_code: bool):
     import torch
 
     from .models import build_tiny_model, build_tiny_tokenizer, load_diffusion_model
-    from .models.loading import load_tokenizer, quantization_kwargs
+    from .models.loading import is_adapter_checkpoint, load_tokenizer, quantization_kwargs
 
     name = model_args.model_name_or_path
     if name is None:
@@ -128,6 +128,9 @@ def load_model_and_tokenizer(model_args, trust_remote_code: bool):
                              "quantise a saved checkpoint instead.")
         tokenizer = build_tiny_tokenizer()
         return build_tiny_model(tokenizer), tokenizer
+    if model_args.use_peft and is_adapter_checkpoint(name, model_args.model_revision):
+        raise ValueError(f"use_peft: {name} already holds LoRA adapters, which train on as they are; use_peft would "
+                         "stack new ones on top. Remove use_peft, or merge first with `dipod merge`.")
     kwargs = {"revision": model_args.model_revision}
     if model_args.dtype not in (None, "auto"):
         kwargs["dtype"] = getattr(torch, model_args.dtype)

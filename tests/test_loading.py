@@ -101,7 +101,7 @@ def test_an_adapter_whose_base_directory_is_gone_names_the_missing_base(lora_run
 def _model_args(**values):
     from trl import ModelConfig
 
-    return ModelConfig(model_name_or_path="unused", **values)
+    return ModelConfig(**{"model_name_or_path": "unused", **values})
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU error; on CUDA the keys build a BitsAndBytesConfig")
@@ -120,3 +120,20 @@ def test_4bit_keys_without_load_in_4bit_are_an_error_not_ignored():
         quantization_kwargs(_model_args(use_bnb_nested_quant=True))
     with pytest.raises(ValueError, match="bnb_4bit_quant_type"):
         quantization_kwargs(_model_args(load_in_8bit=True, bnb_4bit_quant_type="fp4"))
+
+
+def test_training_goes_on_from_an_adapter_directory_and_moves_only_the_adapters(lora_run, tmp_path):
+    from dipod_trl import DiPODConfig, DiPODTrainer
+    from tests.test_trainer import count_sevens, prompts_dataset
+
+    base_dir, adapter_dir, _, _ = lora_run
+    args = DiPODConfig(output_dir=str(tmp_path), max_completion_length=8, block_length=4, diffusion_steps=8,
+                       num_generations=4, per_device_train_batch_size=8, max_steps=1, report_to="none",
+                       save_strategy="no", learning_rate=1e-2, disable_tqdm=True)
+    trainer = DiPODTrainer(adapter_dir, count_sevens, args=args, train_dataset=prompts_dataset())
+    start = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    moved = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, start[n])}
+    assert moved and all("lora_" in n for n in moved)
+    with pytest.raises(ValueError, match="use_peft: .* already holds LoRA adapters"):
+        cli.load_model_and_tokenizer(_model_args(model_name_or_path=adapter_dir, use_peft=True), False)
