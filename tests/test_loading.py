@@ -85,16 +85,18 @@ def test_merge_refuses_a_full_model_directory(lora_run):
         cli.main(["merge", base_dir, base_dir + "-merged"])
 
 
-def test_an_adapter_whose_base_directory_is_gone_names_the_missing_base(lora_run, tmp_path):
+@pytest.mark.parametrize("base, error", [("{tmp}/deleted_base", "deleted_base.*does not exist"),
+                                         ("", "names no base model")])
+def test_an_adapter_whose_base_cannot_be_found_says_which_base(lora_run, tmp_path, base, error):
     _, adapter_dir, _, _ = lora_run
     moved = tmp_path / "moved"
     moved.mkdir()
     for name in os.listdir(adapter_dir):
         (moved / name).write_bytes(open(os.path.join(adapter_dir, name), "rb").read())
     config = json.loads((moved / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = str(tmp_path / "deleted_base")
+    config["base_model_name_or_path"] = base.format(tmp=tmp_path)
     (moved / "adapter_config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="deleted_base.*does not exist"):
+    with pytest.raises(ValueError, match=error):
         load_diffusion_model(str(moved))
 
 
