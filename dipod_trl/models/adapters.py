@@ -158,14 +158,13 @@ def load_diffusion_model(
     """Load a diffusion LM by hub id or local directory with the Auto class its family needs.
 
     LLaDA and Dream publish their modeling code on the hub, so they load only when the caller opts in with
-    `trust_remote_code=True`; the built-in tiny model and standard masked LMs never need it. A directory that holds
-    only LoRA adapters (`adapter_config.json`) loads as its base model with the adapters on it (a `PeftModel`).
+    `trust_remote_code=True`; the built-in tiny model and standard masked LMs never need it.
     """
     from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
     from .loading import is_adapter_checkpoint, load_adapter_model
 
-    if is_adapter_checkpoint(name_or_path, model_init_kwargs.get("revision")):
+    if is_adapter_checkpoint(name_or_path, model_init_kwargs.get("revision")):  # LoRA output: base + adapters
         return load_adapter_model(name_or_path, trust_remote_code=trust_remote_code, **model_init_kwargs)
 
     config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
