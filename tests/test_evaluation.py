@@ -171,3 +171,27 @@ def test_a_sweep_sharded_over_two_processes_equals_one_process(sft_run, tmp_path
     merged = lines_of(tmp_path / "two" / "records" / f"{os.path.basename(sft_run)}_checkpoint-120_8.jsonl")
     assert [r["index"] for r in merged[:3]] == [0, 2, 4]  # each process generated its own half, then merged
     assert sorted(r["index"] for r in merged) == list(range(40))
+
+
+def test_a_sweep_over_adapter_only_checkpoints_scores_each_adapter(sft_run, tmp_path):
+    """LoRA runs save adapters only: each checkpoint loads as base + its adapters and is scored as itself."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from dipod_trl.models import load_diffusion_model
+
+    run = tmp_path / "lora_run"
+    for step, seed in ((10, 0), (20, 1)):
+        torch.manual_seed(seed)
+        config = LoraConfig(r=4, lora_alpha=8, target_modules=["qkv", "out", "up", "down"], init_lora_weights=False)
+        get_peft_model(load_diffusion_model(sft_run), config).save_pretrained(str(run / f"checkpoint-{step}"))
+    assert not (run / "checkpoint-10" / "config.json").exists()  # adapters only
+    rows = cli.main(["eval", "--checkpoints", str(run / "checkpoint-*"), *TINY, "--num_examples", "24",
+                     "--output_dir", str(tmp_path / "sweep")])
+    for row in rows:
+        single = cli.main(["eval", "--model", row["checkpoint"], *TINY, "--num_examples", "24",
+                           "--output", str(tmp_path / f"single_{row['step']}.jsonl")])
+        assert single["accuracy"] == row["accuracy_project"]
+    generations = [[r["generations"] for r in lines_of(tmp_path / "sweep" / "records" / f"lora_run_checkpoint-{s}_8"
+                                                          ".jsonl")] for s in (10, 20)]
+    assert generations[0] != generations[1]  # two different adapters, two different sets of completions
