@@ -323,12 +323,16 @@ def evaluate_records(
     finally:
         if out:
             out.close()
-    if output_path and state.num_processes > 1:
+    if state.num_processes > 1 and output_path:
         state.wait_for_everyone()
         if state.is_main_process:
             _merge_parts(output_path)
         state.wait_for_everyone()
         records = finished_records(output_path, key, questions)
+    elif state.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        records = {r["index"]: r for r in gather_object(list(records.values()))}
     ordered = [records[i] for i in sorted(records)]
     summary = _summarise(ordered, list(scorers), num_generations)
     if output_path and state.is_main_process:
