@@ -42,8 +42,8 @@ class TaskArguments:
     prompt_style: str = field(
         default="project",
         metadata={"help": "Prompt layout: `project` (instructions in a system message), `d1` (d1's training prompts: "
-                  "everything in the user message) or `d1_eval` (d1's evaluation prompts, answer opened with "
-                  "<reasoning>). See dipod_trl.tasks."},
+                  "everything in the user message); `d1_eval`, d1's evaluation prompts, is for `dipod eval`. See "
+                  "dipod_trl.tasks."},
     )
     few_shot: int = field(
         default=0, metadata={"help": "Worked examples put before each question (SPG's Sudoku runs use 3; tasks "
@@ -72,6 +72,11 @@ def load_datasets(task_args: TaskArguments):
     from .tasks import load_source, load_task
 
     if task_args.task is not None:
+        if task_args.prompt_style == "d1_eval":
+            raise ValueError(
+                "prompt_style: 'd1_eval' opens the answer with <reasoning> for `dipod eval`; TRL's trainer adds its "
+                "own generation prompt after it. Train with 'd1' (d1's training prompts) or 'project'."
+            )
         options = {"prompt_style": task_args.prompt_style, "few_shot": task_args.few_shot}
         train = load_task(task_args.task, task_args.dataset_source, task_args.train_split, **options)
         evaluation = (

@@ -50,9 +50,13 @@ def test_a_prefilled_prompt_continues_the_assistant_turn():
 
 
 def test_few_shot_and_prompt_style_are_checked_and_reach_the_loader():
-    data = load_datasets(TaskArguments(task="sudoku", prompt_style="d1_eval", few_shot=3))[0]
+    data = load_datasets(TaskArguments(task="sudoku", prompt_style="d1", few_shot=3))[0]
     assert data[0]["prompt"][0]["content"].count("Question:\nSolve the following Sudoku puzzle") == 3
-    assert data[0]["prompt"][-1] == {"role": "assistant", "content": "<reasoning>"}
+    assert [m["role"] for m in data[0]["prompt"]] == ["user"]
+    evaluation = load_task("sudoku", split="test", num_puzzles=2, prompt_style="d1_eval", few_shot=3)
+    assert evaluation[0]["prompt"][-1] == {"role": "assistant", "content": "<reasoning>"}
+    with pytest.raises(ValueError, match="'d1_eval' opens the answer"):  # TRL would add a generation prompt after it
+        load_datasets(TaskArguments(task="sudoku", prompt_style="d1_eval"))
     with pytest.raises(ValueError, match="few_shot: sudoku has 3 worked examples"):
         load_task("sudoku", num_puzzles=2, few_shot=4)
     with pytest.raises(ValueError, match="few_shot: digit_sort has 0"):
