@@ -435,12 +435,16 @@ def run_evaluation(args: EvalArguments, load_model: Callable) -> dict:
     summary = {}
     for gen_length in args.gen_length:
         start = time.time()
-        summary, output, _ = evaluate_model(args, model, tokenizer, dataset, task, gen_length, args.output,
-                                            local_name(args.model))
+        summary, output, records = evaluate_model(args, model, tokenizer, dataset, task, gen_length, args.output,
+                                                  local_name(args.model))
         if process_state().is_main_process:
+            write_d1_generations(records, os.path.splitext(output)[0] + "_generations.json",
+                                 model_path=local_name(args.model), checkpoint_path="", gen_length=gen_length,
+                                 steps=args.steps_for(gen_length), block_length=args.block_length,
+                                 wall_time=time.time() - start)
             scores = ", ".join(f"{name} {summary[f'accuracy_{name}']:.4f}" for name in ("d1", "project")
                                if f"accuracy_{name}" in summary)
             print(f"{args.task} ({args.split}, {summary['num_examples']} examples, gen_length {gen_length}, "
                   f"{style} prompts): accuracy {summary['accuracy']:.4f} ({scores}) in {time.time() - start:.0f}s")
-            print(f"records: {output}")
+            print(f"records: {output} (d1's layout: {os.path.splitext(output)[0]}_generations.json)")
     return summary

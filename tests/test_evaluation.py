@@ -141,6 +141,8 @@ def test_checkpoint_sweep_writes_table_plot_and_d1_files_and_resumes_without_loa
     single = cli.main(["eval", "--model", os.path.join(sft_run, "checkpoint-120"), *TINY, "--num_examples", "32",
                        "--output", str(tmp_path / "single.jsonl")])
     assert single["accuracy"] == rows[4]["accuracy_project"] and best["accuracy_project"] > 0.3
+    single_d1 = json.load(open(tmp_path / "single_generations.json"))  # d1's layout beside the records
+    assert single_d1["generations"] == d1_file["generations"]
 
     def must_not_load(path, trust_remote_code):
         raise AssertionError(f"{path} was loaded again although its records are complete")
