@@ -102,6 +102,10 @@ class EvalArguments:
             raise ValueError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}.")
         if (self.model is None) == (not self.checkpoints):
             raise ValueError("give either --model (one model) or --checkpoints (a sweep), not both or neither.")
+        if self.checkpoints and self.output is not None:
+            raise ValueError("--output names one model's records file; a sweep writes under --output_dir.")
+        if self.model is not None and self.output_dir is not None:
+            raise ValueError("--output_dir is the folder of a --checkpoints sweep; for one model use --output FILE.")
         if self.model is not None and len(self.gen_length) > 1 and self.output is not None:
             raise ValueError("--output names one file; with several --gen_length leave it out (one file per length).")
 

@@ -97,6 +97,7 @@ def test_a_partial_last_line_is_cut_before_appending(tmp_path):
         (["--checkpoints", "x"], "either --model .* or --checkpoints"),
         (["--scoring", "d2"], "scoring must be one of"),
         (["--scoring", "d1"], "digit_sort has no d1 scoring"),
+        (["--output_dir", "x"], "--output_dir is the folder of a --checkpoints sweep"),
     ],
 )
 def test_bad_eval_arguments_are_clear_errors(untrained, extra, message):
