@@ -137,8 +137,8 @@ def repair_partial_line(path: str) -> None:
         f.seek(-1, os.SEEK_END)
         if f.read(1) == b"\n":
             return
-        data = f.seek(0) or f.read()
-        f.truncate(data.rfind(b"\n") + 1)
+        f.seek(0)
+        f.truncate(f.read().rfind(b"\n") + 1)
 
 
 def read_records(path: str, key: str) -> dict[int, dict]:
@@ -227,6 +227,30 @@ def _generate_batch(lm, model, tokenizer, rows, indices, *, num_generations, see
     return clean, raw, prompt_texts
 
 
+def _score_batch(rows, indices, clean, raw, prompt_texts, scorers, weights, d1_record, num_generations, base):
+    """The records of a generated batch: each row's completions scored by every scorer (d1's reads the raw canvas
+    text, as d1's evaluation decodes it; the project's the clean completion)."""
+    columns = [c for c in rows[0] if c != "prompt"]
+    prompts = [row["prompt"] for row in rows for _ in range(num_generations)]
+    kwargs = {c: [row[c] for row in rows for _ in range(num_generations)] for c in columns}
+    scores = {name: [float(s) for s in f(prompts=prompts, completions=raw if name == "d1" else clean, **kwargs)]
+              for name, f in scorers.items()}
+    records = []
+    for k, (index, row) in enumerate(zip(indices, rows)):
+        span = slice(k * num_generations, (k + 1) * num_generations)
+        record = {
+            "index": index, **base, "prompt_input": prompt_texts[k * num_generations], "generations": clean[span],
+            "raw_generations": raw[span], "ground_truth": {c: row[c] for c in columns},
+            "scores": {name: s[span] for name, s in scores.items()},
+            "weights": {name: float(w(row)) for name, w in weights.items()},
+        }
+        if d1_record is not None:
+            question, truth = d1_record(row)
+            record["d1"] = {"question": question, "ground_truth": truth}
+        records.append(record)
+    return records
+
+
 def _summarise(records: list[dict], scorings: list[str], num_generations: int) -> dict:
     summary = {"num_examples": len(records), "num_generations": num_generations}
     for name in scorings:
@@ -285,7 +309,6 @@ def evaluate_records(
                       temperature=temperature, remasking=remasking, num_generations=num_generations, seed=seed,
                       scorings=list(scorers), run=run)
     key = setup_key(setup)
-    columns = [c for c in dataset.column_names if c != "prompt"]
     questions = [_question_text(p) for p in dataset["prompt"]]
     records = finished_records(output_path, key, questions) if output_path else {}
     todo = [i for i in range(len(dataset)) if i not in records][state.process_index :: state.num_processes]
@@ -304,22 +327,10 @@ def evaluate_records(
                 lm, model, tokenizer, rows, indices, num_generations=num_generations, seed=seed, gen_length=gen_length,
                 block_length=block_length, steps=steps, temperature=temperature, remasking=remasking,
             )
-            kwargs = {c: [row[c] for row in rows for _ in range(num_generations)] for c in columns}
-            scores = {name: [float(s) for s in (f(prompts=None, completions=clean if name != "d1" else raw, **kwargs))]
-                      for name, f in scorers.items()}
-            for k, (index, row) in enumerate(zip(indices, rows)):
-                span = slice(k * num_generations, (k + 1) * num_generations)
-                record = {
-                    "index": index, "setup_key": key, "setup": setup, "question": questions[index],
-                    "prompt_input": prompt_texts[k * num_generations], "generations": clean[span],
-                    "raw_generations": raw[span], "ground_truth": {c: row[c] for c in columns},
-                    "scores": {name: s[span] for name, s in scores.items()},
-                    "weights": {name: float(w(row)) for name, w in weights.items()},
-                }
-                if d1_record is not None:
-                    question, truth = d1_record(row)
-                    record["d1"] = {"question": question, "ground_truth": truth}
-                records[index] = record
+            for record in _score_batch(rows, indices, clean, raw, prompt_texts, scorers, weights, d1_record,
+                                       num_generations, base={"setup_key": key, "setup": setup}):
+                record["question"] = questions[record["index"]]
+                records[record["index"]] = record
                 if out:
                     out.write(json.dumps(record) + "\n")
             if out:
