@@ -47,6 +47,8 @@ _LAZY = {
 
 
 def __getattr__(name):
+    if name == "d1":  # d1's evaluation scoring, a submodule loaded on first use
+        return import_module("reward_models.d1")
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'reward_models' has no attribute {name!r}")
