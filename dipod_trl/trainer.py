@@ -20,6 +20,7 @@ where it stopped.
 from __future__ import annotations
 
 import copy
+import os
 import time
 import warnings
 from contextlib import nullcontext
@@ -28,11 +29,13 @@ import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
 from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.models import prepare_deepspeed, unwrap_model_for_generation
 from trl.trainer.callbacks import SyncRefModelCallback
 from trl.trainer.utils import is_async_callable, nanstd, pad
 
+from .checkpoints import check_optimizer_state, load_generation_state, save_generation_state
 from .config import DiPODConfig
 from .likelihood import (
     MaskDraw,
@@ -516,3 +519,17 @@ class DiPODTrainer(GRPOTrainer):
         output = super().training_step(model, inputs, num_items_in_batch)
         self._metrics["train"]["time/update"].append(time.perf_counter() - start - self._pending_time)
         return output
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        save_generation_state(self, os.path.join(self._get_output_dir(trial=trial), folder))
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        if checkpoint is not None and not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            check_optimizer_state(checkpoint)
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            load_generation_state(self, checkpoint)
