@@ -99,3 +99,32 @@ def load_generation_state(trainer, checkpoint: str) -> None:
     trainer._step = state["step"]
     trainer._generation_count = state["generation_count"]
     trainer._buffered_inputs = state["buffered_inputs"]
+
+
+def _looks_like_a_path(name: str) -> bool:
+    """A hub id is `name` or `namespace/name`; anything else, or a name under an existing local folder, is a path."""
+    if name.startswith((".", "/", "~")) or "\\" in name or name.endswith("/") or name.count("/") > 1:
+        return True
+    return "/" in name and os.path.isdir(name.split("/")[0])
+
+
+def check_model_source(name: str) -> None:
+    """Before loading `name`: a local directory must exist and hold readable weights; a hub id is left to the hub."""
+    if os.path.isdir(name):
+        check_safetensors(name)
+    elif _looks_like_a_path(name):
+        raise FileNotFoundError(_missing_directory(name))
+
+
+def _missing_directory(name: str) -> str:
+    return (
+        f"model {name!r}: no such directory. If an earlier step writes it, run that step first (for the tiny recipes: "
+        f"`dipod sft recipes/tiny_sft.yaml --output_dir {name}`); otherwise check the path."
+    )
+
+
+def explain_load_failure(name: str, error: Exception) -> Exception:
+    """The error to raise when loading `name` failed: for a name that is no local directory, say so first."""
+    if os.path.isdir(name):
+        return error
+    return OSError(f"{_missing_directory(name)} Loading it as a hub id failed too: {error}")

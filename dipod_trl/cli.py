@@ -14,8 +14,10 @@ Recipe keys map one to one onto the fields of TRL's `ModelConfig` (model, LoRA),
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from .output_dir import OutputArguments
 from .recipe import parse_recipe
 
 COMMANDS = ("train", "sft", "eval", "generate", "demo", "control")
@@ -115,6 +117,7 @@ def load_model_and_tokenizer(model_args, trust_remote_code: bool):
     import torch
     from transformers import AutoTokenizer
 
+    from .checkpoints import check_model_source, explain_load_failure
     from .models import build_tiny_model, build_tiny_tokenizer, load_diffusion_model
 
     name = model_args.model_name_or_path
@@ -128,9 +131,32 @@ def load_model_and_tokenizer(model_args, trust_remote_code: bool):
         kwargs["dtype"] = getattr(torch, model_args.dtype)
     if model_args.attn_implementation is not None:
         kwargs["attn_implementation"] = model_args.attn_implementation
-    model = load_diffusion_model(name, trust_remote_code=trust_remote_code, **kwargs)
+    check_model_source(name)
+    try:
+        model = load_diffusion_model(name, trust_remote_code=trust_remote_code, **kwargs)
+    except OSError as error:
+        raise explain_load_failure(name, error) from error
     tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, padding_side="left")
     return model, tokenizer
+
+
+def diffusion_peft_config(model_args):
+    """TRL's LoRA config from the recipe's `use_peft`/`lora_*` keys, fitted to a masked diffusion LM.
+
+    TRL's `lora_task_type` defaults to CAUSAL_LM, whose PEFT wrapper needs the generation hooks of a causal LM; a
+    diffusion LM gets the plain `PeftModel` (no task type). Without `lora_target_modules`, every linear layer but the
+    output head gets an adapter (PEFT knows no default modules for these architectures).
+    """
+    from trl import get_peft_config
+
+    config = get_peft_config(model_args)
+    if config is None:
+        return None
+    if config.task_type == "CAUSAL_LM":
+        config.task_type = None
+    if config.target_modules is None and not config.target_parameters:
+        config.target_modules = "all-linear"
+    return config
 
 
 def _finish_distributed() -> None:
@@ -142,25 +168,48 @@ def _finish_distributed() -> None:
         dist.destroy_process_group()
 
 
+@contextmanager
+def claimed_output_dir(config, output_args):
+    """The checkpoint `config.resume_from_checkpoint` means (`true`: the last one in output_dir), while this run holds
+    output_dir: refused when it holds an earlier run's files and the run neither resumes nor overwrites."""
+    from .checkpoints import resolve_resume
+    from .output_dir import claim_output_dir
+
+    checkpoint = resolve_resume(config.resume_from_checkpoint, config.output_dir)
+    with claim_output_dir(config.output_dir, checkpoint is not None, output_args.overwrite_output_dir,
+                          main_process=config.process_index == 0):
+        yield checkpoint
+
+
 def train(argv: list[str]):
     """RL with DiPOD from a recipe; returns the trainer."""
-    from trl import ModelConfig, get_peft_config
+    from trl import ModelConfig
 
     from .config import DiPODConfig
-    from .trainer import DiPODTrainer
 
-    model_args, task_args, config = parse_recipe([ModelConfig, TaskArguments, DiPODConfig], argv)
-    model, tokenizer = load_model_and_tokenizer(model_args, config.trust_remote_code)
+    model_args, task_args, config, output_args = parse_recipe(
+        [ModelConfig, TaskArguments, DiPODConfig, OutputArguments], argv
+    )
+    with claimed_output_dir(config, output_args) as checkpoint:
+        trainer = _train(model_args, task_args, config, checkpoint)
+    _finish_distributed()
+    return trainer
+
+
+def _train(model_args, task_args, config, checkpoint):
+    from .trainer import DiPODTrainer, check_train_dataset
+
     train_data, eval_data = load_datasets(task_args)
+    check_train_dataset(train_data, config)  # before the model loads
+    model, tokenizer = load_model_and_tokenizer(model_args, config.trust_remote_code)
     funcs, weights = resolve_rewards(task_args, config.reward_weights)
     config.reward_weights = weights
     trainer = DiPODTrainer(
         model, funcs, args=config, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
+        peft_config=diffusion_peft_config(model_args),
     )
-    trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(config.output_dir)
-    _finish_distributed()
     return trainer
 
 
@@ -173,13 +222,25 @@ SFT_COMPLETIONS = {
 
 def sft(argv: list[str]):
     """Masked-diffusion SFT from a recipe; returns the trainer."""
-    from trl import ModelConfig, get_peft_config
+    from trl import ModelConfig
 
-    from .sft import MaskedDiffusionSFTTrainer, MaskedSFTConfig
+    from .sft import MaskedSFTConfig
 
-    model_args, task_args, config = parse_recipe([ModelConfig, TaskArguments, MaskedSFTConfig], argv)
-    model, tokenizer = load_model_and_tokenizer(model_args, trust_remote_code=False)
+    model_args, task_args, config, output_args = parse_recipe(
+        [ModelConfig, TaskArguments, MaskedSFTConfig, OutputArguments], argv
+    )
+    with claimed_output_dir(config, output_args) as checkpoint:
+        trainer = _sft(model_args, task_args, config, checkpoint)
+    _finish_distributed()
+    return trainer
+
+
+def _sft(model_args, task_args, config, checkpoint):
+    from .sft import MaskedDiffusionSFTTrainer
+
     train_data, eval_data = load_datasets(task_args)
+    if len(train_data) == 0:
+        raise ValueError("the SFT dataset has no rows; check task, dataset_source, train_split and num_train_examples.")
     if "completion" not in train_data.column_names:
         if task_args.task not in SFT_COMPLETIONS:
             raise ValueError(
@@ -189,17 +250,17 @@ def sft(argv: list[str]):
         make = SFT_COMPLETIONS[task_args.task]
         train_data = train_data.map(lambda row: {"completion": make(row)})
         eval_data = eval_data.map(lambda row: {"completion": make(row)}) if eval_data is not None else None
-    peft_config = get_peft_config(model_args)
+    model, tokenizer = load_model_and_tokenizer(model_args, trust_remote_code=False)
+    peft_config = diffusion_peft_config(model_args)
     if peft_config is not None:
         from peft import get_peft_model
 
         model = get_peft_model(model, peft_config)
     trainer = MaskedDiffusionSFTTrainer(model, config, train_dataset=train_data, eval_dataset=eval_data,
                                         processing_class=tokenizer)
-    trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(config.output_dir)
     tokenizer.save_pretrained(config.output_dir)
-    _finish_distributed()
     return trainer
 
 
@@ -208,9 +269,14 @@ def load_for_inference(path: str, trust_remote_code: bool):
     import torch
     from transformers import AutoTokenizer
 
+    from .checkpoints import check_model_source, explain_load_failure
     from .models import load_diffusion_model
 
-    model = load_diffusion_model(path, trust_remote_code=trust_remote_code).eval()
+    check_model_source(path)
+    try:
+        model = load_diffusion_model(path, trust_remote_code=trust_remote_code).eval()
+    except OSError as error:
+        raise explain_load_failure(path, error) from error
     if torch.cuda.is_available():
         model = model.cuda()
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, padding_side="left")
