@@ -30,16 +30,18 @@ def resolve_resume(value, output_dir: str) -> str | None:
     if text.lower() in ("", "false", "no", "0", "none"):
         return None
     if value is True or text.lower() in ("true", "yes", "1", "last"):
-        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-        if last is None:
+        checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        if checkpoint is None:
             raise FileNotFoundError(
                 f"resume_from_checkpoint=true: no checkpoint-N directory in output_dir {output_dir!r} to resume from. "
                 "Check output_dir, or start a fresh run without resume_from_checkpoint."
             )
-        return last
-    if not os.path.isdir(text):
-        raise FileNotFoundError(f"resume_from_checkpoint: no such checkpoint directory {text!r}.")
-    return text
+    else:
+        checkpoint = text
+    if not os.path.isdir(checkpoint):
+        raise FileNotFoundError(f"resume_from_checkpoint: no such checkpoint directory {checkpoint!r}.")
+    check_safetensors(checkpoint)
+    return checkpoint
 
 
 def check_safetensors(directory: str) -> None:
