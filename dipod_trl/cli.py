@@ -77,8 +77,11 @@ def load_datasets(task_args: TaskArguments):
     )
 
 
-def resolve_rewards(task_args: TaskArguments, reward_weights):
-    """`(reward_funcs, reward_weights)`: the named functions, or the task's default mix."""
+def resolve_rewards(task_args: TaskArguments, reward_weights, reward_nan_policy: str = "error"):
+    """`(reward_funcs, reward_weights)`: the named functions, or the task's default mix.
+
+    A judge reply without a score stops the run showing the reply, unless `reward_nan_policy` is 'skip' (then it is no
+    reward, like a None from any other function)."""
     import reward_models
 
     from .evaluation import task_reward
@@ -87,7 +90,7 @@ def resolve_rewards(task_args: TaskArguments, reward_weights):
         funcs = []
         for name in task_args.reward_funcs:
             if name == "judge":
-                funcs.append(_judge(task_args))
+                funcs.append(_judge(task_args, "default" if reward_nan_policy == "skip" else "raise"))
             elif callable(getattr(reward_models, name, None)):
                 funcs.append(getattr(reward_models, name))
             else:
@@ -101,7 +104,7 @@ def resolve_rewards(task_args: TaskArguments, reward_weights):
     raise ValueError("reward_funcs: name the reward functions when training on a dataset_source without a task.")
 
 
-def _judge(task_args: TaskArguments):
+def _judge(task_args: TaskArguments, on_unparsable: str = "raise"):
     import os
 
     from reward_models import JudgeReward
@@ -109,7 +112,7 @@ def _judge(task_args: TaskArguments):
     base_url = task_args.judge_base_url or os.environ.get("DIPOD_JUDGE_URL")
     if not base_url or not task_args.judge_model:
         raise ValueError("reward_funcs: the `judge` reward needs judge_base_url (or $DIPOD_JUDGE_URL) and judge_model.")
-    return JudgeReward(base_url, task_args.judge_model)
+    return JudgeReward(base_url, task_args.judge_model, on_unparsable=on_unparsable)
 
 
 def load_model_and_tokenizer(model_args, trust_remote_code: bool):
@@ -202,7 +205,7 @@ def _train(model_args, task_args, config, checkpoint):
     train_data, eval_data = load_datasets(task_args)
     check_train_dataset(train_data, config)  # before the model loads
     model, tokenizer = load_model_and_tokenizer(model_args, config.trust_remote_code)
-    funcs, weights = resolve_rewards(task_args, config.reward_weights)
+    funcs, weights = resolve_rewards(task_args, config.reward_weights, config.reward_nan_policy)
     config.reward_weights = weights
     trainer = DiPODTrainer(
         model, funcs, args=config, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer,

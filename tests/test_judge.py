@@ -364,3 +364,16 @@ def test_constructor_validation():
         JudgeReward("http://127.0.0.1:1", MODEL_NAME, score_range=(10, 0))
     with pytest.raises(ValueError, match="completions"):
         JudgeReward("http://127.0.0.1:1", MODEL_NAME)(prompts=["p"])
+
+
+def test_a_recipe_judge_scores_unparsable_replies_none_only_when_rewards_may_be_skipped(server, monkeypatch):
+    from dipod_trl import cli
+
+    server.fixed_reply = "I cannot judge this response."
+    monkeypatch.setenv("DIPOD_JUDGE_URL", server.url)
+    args = cli.TaskArguments(task="gsm8k", reward_funcs=["judge"], judge_model=MODEL_NAME)
+    (strict,), _ = cli.resolve_rewards(args, None)
+    with pytest.raises(JudgeReplyError, match="I cannot judge this response"):
+        strict(prompts=PROMPTS, completions=COMPLETIONS)
+    (skipping,), _ = cli.resolve_rewards(args, None, reward_nan_policy="skip")
+    assert skipping(prompts=PROMPTS, completions=COMPLETIONS) == [None, None]
