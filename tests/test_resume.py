@@ -60,3 +60,15 @@ def test_resume_true_means_the_last_checkpoint_in_output_dir(tmp_path):
         resolve_resume("true", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="no such checkpoint directory"):
         resolve_resume(str(tmp_path / "checkpoint-7"), str(tmp_path))
+
+
+def test_resuming_from_a_checkpoint_with_a_truncated_weights_file_names_the_file(tmp_path):
+    from safetensors.torch import save_file
+
+    checkpoint = tmp_path / "checkpoint-3"
+    os.makedirs(checkpoint)
+    save_file({"weight": torch.ones(64)}, checkpoint / "model.safetensors")
+    data = (checkpoint / "model.safetensors").read_bytes()
+    (checkpoint / "model.safetensors").write_bytes(data[:-100])  # a run killed while saving
+    with pytest.raises(ValueError, match=f"{checkpoint / 'model.safetensors'} is not a readable safetensors file"):
+        resolve_resume("true", str(tmp_path))
