@@ -25,7 +25,7 @@ def _interrupt_and_resume(tokenizer, tmp_path, stop, **common):
 def test_resuming_inside_a_generation_cycle_reproduces_the_uninterrupted_run(tokenizer, tmp_path, accumulation):
     """New completions every 2 (or 4) optimiser steps; the checkpoint at step 3 (or 1) falls inside a cycle."""
     stop = 3 if accumulation == 1 else 1
-    common = dict(max_steps=6 if accumulation == 1 else 3, save_strategy="steps", save_steps=stop, num_iterations=2,
+    common = dict(max_steps=4 if accumulation == 1 else 3, save_strategy="steps", save_steps=stop, num_iterations=2,
                   objective="fpo", beta=0.04, per_device_train_batch_size=8 // accumulation,
                   gradient_accumulation_steps=accumulation)
     full = make_trainer(tokenizer, tmp_path / "full", **common)
