@@ -41,6 +41,7 @@ _LAZY = {
     "SequenceClassifierReward": "reward_models.hf_model",
     "JudgeReward": "reward_models.judge",
     "JudgeUnavailableError": "reward_models.judge",
+    "JudgeReplyError": "reward_models.judge",
     "DEFAULT_JUDGE_TEMPLATE": "reward_models.judge",
     "parse_score": "reward_models.judge",
 }
@@ -56,6 +57,7 @@ def __getattr__(name):
 
 __all__ = [
     "DEFAULT_JUDGE_TEMPLATE",
+    "JudgeReplyError",
     "JudgeReward",
     "JudgeUnavailableError",
     "SequenceClassifierReward",
