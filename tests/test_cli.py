@@ -189,4 +189,4 @@ def test_the_dipod_executable_exits_zero_after_a_command(sft_checkpoint, tmp_pat
                              "--gen_length", "8", "--block_length", "4", "--steps", "8",
                              "--output", str(tmp_path / "eval.jsonl")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "digit_sort (test, 8 examples): accuracy" in result.stdout
+    assert "digit_sort (test, 8 examples, gen_length 8, project prompts): accuracy" in result.stdout
