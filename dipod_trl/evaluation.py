@@ -211,8 +211,9 @@ def _generate_batch(lm, model, tokenizer, rows, indices, *, num_generations, see
     ids = [torch.tensor(tokenize_prompt(tokenizer, p)) for p in prompts]
     prompt_ids = pad(ids, tokenizer.pad_token_id, "left")
     attention = pad([torch.ones_like(x) for x in ids], 0, "left")
-    # One generator per completion, seeded by example and generation: a record is the same whatever the batch.
-    generators = [torch.Generator().manual_seed(seed * 1_000_003 + index * num_generations + g)
+    # One generator per completion (on the model's device: Gumbel noise is as large as the logits), seeded by example
+    # and generation: a record is the same whatever the batch or process.
+    generators = [torch.Generator(device).manual_seed(seed * 1_000_003 + index * num_generations + g)
                   for index in indices for g in range(num_generations)]
     with torch.no_grad():
         completion_ids, completion_mask = generate(
