@@ -80,3 +80,16 @@ def test_the_default_rewards_of_a_task_are_its_mix():
     funcs, weights = resolve_rewards(TaskArguments(task="countdown"), None)
     assert (funcs, weights) == get_task("countdown").rewards()
     assert resolve_rewards(TaskArguments(task="countdown"), [1.0, 0.0])[1] == [1.0, 0.0]
+
+
+def test_d1s_own_test_files_load(tmp_path):
+    """d1's Countdown test file (numbers as "30,100,93", target as "output") and Sudoku CSV (Puzzle, Solution)."""
+    path = tmp_path / "countdown_cd3_test.jsonl"
+    path.write_text('{"input": "30,100,93", "output": "23"}\n{"input": "83,18,75", "output": "10"}\n')
+    data = load_task("countdown", str(path), prompt_style="d1_eval")
+    assert data["numbers"] == [[30, 100, 93], [83, 18, 75]] and data["target"] == [23, 10]
+    assert data[0]["prompt"][0]["content"].endswith("Numbers: [30, 100, 93]\nTarget: 23")
+    csv_path = tmp_path / "4x4_test_sudoku.csv"
+    csv_path.write_text("Puzzle,Solution\n3102200002100320,3142243142131324\n")
+    sudoku_rows = load_task("sudoku", str(csv_path))
+    assert sudoku_rows[0]["puzzle"] == "3102200002100320" and sudoku_rows[0]["solution"] == "3142243142131324"

@@ -65,8 +65,9 @@ def load(source: str | None = None, split: str = "train", num_numbers: int | Non
     check_prompt_options("countdown", prompt_style, few_shot, 0)
     source = source or "Jiayi-Pan/Countdown-Tasks-3to4"
     data = load_source(source, split)
-    nums = column(data, ("nums", "numbers"), source, "countdown")
-    target = column(data, ("target",), source, "countdown")
+    # d1's test file (countdown_cd3_test.jsonl) names them input ("30,100,93") and output ("23").
+    nums = column(data, ("nums", "numbers", "input"), source, "countdown")
+    target = column(data, ("target", "output"), source, "countdown")
     data = data.map(lambda row: {"__numbers": int_list(row[nums], source), "__target": integer(row[target], source)})
     if num_numbers is not None:
         data = data.filter(lambda row: len(row["__numbers"]) == num_numbers)
