@@ -64,6 +64,12 @@ class EvalArguments:
                   "d1 scoring is asked for and the task has it, else `project`."},
     )
     few_shot: int = field(default=0, metadata={"help": "Worked examples before each question (Sudoku: up to 3)."})
+    d1_subset: bool = field(
+        default=False,
+        metadata={"help": "Evaluate the examples d1's evaluation draws: 256 rows of the Countdown and Sudoku test "
+                  "files (NumPy's seed 42, as d1's `subsample`; give d1's files as --dataset_source), all of GSM8K "
+                  "and MATH-500."},
+    )
     gen_length: list[int] = field(
         default_factory=lambda: [256], metadata={"help": "Completion length(s), the generation canvas."}
     )
@@ -420,7 +426,7 @@ def eval_plan(args: EvalArguments, task, gen_length: int, model_name: str) -> di
     """The `run` part and the whole setup of `dipod eval` for one model and length."""
     scorers, _, style = scoring_plan(task, args.scoring, args.prompt_style)
     run = {"task": task.name, "split": args.split, "dataset_source": args.dataset_source, "prompt_style": style,
-           "few_shot": args.few_shot}
+           "few_shot": args.few_shot, "d1_subset": args.d1_subset}
     setup = run_setup(model_name, gen_length=gen_length, block_length=args.block_length,
                       steps=args.steps_for(gen_length), temperature=args.temperature, remasking=args.remasking,
                       num_generations=args.num_generations, seed=args.seed, scorings=list(scorers), run=run)
@@ -436,7 +442,26 @@ def load_eval_dataset(args: EvalArguments, task, prompt_style: str):
     from .tasks import load_task
 
     dataset = load_task(task.name, args.dataset_source, args.split, prompt_style=prompt_style, few_shot=args.few_shot)
+    if args.d1_subset:
+        dataset = d1_subset(dataset, task.name)
     return dataset if args.num_examples is None else dataset.select(range(min(args.num_examples, len(dataset))))
+
+
+D1_SUBSAMPLE = {"countdown": 256, "sudoku": 256}  # d1's `num_evals`; GSM8K and MATH-500 are evaluated whole
+
+
+def d1_subset(dataset, task: str):
+    """The rows d1's evaluation scores, in its order: `np.random.seed(42)` then `choice(len, n, replace=False)` (its
+    `subsample`; checked against the puzzles of the release's Sudoku generation files)."""
+    import numpy as np
+
+    if task not in D1_SUBSAMPLE:
+        return dataset
+    n = D1_SUBSAMPLE[task]
+    if len(dataset) < n:
+        raise ValueError(f"d1_subset: d1 draws {n} {task} rows, but the dataset has {len(dataset)}; pass d1's test "
+                         "file as --dataset_source.")
+    return dataset.select(np.random.RandomState(42).choice(len(dataset), n, replace=False).tolist())
 
 
 def run_evaluation(args: EvalArguments, load_model: Callable) -> dict:

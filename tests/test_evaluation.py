@@ -198,3 +198,19 @@ def test_a_sweep_over_adapter_only_checkpoints_scores_each_adapter(sft_run, tmp_
     generations = [[r["generations"] for r in lines_of(tmp_path / "sweep" / "records" / f"lora_run_checkpoint-{s}_8"
                                                           ".jsonl")] for s in (10, 20)]
     assert generations[0] != generations[1]  # two different adapters, two different sets of completions
+
+
+def test_d1_subset_draws_d1s_rows_of_countdown_and_sudoku_only(tmp_path):
+    import numpy as np
+
+    from dipod_trl.evaluation import d1_subset
+    from dipod_trl.tasks import load_task
+
+    puzzles = load_task("sudoku", split="test", num_puzzles=300)
+    chosen = d1_subset(puzzles, "sudoku")
+    np.random.seed(42)  # d1's eval.py: init_seed(42), then the dataset's np.random.choice
+    assert chosen["puzzle"] == [puzzles["puzzle"][i] for i in np.random.choice(300, 256, replace=False)]
+    digits = load_task("digit_sort", split="test", num_examples=300)
+    assert d1_subset(digits, "digit_sort")["answer"] == digits["answer"]  # d1 draws no subset of other tasks
+    with pytest.raises(ValueError, match="d1 draws 256 sudoku rows, but the dataset has 10"):
+        d1_subset(puzzles.select(range(10)), "sudoku")
