@@ -113,9 +113,8 @@ def _judge(task_args: TaskArguments):
 def load_model_and_tokenizer(model_args, trust_remote_code: bool):
     """The model and tokenizer of a recipe. `model_name_or_path: tiny` builds the built-in tiny model, untrained."""
     import torch
-    from transformers import AutoTokenizer
 
-    from .models import build_tiny_model, build_tiny_tokenizer, load_diffusion_model
+    from .models import build_tiny_model, build_tiny_tokenizer, load_diffusion_model, load_diffusion_tokenizer
 
     name = model_args.model_name_or_path
     if name is None:
@@ -129,7 +128,7 @@ def load_model_and_tokenizer(model_args, trust_remote_code: bool):
     if model_args.attn_implementation is not None:
         kwargs["attn_implementation"] = model_args.attn_implementation
     model = load_diffusion_model(name, trust_remote_code=trust_remote_code, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, padding_side="left")
+    tokenizer = load_diffusion_tokenizer(name, trust_remote_code=trust_remote_code)
     return model, tokenizer
 
 
@@ -206,14 +205,13 @@ def sft(argv: list[str]):
 def load_for_inference(path: str, trust_remote_code: bool):
     """A checkpoint in eval mode (on the GPU when there is one) and its left-padding tokenizer."""
     import torch
-    from transformers import AutoTokenizer
 
-    from .models import load_diffusion_model
+    from .models import load_diffusion_model, load_diffusion_tokenizer
 
     model = load_diffusion_model(path, trust_remote_code=trust_remote_code).eval()
     if torch.cuda.is_available():
         model = model.cuda()
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, padding_side="left")
+    tokenizer = load_diffusion_tokenizer(path, trust_remote_code=trust_remote_code)
     return model, tokenizer
 
 

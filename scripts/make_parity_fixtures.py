@@ -6,6 +6,7 @@ project's:
 
     python3 -m venv /tmp/t457 && /tmp/t457/bin/pip install torch==2.13.0 transformers==4.57.1 einops
     git clone https://github.com/NVlabs/Fast-dLLM /tmp/Fast-dLLM   # the published llada/model and dream/model code
+    git -C /tmp/Fast-dLLM checkout 24cc59e75f20a6384bae8c905965bb090b96388e   # the version the fixtures were made with
     /tmp/t457/bin/python scripts/make_parity_fixtures.py --code /tmp/Fast-dLLM
 
 Each fixture directory holds what the hub holds (config.json with the official keys and `auto_map`, the weights as
