@@ -211,3 +211,54 @@ def test_llada_stop_ids_are_eos_and_eot_and_the_tail_is_eos():
         steps=8, tokenizer=tokenizer,
     )
     assert (ids == letter).all() and completion_mask.all()
+
+
+@pytest.mark.parametrize("path", [LLADA, DREAM])
+def test_every_published_weight_name_loads_and_nothing_is_left_uninitialised(path):
+    expected = LLaDAModelLM if path == LLADA else DreamModel
+    _, info = expected.from_pretrained(path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+
+
+def test_lora_adapter_on_published_module_names_loads_unchanged(tmp_path):
+    """An adapter as d1 saves it from the published LLaDA (keys built from the checkpoint's own weight names)."""
+    from peft import PeftModel
+    from safetensors.torch import save_file
+
+    published_names = load_file(f"{LLADA}/model.safetensors").keys()
+    projections = ("q_proj.weight", "k_proj.weight", "v_proj.weight")  # d1's target_modules
+    targets = [n[: -len(".weight")] for n in published_names if n.endswith(projections)]
+    generator = torch.Generator().manual_seed(0)
+    rank, width = 4, 32
+    adapter = {}
+    for name in targets:
+        adapter[f"base_model.model.{name}.lora_A.weight"] = torch.randn(rank, width, generator=generator)
+        adapter[f"base_model.model.{name}.lora_B.weight"] = torch.randn(width, rank, generator=generator)
+    save_file(adapter, str(tmp_path / "adapter_model.safetensors"))
+    (tmp_path / "adapter_config.json").write_text(
+        '{"peft_type": "LORA", "task_type": null, "r": 4, "lora_alpha": 8, "lora_dropout": 0.0, '
+        '"target_modules": ["q_proj", "k_proj", "v_proj"], "base_model_name_or_path": "GSAI-ML/LLaDA-8B-Instruct"}'
+    )
+    base = load_diffusion_model(LLADA).eval()
+    ids = load_file(f"{LLADA}/parity.safetensors")["input_ids"]
+    with torch.no_grad():
+        before = base(ids).logits.clone()
+    model = PeftModel.from_pretrained(base, str(tmp_path)).eval()
+    loaded = {k: v for k, v in model.state_dict().items() if "lora_" in k}
+    assert len(loaded) == len(adapter)
+    for key, value in adapter.items():
+        torch.testing.assert_close(loaded[key.replace(".weight", ".default.weight")], value)
+    with torch.no_grad():
+        assert (model(ids).logits - before).abs().max() > 1e-3  # the adapters are live in the forward
+
+
+@pytest.mark.parametrize("path", [LLADA, DREAM])
+def test_bf16_weights_give_the_float32_logits_to_bf16_precision(path):
+    ids = load_file(f"{path}/parity.safetensors")["input_ids"]
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0
+    with torch.no_grad():
+        full = load_diffusion_model(path).eval()(ids, attention_mask=mask).logits
+        half = load_diffusion_model(path, dtype=torch.bfloat16).eval()(ids, attention_mask=mask).logits
+    assert half.dtype == torch.bfloat16
+    assert relative_error(half.float(), full) < 3e-2
