@@ -135,14 +135,14 @@ def test_block_kv_cache_span_forward_equals_full_forward(path):
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
         full = model(ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        cache = full.cache
+        cache = full.past_key_values  # the contract's name (transformers 5 also calls it `cache`)
         assert len(cache) == model.config.num_hidden_layers and cache.seq_length == ids.shape[1]
         for start, end in [(6, 10), (12, 16), (0, 16)]:
             span = model(ids[:, start:end], attention_mask=mask, position_ids=positions[:, start:end],
                          past_key_values=cache, cache_position=torch.arange(start, end)).logits
             torch.testing.assert_close(span, full.logits[:, start:end], rtol=1e-5, atol=1e-5)
         # The cache is what it claims to be: a span forward against a cache of other tokens gives other logits.
-        other = model(ids.flip(1), attention_mask=mask, position_ids=positions, use_cache=True).cache
+        other = model(ids.flip(1), attention_mask=mask, position_ids=positions, use_cache=True).past_key_values
         stale = model(ids[:, 6:10], attention_mask=mask, position_ids=positions[:, 6:10], past_key_values=other,
                       cache_position=torch.arange(6, 10)).logits
     assert (stale - full.logits[:, 6:10]).abs().max() > 1e-3
