@@ -89,6 +89,23 @@ def test_left_and_right_padding_leave_real_logits_unchanged(path):
     assert (unmasked[0, 5:] - alone[0]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("path", [LLADA, DREAM])
+def test_adapter_scores_of_a_padded_row_equal_the_row_alone(path):
+    # Through the adapter (Dream's shift included), so the models run padded, not padding-free.
+    from dipod_trl.models.padding import honours_attention_mask
+
+    lm = as_diffusion_lm(load_diffusion_model(path).eval(), load_diffusion_tokenizer(path))
+    ids = load_file(f"{path}/parity.safetensors")["input_ids"][:1]
+    pad = lm.pad_token_id
+    padded = torch.cat([torch.full((1, 3), pad), ids, torch.full((1, 2), pad)], dim=1)
+    mask = torch.zeros_like(padded)
+    mask[:, 3 : 3 + ids.shape[1]] = 1
+    assert honours_attention_mask(lm)
+    with torch.no_grad():
+        torch.testing.assert_close(lm.logits(padded, mask)[:, 3 : 3 + ids.shape[1]], lm.logits(ids), rtol=1e-5,
+                                   atol=1e-5)
+
+
 def _tiny():
     return make_tiny_model(40, seed=0, initializer_range=0.3)
 

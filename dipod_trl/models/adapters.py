@@ -61,6 +61,10 @@ class DiffusionLM:
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of shape (batch, length, vocab) where `logits[:, i]` scores the token at position i."""
+        from .padding import honours_attention_mask, logits_without_padding
+
+        if attention_mask is not None and not honours_attention_mask(self):
+            return logits_without_padding(self, input_ids, attention_mask)
         kwargs = {}
         if attention_mask is not None and self.pairwise_attention_mask:
             # Dream takes a (batch, 1, query, key) boolean mask and explicit positions. Padded queries keep their own
@@ -74,7 +78,13 @@ class DiffusionLM:
         logits = self.model(input_ids, **kwargs).logits
         if self.shift_logits:
             # Dream predicts the next position from each hidden state; move the scores back onto their positions.
-            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+            shifted = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+            if attention_mask is not None:
+                # A row's first real token has no real predecessor: it keeps its own scores, as in the unpadded row
+                # (the pad position before it would make them depend on the padding).
+                after_pad = torch.cat([torch.ones_like(attention_mask[:, :1]), 1 - attention_mask[:, :-1]], dim=1)
+                shifted = torch.where((after_pad.bool() & attention_mask.bool()).unsqueeze(-1), logits, shifted)
+            logits = shifted
         return logits
 
     @property
@@ -203,7 +213,12 @@ def load_diffusion_model(
     the checkpoint's remote code, even when the caller passes `trust_remote_code=True`. Standard masked LMs load with
     `AutoModelForMaskedLM`; `trust_remote_code` applies to them and to other families only.
     """
-    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, PreTrainedConfig
+    from transformers import AutoModelForMaskedLM, PreTrainedConfig
+
+    from .loading import is_adapter_checkpoint, load_adapter_model
+
+    if is_adapter_checkpoint(name_or_path, model_init_kwargs.get("revision")):  # LoRA output: base + adapters
+        return load_adapter_model(name_or_path, trust_remote_code=trust_remote_code, **model_init_kwargs)
 
     hub_kwargs = {k: model_init_kwargs[k] for k in ("revision", "token", "cache_dir") if k in model_init_kwargs}
     config_dict, _ = PreTrainedConfig.get_config_dict(name_or_path, **hub_kwargs)
@@ -212,10 +227,7 @@ def load_diffusion_model(
         if trust_remote_code and model_type != "tiny_mdlm":
             _note_remote_code_unused(name_or_path, model_type)
         return _native_model_class(model_type).from_pretrained(name_or_path, **model_init_kwargs)
-    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **hub_kwargs)
     kwargs = {"trust_remote_code": trust_remote_code, **model_init_kwargs}
-    if config.model_type in ("dream",):
-        return AutoModel.from_pretrained(name_or_path, **kwargs)
     return AutoModelForMaskedLM.from_pretrained(name_or_path, **kwargs)
 
 
