@@ -227,8 +227,9 @@ class DiPODConfig(GRPOConfig):
     gradient_checkpointing: bool | None = field(
         default=None,
         metadata={
-            "help": "Deprecated alias of `activation_checkpointing`. Off by default (TRL turns it on): LLaDA's remote "
-            "code refuses it."
+            "help": "Deprecated alias of `activation_checkpointing`. Off by default (TRL turns it on): small models "
+            "gain nothing from it. LLaDA, Dream and the tiny model support it; turn it on for large models to trade "
+            "about a fifth more compute for activation memory."
         },
     )
     bf16: bool | None = field(

@@ -43,7 +43,7 @@ class EvalArguments:
 
     task: str = field(metadata={"help": "Task to evaluate: gsm8k, math500, countdown, sudoku or digit_sort."})
     model: str | None = field(
-        default=None, metadata={"help": "Model directory or hub id (LLaDA/Dream need --trust_remote_code)."}
+        default=None, metadata={"help": "Model directory or hub id (LLaDA and Dream load without remote code)."}
     )
     checkpoints: list[str] | None = field(
         default=None,

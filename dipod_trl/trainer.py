@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
-from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
+from transformers import GenerationConfig, PreTrainedTokenizerBase
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.models import prepare_deepspeed, unwrap_model_for_generation
@@ -47,7 +47,7 @@ from .likelihood import (
     order_log_likelihoods,
     random_orders,
 )
-from .models.adapters import as_diffusion_lm, load_diffusion_model
+from .models.adapters import as_diffusion_lm, load_diffusion_model, load_diffusion_tokenizer
 from .objectives import (
     diffu_grpo_loss,
     dipod_term,
@@ -133,8 +133,8 @@ class DiPODTrainer(GRPOTrainer):
     """GRPOTrainer for masked diffusion LMs with the FPO, diffu-GRPO and SPG objectives and DiPOD's on-policy ELBO term.
 
     Args:
-        model: a hub id or local directory (loaded with the Auto class its family needs; LLaDA and Dream only with
-            `args.trust_remote_code=True`), a `PreTrainedModel`, or a `PeftModel`.
+        model: a hub id or local directory (LLaDA and Dream load with this package's implementations, no remote
+            code; other families with the Auto class they need), a `PreTrainedModel`, or a `PeftModel`.
         reward_funcs: TRL reward functions `(prompts, completions, **columns) -> list[float]`, reward-model ids or
             instances, or a list of them (weighted by `args.reward_weights`).
         args: a [`DiPODConfig`].
@@ -185,8 +185,8 @@ class DiPODTrainer(GRPOTrainer):
                 model, trust_remote_code=args.trust_remote_code, **(args.model_init_kwargs or {})
             )
         if processing_class is None:
-            processing_class = AutoTokenizer.from_pretrained(
-                model.config._name_or_path, trust_remote_code=args.trust_remote_code, padding_side="left"
+            processing_class = load_diffusion_tokenizer(
+                model.config._name_or_path, trust_remote_code=args.trust_remote_code
             )
         as_diffusion_lm(model, processing_class)  # no mask token in the model or the tokenizer: stop here, say why
         if getattr(model, "generation_config", None) is None:
