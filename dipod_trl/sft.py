@@ -16,9 +16,9 @@ from transformers import Trainer, TrainingArguments
 from trl.trainer.utils import pad
 
 from .config import apply_device_defaults
-from .data import tokenize_prompt
 from .likelihood import masked_diffusion_sft_loss
 from .models.adapters import as_diffusion_lm
+from .tasks import tokenize_prompt
 
 
 @dataclass
@@ -97,7 +97,7 @@ class MaskedDiffusionSFTTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss = masked_diffusion_sft_loss(
-            model,
+            as_diffusion_lm(model, self.processing_class),  # the tokenizer may hold the only mask id
             inputs["prompt_ids"],
             inputs["completion_ids"],
             completion_mask=inputs["completion_mask"],
