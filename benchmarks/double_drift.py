@@ -44,8 +44,7 @@ def run_one(job: dict) -> dict:
     torch.set_num_threads(1)
     from transformers.utils import logging as hf_logging
 
-    from dipod_trl.data import load_digit_sort
-    from dipod_trl.demo import DemoConfig, accuracy, rl_run
+    from dipod_trl.demo import DemoConfig, accuracy, load_digit_sort, rl_run
     from dipod_trl.models import build_tiny_tokenizer
 
     hf_logging.disable_progress_bar()
