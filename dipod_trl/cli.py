@@ -38,6 +38,10 @@ class TaskArguments:
     )
     num_train_examples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
     num_eval_examples: int | None = field(default=None, metadata={"help": "Use only the first N held-out rows."})
+    few_shot: int = field(
+        default=0,
+        metadata={"help": "Worked examples shown before each question (SPG's Sudoku runs use 3); 0: none."},
+    )
     reward_funcs: list[str] | None = field(
         default=None,
         metadata={
@@ -60,6 +64,10 @@ def load_datasets(task_args: TaskArguments):
     """The train (and eval) datasets of a recipe."""
     from .data import load_source, load_task
 
+    if task_args.few_shot:
+        raise ValueError(
+            f"few_shot={task_args.few_shot}: the task loaders here have no few-shot examples; set few_shot: 0."
+        )
     if task_args.task is not None:
         train = load_task(task_args.task, task_args.dataset_source, task_args.train_split)
         evaluation = (
