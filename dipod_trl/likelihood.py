@@ -113,8 +113,8 @@ def draw_masks(
       and every position past the first EOS as mask tokens (not scored), and weighs the masked tokens by
       `K_c * L_k / l` (`K_c` blocks). Its mean is `sum_k ELBO_k`, the ELBO of generating block after block (each
       block's ELBO given the blocks before it, later ones masked): the mean log-likelihood over generation orders
-      that finish a block before starting the next. SPG averages over the masked tokens instead of weighing them;
-      that is the same when every block is full.
+      that finish a block before starting the next. (SPG's own code also scores the later blocks' tokens and
+      averages over every scored token, which estimates no bound; the paper's recipes use this estimator.)
     * `one_step`: d1's diffu-GRPO estimate: the whole completion masked, weight 1 (one sample per row is enough;
       it is deterministic apart from prompt masking).
 
