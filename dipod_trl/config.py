@@ -248,8 +248,9 @@ class DiPODConfig(GRPOConfig):
     gradient_checkpointing: bool | None = field(
         default=None,
         metadata={
-            "help": "Deprecated alias of `activation_checkpointing`. Off by default (TRL turns it on): LLaDA's remote "
-            "code refuses it."
+            "help": "Deprecated alias of `activation_checkpointing`. Off by default (TRL turns it on): small models "
+            "gain nothing from it. LLaDA, Dream and the tiny model support it; turn it on for large models to trade "
+            "about a fifth more compute for activation memory."
         },
     )
     bf16: bool | None = field(
@@ -303,6 +304,8 @@ class DiPODConfig(GRPOConfig):
             )
         if not 0.0 <= self.spg_mix_weight <= 1.0:
             raise ValueError(f"spg_mix_weight must be in [0, 1], got {self.spg_mix_weight}.")
+        if self.block_length < 1:
+            raise ValueError(f"block_length must be a positive number of tokens, got {self.block_length}.")
         if self.max_completion_length is None or self.max_completion_length % self.block_length != 0:
             raise ValueError(
                 f"max_completion_length ({self.max_completion_length}) must be a multiple of block_length "

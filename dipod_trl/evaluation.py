@@ -42,7 +42,7 @@ def task_reward(task: str):
 class EvalArguments:
     """Arguments of `dipod eval`."""
 
-    model: str = field(metadata={"help": "Model directory or hub id (LLaDA/Dream need --trust_remote_code)."})
+    model: str = field(metadata={"help": "Model directory or hub id (LLaDA and Dream load without remote code)."})
     task: str = field(metadata={"help": f"Task to evaluate: one of {sorted(TASK_REWARDS)}."})
     dataset_source: str | None = field(default=None, metadata={"help": "Hub id or local file; default: the task's."})
     split: str = field(default="test", metadata={"help": "Dataset split to evaluate."})
