@@ -398,6 +398,10 @@ def test_all_eos_completions_give_a_finite_zero_signal_loss(tokenizer, tmp_path)
         (dict(max_completion_length=10), "block_length"),
         (dict(diffusion_steps=3), "diffusion_steps"),
         (dict(elbo_num_samples=3), "even"),
+        (dict(objective="spg", kl_estimator="linear_sequence"), "applies to objective='fpo' only"),
+        (dict(kl_estimator="k1"), "kl_estimator"),
+        (dict(elbo_estimator="block"), "elbo_estimator"),
+        (dict(one_step_masks="all"), "one_step_masks"),
     ],
 )
 def test_config_fields_that_cannot_apply_fail_loudly(overrides, match):
