@@ -336,6 +336,10 @@ class DiPODTrainer(GRPOTrainer):
         completion_ids = completion_ids.to(device)
         completion_mask = pad([torch.ones(len(c), dtype=torch.long) for c in completion_ids_list], 0, "right")
         completion_mask = completion_mask.to(device)
+        if self._scores_on_canvas():  # pad to the full canvas, whose positions past the EOS are scored as masks
+            extra = self.args.max_completion_length - completion_ids.shape[1]
+            completion_ids = torch.nn.functional.pad(completion_ids, (0, extra), value=self._tokenizer.pad_token_id)
+            completion_mask = torch.nn.functional.pad(completion_mask, (0, extra), value=0)
 
         rewards_per_func = self._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
@@ -404,7 +408,15 @@ class DiPODTrainer(GRPOTrainer):
             p_mask_prompt=self.args.p_mask_prompt,
             completion_width=self.args.max_completion_length,
             prompt_width=self.args.max_prompt_length,
+            block_length=self.args.block_length,
+            mask_padding=diffu and self.args.one_step_masks == "canvas",
         )
+
+    def _scores_on_canvas(self) -> bool:
+        """Whether the masks cover the whole generation canvas (d1's one-step masks, SPG's block_random)."""
+        if self.args.objective == "diffu_grpo":
+            return self.args.one_step_masks == "canvas"
+        return self.args.elbo_estimator == "block_random"
 
     def _score(self, model, inputs: dict, draw: MaskDraw, chunk_size=None) -> torch.Tensor:
         """Token log-probabilities (B, K, C) of the completions under `model` on the masks of `draw`."""
@@ -441,6 +453,8 @@ class DiPODTrainer(GRPOTrainer):
         }
         if draws[0].prompt_masks is not None:
             out["mask_prompt"] = torch.stack([d.prompt_masks for d in draws], dim=1)
+        if draws[0].context_masks is not None:
+            out["mask_context"] = torch.stack([d.context_masks for d in draws], dim=1)
         if self.args.objective == "spg":
             return out  # SPG's gradient is on-policy: no ratio, no reference
         # As in GRPOTrainer: when every inner iteration and micro-batch of this generation batch falls inside one
@@ -504,6 +518,7 @@ class DiPODTrainer(GRPOTrainer):
             completion_masks=inputs["mask_completion"][:, it],
             weights=inputs["mask_weights"][:, it],
             prompt_masks=inputs["mask_prompt"][:, it] if "mask_prompt" in inputs else None,
+            context_masks=inputs["mask_context"][:, it] if "mask_context" in inputs else None,
         )
         completion_mask = inputs["completion_mask"]
         lengths = completion_mask.sum(-1)
@@ -521,7 +536,7 @@ class DiPODTrainer(GRPOTrainer):
             old = inputs["old_scores"][:, it] if "old_scores" in inputs else elbo.detach()
             ref = inputs["ref_scores"][:, it] if "ref_scores" in inputs else None
             out = fpo_loss(elbo, old, advantages, epsilon_low=eps_low, epsilon_high=eps_high,
-                           ref_elbo=ref, kl_beta=self.beta, lengths=lengths)
+                           ref_elbo=ref, kl_beta=self.beta, lengths=lengths, kl_estimator=self.args.kl_estimator)
             on_policy = elbo
         elif self.args.objective == "diffu_grpo":
             token = token_logps[:, 0]
