@@ -26,43 +26,108 @@ def sft_checkpoint(tmp_path_factory):
     return out
 
 
+# What the constructed policy samples at every masked position: EOS often enough that completions of 8 tokens stop
+# at every position, the four format tags (so that `xml_count_reward` differs between completions), digits.
+VARIED_LENGTH_PROBS = {"<eos>": 0.3, "<reasoning>": 0.075, "</reasoning>": 0.075, "<answer>": 0.075,
+                       "</answer>": 0.075, **{digit: 0.04 for digit in "0123456789"}}
+
+
+def build_varied_length_checkpoint(output_dir: str, probs: dict[str, float] = VARIED_LENGTH_PROBS) -> str:
+    """A tiny model whose prediction at every masked position is the distribution `probs`, set by its weights.
+
+    Its layers start as the identity (zero output projections), so a masked position's final hidden state is the
+    normalised mask embedding `u`; with tied embeddings a token's logit is `u . e_token`, so each token's embedding
+    gets the component `log p(token) u / |u|^2` (-30 for tokens outside `probs`), plus a random part orthogonal to `u`
+    that tells tokens apart in attention once training moves the weights. Sampled at temperature 1 with random
+    remasking, every position holds an EOS with probability `probs["<eos>"]`, independently: the completion lengths
+    follow from the construction, not from what a training run happens to learn.
+    """
+    from dipod_trl.models import build_tiny_model, build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(tokenizer, seed=0, hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.out.weight.zero_()
+            layer.down.weight.zero_()
+            layer.down.bias.zero_()
+        embeddings = model.embed_tokens.weight
+        u = torch.nn.functional.layer_norm(embeddings[model.config.mask_token_id], (model.config.hidden_size,),
+                                           eps=model.config.layer_norm_eps)
+        log_probs = torch.full((len(tokenizer),), -30.0)
+        for token, p in probs.items():
+            log_probs[tokenizer.convert_tokens_to_ids(token)] = torch.tensor(p).log()
+        orthogonal = embeddings - torch.outer(embeddings @ u, u) / u.dot(u)
+        rows = torch.outer(log_probs, u) / u.dot(u) + orthogonal
+        rows[model.config.mask_token_id] = embeddings[model.config.mask_token_id]
+        embeddings.copy_(rows)
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
+@pytest.fixture(scope="module")
+def varied_length_checkpoint(tmp_path_factory):
+    return build_varied_length_checkpoint(str(tmp_path_factory.mktemp("varied")))
+
+
 def _log_history(output_dir: str, step: int) -> list[dict]:
     with open(os.path.join(output_dir, f"checkpoint-{step}", "trainer_state.json")) as f:
         return json.load(f)["log_history"]
 
 
-COMMON = ["--max_steps", "6", "--save_steps", "6", "--logging_steps", "1", "--disable_tqdm", "true", "--beta", "0.04"]
+COMMON = ["--max_steps", "6", "--save_steps", "6", "--logging_steps", "1", "--disable_tqdm", "true", "--beta", "0.04",
+          "--remasking", "random", "--reward_funcs", "xml_count_reward"]
 
 
 @pytest.fixture(scope="module")
-def one_process_run(sft_checkpoint, tmp_path_factory):
+def one_process_run(varied_length_checkpoint, tmp_path_factory):
     """`python -m dipod_trl recipes/tiny.yaml` for 6 steps (with a KL reference), one process, 64 completions/step."""
     out = tmp_path_factory.mktemp("one")
     command = [sys.executable, "-m", "dipod_trl", os.path.join(RECIPES, "tiny.yaml"), "--model_name_or_path",
-               sft_checkpoint, "--output_dir", str(out), *COMMON]
+               varied_length_checkpoint, "--output_dir", str(out), *COMMON]
     subprocess.run(command, check=True, cwd=out, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
     return str(out)
+
+
+def test_the_constructed_policy_predicts_the_distribution_it_was_built_for(varied_length_checkpoint):
+    from transformers import AutoTokenizer
+
+    from dipod_trl.models import load_diffusion_model
+
+    model = load_diffusion_model(varied_length_checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(varied_length_checkpoint)
+    canvas = torch.tensor([tokenizer("<|user|>sort: 31415<|assistant|>").input_ids + [tokenizer.mask_token_id] * 8])
+    with torch.no_grad():
+        probs = model(canvas).logits[0, -8:].softmax(-1)
+    expected = torch.zeros(len(tokenizer))
+    for token, p in VARIED_LENGTH_PROBS.items():
+        expected[tokenizer.convert_tokens_to_ids(token)] = p
+    torch.testing.assert_close(probs, expected.expand_as(probs), atol=1e-6, rtol=0)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("launch_config", ["cpu2.yaml", "cpu2_zero2.yaml"])
 def test_two_processes_reproduce_one_process_with_the_same_global_batch(
-    sft_checkpoint, one_process_run, tmp_path, launch_config
+    varied_length_checkpoint, one_process_run, tmp_path, launch_config
 ):
     """`accelerate launch` over two CPU processes, with DDP or DeepSpeed ZeRO-2, halving the per-device batch."""
     if "zero2" in launch_config:
         pytest.importorskip("deepspeed")
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
               os.path.join(RECIPES, "accelerate", launch_config), "-m", "dipod_trl", os.path.join(RECIPES, "tiny.yaml"),
-              "--model_name_or_path", sft_checkpoint, "--output_dir", str(tmp_path),
+              "--model_name_or_path", varied_length_checkpoint, "--output_dir", str(tmp_path),
               "--per_device_train_batch_size", "32", *COMMON]
     result = subprocess.run(launch, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = _log_history(one_process_run, 6), _log_history(str(tmp_path), 6)
     assert len([h for h in one if "loss" in h]) == 6
-    # completions of different lengths: token-normalised terms must divide by the global token count to agree
+    # Completions of different lengths (the checkpoint puts an EOS at each position with probability 0.3), so that
+    # token-normalised terms agree only if both runs divide by the global token count, and rewards that differ
+    # within groups, so that the policy-gradient term is not zero.
     assert any(h["completions/min_length"] < h["completions/max_length"] for h in one if "reward" in h)
+    assert any(h["frac_reward_zero_std"] < 1 for h in one if "reward" in h)
     for a, b in zip(one, two):
         # every completion has its own generator (seed, step, global row): the same samples, hence the same rewards
         assert a.get("reward") == b.get("reward")
