@@ -16,6 +16,7 @@ from dipod_trl.likelihood import (
     draw_masks,
     elbo_samples,
     masked_diffusion_sft_loss,
+    masked_token_logps,
     one_step_token_logps,
     order_bound,
     order_log_likelihoods,
@@ -202,6 +203,22 @@ def test_one_step_estimate_masks_the_whole_completion(model):
     expected = token_logps(model, prompt, completion, [True, True, True])
     got = one_step_token_logps(model, torch.tensor([prompt]), torch.tensor([completion]))[0]
     assert got.tolist() == pytest.approx(expected, abs=1e-5)
+
+
+def test_guided_token_logps_are_the_log_softmax_of_llada_cfg_logits(model):
+    """With cfg_scale s, a masked token scores log_softmax(uncond + (s + 1) * (cond - uncond)), the prompt masked."""
+    prompt, completion = [1, 2], [3, 4, 5]
+    draw = draw_masks(torch.ones(1, 3, dtype=torch.long), 4, generator=torch.Generator().manual_seed(0))
+    got = masked_token_logps(model, torch.tensor([prompt]), torch.tensor([completion]), draw, cfg_scale=2.0)[0]
+    for k in range(4):
+        masked = draw.completion_masks[0, k].tolist()
+        noisy = [MASK if m else t for t, m in zip(completion, masked)]
+        with torch.no_grad():
+            cond = model(torch.tensor([prompt + noisy])).logits[0, 2:]
+            uncond = model(torch.tensor([[MASK, MASK] + noisy])).logits[0, 2:]
+        guided = (uncond + 3.0 * (cond - uncond)).log_softmax(-1)
+        expected = [guided[i, completion[i]].item() if masked[i] else 0.0 for i in range(3)]
+        assert got[k].tolist() == pytest.approx(expected, abs=1e-5)
 
 
 def test_prompt_masking_masks_only_real_prompt_tokens():
