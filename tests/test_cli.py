@@ -160,8 +160,9 @@ def test_recipe_training_raises_held_out_accuracy_over_the_sft_start(sft_checkpo
               "--output_dir", str(tmp_path), "--max_steps", "30", "--save_strategy", "no", "--disable_tqdm", "true"])
     before, after = held_out_accuracy(sft_checkpoint), held_out_accuracy(str(tmp_path))
     print(f"held-out greedy accuracy {before:.3f} -> {after:.3f}")
-    # Greedy decoding of the same 256 held-out prompts: the change is the training's. Observed: 0.66 -> 0.82; a
-    # random perturbation of the weights moves it by a few points either way, not by 8.
+    # Greedy decoding of the same 256 held-out prompts: the change is the training's. Observed: 0.67 -> 0.83 here
+    # (the same with 1 or 2 threads), and +0.21 to +0.38 with SFT and RL seeds 1-3, which stand in for another
+    # machine's rounding; a random perturbation of the weights moves it by a few points either way, not by 8.
     assert after > before + 0.08
 
 
