@@ -258,7 +258,7 @@ def test_evaluation_during_training_logs_task_reward(tokenizer, tmp_path):
 
 
 def sequential_order_probability(model, prompt: list[int], completion: list[int], order, mask_id: int) -> float:
-    """p_sigma(y) by explicit unmasking: one forward pass per step on the unpadded sequence, probabilities multiplied."""
+    """p_sigma(y) by explicit unmasking: a forward pass per step on the unpadded sequence, probabilities multiplied."""
     canvas = prompt + [mask_id] * len(completion)
     probability = 1.0
     for position in order:
