@@ -425,7 +425,9 @@ def d1_countdown_rule(text: str, numbers: list[int], target: int) -> float:
 
 
 def test_d1_countdown_mix_reproduces_d1s_rule():
-    funcs, weights = reward_models.rewards_for("countdown")
+    from dipod_trl.tasks import get_task
+
+    funcs, weights = get_task("countdown").rewards()
     cases = [  # (completion, numbers, target): plain-arithmetic answers, where d1's rule is defined
         (countdown("2*4-3"), [2, 3, 4], 5),
         (countdown("(4 - 3) * 2 + 3"), [2, 3, 3, 4], 5),
@@ -447,7 +449,7 @@ def test_d1_countdown_mix_reproduces_d1s_rule():
     assert {1.0, 0.1, 0.0} <= set(expected)  # every outcome of the rule is exercised
     assert totals == pytest.approx(expected)
     with pytest.raises(ValueError, match="task"):
-        reward_models.rewards_for("chess")
+        get_task("chess")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
