@@ -9,6 +9,9 @@ is a matter of one adapter class. The adapter is picked from `model.config.model
 | LLaDA / LLaDA-1.5 (`GSAI-ML/LLaDA-8B-Instruct`) | `llada` | aligned | 126336 |
 | Dream (`Dream-org/Dream-v0-Instruct-7B`) | `Dream` | shifted by one (i predicts i+1) | tokenizer's `<|mask|>` |
 | any Hugging Face masked LM (BERT, RoBERTa, ModernBERT, ...) | anything else | aligned | tokenizer's mask token |
+
+Models whose class sets `supports_block_kv_cache = True` also serve the block key/value cache of fast decoding
+(`logits_and_cache`, `span_logits`; the contract is in `kv_cache.py`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,11 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     if hasattr(model, "get_base_model"):  # PeftModel
         model = model.get_base_model()
     return model
+
+
+def padded_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that count attended tokens only, so a left-padded row has the positions of the unpadded row."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def _as_id_list(value) -> list[int]:
@@ -62,7 +70,7 @@ class DiffusionLM:
             keep = attention_mask.bool()[:, None, None, :]
             eye = torch.eye(input_ids.shape[1], dtype=torch.bool, device=input_ids.device)
             kwargs["attention_mask"] = keep | eye
-            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            kwargs["position_ids"] = padded_positions(attention_mask)
         elif attention_mask is not None:
             kwargs["attention_mask"] = attention_mask
         logits = self.model(input_ids, **kwargs).logits
@@ -70,6 +78,40 @@ class DiffusionLM:
             # Dream predicts the next position from each hidden state; move the scores back onto their positions.
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
         return logits
+
+    @property
+    def supports_kv_cache(self) -> bool:
+        """Whether the model implements the block key/value cache (`dipod_trl.models.kv_cache`)."""
+        return bool(getattr(unwrap_model(self.model), "supports_block_kv_cache", False))
+
+    def logits_and_cache(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, object]:
+        """One full forward: aligned logits (as `logits`) and the `BlockKVCache` of every layer's keys and values."""
+        output = self.model(input_ids, attention_mask=attention_mask, position_ids=padded_positions(attention_mask),
+                            use_cache=True)
+        logits = output.logits
+        if self.shift_logits:
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+        return logits, output.cache  # transformers' name of the `past_key_values` output field
+
+    def span_logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache, start: int, end: int
+    ) -> torch.Tensor:
+        """Aligned logits of positions `[start, end)` of the full-length `input_ids`, recomputing only that span (the
+        keys/values of other positions are read from `cache`, built by `logits_and_cache`).
+
+        With shifted logits the score of position i comes from hidden state i-1, so the span recomputed is
+        `[start - 1, end)` (its last hidden state is not needed for a score, but its keys/values are fresh).
+        """
+        first = max(start - 1, 0) if self.shift_logits else start
+        positions = padded_positions(attention_mask)
+        logits = self.model(input_ids[:, first:end], attention_mask=attention_mask,
+                            position_ids=positions[:, first:end], past_key_values=cache,
+                            cache_position=torch.arange(first, end, device=input_ids.device)).logits
+        if not self.shift_logits:
+            return logits
+        if first == start:  # start == 0: position 0 has no predecessor and takes its own score, as in `logits`
+            return torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+        return logits[:, :-1]
 
     @property
     def config(self):
