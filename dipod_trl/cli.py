@@ -223,8 +223,9 @@ def evaluate(argv: list[str]) -> dict:
 
     from .data import load_task
     from .evaluation import EvalArguments, evaluate_task, task_reward
+    from .sampling import FastDecodingArguments
 
-    (args,) = parse_recipe([EvalArguments], argv)
+    args, fast = parse_recipe([EvalArguments, FastDecodingArguments], argv)
     model, tokenizer = load_for_inference(args.model, args.trust_remote_code)
     dataset = _limit(load_task(args.task, args.dataset_source, args.split), args.num_examples)
     output = args.output or os.path.join(args.model if os.path.isdir(args.model) else ".",
@@ -233,6 +234,7 @@ def evaluate(argv: list[str]) -> dict:
         model, tokenizer, dataset, task_reward(args.task), gen_length=args.gen_length, block_length=args.block_length,
         steps=args.steps, temperature=args.temperature, remasking=args.remasking,
         num_generations=args.num_generations, batch_size=args.batch_size, output_path=output, seed=args.seed,
+        **fast.as_kwargs(),
     )
     print(f"{args.task} ({args.split}, {summary['num_examples']} examples): accuracy {summary['accuracy']:.4f}")
     print(f"records: {output}")
@@ -256,9 +258,9 @@ class GenerateArguments:
 
 
 def generate_command(argv: list[str]) -> list[str]:
-    from .sampling import generate
+    from .sampling import FastDecodingArguments, generate
 
-    (args,) = parse_recipe([GenerateArguments], argv)
+    args, fast = parse_recipe([GenerateArguments, FastDecodingArguments], argv)
     model, tokenizer = load_for_inference(args.model, args.trust_remote_code)
     if args.chat:
         batch = tokenizer.apply_chat_template([[{"role": "user", "content": p}] for p in args.prompt],
@@ -269,7 +271,8 @@ def generate_command(argv: list[str]) -> list[str]:
     device = next(model.parameters()).device
     ids, mask = generate(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), tokenizer=tokenizer,
                          gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
-                         temperature=args.temperature, remasking=args.remasking, cfg_scale=args.cfg_scale)
+                         temperature=args.temperature, remasking=args.remasking, cfg_scale=args.cfg_scale,
+                         **fast.as_kwargs())
     texts = tokenizer.batch_decode([i[m.bool()] for i, m in zip(ids, mask)], skip_special_tokens=True)
     for prompt, text in zip(args.prompt, texts):
         print(f">>> {prompt}\n{text}\n")

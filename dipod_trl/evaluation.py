@@ -95,12 +95,14 @@ def evaluate_task(
     output_path: str | None = None,
     seed: int = 0,
     progress: bool = True,
+    **fast_decoding,
 ) -> dict:
     """Generate for every example of `dataset` and score with `reward_func`; returns the summary.
 
     `dataset` has a `prompt` column and the columns `reward_func` reads. With `output_path`, records already in the
     file are kept and skipped (records are written batch by batch). Sampling uses a generator seeded with
     `seed + batch index`, so with greedy decoding a resumed run writes exactly the records of an uninterrupted one.
+    `fast_decoding` (`kv_cache`, `cache_refresh_steps`, `confidence_threshold`) goes to `generate`.
     """
     lm = as_diffusion_lm(model, tokenizer)
     device = next(model.parameters()).device
@@ -129,7 +131,7 @@ def evaluate_task(
                 completion_ids, completion_mask = generate(
                     lm, prompt_ids.to(device), attention.to(device), gen_length=gen_length,
                     block_length=block_length, steps=steps, temperature=temperature, remasking=remasking,
-                    generator=generator,
+                    generator=generator, **fast_decoding,
                 )
             texts = tokenizer.batch_decode(
                 [c[m.bool()] for c, m in zip(completion_ids.cpu(), completion_mask.cpu())], skip_special_tokens=True

@@ -27,7 +27,7 @@ Fast decoding (Fast-dLLM's two ideas, off by default):
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -189,6 +189,36 @@ def validate_fast_decoding(
         raise ValueError(
             "kv_cache does not support classifier-free guidance (cfg_scale > 0): set kv_cache=None or cfg_scale=0."
         )
+
+
+FAST_DECODING_HELP = {
+    "kv_cache": "Block key/value cache for generation (Fast-dLLM): None decodes exactly; 'prefix' reuses the keys/values "
+    "of the prompt and finished blocks while a block is decoded; 'dual' also those of the not-yet-decoded suffix. "
+    "Refreshed with a full forward at each new block (and every cache_refresh_steps steps). Approximate: completions "
+    "differ from exact decoding. Not with cfg_scale > 0. Models without cache support decode exactly, with a warning.",
+    "cache_refresh_steps": "With kv_cache: also refresh the cache with a full forward every n denoising steps inside a "
+    "block (None: only at each new block; 1: every step, i.e. exact decoding).",
+    "confidence_threshold": "Parallel decoding (Fast-dLLM): each step commits every masked position of the current "
+    "block whose predicted token has probability above this threshold, in (0, 1], and at least as many as the fixed "
+    "schedule would (at least one), so a block never takes more than its steps. None: the fixed number per step.",
+}
+
+
+@dataclass
+class FastDecodingArguments:
+    """The fast-decoding options of `generate`, for the `dipod eval` and `dipod generate` commands."""
+
+    kv_cache: str | None = field(default=None, metadata={"help": FAST_DECODING_HELP["kv_cache"]})
+    cache_refresh_steps: int | None = field(default=None, metadata={"help": FAST_DECODING_HELP["cache_refresh_steps"]})
+    confidence_threshold: float | None = field(
+        default=None, metadata={"help": FAST_DECODING_HELP["confidence_threshold"]}
+    )
+
+    def __post_init__(self):
+        validate_fast_decoding(**asdict(self))
+
+    def as_kwargs(self) -> dict:
+        return asdict(self)
 
 
 _WARNED_NO_CACHE: set[str] = set()

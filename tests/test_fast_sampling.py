@@ -226,3 +226,61 @@ def test_model_without_cache_support_decodes_exactly_with_one_warning(tiny_lm, t
         dipod_trl.generate(model, prompt_ids, mask, **schedule, kv_cache="dual")
     assert stats.span_forwards == 0
     assert torch.equal(ids, dipod_trl.generate(tiny_lm, prompt_ids, mask, **schedule)[0])
+
+
+# Reachable from the config, the trainer and the command line.
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (dict(kv_cache="suffix"), "kv_cache must be None, 'prefix' or 'dual'"),
+        (dict(confidence_threshold=1.2), "confidence_threshold must be in \\(0, 1\\]"),
+        (dict(kv_cache="dual", cache_refresh_steps=-1), "cache_refresh_steps must be a positive integer"),
+        (dict(kv_cache="dual", cfg_scale=0.5), "kv_cache does not support classifier-free guidance"),
+    ],
+)
+def test_config_refuses_bad_fast_decoding_values(overrides, match):
+    from dipod_trl import DiPODConfig
+
+    with pytest.raises(ValueError, match=match):
+        DiPODConfig(output_dir="/tmp/unused", max_completion_length=8, block_length=4, diffusion_steps=8, **overrides)
+
+
+def test_trainer_generates_with_the_cache_scores_exactly_and_logs_forwards(tokenizer, tmp_path):
+    """The trainer passes the options to the sampler (refreshing every step gives the exact generation batch, scores
+    included: scoring never uses the cache) and logs the forward counts of its rollouts."""
+    from tests.test_trainer import generation_batch, make_trainer
+
+    batches = []
+    for fast in ({}, dict(kv_cache="dual", cache_refresh_steps=1)):
+        trainer = make_trainer(tokenizer, tmp_path, drift_num_orders=0, **fast)
+        batches.append(generation_batch(trainer))
+    assert batches[0].keys() == batches[1].keys()
+    for key, value in batches[0].items():
+        assert torch.equal(value, batches[1][key]), key
+
+    trainer = make_trainer(tokenizer, tmp_path, drift_num_orders=0, kv_cache="dual", confidence_threshold=0.9,
+                           max_steps=1)
+    trainer.train()
+    logged = next(h for h in trainer.state.log_history if "generation/forwards" in h)
+    # 8 steps in 2 blocks: at most 8 forwards, of which one full forward per block; the rest are span forwards
+    assert 2 <= logged["generation/forwards"] <= 8
+    assert logged["generation/full_forwards"] <= 2
+    assert logged["time/generation"] > 0
+
+
+def test_generate_command_takes_the_fast_decoding_options(tokenizer, tmp_path, capsys):
+    from dipod_trl import cli
+
+    model = make_tiny_model(len(tokenizer), seed=1, pad_token_id=tokenizer.pad_token_id,
+                            eos_token_id=tokenizer.eos_token_id)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    base = ["generate", "--model", str(tmp_path), "--prompt", "sort: 93151", "sort: 4", "--gen_length", "8",
+            "--block_length", "4", "--steps", "8"]
+    exact = cli.main(base)
+    assert cli.main(base + ["--kv_cache", "prefix", "--cache_refresh_steps", "1"]) == exact
+    assert cli.main(base + ["--confidence_threshold", "1.0"]) == exact
+    with pytest.raises(ValueError, match="kv_cache must be None, 'prefix' or 'dual', got 'duel'"):
+        cli.main(base + ["--kv_cache", "duel"])
