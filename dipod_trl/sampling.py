@@ -192,10 +192,11 @@ def validate_fast_decoding(
 
 
 FAST_DECODING_HELP = {
-    "kv_cache": "Block key/value cache for generation (Fast-dLLM): None decodes exactly; 'prefix' reuses the keys/values "
-    "of the prompt and finished blocks while a block is decoded; 'dual' also those of the not-yet-decoded suffix. "
-    "Refreshed with a full forward at each new block (and every cache_refresh_steps steps). Approximate: completions "
-    "differ from exact decoding. Not with cfg_scale > 0. Models without cache support decode exactly, with a warning.",
+    "kv_cache": "Block key/value cache for generation (Fast-dLLM): None decodes exactly; 'prefix' reuses the "
+    "keys/values of the prompt and finished blocks while a block is decoded; 'dual' also those of the not-yet-decoded "
+    "suffix. Refreshed with a full forward at each new block (and every cache_refresh_steps steps). Approximate: "
+    "completions differ from exact decoding. Not with cfg_scale > 0. Models without cache support decode exactly, "
+    "with a warning.",
     "cache_refresh_steps": "With kv_cache: also refresh the cache with a full forward every n denoising steps inside a "
     "block (None: only at each new block; 1: every step, i.e. exact decoding).",
     "confidence_threshold": "Parallel decoding (Fast-dLLM): each step commits every masked position of the current "
@@ -248,7 +249,8 @@ class BlockScorer:
 
     def __init__(self, lm: DiffusionLM, kv_cache: str | None, refresh_steps: int | None, cfg_scale: float,
                  stats: GenerationStats):
-        self.lm, self.mode, self.refresh_steps, self.cfg_scale, self.stats = lm, kv_cache, refresh_steps, cfg_scale, stats
+        self.lm, self.mode, self.refresh_steps = lm, kv_cache, refresh_steps
+        self.cfg_scale, self.stats = cfg_scale, stats
         self.cache = None
 
     def new_block(self) -> None:
