@@ -1,6 +1,7 @@
 """RL with fast rollouts vs exact rollouts, from the same start and with the same seeds.
 
     python benchmarks/rl_fast_rollouts.py [--seeds 0 1 2] [--rl-steps 30] [--settings exact dual dual_t0.9]
+    python benchmarks/rl_fast_rollouts.py --merge outputs/rl_fast_rollouts*/summary.json   # one plot and table
 
 The demo's RL setting (FPO + DiPOD, token normalisation, 8 generations per prompt, 2 inner iterations, temperature 1)
 on its long-completion variant (`_long_sort.py`: sort 32 digits, 64-token completions in 4 blocks of 16, 32 steps),
@@ -32,6 +33,7 @@ SETTINGS = {
     "t0.9": {"confidence_threshold": 0.9},
     "dual_t0.9": {"kv_cache": "dual", "confidence_threshold": 0.9},
     "dual_t0.7": {"kv_cache": "dual", "confidence_threshold": 0.7},
+    "dual_t0.5": {"kv_cache": "dual", "confidence_threshold": 0.5},
 }
 SCHEDULE = dict(max_completion_length=GEN_LENGTH, block_length=16, diffusion_steps=32)
 
@@ -76,6 +78,8 @@ def _smooth(values, window=5):
 
 
 def plot(runs, start_accuracy, path):
+    """One panel per setting (its seeds, their mean, and exact rollouts' mean for reference), then reward against
+    wall-clock time for all settings."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,34 +88,60 @@ def plot(runs, start_accuracy, path):
 
     settings = list(dict.fromkeys(r["setting"] for r in runs))
     colors = dict(zip(settings, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
-    for setting in settings:
+    columns = 3
+    rows = math.ceil((len(settings) + 1) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.8 * rows), squeeze=False)
+    axes = axes.ravel()
+    mean_curve = {s: np.array([_smooth(r["reward"]) for r in runs if r["setting"] == s]).mean(0) for s in settings}
+    for ax, setting in zip(axes, settings):
         group = [r for r in runs if r["setting"] == setting]
         steps = group[0]["step"]
-        rewards = np.array([_smooth(r["reward"]) for r in group])
-        for curve in rewards:
-            axes[0].plot(steps, curve, color=colors[setting], alpha=0.3, linewidth=0.8)
-        label = f"{setting} ({len(group)} seeds)"
-        axes[0].plot(steps, rewards.mean(0), color=colors[setting], linewidth=2, label=label)
-        for r in group:  # reward against wall-clock time: what faster rollouts buy
-            clock = np.cumsum([r["seconds"] / len(r["step"])] * len(r["step"])) / 60
-            axes[1].plot(clock, _smooth(r["reward"]), color=colors[setting], alpha=0.7,
-                         label=label if r is group[0] else None)
-        gen = np.array([r["generation_seconds"] for r in group]).mean(0)
-        axes[2].plot(steps, gen, color=colors[setting], label=label)
-    axes[0].axhline(start_accuracy, color="gray", linestyle="--", linewidth=1, label="SFT start (greedy, held out)")
-    axes[0].set(title="reward (per-character accuracy, sampled at T=1)", xlabel="RL step", ylabel="mean reward")
-    axes[1].set(title="reward against wall-clock time", xlabel="minutes (1 core, shared machine)",
-                ylabel="mean reward")
-    axes[2].set(title="rollout time per step", xlabel="RL step", ylabel="seconds")
-    for ax in axes:
+        for r in group:
+            ax.plot(steps, _smooth(r["reward"]), color=colors[setting], alpha=0.35, linewidth=0.9)
+        ax.plot(steps, mean_curve[setting], color=colors[setting], linewidth=2.2, label=f"{setting} (mean)")
+        if setting != "exact" and "exact" in mean_curve:
+            ax.plot(steps, mean_curve["exact"], color="black", linestyle=":", linewidth=1.5, label="exact (mean)")
+        ax.axhline(start_accuracy, color="gray", linestyle="--", linewidth=1, label="SFT start, held out")
+        accuracy = [r["eval_char_accuracy"] for r in group]
+        minutes = sum(r["seconds"] for r in group) / len(group) / 60
+        ax.set(title=f"{setting}: held-out {np.mean(accuracy):.3f} ± {np.std(accuracy, ddof=1):.3f}, "
+                     f"{minutes:.1f} min/run", xlabel="RL step", ylabel="reward (T=1)")
+    ax = axes[len(settings)]
+    for setting in settings:
+        for r in [r for r in runs if r["setting"] == setting]:
+            clock = np.arange(1, len(r["step"]) + 1) * r["seconds"] / len(r["step"]) / 60
+            ax.plot(clock, _smooth(r["reward"]), color=colors[setting], alpha=0.8,
+                    label=setting if r["seed"] == runs[0]["seed"] else None)
+    ax.set(title="reward against wall-clock time", xlabel="minutes per run (1 core, shared machine)",
+           ylabel="reward (T=1)")
+    for ax in axes[len(settings) + 1:]:
+        ax.axis("off")
+    for ax in axes[: len(settings) + 1]:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("FPO + DiPOD on 32-digit sort (64-token completions, 4 blocks), exact vs fast rollouts "
-                 "(5-step moving average; thin: seeds)")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("FPO + DiPOD on 32-digit sort (64-token completions in 4 blocks): exact vs fast rollouts, "
+                 "same start and seeds (5-step moving average; thin lines: seeds)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def report(runs, start, plot_path):
+    plot(runs, start["eval_char_accuracy"], plot_path)
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    print(f"SFT start: held-out char accuracy {start['eval_char_accuracy']:.3f}\n")
+    print(f"{'setting':<10}{'wall s':>8}{'rollout s':>10}{'reward first 5':>15}{'last 10':>9}{'held-out char':>15}"
+          f"{'held-out exact':>15}   held-out char per seed")
+    for setting in dict.fromkeys(r["setting"] for r in runs):
+        group = [r for r in runs if r["setting"] == setting]
+        per_seed = ", ".join(f"{r['seed']}: {r['eval_char_accuracy']:.3f}" for r in group)
+        print(f"{setting:<10}{mean([r['seconds'] for r in group]):>8.0f}"
+              f"{mean([sum(r['generation_seconds']) for r in group]):>10.0f}"
+              f"{mean([mean(r['reward'][:5]) for r in group]):>15.3f}"
+              f"{mean([mean(r['reward'][-10:]) for r in group]):>9.3f}"
+              f"{mean([r['eval_char_accuracy'] for r in group]):>15.3f}"
+              f"{mean([r['eval_exact_match'] for r in group]):>15.3f}   {per_seed}")
+    assert all(math.isfinite(x) for r in runs for x in r["reward"])
 
 
 def main():
@@ -125,7 +155,12 @@ def main():
     parser.add_argument("--sft-dir", default=DEFAULT_SFT_DIR)
     parser.add_argument("--output-dir", default=os.path.join(ROOT, "outputs", "rl_fast_rollouts"))
     parser.add_argument("--plot", default=os.path.join(ROOT, "docs", "fast_rollouts_rl.png"))
+    parser.add_argument("--merge", nargs="+", help="Only plot and tabulate the runs of these summary.json files.")
     args = parser.parse_args()
+    if args.merge:
+        summaries = [json.load(open(path)) for path in args.merge]
+        report([r for s in summaries for r in s["runs"]], summaries[0]["start"], args.plot)
+        return
 
     from transformers.utils import logging
 
@@ -149,20 +184,8 @@ def main():
                   f"char acc {run['eval_char_accuracy']:.3f}, exact {run['eval_exact_match']:.3f}", flush=True)
             with open(summary_path, "w") as f:
                 json.dump({"args": vars(args), "start": start, "runs": runs}, f, indent=1)
-    plot(runs, start["eval_char_accuracy"], args.plot)
-    print(f"\n{'setting':<10}{'wall s':>8}{'rollout s':>10}{'reward (last 10)':>18}{'held-out char':>15}"
-          f"{'held-out exact':>15}")
-    for setting in args.settings:
-        group = [r for r in runs if r["setting"] == setting]
-        mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-        last = [mean(r["reward"][-10:]) for r in group]
-        print(f"{setting:<10}{mean([r['seconds'] for r in group]):>8.0f}"
-              f"{mean([sum(r['generation_seconds']) for r in group]):>10.0f}{mean(last):>18.3f}"
-              f"{mean([r['eval_char_accuracy'] for r in group]):>15.3f}"
-              f"{mean([r['eval_exact_match'] for r in group]):>15.3f}"
-              f"   seeds: {', '.join(f'{x:.3f}' for x in last)}")
+    report(runs, start, args.plot)
     print(f"\nwrote {summary_path} and {args.plot} in {(time.perf_counter() - begin) / 60:.1f} minutes")
-    assert all(math.isfinite(x) for r in runs for x in r["reward"])
 
 
 if __name__ == "__main__":
