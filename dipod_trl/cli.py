@@ -4,6 +4,7 @@
     dipod sft RECIPE.yaml [--key value ...]      masked-diffusion SFT
     dipod eval --model DIR --task gsm8k [...]     accuracy on a test split, resumable
     dipod generate --model DIR --prompt TEXT      sample completions
+    dipod merge ADAPTER_DIR OUTPUT_DIR           fold LoRA adapters into their base model, save the full model
     dipod demo [--seeds 0 1 2 ...]               the offline demo on the built-in tiny model
     dipod control RECIPE.yaml [--key value ...]  flow-matching policies on gymnasium (needs the `control` extra)
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 from .recipe import parse_recipe
 
-COMMANDS = ("train", "sft", "eval", "generate", "demo", "control")
+COMMANDS = ("train", "sft", "eval", "generate", "merge", "demo", "control")
 
 
 @dataclass
@@ -113,23 +114,31 @@ def _judge(task_args: TaskArguments):
 def load_model_and_tokenizer(model_args, trust_remote_code: bool):
     """The model and tokenizer of a recipe. `model_name_or_path: tiny` builds the built-in tiny model, untrained."""
     import torch
-    from transformers import AutoTokenizer
 
     from .models import build_tiny_model, build_tiny_tokenizer, load_diffusion_model
+    from .models.loading import is_adapter_checkpoint, load_tokenizer, quantization_kwargs
 
     name = model_args.model_name_or_path
     if name is None:
         raise ValueError("model_name_or_path: the recipe names no model.")
+    quantization = quantization_kwargs(model_args)
     if name == "tiny":
+        if quantization:
+            raise ValueError("load_in_4bit/load_in_8bit: the built-in tiny model is built in memory, not loaded; "
+                             "quantise a saved checkpoint instead.")
         tokenizer = build_tiny_tokenizer()
         return build_tiny_model(tokenizer), tokenizer
+    if model_args.use_peft and is_adapter_checkpoint(name, model_args.model_revision):
+        raise ValueError(f"use_peft: {name} already holds LoRA adapters, which train on as they are; use_peft would "
+                         "stack new ones on top. Remove use_peft, or merge first with `dipod merge`.")
     kwargs = {"revision": model_args.model_revision}
     if model_args.dtype not in (None, "auto"):
         kwargs["dtype"] = getattr(torch, model_args.dtype)
     if model_args.attn_implementation is not None:
         kwargs["attn_implementation"] = model_args.attn_implementation
+    kwargs.update(quantization)
     model = load_diffusion_model(name, trust_remote_code=trust_remote_code, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, padding_side="left")
+    tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code, padding_side="left")
     return model, tokenizer
 
 
@@ -191,8 +200,10 @@ def sft(argv: list[str]):
         eval_data = eval_data.map(lambda row: {"completion": make(row)}) if eval_data is not None else None
     peft_config = get_peft_config(model_args)
     if peft_config is not None:
-        from peft import get_peft_model
+        from peft import get_peft_model, prepare_model_for_kbit_training
 
+        if model_args.load_in_4bit or model_args.load_in_8bit:  # QLoRA: norms in float32, inputs that need grads
+            model = prepare_model_for_kbit_training(model, config.gradient_checkpointing)
         model = get_peft_model(model, peft_config)
     trainer = MaskedDiffusionSFTTrainer(model, config, train_dataset=train_data, eval_dataset=eval_data,
                                         processing_class=tokenizer)
@@ -206,14 +217,14 @@ def sft(argv: list[str]):
 def load_for_inference(path: str, trust_remote_code: bool):
     """A checkpoint in eval mode (on the GPU when there is one) and its left-padding tokenizer."""
     import torch
-    from transformers import AutoTokenizer
 
     from .models import load_diffusion_model
+    from .models.loading import load_tokenizer
 
     model = load_diffusion_model(path, trust_remote_code=trust_remote_code).eval()
     if torch.cuda.is_available():
         model = model.cuda()
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, padding_side="left")
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, padding_side="left")
     return model, tokenizer
 
 
@@ -279,6 +290,22 @@ def generate_command(argv: list[str]) -> list[str]:
     return texts
 
 
+def merge(argv: list[str]) -> str:
+    """`dipod merge ADAPTER_DIR OUTPUT_DIR`: fold LoRA adapters into their base model; save the model and tokenizer."""
+    import argparse
+
+    from .models.loading import merge_adapters
+
+    parser = argparse.ArgumentParser(prog="dipod merge", description=merge.__doc__)
+    parser.add_argument("adapter_dir", help="Directory (or hub id) holding adapter_config.json and the adapters.")
+    parser.add_argument("output_dir", help="Where the merged model and its tokenizer are written.")
+    parser.add_argument("--trust_remote_code", action="store_true", help="Allow a base model that ships code.")
+    args = parser.parse_args(argv)
+    merge_adapters(args.adapter_dir, args.output_dir, trust_remote_code=args.trust_remote_code)
+    print(f"merged {args.adapter_dir} -> {args.output_dir}")
+    return args.output_dir
+
+
 def demo(argv: list[str]) -> dict:
     from .demo import DemoConfig, run_demo
 
@@ -303,8 +330,8 @@ def main(argv: list[str] | None = None):
             command, rest = "train", argv  # python -m dipod_trl RECIPE.yaml [...]
         else:
             raise SystemExit(f"dipod: unknown command {command!r}; expected one of {', '.join(COMMANDS)} or a recipe.")
-    handler = {"train": train, "sft": sft, "eval": evaluate, "generate": generate_command, "demo": demo,
-               "control": control}[command]
+    handler = {"train": train, "sft": sft, "eval": evaluate, "generate": generate_command, "merge": merge,
+               "demo": demo, "control": control}[command]
     return handler(rest)
 
 

@@ -376,7 +376,7 @@ class DiPODTrainer(GRPOTrainer):
     def _score(self, model, inputs: dict, draw: MaskDraw, chunk_size=None) -> torch.Tensor:
         """Token log-probabilities (B, K, C) of the completions under `model` on the masks of `draw`."""
         return masked_token_logps(
-            model,
+            as_diffusion_lm(model, self._tokenizer),  # the tokenizer may hold the only mask id (BERT-style models)
             inputs["prompt_ids"],
             inputs["completion_ids"],
             draw,
@@ -441,7 +441,7 @@ class DiPODTrainer(GRPOTrainer):
         completion = completion_mask[:n]
         orders = random_orders(completion, self.args.drift_num_orders, self._generators[:n])
         log_likelihoods = order_log_likelihoods(
-            self.model,
+            as_diffusion_lm(self.model, self._tokenizer),
             prompt_ids[:n],
             completion_ids[:n],
             orders,
