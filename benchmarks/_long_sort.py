@@ -49,7 +49,7 @@ def exact_match(completions, answer, **kwargs) -> list[float]:
     return [float((c if isinstance(c, str) else c[-1]["content"]).strip() == a) for c, a in zip(completions, answer)]
 
 
-def sft_model(path: str = DEFAULT_SFT_DIR, steps: int = 600, threads: int = 1):
+def sft_model(path: str = DEFAULT_SFT_DIR, steps: int = 400, threads: int = 1):
     """The tiny model after masked SFT on the long task: loaded from `path` if it is there, else trained and saved."""
     import torch
     from transformers import AutoModel, AutoTokenizer

@@ -106,6 +106,10 @@ def plot(runs, start_accuracy, path):
         minutes = sum(r["seconds"] for r in group) / len(group) / 60
         ax.set(title=f"{setting}: held-out {np.mean(accuracy):.3f} ± {np.std(accuracy, ddof=1):.3f}, "
                      f"{minutes:.1f} min/run", xlabel="RL step", ylabel="reward (T=1)")
+    low = min(min(_smooth(r["reward"])) for r in runs) - 0.005
+    high = max(max(_smooth(r["reward"])) for r in runs) + 0.005
+    for ax in axes[: len(settings)]:  # one scale, so that panels compare side by side
+        ax.set_ylim(min(low, start_accuracy - 0.005), high)
     ax = axes[len(settings)]
     for setting in settings:
         for r in [r for r in runs if r["setting"] == setting]:
@@ -129,14 +133,17 @@ def plot(runs, start_accuracy, path):
 def report(runs, start, plot_path):
     plot(runs, start["eval_char_accuracy"], plot_path)
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    print(f"SFT start: held-out char accuracy {start['eval_char_accuracy']:.3f}\n")
-    print(f"{'setting':<10}{'wall s':>8}{'rollout s':>10}{'reward first 5':>15}{'last 10':>9}{'held-out char':>15}"
-          f"{'held-out exact':>15}   held-out char per seed")
+    print(f"SFT start: held-out char accuracy {start['eval_char_accuracy']:.3f}. Per setting, means over seeds: wall "
+          "and rollout seconds per run, model forwards per rollout batch, reward over the first 5 and last 10 "
+          "rollout batches, held-out accuracy at the end (exact greedy decoding)\n")
+    print(f"{'setting':<10}{'wall s':>8}{'rollout s':>10}{'forwards':>9}{'reward first 5':>15}{'last 10':>9}"
+          f"{'held-out char':>15}{'held-out exact':>15}   held-out char per seed")
     for setting in dict.fromkeys(r["setting"] for r in runs):
         group = [r for r in runs if r["setting"] == setting]
         per_seed = ", ".join(f"{r['seed']}: {r['eval_char_accuracy']:.3f}" for r in group)
         print(f"{setting:<10}{mean([r['seconds'] for r in group]):>8.0f}"
               f"{mean([sum(r['generation_seconds']) for r in group]):>10.0f}"
+              f"{mean([mean(r['forwards']) for r in group]):>9.1f}"
               f"{mean([mean(r['reward'][:5]) for r in group]):>15.3f}"
               f"{mean([mean(r['reward'][-10:]) for r in group]):>9.3f}"
               f"{mean([r['eval_char_accuracy'] for r in group]):>15.3f}"
