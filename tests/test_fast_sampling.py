@@ -95,13 +95,16 @@ def test_cache_refreshed_every_step_equals_exact_sampling(tiny_lm, tokenizer):
     assert torch.equal(runs[0], runs[1])
 
 
+@pytest.mark.parametrize("shift_logits", [False, True])
 @pytest.mark.parametrize("kv_cache", ["prefix", "dual"])
 @pytest.mark.parametrize("schedule", SCHEDULES[:2])
-def test_one_layer_model_cache_is_exact_without_refresh(tokenizer, kv_cache, schedule):
+def test_one_layer_model_cache_is_exact_without_refresh(tokenizer, kv_cache, schedule, shift_logits):
     """In a one-layer model the cached keys/values are functions of the tokens alone, and the tokens outside the
     current block do not change while it is decoded: so the cache, never refreshed inside a block, must give exact
-    decoding. This checks that span forwards read the right cached positions."""
+    decoding. This checks that span forwards read the right cached positions, also through the adapter's handling of
+    shifted logits (Dream-style: position i scored from hidden state i-1)."""
     model = make_tiny_model(len(tokenizer), seed=3, num_hidden_layers=1, eos_token_id=tokenizer.eos_token_id)
+    model = DiffusionLM(model, mask_token_id=model.config.mask_token_id, shift_logits=shift_logits)
     prompt_ids, mask = padded_batch(tokenizer)
     exact, _ = dipod_trl.generate(model, prompt_ids, mask, **schedule, stop_at_eos=False)
     cached, _, stats = dipod_trl.generate(model, prompt_ids, mask, **schedule, stop_at_eos=False, kv_cache=kv_cache,
@@ -284,3 +287,22 @@ def test_generate_command_takes_the_fast_decoding_options(tokenizer, tmp_path, c
     assert cli.main(base + ["--confidence_threshold", "1.0"]) == exact
     with pytest.raises(ValueError, match="kv_cache must be None, 'prefix' or 'dual', got 'duel'"):
         cli.main(base + ["--kv_cache", "duel"])
+
+
+def test_rows_that_leave_the_batch_take_their_cache_with_them(tiny_lm, tokenizer):
+    """When rows finish mid-block, the remaining rows go on with their own cached keys/values: span logits after
+    `keep_rows` equal those of a cache built for the remaining rows alone."""
+    from dipod_trl.sampling import BlockScorer, GenerationStats
+
+    lm = DiffusionLM(tiny_lm, mask_token_id=tiny_lm.config.mask_token_id)
+    ids, mask = random_canvas(tokenizer, tiny_lm)
+    keep = torch.tensor([False, True, False, True])
+    with torch.no_grad():
+        scorer = BlockScorer(lm, "dual", None, 0.0, GenerationStats())
+        scorer(ids, mask, None, 13, 17, step=0)  # the block's first step builds the cache for all four rows
+        scorer.keep_rows(keep)
+        kept = scorer(ids[keep], mask[keep], None, 13, 17, step=1)
+        _, cache = lm.logits_and_cache(ids[keep], mask[keep])
+        expected = lm.span_logits(ids[keep], mask[keep], cache, 13, 17)
+    assert scorer.stats.span_forwards == 1
+    torch.testing.assert_close(kept, expected, atol=1e-6, rtol=1e-6)
