@@ -12,7 +12,7 @@ import random
 
 from _common import ROOT  # noqa: F401  (puts the repository on sys.path)
 
-from dipod_trl.data import make_conversational_prompt, sudoku_split_of
+from dipod_trl.tasks import make_conversational_prompt, split_of
 
 NUM_DIGITS = 32
 GEN_LENGTH = 2 * NUM_DIGITS  # 63 characters and EOS
@@ -27,7 +27,7 @@ def load_long_sort(split: str, num_examples: int, seed: int = 0):
     rows = []
     while len(rows) < num_examples:
         digits = "".join(rng.choice("0123456789") for _ in range(NUM_DIGITS))
-        if sudoku_split_of(digits) == split:  # the demo's hash split: train and test are disjoint
+        if split_of(digits) == split:  # the demo's hash split: train and test are disjoint
             answer = " ".join(sorted(digits))
             rows.append({"prompt": make_conversational_prompt(f"sort: {digits}", None), "answer": answer,
                          "completion": answer})

@@ -21,7 +21,7 @@ from _long_sort import DEFAULT_SFT_DIR, GEN_LENGTH, digit_accuracy, exact_match,
 from trl.trainer.utils import pad
 
 import dipod_trl
-from dipod_trl.data import tokenize_prompt
+from dipod_trl.tasks import tokenize_prompt
 
 
 def modes(threshold: float) -> dict[str, dict]:

@@ -15,8 +15,10 @@ Recipe keys map one to one onto the fields of TRL's `ModelConfig` (model, LoRA),
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from .output_dir import OutputArguments
 from .recipe import parse_recipe
 
 COMMANDS = ("train", "sft", "eval", "generate", "merge", "demo", "control")
@@ -39,6 +41,16 @@ class TaskArguments:
     )
     num_train_examples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
     num_eval_examples: int | None = field(default=None, metadata={"help": "Use only the first N held-out rows."})
+    prompt_style: str = field(
+        default="project",
+        metadata={"help": "Prompt layout: `project` (instructions in a system message), `d1` (d1's training prompts: "
+                  "everything in the user message); `d1_eval`, d1's evaluation prompts, is for `dipod eval`. See "
+                  "dipod_trl.tasks."},
+    )
+    few_shot: int = field(
+        default=0, metadata={"help": "Worked examples put before each question (SPG's Sudoku runs use 3; tasks "
+                             "without examples accept only 0)."}
+    )
     reward_funcs: list[str] | None = field(
         default=None,
         metadata={
@@ -59,12 +71,19 @@ def _limit(dataset, n):
 
 def load_datasets(task_args: TaskArguments):
     """The train (and eval) datasets of a recipe."""
-    from .data import load_source, load_task
+    from .tasks import load_source, load_task
 
     if task_args.task is not None:
-        train = load_task(task_args.task, task_args.dataset_source, task_args.train_split)
+        if task_args.prompt_style == "d1_eval":
+            raise ValueError(
+                "prompt_style: 'd1_eval' opens the answer with <reasoning> for `dipod eval`; TRL's trainer adds its "
+                "own generation prompt after it. Train with 'd1' (d1's training prompts) or 'project'."
+            )
+        options = {"prompt_style": task_args.prompt_style, "few_shot": task_args.few_shot}
+        train = load_task(task_args.task, task_args.dataset_source, task_args.train_split, **options)
         evaluation = (
-            load_task(task_args.task, task_args.dataset_source, task_args.eval_split) if task_args.eval_split else None
+            load_task(task_args.task, task_args.dataset_source, task_args.eval_split, **options)
+            if task_args.eval_split else None
         )
     elif task_args.dataset_source is not None:
         train = load_source(task_args.dataset_source, task_args.train_split)
@@ -76,31 +95,32 @@ def load_datasets(task_args: TaskArguments):
     )
 
 
-def resolve_rewards(task_args: TaskArguments, reward_weights):
-    """`(reward_funcs, reward_weights)`: the named functions, or the task's default mix."""
+def resolve_rewards(task_args: TaskArguments, reward_weights, reward_nan_policy: str = "error"):
+    """`(reward_funcs, reward_weights)`: the named functions, or the task's default mix.
+
+    A judge reply without a score stops the run showing the reply, unless `reward_nan_policy` is 'skip' (then it is no
+    reward, like a None from any other function)."""
     import reward_models
 
-    from .evaluation import task_reward
+    from .tasks import get_task
 
     if task_args.reward_funcs:
         funcs = []
         for name in task_args.reward_funcs:
             if name == "judge":
-                funcs.append(_judge(task_args))
+                funcs.append(_judge(task_args, "default" if reward_nan_policy == "skip" else "raise"))
             elif callable(getattr(reward_models, name, None)):
                 funcs.append(getattr(reward_models, name))
             else:
                 raise ValueError(f"reward_funcs: {name!r} is neither 'judge' nor a function of reward_models.")
         return funcs, reward_weights
-    if task_args.task in reward_models.D1_REWARD_WEIGHTS:
-        funcs, weights = reward_models.rewards_for(task_args.task)
-        return funcs, reward_weights if reward_weights is not None else weights
     if task_args.task is not None:
-        return [task_reward(task_args.task)], reward_weights
+        funcs, weights = get_task(task_args.task).rewards()
+        return funcs, reward_weights if reward_weights is not None else weights
     raise ValueError("reward_funcs: name the reward functions when training on a dataset_source without a task.")
 
 
-def _judge(task_args: TaskArguments):
+def _judge(task_args: TaskArguments, on_unparsable: str = "raise"):
     import os
 
     from reward_models import JudgeReward
@@ -108,13 +128,14 @@ def _judge(task_args: TaskArguments):
     base_url = task_args.judge_base_url or os.environ.get("DIPOD_JUDGE_URL")
     if not base_url or not task_args.judge_model:
         raise ValueError("reward_funcs: the `judge` reward needs judge_base_url (or $DIPOD_JUDGE_URL) and judge_model.")
-    return JudgeReward(base_url, task_args.judge_model)
+    return JudgeReward(base_url, task_args.judge_model, on_unparsable=on_unparsable)
 
 
 def load_model_and_tokenizer(model_args, trust_remote_code: bool):
     """The model and tokenizer of a recipe. `model_name_or_path: tiny` builds the built-in tiny model, untrained."""
     import torch
 
+    from .checkpoints import check_model_source, explain_load_failure
     from .models import build_tiny_model, build_tiny_tokenizer, load_diffusion_model
     from .models.loading import is_adapter_checkpoint, load_tokenizer, quantization_kwargs
 
@@ -128,6 +149,7 @@ def load_model_and_tokenizer(model_args, trust_remote_code: bool):
                              "quantise a saved checkpoint instead.")
         tokenizer = build_tiny_tokenizer()
         return build_tiny_model(tokenizer), tokenizer
+    check_model_source(name)
     if model_args.use_peft and is_adapter_checkpoint(name, model_args.model_revision):
         raise ValueError(f"use_peft: {name} already holds LoRA adapters, which train on as they are; use_peft would "
                          "stack new ones on top. Remove use_peft, or merge first with `dipod merge`.")
@@ -137,9 +159,31 @@ def load_model_and_tokenizer(model_args, trust_remote_code: bool):
     if model_args.attn_implementation is not None:
         kwargs["attn_implementation"] = model_args.attn_implementation
     kwargs.update(quantization)
-    model = load_diffusion_model(name, trust_remote_code=trust_remote_code, **kwargs)
+    try:
+        model = load_diffusion_model(name, trust_remote_code=trust_remote_code, **kwargs)
+    except OSError as error:
+        raise explain_load_failure(name, error) from error
     tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code, padding_side="left")
     return model, tokenizer
+
+
+def diffusion_peft_config(model_args):
+    """TRL's LoRA config from the recipe's `use_peft`/`lora_*` keys, fitted to a masked diffusion LM.
+
+    TRL's `lora_task_type` defaults to CAUSAL_LM, whose PEFT wrapper needs the generation hooks of a causal LM; a
+    diffusion LM gets the plain `PeftModel` (no task type). Without `lora_target_modules`, every linear layer but the
+    output head gets an adapter (PEFT knows no default modules for these architectures).
+    """
+    from trl import get_peft_config
+
+    config = get_peft_config(model_args)
+    if config is None:
+        return None
+    if config.task_type == "CAUSAL_LM":
+        config.task_type = None
+    if config.target_modules is None and not config.target_parameters:
+        config.target_modules = "all-linear"
+    return config
 
 
 def _finish_distributed() -> None:
@@ -151,54 +195,86 @@ def _finish_distributed() -> None:
         dist.destroy_process_group()
 
 
+@contextmanager
+def claimed_output_dir(config, output_args):
+    """The checkpoint `config.resume_from_checkpoint` means (`true`: the last one in output_dir), while this run holds
+    output_dir: refused when it holds an earlier run's files and the run neither resumes nor overwrites."""
+    from .checkpoints import resolve_resume
+    from .output_dir import claim_output_dir
+
+    checkpoint = resolve_resume(config.resume_from_checkpoint, config.output_dir)
+    with claim_output_dir(config.output_dir, checkpoint is not None, output_args.overwrite_output_dir,
+                          main_process=config.process_index == 0):
+        yield checkpoint
+
+
 def train(argv: list[str]):
     """RL with DiPOD from a recipe; returns the trainer."""
-    from trl import ModelConfig, get_peft_config
+    from trl import ModelConfig
 
     from .config import DiPODConfig
-    from .trainer import DiPODTrainer
 
-    model_args, task_args, config = parse_recipe([ModelConfig, TaskArguments, DiPODConfig], argv)
-    model, tokenizer = load_model_and_tokenizer(model_args, config.trust_remote_code)
-    train_data, eval_data = load_datasets(task_args)
-    funcs, weights = resolve_rewards(task_args, config.reward_weights)
-    config.reward_weights = weights
-    trainer = DiPODTrainer(
-        model, funcs, args=config, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
+    model_args, task_args, config, output_args = parse_recipe(
+        [ModelConfig, TaskArguments, DiPODConfig, OutputArguments], argv
     )
-    trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
-    trainer.save_model(config.output_dir)
+    with claimed_output_dir(config, output_args) as checkpoint:
+        trainer = _train(model_args, task_args, config, checkpoint)
     _finish_distributed()
     return trainer
 
 
-# How a completion is written from a task's reference, for SFT on tasks whose rows carry no `completion`.
-SFT_COMPLETIONS = {
-    "digit_sort": lambda row: row["answer"],
-    "sudoku": lambda row: f"<reasoning>\n</reasoning>\n<answer>\n{row['solution']}\n</answer>",
-}
+def _train(model_args, task_args, config, checkpoint):
+    from .trainer import DiPODTrainer, check_train_dataset
+
+    train_data, eval_data = load_datasets(task_args)
+    check_train_dataset(train_data, config)  # before the model loads
+    model, tokenizer = load_model_and_tokenizer(model_args, config.trust_remote_code)
+    funcs, weights = resolve_rewards(task_args, config.reward_weights, config.reward_nan_policy)
+    config.reward_weights = weights
+    trainer = DiPODTrainer(
+        model, funcs, args=config, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer,
+        peft_config=diffusion_peft_config(model_args),
+    )
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(config.output_dir)
+    return trainer
 
 
 def sft(argv: list[str]):
     """Masked-diffusion SFT from a recipe; returns the trainer."""
-    from trl import ModelConfig, get_peft_config
+    from trl import ModelConfig
 
-    from .sft import MaskedDiffusionSFTTrainer, MaskedSFTConfig
+    from .sft import MaskedSFTConfig
 
-    model_args, task_args, config = parse_recipe([ModelConfig, TaskArguments, MaskedSFTConfig], argv)
-    model, tokenizer = load_model_and_tokenizer(model_args, trust_remote_code=False)
+    model_args, task_args, config, output_args = parse_recipe(
+        [ModelConfig, TaskArguments, MaskedSFTConfig, OutputArguments], argv
+    )
+    with claimed_output_dir(config, output_args) as checkpoint:
+        trainer = _sft(model_args, task_args, config, checkpoint)
+    _finish_distributed()
+    return trainer
+
+
+def _sft(model_args, task_args, config, checkpoint):
+    from .sft import MaskedDiffusionSFTTrainer
+
     train_data, eval_data = load_datasets(task_args)
+    if len(train_data) == 0:
+        raise ValueError("the SFT dataset has no rows; check task, dataset_source, train_split and num_train_examples.")
     if "completion" not in train_data.column_names:
-        if task_args.task not in SFT_COMPLETIONS:
+        from .tasks import TASKS
+
+        with_targets = sorted(name for name, task in TASKS.items() if task.sft_completion is not None)
+        if task_args.task not in with_targets:
             raise ValueError(
                 f"the SFT data has no 'completion' column (columns: {train_data.column_names}); give a "
-                f"dataset_source with prompt and completion columns, or a task among {sorted(SFT_COMPLETIONS)}."
+                f"dataset_source with prompt and completion columns, or a task among {with_targets}."
             )
-        make = SFT_COMPLETIONS[task_args.task]
+        make = TASKS[task_args.task].sft_completion
         train_data = train_data.map(lambda row: {"completion": make(row)})
         eval_data = eval_data.map(lambda row: {"completion": make(row)}) if eval_data is not None else None
-    peft_config = get_peft_config(model_args)
+    model, tokenizer = load_model_and_tokenizer(model_args, trust_remote_code=False)
+    peft_config = diffusion_peft_config(model_args)
     if peft_config is not None:
         from peft import get_peft_model, prepare_model_for_kbit_training
 
@@ -207,10 +283,9 @@ def sft(argv: list[str]):
         model = get_peft_model(model, peft_config)
     trainer = MaskedDiffusionSFTTrainer(model, config, train_dataset=train_data, eval_dataset=eval_data,
                                         processing_class=tokenizer)
-    trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(config.output_dir)
     tokenizer.save_pretrained(config.output_dir)
-    _finish_distributed()
     return trainer
 
 
@@ -218,10 +293,15 @@ def load_for_inference(path: str, trust_remote_code: bool):
     """A checkpoint in eval mode (on the GPU when there is one) and its left-padding tokenizer."""
     import torch
 
+    from .checkpoints import check_model_source, explain_load_failure
     from .models import load_diffusion_model
     from .models.loading import load_tokenizer
 
-    model = load_diffusion_model(path, trust_remote_code=trust_remote_code).eval()
+    check_model_source(path)
+    try:
+        model = load_diffusion_model(path, trust_remote_code=trust_remote_code).eval()
+    except OSError as error:
+        raise explain_load_failure(path, error) from error
     if torch.cuda.is_available():
         model = model.cuda()
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, padding_side="left")
@@ -229,27 +309,15 @@ def load_for_inference(path: str, trust_remote_code: bool):
 
 
 def evaluate(argv: list[str]) -> dict:
-    """`dipod eval`: accuracy of a checkpoint on a task's test split; prints and returns the summary."""
-    import os
+    """`dipod eval`: accuracy of a model (or a sweep of checkpoints) on a task's test split; prints the summaries."""
+    from .evaluation import EvalArguments, run_evaluation
 
-    from .data import load_task
-    from .evaluation import EvalArguments, evaluate_task, task_reward
-    from .sampling import FastDecodingArguments
+    (args,) = parse_recipe([EvalArguments], argv)
+    if args.checkpoints:
+        from .sweep import run_sweep
 
-    args, fast = parse_recipe([EvalArguments, FastDecodingArguments], argv)
-    model, tokenizer = load_for_inference(args.model, args.trust_remote_code)
-    dataset = _limit(load_task(args.task, args.dataset_source, args.split), args.num_examples)
-    output = args.output or os.path.join(args.model if os.path.isdir(args.model) else ".",
-                                         f"eval_{args.task}_{args.split}.jsonl")
-    summary = evaluate_task(
-        model, tokenizer, dataset, task_reward(args.task), gen_length=args.gen_length, block_length=args.block_length,
-        steps=args.steps, temperature=args.temperature, remasking=args.remasking,
-        num_generations=args.num_generations, batch_size=args.batch_size, output_path=output, seed=args.seed,
-        **fast.as_kwargs(),
-    )
-    print(f"{args.task} ({args.split}, {summary['num_examples']} examples): accuracy {summary['accuracy']:.4f}")
-    print(f"records: {output}")
-    return summary
+        return run_sweep(args, load_for_inference)
+    return run_evaluation(args, load_for_inference)
 
 
 @dataclass

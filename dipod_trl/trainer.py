@@ -20,19 +20,24 @@ where it stopped.
 from __future__ import annotations
 
 import copy
+import numbers
+import os
 import time
 import warnings
 from contextlib import nullcontext
 
+import numpy as np
 import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
-from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
+from transformers import GenerationConfig, PreTrainedTokenizerBase
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.models import prepare_deepspeed, unwrap_model_for_generation
 from trl.trainer.callbacks import SyncRefModelCallback
 from trl.trainer.utils import is_async_callable, nanstd, pad
 
+from .checkpoints import check_optimizer_state, load_generation_state, save_generation_state
 from .config import DiPODConfig
 from .likelihood import (
     MaskDraw,
@@ -42,7 +47,7 @@ from .likelihood import (
     order_log_likelihoods,
     random_orders,
 )
-from .models.adapters import as_diffusion_lm, load_diffusion_model
+from .models.adapters import as_diffusion_lm, load_diffusion_model, load_diffusion_tokenizer
 from .objectives import (
     diffu_grpo_loss,
     dipod_term,
@@ -63,12 +68,45 @@ def _describe_sample(prompts, completions, index: int) -> str:
     return f"sample {index}: prompt={str(prompt)[-200:]!r}, completion={str(completion)[:200]!r}"
 
 
+def check_train_dataset(dataset, args) -> None:
+    """Refuse a training set with fewer prompts than one generation batch needs: TRL's sampler drops incomplete
+    batches, so training would end at step 0 and save the starting model as its result."""
+    if dataset is None or isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+        return
+    needed = args.generation_batch_size // args.num_generations
+    if len(dataset) < needed:
+        raise ValueError(
+            f"train_dataset has {len(dataset)} rows, but one generation batch needs {needed} distinct prompts "
+            f"(generation_batch_size {args.generation_batch_size} / num_generations {args.num_generations}). Add "
+            "rows, or lower per_device_train_batch_size (or gradient_accumulation_steps, steps_per_generation)."
+        )
+
+
+def _check_reward_output(rewards, name: str, num_samples: int):
+    """A reward function must return one number (or None) per sample; name it when it does not."""
+    if isinstance(rewards, (torch.Tensor, np.ndarray)):
+        rewards = rewards.tolist()
+    if not isinstance(rewards, (list, tuple)) or len(rewards) != num_samples:
+        kind = f"a {type(rewards).__name__}" + (f" of length {len(rewards)}" if hasattr(rewards, "__len__") else "")
+        raise RewardFunctionError(
+            f"reward function {name!r} returned {kind} ({str(rewards)[:100]}); it must return a list of "
+            f"{num_samples} floats, one per completion."
+        )
+    bad = [r for r in rewards if r is not None and not isinstance(r, numbers.Real)]
+    if bad:
+        raise RewardFunctionError(
+            f"reward function {name!r} returned {type(bad[0]).__name__} values such as {bad[0]!r}; it must return "
+            "floats (or None for 'no reward')."
+        )
+    return rewards
+
+
 def _guard_reward_function(func, name: str):
-    """Wrap a reward function so that an exception names the function and the first sample it fails on."""
+    """Wrap a reward function so that an exception or a malformed result names the function (and the sample)."""
 
     def guarded(prompts, completions, **kwargs):
         try:
-            return func(prompts=prompts, completions=completions, **kwargs)
+            rewards = func(prompts=prompts, completions=completions, **kwargs)
         except Exception as batch_error:
             per_sample = {k: v for k, v in kwargs.items() if isinstance(v, list) and len(v) == len(prompts)}
             shared = {k: v for k, v in kwargs.items() if k not in per_sample}
@@ -85,6 +123,7 @@ def _guard_reward_function(func, name: str):
                 f"reward function {name!r} raised {type(batch_error).__name__}: {batch_error} on a batch of "
                 f"{len(prompts)} samples (no single sample fails alone)"
             ) from batch_error
+        return _check_reward_output(rewards, name, len(prompts))
 
     guarded.__name__ = name
     return guarded
@@ -94,8 +133,8 @@ class DiPODTrainer(GRPOTrainer):
     """GRPOTrainer for masked diffusion LMs with the FPO, diffu-GRPO and SPG objectives and DiPOD's on-policy ELBO term.
 
     Args:
-        model: a hub id or local directory (loaded with the Auto class its family needs; LLaDA and Dream only with
-            `args.trust_remote_code=True`), a `PreTrainedModel`, or a `PeftModel`.
+        model: a hub id or local directory (LLaDA and Dream load with this package's implementations, no remote
+            code; other families with the Auto class they need), a `PreTrainedModel`, or a `PeftModel`.
         reward_funcs: TRL reward functions `(prompts, completions, **columns) -> list[float]`, reward-model ids or
             instances, or a list of them (weighted by `args.reward_weights`).
         args: a [`DiPODConfig`].
@@ -139,14 +178,15 @@ class DiPODTrainer(GRPOTrainer):
                 columns = getattr(ds, "column_names", None)
                 if isinstance(ds, (Dataset, IterableDataset)) and columns is not None and "prompt" not in columns:
                     raise ValueError(f"{name} has no 'prompt' column (columns: {columns}).")
+        check_train_dataset(train_dataset, args)
 
         if isinstance(model, str):
             model = load_diffusion_model(
                 model, trust_remote_code=args.trust_remote_code, **(args.model_init_kwargs or {})
             )
         if processing_class is None:
-            processing_class = AutoTokenizer.from_pretrained(
-                model.config._name_or_path, trust_remote_code=args.trust_remote_code, padding_side="left"
+            processing_class = load_diffusion_tokenizer(
+                model.config._name_or_path, trust_remote_code=args.trust_remote_code
             )
         as_diffusion_lm(model, processing_class)  # no mask token in the model or the tokenizer: stop here, say why
         if getattr(model, "generation_config", None) is None:
@@ -303,6 +343,10 @@ class DiPODTrainer(GRPOTrainer):
         completion_ids = completion_ids.to(device)
         completion_mask = pad([torch.ones(len(c), dtype=torch.long) for c in completion_ids_list], 0, "right")
         completion_mask = completion_mask.to(device)
+        if self._scores_on_canvas():  # pad to the full canvas, whose positions past the EOS are scored as masks
+            extra = self.args.max_completion_length - completion_ids.shape[1]
+            completion_ids = torch.nn.functional.pad(completion_ids, (0, extra), value=self._tokenizer.pad_token_id)
+            completion_mask = torch.nn.functional.pad(completion_mask, (0, extra), value=0)
 
         rewards_per_func = self._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
@@ -371,7 +415,15 @@ class DiPODTrainer(GRPOTrainer):
             p_mask_prompt=self.args.p_mask_prompt,
             completion_width=self.args.max_completion_length,
             prompt_width=self.args.max_prompt_length,
+            block_length=self.args.block_length,
+            mask_padding=diffu and self.args.one_step_masks == "canvas",
         )
+
+    def _scores_on_canvas(self) -> bool:
+        """Whether the masks cover the whole generation canvas (d1's one-step masks, SPG's block_random)."""
+        if self.args.objective == "diffu_grpo":
+            return self.args.one_step_masks == "canvas"
+        return self.args.elbo_estimator == "block_random"
 
     def _score(self, model, inputs: dict, draw: MaskDraw, chunk_size=None) -> torch.Tensor:
         """Token log-probabilities (B, K, C) of the completions under `model` on the masks of `draw`."""
@@ -408,6 +460,8 @@ class DiPODTrainer(GRPOTrainer):
         }
         if draws[0].prompt_masks is not None:
             out["mask_prompt"] = torch.stack([d.prompt_masks for d in draws], dim=1)
+        if draws[0].context_masks is not None:
+            out["mask_context"] = torch.stack([d.context_masks for d in draws], dim=1)
         if self.args.objective == "spg":
             return out  # SPG's gradient is on-policy: no ratio, no reference
         # As in GRPOTrainer: when every inner iteration and micro-batch of this generation batch falls inside one
@@ -471,6 +525,7 @@ class DiPODTrainer(GRPOTrainer):
             completion_masks=inputs["mask_completion"][:, it],
             weights=inputs["mask_weights"][:, it],
             prompt_masks=inputs["mask_prompt"][:, it] if "mask_prompt" in inputs else None,
+            context_masks=inputs["mask_context"][:, it] if "mask_context" in inputs else None,
         )
         completion_mask = inputs["completion_mask"]
         lengths = completion_mask.sum(-1)
@@ -488,7 +543,7 @@ class DiPODTrainer(GRPOTrainer):
             old = inputs["old_scores"][:, it] if "old_scores" in inputs else elbo.detach()
             ref = inputs["ref_scores"][:, it] if "ref_scores" in inputs else None
             out = fpo_loss(elbo, old, advantages, epsilon_low=eps_low, epsilon_high=eps_high,
-                           ref_elbo=ref, kl_beta=self.beta, lengths=lengths)
+                           ref_elbo=ref, kl_beta=self.beta, lengths=lengths, kl_estimator=self.args.kl_estimator)
             on_policy = elbo
         elif self.args.objective == "diffu_grpo":
             token = token_logps[:, 0]
@@ -523,3 +578,17 @@ class DiPODTrainer(GRPOTrainer):
         output = super().training_step(model, inputs, num_items_in_batch)
         self._metrics["train"]["time/update"].append(time.perf_counter() - start - self._pending_time)
         return output
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        save_generation_state(self, os.path.join(self._get_output_dir(trial=trial), folder))
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        if checkpoint is not None and not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            check_optimizer_state(checkpoint)
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            load_generation_state(self, checkpoint)

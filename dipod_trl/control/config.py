@@ -196,7 +196,17 @@ class FlowPolicyConfig:
     )
     resume_from_checkpoint: Optional[str] = field(
         default=None,
-        metadata={"help": "A checkpoint-N directory to continue from (weights, optimizer, normalisers, RNG)."},
+        metadata={
+            "help": "A checkpoint-N directory to continue from (weights, optimizer, normalisers, RNG), or 'true' for "
+            "the last checkpoint in output_dir. metrics.jsonl keeps the rows up to that checkpoint's update."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "`dipod control` into an output_dir that already holds a run's files: overwrite them. Without it "
+            "such an output_dir is refused unless resume_from_checkpoint is set."
+        },
     )
 
     def __post_init__(self):

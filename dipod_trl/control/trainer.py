@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from gymnasium.wrappers.vector import NormalizeReward
 
+from ..checkpoints import resolve_resume
 from .config import FlowPolicyConfig
 from .envs import find_wrapper, make_envs
 from .metrics import MetricsLogger
@@ -156,8 +157,9 @@ class FlowPolicyTrainer:
         self.env_steps = 0
         self.warmstart_done = False
         self.next_obs = None  # the envs' current observations between rollouts
-        if config.resume_from_checkpoint:
-            self.load_checkpoint(config.resume_from_checkpoint)
+        checkpoint = resolve_resume(config.resume_from_checkpoint, config.output_dir)
+        if checkpoint is not None:
+            self.load_checkpoint(checkpoint)
 
     def make_policy(self) -> ObservationNormalizedPolicy:
         cfg = self.config
@@ -372,7 +374,7 @@ class FlowPolicyTrainer:
     def train(self) -> dict:
         """Train for `total_timesteps` env steps; returns the final evaluation metrics."""
         cfg = self.config
-        logger = MetricsLogger(cfg, resume=self.update > 0 or self.warmstart_done)
+        logger = MetricsLogger(cfg, resume_after_update=self.update if self.update > 0 or self.warmstart_done else None)
         self.reset_envs()
         if cfg.eval_every and self.env_steps == 0:
             # The untrained policy's evaluation: the start of every return curve.

@@ -158,8 +158,8 @@ def test_resume_from_checkpoint_restores_the_training_state(tmp_path):
     resumed.train()
     with open(tmp_path / "metrics.jsonl") as f:
         records = [json.loads(line) for line in f]
-    # The first run logged updates 0..3; the resumed one appends 2 and 3 again, continuing the step count.
-    assert [r["update"] for r in records] == [0, 1, 2, 3, 2, 3]
+    # The first run logged updates 0..3; the resumed one replaces the rows after its checkpoint (update 1).
+    assert [r["update"] for r in records] == [0, 1, 2, 3]
     assert records[-1]["env_steps"] == 192
 
 
