@@ -306,3 +306,23 @@ def test_rows_that_leave_the_batch_take_their_cache_with_them(tiny_lm, tokenizer
         expected = lm.span_logits(ids[keep], mask[keep], cache, 13, 17)
     assert scorer.stats.span_forwards == 1
     torch.testing.assert_close(kept, expected, atol=1e-6, rtol=1e-6)
+
+
+def test_eval_takes_the_fast_decoding_options_and_keeps_their_records_apart(tmp_path):
+    """`dipod eval --kv_cache ...`: a bad value is a clear error; fast settings change the records' setup (records of
+    fast decoding are never reused as exact ones), while exact decoding keeps the setup it always had."""
+    from dipod_trl.evaluation import EvalArguments, eval_plan, setup_key
+    from dipod_trl.tasks import get_task
+
+    with pytest.raises(ValueError, match="kv_cache must be None, 'prefix' or 'dual', got 'duel'"):
+        EvalArguments(model=str(tmp_path), task="digit_sort", kv_cache="duel")
+    task = get_task("digit_sort")
+    keys = {}
+    for name, fast in (("exact", {}), ("dual", {"kv_cache": "dual"}), ("threshold", {"confidence_threshold": 0.9})):
+        args = EvalArguments(model=str(tmp_path), task="digit_sort", gen_length=[8], block_length=4, **fast)
+        plan = eval_plan(args, task, 8, str(tmp_path))
+        keys[name] = setup_key(plan["setup"])
+        assert all(plan["run"].get(k) == v for k, v in fast.items())
+    assert len(set(keys.values())) == 3
+    assert "kv_cache" not in eval_plan(EvalArguments(model=str(tmp_path), task="digit_sort"), task, 8,
+                                       str(tmp_path))["run"]
