@@ -366,7 +366,7 @@ class DiPODTrainer(GRPOTrainer):
             prompt_width=self.args.max_prompt_length,
         )
 
-    def _score(self, model, inputs: dict, draw: MaskDraw, chunk_size=None) -> torch.Tensor:
+    def _score(self, model, inputs: dict, draw: MaskDraw, chunk_size=None, recompute_chunks=False) -> torch.Tensor:
         """Token log-probabilities (B, K, C) of the completions under `model` on the masks of `draw`."""
         return masked_token_logps(
             model,
@@ -377,6 +377,7 @@ class DiPODTrainer(GRPOTrainer):
             attention_mask=inputs["prompt_mask"],
             cfg_scale=self.args.cfg_scale,
             chunk_size=chunk_size,
+            recompute_chunks=recompute_chunks,
         )
 
     def _reduce(self, token_logps: torch.Tensor, draw: MaskDraw) -> torch.Tensor:
@@ -468,7 +469,9 @@ class DiPODTrainer(GRPOTrainer):
         completion_mask = inputs["completion_mask"]
         lengths = completion_mask.sum(-1)
         advantages = inputs["advantages"]
-        token_logps = self._score(model, inputs, draw)
+        # elbo_grad_chunk_size: the gradient pass holds one chunk of rows at a time (recomputed in backward).
+        grad_chunk = self.args.elbo_grad_chunk_size
+        token_logps = self._score(model, inputs, draw, grad_chunk, recompute_chunks=grad_chunk is not None)
         eps_low, eps_high = self.epsilon_low, self.epsilon_high
         # This micro-batch's share of the generation batch's tokens: token-level sums divided by it average exactly
         # over processes (DDP averages) and micro-batches (accumulation sums), as TRL's DAPO loss does.
