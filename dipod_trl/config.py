@@ -28,6 +28,12 @@ def apply_device_defaults(args) -> None:
     """
     if args.bf16 is None:
         args.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not args.fp16
+    if not torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        # accelerate runs an FSDP config on CPUs as plain DDP (with use_cpu) or as unconnected single processes.
+        raise ValueError(
+            "FSDP needs CUDA: without it accelerate would not shard anything. On CPUs use "
+            "recipes/accelerate/cpu2_zero3.yaml (DeepSpeed ZeRO-3 shards parameters over gloo) or cpu2.yaml (DDP)."
+        )
     if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         args.use_cpu = True
     if args.ddp_find_unused_parameters is None:
