@@ -4,7 +4,7 @@ step's peak grows with the completion length and `elbo_num_samples`, with and wi
     python benchmarks/bench_memory.py                  # both tables (the distributed one launches 2 processes x 3)
     python benchmarks/bench_memory.py --skip_distributed     # or --skip_one_process
 
-Model: the tiny masked diffusion LM widened to 4 layers of width 256 (3.3M parameters, 13 MB in float32), so that
+Model: the tiny masked diffusion LM widened to 4 layers of width 256 (3.3M parameters, 12.6 MiB in float32), so that
 weights, gradients and Adam state are large enough to see. Two numbers per run, both from PyTorch's own accounting:
 
 * `resident`: bytes of every live CPU tensor between steps (weights or their shard, gradients, optimizer state,
@@ -107,7 +107,7 @@ def mb(n: int) -> str:
 
 
 def sweep_one_process():
-    print("One process, one training step of FPO (16 completions per step; chunk = 16 rows), step peak in MB:")
+    print("One process, one training step of FPO (16 completions per step; chunk = 16 rows), step peak in MiB:")
     print(f"{'completion':>10} {'K':>3} {'unchunked':>10} {'chunked':>10} {'ratio':>6}")
     rows = [(32, k) for k in (2, 4, 8, 16)] + [(c, 4) for c in (16, 64, 128)]
     for length, k in rows:
@@ -118,7 +118,7 @@ def sweep_one_process():
 
 def launch_distributed():
     configs = [("DDP", "cpu2.yaml"), ("ZeRO-2", "cpu2_zero2.yaml"), ("ZeRO-3", "cpu2_zero3.yaml")]
-    print("\nTwo CPU processes, completion 32, K=4, 16 completions per process, MB per process (rank 0 / rank 1):")
+    print("\nTwo CPU processes, completion 32, K=4, 16 completions per process, MiB per process (rank 0 / rank 1):")
     print(f"{'launch':>8} {'resident':>19} {'largest buffer':>19} {'step peak':>19} {'resident + peak':>19}")
     for name, config in configs:
         with tempfile.TemporaryDirectory() as out:
