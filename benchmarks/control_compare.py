@@ -1,11 +1,13 @@
-"""FPO++ vs FPO++ with the DiPOD term vs FPO++ after DiPOD's self-distillation warm start, on gymnasium MuJoCo.
+"""FPO++ as released, with DiPOD's warm start, with the per-update DiPOD term, with both, and PPO, on gymnasium MuJoCo.
 
-    python benchmarks/control_compare.py                       # HalfCheetah-v5 + Hopper-v5, 3 seeds, 100k steps/run
-    python benchmarks/control_compare.py --total-timesteps 300000 --seeds 1 2 3 4 5 --envs Hopper-v5 --workers 4
+    python benchmarks/control_compare.py                 # HalfCheetah-v5 + Hopper-v5, 5 seeds, 300k steps/run
+    python benchmarks/control_compare.py --total-timesteps 100000 --seeds 1 2 3 --envs Hopper-v5 --workers 4
 
-Every run is a `FlowPolicyTrainer` with the same FPO++ config (`base_config` below); the variants differ only in
-`dipod_beta` and `warmstart_rollouts`. Warm-start rollouts count towards the env-step budget, so all variants see
-the same number of environment steps. Runs go to `--workers` processes (one torch thread each). The curves are the
+Every flow run is a `FlowPolicyTrainer` with the same FPO++ config (`base_config` below); the variants differ only in
+`dipod_beta` and `warmstart_rollouts`. The PPO row is the same trainer, networks, budget and seeds with a Gaussian
+policy (`loss_type="ppo"`), so a reader sees where flow policies stand. Warm-start rollouts count towards the
+env-step budget, so all variants see the same number of environment steps. Each variant's final returns are compared
+with plain FPO++'s by Welch's t-test (two-sided p-value). Runs go to `--workers` processes (one torch thread each). The curves are the
 deterministic evaluation return (seeded episodes and seeded flow noise) every `--eval-every` updates; the table gives
 the final evaluation return and the mean training-episode return over the last 20% of each run, mean ± std over seeds.
 Writes `OUTPUT_DIR/returns.png`, `OUTPUT_DIR/summary.md`, and each run's `metrics.jsonl` in
@@ -24,9 +26,12 @@ import numpy as np
 
 VARIANTS = {
     "fpo++": dict(dipod_beta=0.0, warmstart_rollouts=0),
+    "fpo++ + warm start": dict(dipod_beta=0.0, warmstart_rollouts=1),
     "fpo++ + dipod term": dict(dipod_beta=0.05, warmstart_rollouts=0),
-    "fpo++ after warm start": dict(dipod_beta=0.0, warmstart_rollouts=1),
+    "fpo++ + both": dict(dipod_beta=0.05, warmstart_rollouts=1),
+    "ppo": dict(loss_type="ppo", trust_region_mode="ppo", dipod_beta=0.0, warmstart_rollouts=0),
 }
+BASELINE = "fpo++"
 
 
 def base_config(env_id: str, seed: int, total_timesteps: int, eval_every: int, output_dir: str):
@@ -76,6 +81,20 @@ def spread(values) -> str:
     return f"{np.mean(values):.1f} ± {np.std(values):.1f}" if len(values) else "-"
 
 
+def welch_t_test(a, b) -> tuple[float, float]:
+    """Welch's t statistic of mean(a) - mean(b) and its two-sided p-value (Welch-Satterthwaite degrees of freedom)."""
+    import mpmath
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    if va + vb == 0:
+        return float("nan"), float("nan")
+    t = (a.mean() - b.mean()) / np.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    p = float(mpmath.betainc(df / 2, 0.5, 0, df / (df + t * t), regularized=True))  # P(|T_df| > |t|)
+    return float(t), p
+
+
 def summarise(root: str, envs: list[str], seeds: list[int], variants: list[str]) -> str:
     import matplotlib
 
@@ -86,11 +105,14 @@ def summarise(root: str, envs: list[str], seeds: list[int], variants: list[str])
 
     fig, axes = plt.subplots(1, len(envs), figsize=(6 * len(envs), 4.2), squeeze=False)
     lines = [
-        "| env | variant | final eval return | last-20% train return | warm start CFM loss before -> after |",
-        "| --- | --- | --- | --- | --- |",
+        f"| env | variant | final eval return | Welch t, p vs {BASELINE} | last-20% train return "
+        "| warm start CFM loss before -> after |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:gray"]
     for ax, env_id in zip(axes[0], envs):
-        for color, variant in zip(["tab:blue", "tab:orange", "tab:green", "tab:red"], variants):
+        baseline_finals = None
+        for color, variant in zip(colors, variants):
             curves, finals, train_returns, warm = [], [], [], []
             for seed in seeds:
                 records = read_metrics(run_dir(root, env_id, variant, seed))
@@ -116,8 +138,14 @@ def summarise(root: str, envs: list[str], seeds: list[int], variants: list[str])
             if warm:
                 before, after = np.mean([w[0] for w in warm]), np.mean([w[1] for w in warm])
                 warm_text = f"{before:.3f} -> {after:.3f}"
+            if variant == BASELINE:
+                baseline_finals = finals
+            test_text = "-"
+            if baseline_finals is not None and variant != BASELINE and len(finals) > 1:
+                t, p = welch_t_test(finals, baseline_finals)
+                test_text = f"t = {t:.2f}, p = {p:.3f}"
             lines.append(
-                f"| {env_id} | {variant} | {spread(finals)} "
+                f"| {env_id} | {variant} | {spread(finals)} | {test_text} "
                 f"| {spread(train_returns)} | {warm_text} |"
             )
         ax.set_title(f"{env_id} ({len(seeds)} seeds, mean ± std)")
@@ -132,8 +160,8 @@ def summarise(root: str, envs: list[str], seeds: list[int], variants: list[str])
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--total-timesteps", type=int, default=100_000, help="env steps per run (default 100k)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--total-timesteps", type=int, default=300_000, help="env steps per run (default 300k)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--envs", nargs="+", default=["HalfCheetah-v5", "Hopper-v5"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--workers", type=int, default=2, help="parallel runs (one per core)")

@@ -4,6 +4,7 @@
     dipod sft RECIPE.yaml [--key value ...]      masked-diffusion SFT
     dipod eval --model DIR --task gsm8k [...]     accuracy on a test split, resumable
     dipod generate --model DIR --prompt TEXT      sample completions
+    dipod merge ADAPTER_DIR OUTPUT_DIR           fold LoRA adapters into their base model, save the full model
     dipod demo [--seeds 0 1 2 ...]               the offline demo on the built-in tiny model
     dipod control RECIPE.yaml [--key value ...]  flow-matching policies on gymnasium (needs the `control` extra)
 
@@ -14,11 +15,13 @@ Recipe keys map one to one onto the fields of TRL's `ModelConfig` (model, LoRA),
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from .output_dir import OutputArguments
 from .recipe import parse_recipe
 
-COMMANDS = ("train", "sft", "eval", "generate", "demo", "control")
+COMMANDS = ("train", "sft", "eval", "generate", "merge", "demo", "control")
 
 
 @dataclass
@@ -75,8 +78,11 @@ def load_datasets(task_args: TaskArguments):
     )
 
 
-def resolve_rewards(task_args: TaskArguments, reward_weights):
-    """`(reward_funcs, reward_weights)`: the named functions, or the task's default mix."""
+def resolve_rewards(task_args: TaskArguments, reward_weights, reward_nan_policy: str = "error"):
+    """`(reward_funcs, reward_weights)`: the named functions, or the task's default mix.
+
+    A judge reply without a score stops the run showing the reply, unless `reward_nan_policy` is 'skip' (then it is no
+    reward, like a None from any other function)."""
     import reward_models
 
     from .evaluation import task_reward
@@ -85,7 +91,7 @@ def resolve_rewards(task_args: TaskArguments, reward_weights):
         funcs = []
         for name in task_args.reward_funcs:
             if name == "judge":
-                funcs.append(_judge(task_args))
+                funcs.append(_judge(task_args, "default" if reward_nan_policy == "skip" else "raise"))
             elif callable(getattr(reward_models, name, None)):
                 funcs.append(getattr(reward_models, name))
             else:
@@ -99,7 +105,7 @@ def resolve_rewards(task_args: TaskArguments, reward_weights):
     raise ValueError("reward_funcs: name the reward functions when training on a dataset_source without a task.")
 
 
-def _judge(task_args: TaskArguments):
+def _judge(task_args: TaskArguments, on_unparsable: str = "raise"):
     import os
 
     from reward_models import JudgeReward
@@ -107,30 +113,62 @@ def _judge(task_args: TaskArguments):
     base_url = task_args.judge_base_url or os.environ.get("DIPOD_JUDGE_URL")
     if not base_url or not task_args.judge_model:
         raise ValueError("reward_funcs: the `judge` reward needs judge_base_url (or $DIPOD_JUDGE_URL) and judge_model.")
-    return JudgeReward(base_url, task_args.judge_model)
+    return JudgeReward(base_url, task_args.judge_model, on_unparsable=on_unparsable)
 
 
 def load_model_and_tokenizer(model_args, trust_remote_code: bool):
     """The model and tokenizer of a recipe. `model_name_or_path: tiny` builds the built-in tiny model, untrained."""
     import torch
-    from transformers import AutoTokenizer
 
+    from .checkpoints import check_model_source, explain_load_failure
     from .models import build_tiny_model, build_tiny_tokenizer, load_diffusion_model
+    from .models.loading import is_adapter_checkpoint, load_tokenizer, quantization_kwargs
 
     name = model_args.model_name_or_path
     if name is None:
         raise ValueError("model_name_or_path: the recipe names no model.")
+    quantization = quantization_kwargs(model_args)
     if name == "tiny":
+        if quantization:
+            raise ValueError("load_in_4bit/load_in_8bit: the built-in tiny model is built in memory, not loaded; "
+                             "quantise a saved checkpoint instead.")
         tokenizer = build_tiny_tokenizer()
         return build_tiny_model(tokenizer), tokenizer
+    check_model_source(name)
+    if model_args.use_peft and is_adapter_checkpoint(name, model_args.model_revision):
+        raise ValueError(f"use_peft: {name} already holds LoRA adapters, which train on as they are; use_peft would "
+                         "stack new ones on top. Remove use_peft, or merge first with `dipod merge`.")
     kwargs = {"revision": model_args.model_revision}
     if model_args.dtype not in (None, "auto"):
         kwargs["dtype"] = getattr(torch, model_args.dtype)
     if model_args.attn_implementation is not None:
         kwargs["attn_implementation"] = model_args.attn_implementation
-    model = load_diffusion_model(name, trust_remote_code=trust_remote_code, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, padding_side="left")
+    kwargs.update(quantization)
+    try:
+        model = load_diffusion_model(name, trust_remote_code=trust_remote_code, **kwargs)
+    except OSError as error:
+        raise explain_load_failure(name, error) from error
+    tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code, padding_side="left")
     return model, tokenizer
+
+
+def diffusion_peft_config(model_args):
+    """TRL's LoRA config from the recipe's `use_peft`/`lora_*` keys, fitted to a masked diffusion LM.
+
+    TRL's `lora_task_type` defaults to CAUSAL_LM, whose PEFT wrapper needs the generation hooks of a causal LM; a
+    diffusion LM gets the plain `PeftModel` (no task type). Without `lora_target_modules`, every linear layer but the
+    output head gets an adapter (PEFT knows no default modules for these architectures).
+    """
+    from trl import get_peft_config
+
+    config = get_peft_config(model_args)
+    if config is None:
+        return None
+    if config.task_type == "CAUSAL_LM":
+        config.task_type = None
+    if config.target_modules is None and not config.target_parameters:
+        config.target_modules = "all-linear"
+    return config
 
 
 def _finish_distributed() -> None:
@@ -142,25 +180,48 @@ def _finish_distributed() -> None:
         dist.destroy_process_group()
 
 
+@contextmanager
+def claimed_output_dir(config, output_args):
+    """The checkpoint `config.resume_from_checkpoint` means (`true`: the last one in output_dir), while this run holds
+    output_dir: refused when it holds an earlier run's files and the run neither resumes nor overwrites."""
+    from .checkpoints import resolve_resume
+    from .output_dir import claim_output_dir
+
+    checkpoint = resolve_resume(config.resume_from_checkpoint, config.output_dir)
+    with claim_output_dir(config.output_dir, checkpoint is not None, output_args.overwrite_output_dir,
+                          main_process=config.process_index == 0):
+        yield checkpoint
+
+
 def train(argv: list[str]):
     """RL with DiPOD from a recipe; returns the trainer."""
-    from trl import ModelConfig, get_peft_config
+    from trl import ModelConfig
 
     from .config import DiPODConfig
-    from .trainer import DiPODTrainer
 
-    model_args, task_args, config = parse_recipe([ModelConfig, TaskArguments, DiPODConfig], argv)
-    model, tokenizer = load_model_and_tokenizer(model_args, config.trust_remote_code)
+    model_args, task_args, config, output_args = parse_recipe(
+        [ModelConfig, TaskArguments, DiPODConfig, OutputArguments], argv
+    )
+    with claimed_output_dir(config, output_args) as checkpoint:
+        trainer = _train(model_args, task_args, config, checkpoint)
+    _finish_distributed()
+    return trainer
+
+
+def _train(model_args, task_args, config, checkpoint):
+    from .trainer import DiPODTrainer, check_train_dataset
+
     train_data, eval_data = load_datasets(task_args)
-    funcs, weights = resolve_rewards(task_args, config.reward_weights)
+    check_train_dataset(train_data, config)  # before the model loads
+    model, tokenizer = load_model_and_tokenizer(model_args, config.trust_remote_code)
+    funcs, weights = resolve_rewards(task_args, config.reward_weights, config.reward_nan_policy)
     config.reward_weights = weights
     trainer = DiPODTrainer(
         model, funcs, args=config, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
+        peft_config=diffusion_peft_config(model_args),
     )
-    trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(config.output_dir)
-    _finish_distributed()
     return trainer
 
 
@@ -173,13 +234,25 @@ SFT_COMPLETIONS = {
 
 def sft(argv: list[str]):
     """Masked-diffusion SFT from a recipe; returns the trainer."""
-    from trl import ModelConfig, get_peft_config
+    from trl import ModelConfig
 
-    from .sft import MaskedDiffusionSFTTrainer, MaskedSFTConfig
+    from .sft import MaskedSFTConfig
 
-    model_args, task_args, config = parse_recipe([ModelConfig, TaskArguments, MaskedSFTConfig], argv)
-    model, tokenizer = load_model_and_tokenizer(model_args, trust_remote_code=False)
+    model_args, task_args, config, output_args = parse_recipe(
+        [ModelConfig, TaskArguments, MaskedSFTConfig, OutputArguments], argv
+    )
+    with claimed_output_dir(config, output_args) as checkpoint:
+        trainer = _sft(model_args, task_args, config, checkpoint)
+    _finish_distributed()
+    return trainer
+
+
+def _sft(model_args, task_args, config, checkpoint):
+    from .sft import MaskedDiffusionSFTTrainer
+
     train_data, eval_data = load_datasets(task_args)
+    if len(train_data) == 0:
+        raise ValueError("the SFT dataset has no rows; check task, dataset_source, train_split and num_train_examples.")
     if "completion" not in train_data.column_names:
         if task_args.task not in SFT_COMPLETIONS:
             raise ValueError(
@@ -189,31 +262,38 @@ def sft(argv: list[str]):
         make = SFT_COMPLETIONS[task_args.task]
         train_data = train_data.map(lambda row: {"completion": make(row)})
         eval_data = eval_data.map(lambda row: {"completion": make(row)}) if eval_data is not None else None
-    peft_config = get_peft_config(model_args)
+    model, tokenizer = load_model_and_tokenizer(model_args, trust_remote_code=False)
+    peft_config = diffusion_peft_config(model_args)
     if peft_config is not None:
-        from peft import get_peft_model
+        from peft import get_peft_model, prepare_model_for_kbit_training
 
+        if model_args.load_in_4bit or model_args.load_in_8bit:  # QLoRA: norms in float32, inputs that need grads
+            model = prepare_model_for_kbit_training(model, config.gradient_checkpointing)
         model = get_peft_model(model, peft_config)
     trainer = MaskedDiffusionSFTTrainer(model, config, train_dataset=train_data, eval_dataset=eval_data,
                                         processing_class=tokenizer)
-    trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(config.output_dir)
     tokenizer.save_pretrained(config.output_dir)
-    _finish_distributed()
     return trainer
 
 
 def load_for_inference(path: str, trust_remote_code: bool):
     """A checkpoint in eval mode (on the GPU when there is one) and its left-padding tokenizer."""
     import torch
-    from transformers import AutoTokenizer
 
+    from .checkpoints import check_model_source, explain_load_failure
     from .models import load_diffusion_model
+    from .models.loading import load_tokenizer
 
-    model = load_diffusion_model(path, trust_remote_code=trust_remote_code).eval()
+    check_model_source(path)
+    try:
+        model = load_diffusion_model(path, trust_remote_code=trust_remote_code).eval()
+    except OSError as error:
+        raise explain_load_failure(path, error) from error
     if torch.cuda.is_available():
         model = model.cuda()
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, padding_side="left")
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, padding_side="left")
     return model, tokenizer
 
 
@@ -276,6 +356,22 @@ def generate_command(argv: list[str]) -> list[str]:
     return texts
 
 
+def merge(argv: list[str]) -> str:
+    """`dipod merge ADAPTER_DIR OUTPUT_DIR`: fold LoRA adapters into their base model; save the model and tokenizer."""
+    import argparse
+
+    from .models.loading import merge_adapters
+
+    parser = argparse.ArgumentParser(prog="dipod merge", description=merge.__doc__)
+    parser.add_argument("adapter_dir", help="Directory (or hub id) holding adapter_config.json and the adapters.")
+    parser.add_argument("output_dir", help="Where the merged model and its tokenizer are written.")
+    parser.add_argument("--trust_remote_code", action="store_true", help="Allow a base model that ships code.")
+    args = parser.parse_args(argv)
+    merge_adapters(args.adapter_dir, args.output_dir, trust_remote_code=args.trust_remote_code)
+    print(f"merged {args.adapter_dir} -> {args.output_dir}")
+    return args.output_dir
+
+
 def demo(argv: list[str]) -> dict:
     from .demo import DemoConfig, run_demo
 
@@ -300,8 +396,8 @@ def main(argv: list[str] | None = None):
             command, rest = "train", argv  # python -m dipod_trl RECIPE.yaml [...]
         else:
             raise SystemExit(f"dipod: unknown command {command!r}; expected one of {', '.join(COMMANDS)} or a recipe.")
-    handler = {"train": train, "sft": sft, "eval": evaluate, "generate": generate_command, "demo": demo,
-               "control": control}[command]
+    handler = {"train": train, "sft": sft, "eval": evaluate, "generate": generate_command, "merge": merge,
+               "demo": demo, "control": control}[command]
     return handler(rest)
 
 

@@ -294,6 +294,8 @@ class DiPODConfig(GRPOConfig):
             )
         if not 0.0 <= self.spg_mix_weight <= 1.0:
             raise ValueError(f"spg_mix_weight must be in [0, 1], got {self.spg_mix_weight}.")
+        if self.block_length < 1:
+            raise ValueError(f"block_length must be a positive number of tokens, got {self.block_length}.")
         if self.max_completion_length is None or self.max_completion_length % self.block_length != 0:
             raise ValueError(
                 f"max_completion_length ({self.max_completion_length}) must be a multiple of block_length "

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import difflib
 import os
+import types
+import typing
 from dataclasses import fields
 
 import yaml
@@ -30,6 +32,44 @@ def check_keys(keys, dataclass_types, where: str) -> None:
     if problems:
         names = ", ".join(cls.__name__ for cls in dataclass_types)
         raise ValueError("; ".join(problems) + f" (valid keys are the fields of {names})")
+
+
+def _accepted_types(hint) -> set:
+    """The plain Python types a field's annotation accepts (`float | None` -> {float, NoneType})."""
+    if hint is typing.Any:
+        return {object}
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return set().union(*(_accepted_types(arg) for arg in typing.get_args(hint)))
+    if origin is typing.Literal:
+        return {type(arg) for arg in typing.get_args(hint)}
+    return {origin or hint}
+
+
+def check_value_types(values: dict, dataclass_types, where: str) -> None:
+    """Raise naming every recipe value whose shape the field cannot take: a list or mapping for a single value, or
+    true/false for a number. (The parser converts strings itself, but passes YAML lists and booleans through.)"""
+    hints = {}
+    for cls in dataclass_types:
+        hints.update(typing.get_type_hints(cls))
+    problems = []
+    for key, value in values.items():
+        if key not in hints or value is None:
+            continue
+        accepted = _accepted_types(hints[key])
+        if object in accepted or str in accepted and not isinstance(value, (list, dict)):
+            continue
+        if isinstance(value, (list, tuple)):
+            wrong = not accepted & {list, tuple}
+        elif isinstance(value, dict):
+            wrong = dict not in accepted
+        else:
+            wrong = isinstance(value, bool) and bool not in accepted
+        if wrong:
+            expected = " or ".join(sorted(t.__name__ for t in accepted if t is not type(None)))
+            problems.append(f"{key!r} in {where} must be {expected}, got {value!r}")
+    if problems:
+        raise ValueError("; ".join(problems) + ".")
 
 
 def _cli_keys(args: list[str]) -> list[str]:
@@ -60,6 +100,7 @@ def parse_recipe(dataclass_types, argv: list[str]):
         if not isinstance(values, dict):
             raise ValueError(f"recipe {recipe!r} must be a YAML mapping of config keys to values.")
         check_keys(values.keys(), dataclass_types, f"recipe {recipe}")
+        check_value_types(values, dataclass_types, f"recipe {recipe}")
         config_args = ["--config", recipe]
     check_keys(_cli_keys(argv), dataclass_types, "the command line")
     parser = TrlParser(dataclass_types)

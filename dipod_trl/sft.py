@@ -97,7 +97,7 @@ class MaskedDiffusionSFTTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss = masked_diffusion_sft_loss(
-            model,
+            as_diffusion_lm(model, self.processing_class),  # the tokenizer may hold the only mask id
             inputs["prompt_ids"],
             inputs["completion_ids"],
             completion_mask=inputs["completion_mask"],

@@ -20,20 +20,25 @@ where it stopped.
 from __future__ import annotations
 
 import copy
+import numbers
+import os
 import time
 import warnings
 from contextlib import nullcontext
 
+import numpy as np
 import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
 from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
 from transformers.integrations import is_deepspeed_zero3_enabled
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.models import prepare_deepspeed, unwrap_model_for_generation
 from trl.trainer.callbacks import SyncRefModelCallback
 from trl.trainer.utils import is_async_callable, nanstd, pad
 
+from .checkpoints import check_optimizer_state, load_generation_state, save_generation_state
 from .config import DiPODConfig
 from .likelihood import (
     MaskDraw,
@@ -64,12 +69,45 @@ def _describe_sample(prompts, completions, index: int) -> str:
     return f"sample {index}: prompt={str(prompt)[-200:]!r}, completion={str(completion)[:200]!r}"
 
 
+def check_train_dataset(dataset, args) -> None:
+    """Refuse a training set with fewer prompts than one generation batch needs: TRL's sampler drops incomplete
+    batches, so training would end at step 0 and save the starting model as its result."""
+    if dataset is None or isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+        return
+    needed = args.generation_batch_size // args.num_generations
+    if len(dataset) < needed:
+        raise ValueError(
+            f"train_dataset has {len(dataset)} rows, but one generation batch needs {needed} distinct prompts "
+            f"(generation_batch_size {args.generation_batch_size} / num_generations {args.num_generations}). Add "
+            "rows, or lower per_device_train_batch_size (or gradient_accumulation_steps, steps_per_generation)."
+        )
+
+
+def _check_reward_output(rewards, name: str, num_samples: int):
+    """A reward function must return one number (or None) per sample; name it when it does not."""
+    if isinstance(rewards, (torch.Tensor, np.ndarray)):
+        rewards = rewards.tolist()
+    if not isinstance(rewards, (list, tuple)) or len(rewards) != num_samples:
+        kind = f"a {type(rewards).__name__}" + (f" of length {len(rewards)}" if hasattr(rewards, "__len__") else "")
+        raise RewardFunctionError(
+            f"reward function {name!r} returned {kind} ({str(rewards)[:100]}); it must return a list of "
+            f"{num_samples} floats, one per completion."
+        )
+    bad = [r for r in rewards if r is not None and not isinstance(r, numbers.Real)]
+    if bad:
+        raise RewardFunctionError(
+            f"reward function {name!r} returned {type(bad[0]).__name__} values such as {bad[0]!r}; it must return "
+            "floats (or None for 'no reward')."
+        )
+    return rewards
+
+
 def _guard_reward_function(func, name: str):
-    """Wrap a reward function so that an exception names the function and the first sample it fails on."""
+    """Wrap a reward function so that an exception or a malformed result names the function (and the sample)."""
 
     def guarded(prompts, completions, **kwargs):
         try:
-            return func(prompts=prompts, completions=completions, **kwargs)
+            rewards = func(prompts=prompts, completions=completions, **kwargs)
         except Exception as batch_error:
             per_sample = {k: v for k, v in kwargs.items() if isinstance(v, list) and len(v) == len(prompts)}
             shared = {k: v for k, v in kwargs.items() if k not in per_sample}
@@ -86,6 +124,7 @@ def _guard_reward_function(func, name: str):
                 f"reward function {name!r} raised {type(batch_error).__name__}: {batch_error} on a batch of "
                 f"{len(prompts)} samples (no single sample fails alone)"
             ) from batch_error
+        return _check_reward_output(rewards, name, len(prompts))
 
     guarded.__name__ = name
     return guarded
@@ -156,6 +195,7 @@ class DiPODTrainer(GRPOTrainer):
                 columns = getattr(ds, "column_names", None)
                 if isinstance(ds, (Dataset, IterableDataset)) and columns is not None and "prompt" not in columns:
                     raise ValueError(f"{name} has no 'prompt' column (columns: {columns}).")
+        check_train_dataset(train_dataset, args)
 
         if isinstance(model, str):
             model = load_diffusion_model(
@@ -391,7 +431,7 @@ class DiPODTrainer(GRPOTrainer):
     def _score(self, model, inputs: dict, draw: MaskDraw, chunk_size=None, recompute_chunks=False) -> torch.Tensor:
         """Token log-probabilities (B, K, C) of the completions under `model` on the masks of `draw`."""
         return masked_token_logps(
-            model,
+            as_diffusion_lm(model, self._tokenizer),  # the tokenizer may hold the only mask id (BERT-style models)
             inputs["prompt_ids"],
             inputs["completion_ids"],
             draw,
@@ -457,7 +497,7 @@ class DiPODTrainer(GRPOTrainer):
         completion = completion_mask[:n]
         orders = random_orders(completion, self.args.drift_num_orders, self._generators[:n])
         log_likelihoods = order_log_likelihoods(
-            model,
+            as_diffusion_lm(model, self._tokenizer),
             prompt_ids[:n],
             completion_ids[:n],
             orders,
@@ -541,3 +581,17 @@ class DiPODTrainer(GRPOTrainer):
         output = super().training_step(model, inputs, num_items_in_batch)
         self._metrics["train"]["time/update"].append(time.perf_counter() - start - self._pending_time)
         return output
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        save_generation_state(self, os.path.join(self._get_output_dir(trial=trial), folder))
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        if checkpoint is not None and not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            check_optimizer_state(checkpoint)
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            load_generation_state(self, checkpoint)

@@ -54,6 +54,7 @@ _LAZY = {
     "SequenceClassifierReward": "reward_models.hf_model",
     "JudgeReward": "reward_models.judge",
     "JudgeUnavailableError": "reward_models.judge",
+    "JudgeReplyError": "reward_models.judge",
     "DEFAULT_JUDGE_TEMPLATE": "reward_models.judge",
     "parse_score": "reward_models.judge",
 }
@@ -76,6 +77,7 @@ def rewards_for(task: str) -> tuple[list, list[float]]:
 __all__ = [
     "D1_REWARD_WEIGHTS",
     "DEFAULT_JUDGE_TEMPLATE",
+    "JudgeReplyError",
     "JudgeReward",
     "JudgeUnavailableError",
     "SequenceClassifierReward",

@@ -11,8 +11,11 @@ retries, `on_error` decides: "raise" (default) raises `JudgeUnavailableError` (a
 unreachable, the rest of that call fails fast instead of retrying each completion.
 
 Score parsing: `score_parser(reply_text)` returns a float or None; the default `parse_score` reads a `\\boxed{}`
-number, else a number labelled "score"/"rating"/"grade", else a number the reply starts with. An unparsable reply
-(a small model's gibberish, a refusal) scores `default_score`, which is None ("no reward") unless you set it.
+number, else a number labelled "score"/"rating"/"grade", else a number the reply starts with. A score must lie in
+`score_range`, the scale the template asks for (0 to 10 for the default template). A reply with no readable score
+(a small model's gibberish, a refusal) or one outside the range raises `JudgeReplyError`, which shows the reply;
+with `on_unparsable="default"` (implied by giving a `default_score`) it scores `default_score` instead (None: "no
+reward").
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ._text import completion_text, last_boxed, prompt_text
 
-__all__ = ["DEFAULT_JUDGE_TEMPLATE", "JudgeReward", "JudgeUnavailableError", "parse_score"]
+__all__ = ["DEFAULT_JUDGE_TEMPLATE", "JudgeReplyError", "JudgeReward", "JudgeUnavailableError", "parse_score"]
 
 DEFAULT_JUDGE_TEMPLATE = (
     "Rate how well the response answers the question, from 0 (useless) to 10 (perfect).\n\n"
@@ -43,6 +46,10 @@ _LEADING = re.compile(rf"\s*\**\s*({_NUMBER})(?![\w.])")
 
 class JudgeUnavailableError(RuntimeError):
     """The judge server did not answer (down, unreachable, timing out, or failing with 5xx) within the retry budget."""
+
+
+class JudgeReplyError(ValueError):
+    """The judge answered, but not with a score on its template's scale."""
 
 
 def parse_score(text: str | None, low: float | None = None, high: float | None = None) -> float | None:
@@ -81,7 +88,11 @@ class JudgeReward:
         timeout: seconds allowed for each phase of one attempt (connect, write, every read).
         max_retries: extra attempts after a connection error, timeout, 5xx or 429.
         backoff, max_backoff: the n-th retry waits `min(max_backoff, backoff * 2**(n-1))` seconds.
-        default_score: the reward for an unparsable reply (None = no reward).
+        score_range: `(low, high)`, the scale the template asks for; a score outside it is not a score. None: any.
+        on_unparsable: "raise" (a reply without a score in range raises `JudgeReplyError` showing it) or "default"
+            (it scores `default_score`). Default: "default" when a `default_score` is given, else "raise".
+        default_score: the reward for a reply without a score in range, with on_unparsable="default" (None = no
+            reward).
         on_error: "raise" or "none" when a request exhausts its retries.
         system_prompt: an optional system message before the rendered user message.
         temperature, max_tokens, extra_body: sampling fields sent with each request.
@@ -101,6 +112,8 @@ class JudgeReward:
         *,
         backoff: float = 0.5,
         max_backoff: float = 8.0,
+        score_range: tuple[float, float] | None = (0.0, 10.0),
+        on_unparsable: str | None = None,
         default_score: float | None = None,
         on_error: str = "raise",
         system_prompt: str | None = None,
@@ -125,6 +138,12 @@ class JudgeReward:
         self.max_retries = max_retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        if on_unparsable not in (None, "raise", "default"):
+            raise ValueError(f"on_unparsable must be 'raise' or 'default', got {on_unparsable!r}.")
+        if score_range is not None and not score_range[0] < score_range[1]:
+            raise ValueError(f"score_range must be (low, high) with low < high, got {score_range!r}.")
+        self.score_range = score_range
+        self.on_unparsable = on_unparsable or ("default" if default_score is not None else "raise")
         self.default_score = default_score
         self.on_error = on_error
         self.system_prompt = system_prompt
@@ -172,9 +191,21 @@ class JudgeReward:
         if reply is None:
             return None  # the request failed and on_error="none"
         score = self.score_parser(reply)
-        if score is None or (isinstance(score, float) and math.isnan(score)):
+        if score is not None and math.isnan(score):
+            score = None
+        if score is None:
+            problem = "holds no score that score_parser can read"
+        elif self.score_range is not None and not self.score_range[0] <= score <= self.score_range[1]:
+            problem = f"scores {score:g}, outside the template's range {list(self.score_range)}"
+        else:
+            return float(score)
+        if self.on_unparsable == "default":
             return self.default_score
-        return float(score)
+        raise JudgeReplyError(
+            f"judge reply {reply[:500]!r} {problem}. Ask for the score in a form parse_score reads (a number, "
+            "'Score: 7', \\boxed{7}), set score_range to the template's scale, pass a score_parser, or set "
+            "default_score (or on_unparsable='default') to score such replies."
+        )
 
     # -- HTTP --------------------------------------------------------------------------------------------------------
 

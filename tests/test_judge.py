@@ -17,7 +17,7 @@ import torch
 
 import dipod_trl
 from dipod_trl.models import TinyMDLMConfig, TinyMDLMForMaskedDiffusion, build_tiny_tokenizer
-from reward_models import JudgeReward, JudgeUnavailableError, parse_score
+from reward_models import JudgeReplyError, JudgeReward, JudgeUnavailableError, parse_score
 
 MODEL_NAME = "tiny-judge"
 GEN_LENGTH = 16
@@ -207,7 +207,7 @@ def test_parse_score_range():
 
 
 def test_tiny_model_replies_are_scored_by_the_documented_rule(server):
-    reward = judge(server.url, default_score=None)
+    reward = judge(server.url, on_unparsable="default")
     scores = reward(prompts=PROMPTS, completions=COMPLETIONS)
     assert len(server.replies) == 2 and all(isinstance(r, str) for r in server.replies)
     # Requests run concurrently, so match replies to requests through the prompt they answered.
@@ -221,17 +221,31 @@ def test_tiny_model_replies_are_scored_by_the_documented_rule(server):
         {"role": "user", "content": "Rate 0-10.\nQ: What is 2+2?\nA: <answer>4</answer>\nScore:"}
     ]
     # Gibberish is unparsable -> None ("no reward" for TRL); anything parsable is read by `parse_score`.
-    expected = {parse_score(reply) for reply in server.replies}
+    expected = {parse_score(reply, low=0, high=10) for reply in server.replies}
     assert set(scores) == expected
     assert all(s is None or isinstance(s, float) for s in scores)
 
 
-def test_unparsable_reply_gets_default_score(server):
+def test_unparsable_reply_is_an_error_showing_it_unless_a_default_score_is_asked_for(server):
     server.fixed_reply = "I cannot judge this response."
-    assert judge(server.url)(prompts=PROMPTS, completions=COMPLETIONS) == [None, None]
+    with pytest.raises(JudgeReplyError, match="judge reply 'I cannot judge this response.' holds no score"):
+        judge(server.url)(prompts=PROMPTS, completions=COMPLETIONS)
+    assert judge(server.url, on_unparsable="default")(prompts=PROMPTS, completions=COMPLETIONS) == [None, None]
     assert judge(server.url, default_score=0.0)(prompts=PROMPTS, completions=COMPLETIONS) == [0.0, 0.0]
     server.fixed_reply = "Score: 8"
     assert judge(server.url)(prompts=PROMPTS, completions=COMPLETIONS) == [8.0, 8.0]
+
+
+@pytest.mark.parametrize("reply, score", [("Score: 9000", "9000"), ("-5", "-5"), ("10.5", "10.5")])
+def test_a_score_outside_the_templates_range_is_refused(server, reply, score):
+    server.fixed_reply = reply
+    with pytest.raises(JudgeReplyError, match=rf"judge reply '{reply}' scores {score}, outside the template's range "
+                                              r"\[0.0, 10.0\]"):
+        judge(server.url)(prompts=PROMPTS, completions=COMPLETIONS)
+    assert judge(server.url, default_score=0.0)(prompts=PROMPTS, completions=COMPLETIONS) == [0.0, 0.0]
+    server.fixed_reply = "Score: 90"
+    assert judge(server.url, score_range=(0, 100))(prompts=PROMPTS, completions=COMPLETIONS) == [90.0, 90.0]
+    assert judge(server.url, score_range=None)(prompts=PROMPTS, completions=COMPLETIONS) == [90.0, 90.0]
 
 
 def test_template_reads_dataset_columns_and_system_prompt(server):
@@ -344,5 +358,22 @@ def test_constructor_validation():
         JudgeReward("http://127.0.0.1:1", MODEL_NAME, timeout=0)
     with pytest.raises(ValueError, match="on_error"):
         JudgeReward("http://127.0.0.1:1", MODEL_NAME, on_error="ignore")
+    with pytest.raises(ValueError, match="on_unparsable"):
+        JudgeReward("http://127.0.0.1:1", MODEL_NAME, on_unparsable="ignore")
+    with pytest.raises(ValueError, match="score_range"):
+        JudgeReward("http://127.0.0.1:1", MODEL_NAME, score_range=(10, 0))
     with pytest.raises(ValueError, match="completions"):
         JudgeReward("http://127.0.0.1:1", MODEL_NAME)(prompts=["p"])
+
+
+def test_a_recipe_judge_scores_unparsable_replies_none_only_when_rewards_may_be_skipped(server, monkeypatch):
+    from dipod_trl import cli
+
+    server.fixed_reply = "I cannot judge this response."
+    monkeypatch.setenv("DIPOD_JUDGE_URL", server.url)
+    args = cli.TaskArguments(task="gsm8k", reward_funcs=["judge"], judge_model=MODEL_NAME)
+    (strict,), _ = cli.resolve_rewards(args, None)
+    with pytest.raises(JudgeReplyError, match="I cannot judge this response"):
+        strict(prompts=PROMPTS, completions=COMPLETIONS)
+    (skipping,), _ = cli.resolve_rewards(args, None, reward_nan_policy="skip")
+    assert skipping(prompts=PROMPTS, completions=COMPLETIONS) == [None, None]

@@ -12,7 +12,7 @@ Needs the `control` extra (`pip install dipod-trl[control]`) for the MuJoCo envi
 
 from .config import FlowPolicyConfig
 from .objectives import compute_gae, dipod_loss, fpo_loss, fpo_plus_plus_loss, trust_region_loss
-from .policy import Critic, FlowPolicy
+from .policy import Critic, FlowPolicy, GaussianPolicy, ObservationNormalizedPolicy
 from .trainer import FlowPolicyTrainer, evaluate, minibatch_loss
 
 __all__ = [
@@ -20,6 +20,8 @@ __all__ = [
     "FlowPolicy",
     "FlowPolicyConfig",
     "FlowPolicyTrainer",
+    "GaussianPolicy",
+    "ObservationNormalizedPolicy",
     "compute_gae",
     "dipod_loss",
     "evaluate",

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-LOSS_TYPES = ("fpo", "fpo++")
+LOSS_TYPES = ("fpo", "fpo++", "ppo")
+CFM_REDUCTIONS = ("sqrt", "mean", "sum")
 TRUST_REGION_MODES = ("ppo", "spo", "aspo")
 EVAL_NOISE = ("zero", "seeded")
 REPORT_TO = ("none", "tensorboard", "wandb")
@@ -87,14 +88,16 @@ class FlowPolicyConfig:
         default="fpo++",
         metadata={
             "help": "'fpo': one ratio per action, exp(mean_N L_old - mean_N L_new). 'fpo++': one ratio per "
-            "(t, eps) draw, straight-through log-ratio clamp, current CFM loss clamped for negative advantages."
+            "(t, eps) draw, straight-through log-ratio clamp, current CFM loss clamped for negative advantages. "
+            "'ppo': the reference baseline, a Gaussian policy (state-independent log std) with PPO's clipped "
+            "objective on its exact log-likelihood, same networks, rollouts and optimiser."
         },
     )
     trust_region_mode: Optional[str] = field(
         default=None,
         metadata={
             "help": "'ppo' (clipped ratio), 'spo' (quadratic penalty), 'aspo' (PPO for A>0, SPO for A<0). "
-            "Default: 'aspo' for fpo++ (as its control code), 'ppo' for fpo (as the FPO paper)."
+            "Default: 'aspo' for fpo++ (as its control code), 'ppo' for fpo (as the FPO paper) and for ppo."
         },
     )
     clip_coef: float = field(
@@ -107,6 +110,20 @@ class FlowPolicyConfig:
     num_cfm_samples: int = field(
         default=32,
         metadata={"help": "(t, eps) draws per action, drawn at rollout time and shared by old and new policy."},
+    )
+    cfm_loss_reduction: str = field(
+        default="sqrt",
+        metadata={
+            "help": "How a draw's squared velocity error is reduced over action dims: 'sqrt' (sum / sqrt(A), the "
+            "release's FPO++ default, Astro-Eric/DiPOD-release fpo_rsl_rl/modules/actor_critic.py), 'mean' or 'sum'."
+        },
+    )
+    cfm_time_margin: float = field(
+        default=0.005,
+        metadata={
+            "help": "Flow times of the CFM draws are uniform on [margin, 1 - margin]: the release draws from "
+            "[0.005, 0.995] to avoid the unstable ends t=0 and t=1 (fpo_rsl_rl/algorithms/fpo.py). 0 = [0, 1]."
+        },
     )
     log_ratio_clamp: float = field(
         default=10.0,
@@ -122,12 +139,13 @@ class FlowPolicyConfig:
 
     # --- DiPOD ---------------------------------------------------------------------------------------------------
     dipod_beta: float = field(
-        default=0.05,
+        default=0.0,
         metadata={
-            "help": "Weight of the DiPOD term: the current policy's CFM loss on its own on-policy actions, added to "
-            "the policy loss every update. 0 is exactly the base objective (FPO / FPO++). The default 0.05 is the "
-            "paper's LM value; advantages are normalised to unit std, so beta is the size of an SFT-like pull on "
-            "the sampled actions relative to the advantage signal: small enough not to wash it out."
+            "help": "Weight of the per-update DiPOD term: the current policy's CFM loss on its own on-policy actions, "
+            "added to the policy loss every update. This project's extension: the release's control DiPOD is the "
+            "self-distillation warm start (warmstart_rollouts), so the default 0 keeps FPO / FPO++ exactly as "
+            "released. 0.05 is the paper's LM value; advantages are normalised to unit std, so beta is the size of "
+            "an SFT-like pull on the sampled actions relative to the advantage signal."
         },
     )
     warmstart_rollouts: int = field(
@@ -178,7 +196,17 @@ class FlowPolicyConfig:
     )
     resume_from_checkpoint: Optional[str] = field(
         default=None,
-        metadata={"help": "A checkpoint-N directory to continue from (weights, optimizer, normalisers, RNG)."},
+        metadata={
+            "help": "A checkpoint-N directory to continue from (weights, optimizer, normalisers, RNG), or 'true' for "
+            "the last checkpoint in output_dir. metrics.jsonl keeps the rows up to that checkpoint's update."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "`dipod control` into an output_dir that already holds a run's files: overwrite them. Without it "
+            "such an output_dir is refused unless resume_from_checkpoint is set."
+        },
     )
 
     def __post_init__(self):
@@ -189,6 +217,13 @@ class FlowPolicyConfig:
             bad("loss_type", f"must be one of {LOSS_TYPES}")
         if self.trust_region_mode is None:
             self.trust_region_mode = "aspo" if self.loss_type == "fpo++" else "ppo"
+        if self.cfm_loss_reduction not in CFM_REDUCTIONS:
+            bad("cfm_loss_reduction", f"must be one of {CFM_REDUCTIONS}")
+        if not 0 <= self.cfm_time_margin < 0.5:
+            bad("cfm_time_margin", "must be in [0, 0.5)")
+        if self.loss_type == "ppo" and (self.dipod_beta or self.warmstart_rollouts):
+            bad("loss_type", "ppo trains a Gaussian policy, whose likelihood is exact: the DiPOD terms "
+                "(dipod_beta, warmstart_rollouts) apply to flow policies only; set them to 0")
         if self.trust_region_mode not in TRUST_REGION_MODES:
             bad("trust_region_mode", f"must be one of {TRUST_REGION_MODES}")
         if self.eval_noise not in EVAL_NOISE:

@@ -8,10 +8,22 @@ from dataclasses import asdict
 
 
 class MetricsLogger:
-    def __init__(self, config, resume: bool = False):
+    """Writes `metrics.jsonl`. A run resumed after update N (`resume_after_update=N`) keeps the rows of updates 0..N
+    and appends its own: rows an interrupted run logged after its checkpoint are dropped, so no update appears twice."""
+
+    def __init__(self, config, resume_after_update: int | None = None):
         os.makedirs(config.output_dir, exist_ok=True)
         self.path = os.path.join(config.output_dir, "metrics.jsonl")
-        # A resumed run appends to the log of the run it continues.
+        resume = resume_after_update is not None
+        if resume and os.path.exists(self.path):
+            with open(self.path) as f:
+                lines = [line for line in f if line.strip()]
+            if lines and not lines[-1].endswith("\n"):
+                lines.pop()  # a row cut short by the crash that interrupted the run
+            kept = [line for line in lines if json.loads(line).get("update", 0) <= resume_after_update]
+            with open(self.path + ".tmp", "w") as f:
+                f.writelines(kept)
+            os.replace(self.path + ".tmp", self.path)
         self.file = open(self.path, "a" if resume else "w")
         self.tensorboard = self.wandb = None
         run_name = config.run_name or f"{config.env_id}__{config.loss_type}__seed{config.seed}"

@@ -4,7 +4,9 @@ Flow convention (the one the tests and the policy use): t=0 is noise, t=1 is the
 
     x_t = t * a + (1 - t) * eps,   eps ~ N(0, I),  t ~ U(0, 1)
     target velocity v* = a - eps
-    L_cfm(o, a; t, eps) = mean over action dims of (v_theta(o, x_t, t) - v*)^2
+    L_cfm(o, a; t, eps) = sum over action dims of (v_theta(o, x_t, t) - v*)^2 / sqrt(A)
+
+(`reduction="sqrt"`, the release's default: variance-preserving across action sizes; "mean" and "sum" as options.)
 
 The negative CFM loss is (up to constants and weighting) an ELBO of log pi(a | o), so `L_old - L_new` stands in for
 the log-likelihood ratio of PPO. The (t, eps) draws are made once at rollout time and shared by old and new policy,
@@ -26,9 +28,23 @@ def cfm_path(action: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> tuple[
     return t * action + (1.0 - t) * eps, action - eps
 
 
-def cfm_loss(velocity: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-draw CFM loss: squared error of the predicted velocity, averaged over action dims. (B, N, A) -> (B, N)."""
-    return (velocity - target).pow(2).mean(dim=-1)
+CFM_REDUCTIONS = ("sqrt", "mean", "sum")
+
+
+def cfm_loss(velocity: torch.Tensor, target: torch.Tensor, reduction: str = "sqrt") -> torch.Tensor:
+    """Per-draw CFM loss: squared error of the predicted velocity over action dims. (B, N, A) -> (B, N).
+
+    `sqrt` divides the sum by sqrt(A), as FPO++'s control code does by default (the same gradient scale for robots
+    with few or many joints); `mean` divides by A, `sum` does not divide.
+    """
+    squared = (velocity - target).pow(2)
+    if reduction == "sqrt":
+        return squared.sum(dim=-1) / squared.shape[-1] ** 0.5
+    if reduction == "mean":
+        return squared.mean(dim=-1)
+    if reduction == "sum":
+        return squared.sum(dim=-1)
+    raise ValueError(f"cfm_loss_reduction={reduction!r}: must be one of {CFM_REDUCTIONS}")
 
 
 def straight_through_clamp(x: torch.Tensor, max: float) -> torch.Tensor:

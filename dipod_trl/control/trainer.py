@@ -11,6 +11,8 @@ One update reads top to bottom, as CleanRL's `ppo_continuous_action.py`:
     log       one line of metrics.jsonl; periodic deterministic evaluation and checkpoints
 
 With `warmstart_rollouts > 0` the run starts with DiPOD's self-distillation warm start (`warm_start`).
+With `loss_type="ppo"` the same loop trains a Gaussian policy with PPO (its exact -log pi in place of the CFM loss):
+the reference row of the comparisons.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ import numpy as np
 import torch
 from gymnasium.wrappers.vector import NormalizeReward
 
+from ..checkpoints import resolve_resume
 from .config import FlowPolicyConfig
 from .envs import find_wrapper, make_envs
 from .metrics import MetricsLogger
 from .objectives import compute_gae, dipod_loss, fpo_loss, fpo_plus_plus_loss, value_loss
-from .policy import Critic, FlowPolicy
+from .policy import Critic, FlowPolicy, GaussianPolicy, ObservationNormalizedPolicy
 
 TRAINER_STATE_NAME = "trainer_state.pt"
 
@@ -44,14 +47,17 @@ class LossOutput(NamedTuple):
     cfm_new: torch.Tensor  # current per-draw CFM losses (B, N)
 
 
-def minibatch_loss(policy: FlowPolicy, critic: Critic, batch: dict, config: FlowPolicyConfig) -> LossOutput:
+def minibatch_loss(
+    policy: ObservationNormalizedPolicy, critic: Critic, batch: dict, config: FlowPolicyConfig
+) -> LossOutput:
     """The loss of one minibatch: policy loss + dipod_beta * DiPOD term + vf_coef * value loss.
 
     `batch` holds normalised `obs` (B, obs_dim), `actions` (B, A), the rollout's draws `cfm_t` (B, N, 1) and `cfm_eps`
-    (B, N, A), the rollout policy's per-draw losses `cfm_old` (B, N), `advantages` (B,) and `returns` (B,).
+    (B, N, A), the rollout policy's per-draw losses `cfm_old` (B, N), `advantages` (B,) and `returns` (B,). For
+    `ppo` the "per-draw losses" are the Gaussian's exact -log pi (B, 1), so FPO's ratio is PPO's ratio.
     """
-    cfm_new = policy.cfm_loss(batch["obs"], batch["actions"], batch["cfm_t"], batch["cfm_eps"])
-    if config.loss_type == "fpo":
+    cfm_new = policy.surrogate_nll(batch["obs"], batch["actions"], batch["cfm_t"], batch["cfm_eps"])
+    if config.loss_type in ("fpo", "ppo"):
         pg = fpo_loss(batch["cfm_old"], cfm_new, batch["advantages"], config.clip_coef, config.trust_region_mode)
     else:
         pg = fpo_plus_plus_loss(
@@ -72,16 +78,22 @@ def minibatch_loss(policy: FlowPolicy, critic: Critic, batch: dict, config: Flow
     return LossOutput(loss, pg.loss, on_policy_cfm, v_loss, pg.ratio, cfm_new)
 
 
-def draw_cfm_samples(batch_shape, num_samples: int, action_dim: int, generator: torch.Generator):
-    """N (t, eps) draws per action: t ~ U(0, 1) of shape (*batch, N, 1), eps ~ N(0, I) of shape (*batch, N, A)."""
-    t = torch.rand((*batch_shape, num_samples, 1), generator=generator)
+def draw_cfm_samples(
+    batch_shape, num_samples: int, action_dim: int, generator: torch.Generator, time_margin: float = 0.005
+):
+    """N (t, eps) draws per action: t ~ U(margin, 1 - margin) of shape (*batch, N, 1), eps ~ N(0, I) (*batch, N, A).
+
+    The margin keeps t away from the ends of the path, where the regression target is least stable (the release draws
+    t from [0.005, 0.995]).
+    """
+    t = time_margin + (1.0 - 2.0 * time_margin) * torch.rand((*batch_shape, num_samples, 1), generator=generator)
     eps = torch.randn((*batch_shape, num_samples, action_dim), generator=generator)
     return t, eps
 
 
 @torch.no_grad()
 def evaluate(
-    policy: FlowPolicy, env_id: str | None = None, num_episodes: int = 10, seed: int = 12345, noise: str = "seeded"
+    policy: ObservationNormalizedPolicy, env_id: str | None = None, num_episodes: int = 10, seed: int = 12345, noise: str = "seeded"
 ) -> np.ndarray:
     """Undiscounted returns of `num_episodes` episodes (one per parallel env), deterministic given the seed.
 
@@ -136,15 +148,7 @@ class FlowPolicyTrainer:
         )
         self.obs_dim = self.envs.single_observation_space.shape[0]
         self.action_dim = int(np.prod(self.envs.single_action_space.shape))
-        self.policy = FlowPolicy(
-            self.obs_dim,
-            self.action_dim,
-            hidden_sizes=config.actor_hidden_sizes,
-            flow_steps=config.flow_steps,
-            time_embed_dim=config.time_embed_dim,
-            normalize_observation=config.normalize_observation,
-            env_id=config.env_id,
-        )
+        self.policy = self.make_policy()
         self.critic = Critic(self.obs_dim, config.critic_hidden_sizes)
         self.optimizer = self.make_optimizer()
 
@@ -153,8 +157,29 @@ class FlowPolicyTrainer:
         self.env_steps = 0
         self.warmstart_done = False
         self.next_obs = None  # the envs' current observations between rollouts
-        if config.resume_from_checkpoint:
-            self.load_checkpoint(config.resume_from_checkpoint)
+        checkpoint = resolve_resume(config.resume_from_checkpoint, config.output_dir)
+        if checkpoint is not None:
+            self.load_checkpoint(checkpoint)
+
+    def make_policy(self) -> ObservationNormalizedPolicy:
+        cfg = self.config
+        if cfg.loss_type == "ppo":
+            return GaussianPolicy(self.obs_dim, self.action_dim, cfg.actor_hidden_sizes,
+                                  normalize_observation=cfg.normalize_observation, env_id=cfg.env_id)
+        return FlowPolicy(
+            self.obs_dim,
+            self.action_dim,
+            hidden_sizes=cfg.actor_hidden_sizes,
+            flow_steps=cfg.flow_steps,
+            time_embed_dim=cfg.time_embed_dim,
+            normalize_observation=cfg.normalize_observation,
+            env_id=cfg.env_id,
+            cfm_loss_reduction=cfg.cfm_loss_reduction,
+        )
+
+    def draw_cfm_samples(self, batch_shape) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        return draw_cfm_samples(batch_shape, cfg.num_cfm_samples, self.action_dim, self.generator, cfg.cfm_time_margin)
 
     def reset_envs(self) -> None:
         """Start fresh episodes, seeded by the run's seed and progress (so a resumed run does not replay episodes)."""
@@ -166,11 +191,12 @@ class FlowPolicyTrainer:
 
     # --- rollout -------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def collect_rollout(self, actor: FlowPolicy, with_values: bool = True) -> tuple[dict, dict]:
+    def collect_rollout(self, actor: ObservationNormalizedPolicy, with_values: bool = True) -> tuple[dict, dict]:
         """Run `num_steps` steps of every env with `actor`; returns the rollout tensors and timing/episode stats.
 
-        The observation statistics of `self.policy` are updated with every observation before it is used (as
-        CleanRL's NormalizeObservation), and the normalised observation the actor saw is what is stored.
+        There is one observation normaliser, `self.policy`'s: its statistics are updated with every observation
+        before it is used (as CleanRL's NormalizeObservation), every actor (the warm start's frozen teacher too, as
+        in the release) sees observations through it, and the normalised observation the actor saw is stored.
         """
         cfg = self.config
         T, E = cfg.num_steps, cfg.num_envs
@@ -194,7 +220,7 @@ class FlowPolicyTrainer:
             obs_raw = torch.as_tensor(obs, dtype=torch.float32)
             if self.config.normalize_observation:
                 self.policy.update_obs_stats(obs_raw)
-            obs_norm = actor.normalize(obs_raw)
+            obs_norm = self.policy.normalize(obs_raw)
             noise = torch.randn((E, self.action_dim), generator=self.generator)
             action = actor.sample(obs_norm, noise)
             if with_values:
@@ -247,18 +273,18 @@ class FlowPolicyTrainer:
         """
         cfg = self.config
         teacher = copy.deepcopy(self.policy).eval().requires_grad_(False)
-        obs_raw, actions, returns = [], [], []
+        obs_norm, actions, returns = [], [], []
         for _ in range(cfg.warmstart_rollouts):
             rollout, stats = self.collect_rollout(teacher, with_values=False)
-            obs_raw.append(rollout["obs_raw"].reshape(-1, self.obs_dim))
+            # The pairs are (observation as the teacher saw it through the shared normaliser, teacher's action).
+            obs_norm.append(rollout["obs"].reshape(-1, self.obs_dim))
             actions.append(rollout["actions"].reshape(-1, self.action_dim))
             returns += stats["episode_returns"]
-        obs_raw, actions = torch.cat(obs_raw), torch.cat(actions)
-        obs_norm = self.policy.normalize(obs_raw)  # the student's statistics, warmed up on the teacher's rollouts
+        obs_norm, actions = torch.cat(obs_norm), torch.cat(actions)
 
         # A fixed probe set of draws measures the distillation on the same numbers before and after.
         probe = torch.randperm(len(actions), generator=self.generator)[: min(len(actions), 1024)]
-        probe_t, probe_eps = draw_cfm_samples((len(probe),), cfg.num_cfm_samples, self.action_dim, self.generator)
+        probe_t, probe_eps = self.draw_cfm_samples((len(probe),))
 
         def probe_loss() -> float:
             with torch.no_grad():
@@ -268,7 +294,7 @@ class FlowPolicyTrainer:
         optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.warmstart_learning_rate)
         for _ in range(cfg.warmstart_iterations):
             idx = torch.randint(len(actions), (cfg.warmstart_batch_size,), generator=self.generator)
-            t, eps = draw_cfm_samples((len(idx),), cfg.num_cfm_samples, self.action_dim, self.generator)
+            t, eps = self.draw_cfm_samples((len(idx),))
             loss = self.policy.cfm_loss(obs_norm[idx], actions[idx], t, eps).mean()
             optimizer.zero_grad()
             loss.backward()
@@ -298,7 +324,7 @@ class FlowPolicyTrainer:
         }
         with torch.no_grad():
             # The old policy's losses under the stored draws (same weights and inputs as at sampling time).
-            batch["cfm_old"] = self.policy.cfm_loss(batch["obs"], batch["actions"], t, eps)
+            batch["cfm_old"] = self.policy.surrogate_nll(batch["obs"], batch["actions"], t, eps)
         if cfg.norm_adv:
             adv = batch["advantages"]
             batch["advantages"] = (adv - adv.mean()) / (adv.std() + 1e-8)
@@ -318,9 +344,9 @@ class FlowPolicyTrainer:
                 self.optimizer.step()
                 self.global_step += 1
                 with torch.no_grad():
-                    # Diagnostics from the unclamped log-ratio (per draw for fpo++, per action for fpo).
+                    # Diagnostics from the unclamped log-ratio (per draw for fpo++, per action for fpo and ppo).
                     log_ratio = batch["cfm_old"][idx] - out.cfm_new
-                    if cfg.loss_type == "fpo":
+                    if cfg.loss_type != "fpo++":
                         log_ratio = log_ratio.mean(-1)
                     ratio = log_ratio.exp()
                     stats = {
@@ -348,7 +374,7 @@ class FlowPolicyTrainer:
     def train(self) -> dict:
         """Train for `total_timesteps` env steps; returns the final evaluation metrics."""
         cfg = self.config
-        logger = MetricsLogger(cfg, resume=self.update > 0 or self.warmstart_done)
+        logger = MetricsLogger(cfg, resume_after_update=self.update if self.update > 0 or self.warmstart_done else None)
         self.reset_envs()
         if cfg.eval_every and self.env_steps == 0:
             # The untrained policy's evaluation: the start of every return curve.
@@ -380,9 +406,7 @@ class FlowPolicyTrainer:
             # 1. rollout, and the CFM draws the ratio will use
             rollout, stats = self.collect_rollout(self.policy)
             draw_start = time.perf_counter()
-            rollout["cfm_t"], rollout["cfm_eps"] = draw_cfm_samples(
-                (cfg.num_steps, cfg.num_envs), cfg.num_cfm_samples, self.action_dim, self.generator
-            )
+            rollout["cfm_t"], rollout["cfm_eps"] = self.draw_cfm_samples((cfg.num_steps, cfg.num_envs))
             # 2. advantages
             rollout["advantages"], rollout["returns"] = compute_gae(
                 rollout["rewards"],
@@ -478,7 +502,8 @@ class FlowPolicyTrainer:
     def load_checkpoint(self, directory: str) -> None:
         """Continue from `save_checkpoint`'s files. Environments start fresh episodes (simulator state is not saved)."""
         state = torch.load(os.path.join(directory, TRAINER_STATE_NAME), weights_only=False)
-        self.policy.load_state_dict(FlowPolicy.from_pretrained(os.path.join(directory, "policy")).state_dict())
+        saved = type(self.policy).from_pretrained(os.path.join(directory, "policy"))
+        self.policy.load_state_dict(saved.state_dict())
         self.critic.load_state_dict(state["critic"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.update, self.global_step, self.env_steps = state["update"], state["global_step"], state["env_steps"]

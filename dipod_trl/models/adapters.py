@@ -55,6 +55,10 @@ class DiffusionLM:
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of shape (batch, length, vocab) where `logits[:, i]` scores the token at position i."""
+        from .padding import honours_attention_mask, logits_without_padding
+
+        if attention_mask is not None and not honours_attention_mask(self):
+            return logits_without_padding(self, input_ids, attention_mask)
         kwargs = {}
         if attention_mask is not None and self.pairwise_attention_mask:
             # Dream takes a (batch, 1, query, key) boolean mask and explicit positions. Padded queries keep their own
@@ -157,6 +161,11 @@ def load_diffusion_model(
     `trust_remote_code=True`; the built-in tiny model and standard masked LMs never need it.
     """
     from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+
+    from .loading import is_adapter_checkpoint, load_adapter_model
+
+    if is_adapter_checkpoint(name_or_path, model_init_kwargs.get("revision")):  # LoRA output: base + adapters
+        return load_adapter_model(name_or_path, trust_remote_code=trust_remote_code, **model_init_kwargs)
 
     config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     kwargs = {"trust_remote_code": trust_remote_code, **model_init_kwargs}

@@ -8,7 +8,8 @@ import torch
 
 from dipod_trl.control import FlowPolicy, FlowPolicyConfig, compute_gae, fpo_loss, fpo_plus_plus_loss, minibatch_loss
 from dipod_trl.control.objectives import dipod_loss, value_loss
-from dipod_trl.control.policy import Critic
+from dipod_trl.control.policy import Critic, GaussianPolicy
+from dipod_trl.control.trainer import draw_cfm_samples
 
 B, N, A, OBS = 6, 5, 2, 3
 CLIP = 0.2
@@ -109,7 +110,9 @@ def test_fpo_plus_plus_negative_advantage_clamp_stops_the_gradient():
 
 
 def manual_cfm_losses(policy, obs_norm, actions, t, eps):
-    """Per-draw CFM losses computed draw by draw: x_t = t a + (1 - t) eps, target a - eps, squared error mean."""
+    """Per-draw CFM losses computed draw by draw: x_t = t a + (1 - t) eps, target a - eps, squared error summed over
+    action dims and divided by sqrt(A) ("sqrt"), A ("mean") or 1 ("sum")."""
+    divisor = {"sqrt": math.sqrt(actions.shape[1]), "mean": actions.shape[1], "sum": 1.0}[policy.cfm_loss_reduction]
     out = torch.zeros(t.shape[0], t.shape[1])
     for i in range(t.shape[0]):
         for j in range(t.shape[1]):
@@ -120,17 +123,17 @@ def manual_cfm_losses(policy, obs_norm, actions, t, eps):
             features = torch.cat([obs_norm[i], x_t, torch.cos(angles), torch.sin(angles)])
             velocity = policy.velocity_net(features)
             target = actions[i] - eps[i, j]
-            out[i, j] = ((velocity - target) ** 2).sum() / actions.shape[1]
+            out[i, j] = sum(d.item() ** 2 for d in velocity - target) / divisor
     return out
 
 
-def make_batch(policy, seed=0):
+def make_batch(policy, seed=0, action_dim=A):
     g = torch.Generator().manual_seed(seed)
     batch = {
         "obs": torch.randn(B, OBS, generator=g),
-        "actions": torch.randn(B, A, generator=g),
+        "actions": torch.randn(B, action_dim, generator=g),
         "cfm_t": torch.rand(B, N, 1, generator=g),
-        "cfm_eps": torch.randn(B, N, A, generator=g),
+        "cfm_eps": torch.randn(B, N, action_dim, generator=g),
         "advantages": torch.randn(B, generator=g),
         "returns": torch.randn(B, generator=g),
     }
@@ -140,14 +143,60 @@ def make_batch(policy, seed=0):
     return batch
 
 
-def test_policy_cfm_loss_matches_draw_by_draw_computation():
+@pytest.mark.parametrize("reduction", ["sqrt", "mean", "sum"])
+def test_policy_cfm_loss_matches_draw_by_draw_computation(reduction):
     torch.manual_seed(0)
-    policy = FlowPolicy(OBS, A, hidden_sizes=[16, 16])
-    batch = make_batch(policy)
+    policy = FlowPolicy(OBS, 3, hidden_sizes=[16, 16], cfm_loss_reduction=reduction)  # 3 action dims: the divisors differ
+    batch = make_batch(policy, action_dim=3)
     got = policy.cfm_loss(batch["obs"], batch["actions"], batch["cfm_t"], batch["cfm_eps"])
     with torch.no_grad():
         expected = manual_cfm_losses(policy, batch["obs"], batch["actions"], batch["cfm_t"], batch["cfm_eps"])
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_default_cfm_reduction_is_the_releases_sqrt():
+    assert FlowPolicyConfig().cfm_loss_reduction == "sqrt" and FlowPolicy(OBS, A).cfm_loss_reduction == "sqrt"
+
+
+def test_cfm_times_are_drawn_uniformly_from_the_releases_range():
+    t, eps = draw_cfm_samples((4000,), 8, A, torch.Generator().manual_seed(3))
+    u = torch.rand((4000, 8, 1), generator=torch.Generator().manual_seed(3))  # the same uniform numbers
+    torch.testing.assert_close(t, 0.005 + 0.99 * u)
+    assert 0.005 <= t.min().item() < 0.006 and 0.994 < t.max().item() <= 0.995
+    full, _ = draw_cfm_samples((10,), 8, A, torch.Generator().manual_seed(3), time_margin=0.0)
+    torch.testing.assert_close(full, u[:10])
+    assert eps.shape == (4000, 8, A)
+
+
+def test_ppo_loss_is_clipped_ratio_of_exact_gaussian_log_likelihoods():
+    """loss_type='ppo': CleanRL's clipped objective on log N(a; mu(o), sigma), computed here element by element."""
+    torch.manual_seed(0)
+    policy, critic = GaussianPolicy(OBS, A, hidden_sizes=[16, 16]), Critic(OBS, [16])
+    with torch.no_grad():
+        policy.log_std.copy_(torch.tensor([-0.3, 0.4]))
+    batch = make_batch(FlowPolicy(OBS, A, hidden_sizes=[16, 16]))
+    with torch.no_grad():
+        mu = policy.mean_net(batch["obs"])
+        new_logp = []
+        for i in range(B):
+            logp = 0.0
+            for k in range(A):
+                sigma = math.exp(policy.log_std[k].item())
+                z = (batch["actions"][i, k].item() - mu[i, k].item()) / sigma
+                logp += -0.5 * z * z - math.log(sigma) - 0.5 * math.log(2 * math.pi)
+            new_logp.append(logp)
+    rollout_logp = torch.tensor(new_logp) + 0.1 * torch.randn(B)  # the rollout policy's, a few steps older
+    batch["cfm_old"] = -rollout_logp.unsqueeze(-1)
+    cfg = FlowPolicyConfig(loss_type="ppo", clip_coef=CLIP)
+    out = minibatch_loss(policy, critic, batch, cfg)
+    terms = [
+        ppo_term(math.exp(new_logp[i] - rollout_logp[i].item()), batch["advantages"][i].item())
+        for i in range(B)
+    ]
+    v = critic(batch["obs"]).detach()
+    v_loss = 0.5 * sum((v[i].item() - batch["returns"][i].item()) ** 2 for i in range(B)) / B
+    assert out.pg_loss.item() == pytest.approx(sum(terms) / B, rel=1e-5)
+    assert out.loss.item() == pytest.approx(sum(terms) / B + cfg.vf_coef * v_loss, rel=1e-5)
 
 
 @pytest.mark.parametrize("loss_type", ["fpo", "fpo++"])

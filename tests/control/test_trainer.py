@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from dipod_trl.control import FlowPolicy, FlowPolicyConfig, FlowPolicyTrainer, evaluate
+from dipod_trl.control import (
+    FlowPolicy,
+    FlowPolicyConfig,
+    FlowPolicyTrainer,
+    GaussianPolicy,
+    ObservationNormalizedPolicy,
+    evaluate,
+)
 from dipod_trl.control.cli import main as cli_main
 from dipod_trl.control.envs import make_envs
 from dipod_trl.recipe import parse_recipe
@@ -52,7 +59,9 @@ def test_unknown_env_id_gives_gymnasiums_error(tmp_path):
     "field, value",
     [
         ("num_minibatches", 3),  # does not divide the batch of 64
-        ("loss_type", "ppo"),
+        ("loss_type", "trpo"),
+        ("cfm_loss_reduction", "median"),
+        ("cfm_time_margin", 0.5),
         ("trust_region_mode", "trpo"),
         ("report_to", ["mlflow"]),
         ("time_embed_dim", 3),
@@ -69,6 +78,20 @@ def test_bad_config_values_name_the_field(tmp_path, field, value):
 def test_trust_region_mode_defaults_follow_the_objective(tmp_path):
     assert tiny_config(tmp_path, loss_type="fpo++").trust_region_mode == "aspo"
     assert tiny_config(tmp_path, loss_type="fpo").trust_region_mode == "ppo"
+    assert tiny_config(tmp_path, loss_type="ppo").trust_region_mode == "ppo"
+
+
+def test_fpo_plus_plus_defaults_are_the_releases_fpo_plus_plus(tmp_path):
+    """No per-update DiPOD term unless asked for: the release's control DiPOD is the warm start."""
+    config = tiny_config(tmp_path, loss_type="fpo++")
+    assert config.dipod_beta == 0.0 and config.warmstart_rollouts == 0
+    assert config.cfm_loss_reduction == "sqrt" and config.cfm_time_margin == 0.005
+
+
+@pytest.mark.parametrize("field, value", [("dipod_beta", 0.05), ("warmstart_rollouts", 1)])
+def test_ppo_refuses_the_flow_only_dipod_terms(tmp_path, field, value):
+    with pytest.raises(ValueError, match="flow policies only"):
+        tiny_config(tmp_path, loss_type="ppo", total_timesteps=256, **{field: value})
 
 
 @pytest.mark.parametrize("recipe", ["pendulum.yaml", "halfcheetah.yaml", "hopper.yaml"])
@@ -78,6 +101,7 @@ def test_recipes_parse_into_the_config(recipe):
     assert config.env_id == {"pendulum.yaml": "Pendulum-v1", "halfcheetah.yaml": "HalfCheetah-v5",
                              "hopper.yaml": "Hopper-v5"}[recipe]
     assert config.loss_type == "fpo++" and config.trust_region_mode == "aspo"
+    assert config.dipod_beta == 0.0  # FPO++ as released
 
 
 def test_train_logs_checkpoints_and_saves_a_policy_that_reloads(tmp_path):
@@ -134,8 +158,8 @@ def test_resume_from_checkpoint_restores_the_training_state(tmp_path):
     resumed.train()
     with open(tmp_path / "metrics.jsonl") as f:
         records = [json.loads(line) for line in f]
-    # The first run logged updates 0..3; the resumed one appends 2 and 3 again, continuing the step count.
-    assert [r["update"] for r in records] == [0, 1, 2, 3, 2, 3]
+    # The first run logged updates 0..3; the resumed one replaces the rows after its checkpoint (update 1).
+    assert [r["update"] for r in records] == [0, 1, 2, 3]
     assert records[-1]["env_steps"] == 192
 
 
@@ -186,23 +210,25 @@ def test_warm_start_lowers_the_students_cfm_loss_on_teacher_actions(tmp_path):
     critic_before = copy.deepcopy(trainer.critic.state_dict())
     stats = trainer.warm_start()
 
-    # Fresh teacher rollouts, independent of the trainer's: (raw observation, teacher action) pairs.
+    # Fresh teacher rollouts, independent of the trainer's: (observation through the one shared normaliser, teacher
+    # action) pairs, as the warm start makes them.
     envs = make_envs("Pendulum-v1", 8)
     obs, _ = envs.reset(seed=2024)
     g = torch.Generator().manual_seed(0)
     pairs_obs, pairs_actions = [], []
     with torch.no_grad():
         for _ in range(40):
-            action = teacher.sample(teacher.normalize(torch.as_tensor(obs)), torch.randn(8, 1, generator=g))
-            pairs_obs.append(torch.as_tensor(obs, dtype=torch.float32))
+            obs_norm = trainer.policy.normalize(torch.as_tensor(obs))
+            action = teacher.sample(obs_norm, torch.randn(8, 1, generator=g))
+            pairs_obs.append(obs_norm)
             pairs_actions.append(action)
             obs, *_ = envs.step(action.numpy())
     envs.close()
-    obs_raw, actions = torch.cat(pairs_obs), torch.cat(pairs_actions)
+    obs_norm, actions = torch.cat(pairs_obs), torch.cat(pairs_actions)
     t, eps = torch.rand(len(actions), 16, 1, generator=g), torch.randn(len(actions), 16, 1, generator=g)
     with torch.no_grad():
-        before = teacher.cfm_loss(teacher.normalize(obs_raw), actions, t, eps).mean().item()
-        after = trainer.policy.cfm_loss(trainer.policy.normalize(obs_raw), actions, t, eps).mean().item()
+        before = teacher.cfm_loss(obs_norm, actions, t, eps).mean().item()
+        after = trainer.policy.cfm_loss(obs_norm, actions, t, eps).mean().item()
     print(f"held-out CFM loss on teacher actions: {before:.4f} -> {after:.4f}; warm-start stats {stats}")
     # Observed: 2.06 -> 1.67 on these held-out pairs; a 10% drop is far outside the noise of a 320 x 16 draw estimate.
     assert after < 0.9 * before, (before, after)
@@ -212,6 +238,47 @@ def test_warm_start_lowers_the_students_cfm_loss_on_teacher_actions(tmp_path):
         assert torch.equal(trainer.critic.state_dict()[key], value), key
     assert trainer.optimizer.state_dict()["state"] == {}  # FPO++ starts from a fresh optimizer
     assert trainer.warmstart_done
+
+
+def test_warm_start_teacher_sees_observations_through_the_shared_normaliser(tmp_path):
+    """Teacher and student share one observation normaliser (the release's self-distillation): every step folds the
+    raw observation into the student's running statistics, the frozen teacher acts on that normalisation, and the
+    stored pair is (that normalised observation, the teacher's action). Replayed here step by step."""
+    trainer = FlowPolicyTrainer(tiny_config(tmp_path, total_timesteps=256, warmstart_rollouts=1))
+    teacher = copy.deepcopy(trainer.policy).eval()
+    shared = copy.deepcopy(trainer.policy)  # replays the normaliser's statistics
+    generator = torch.Generator()
+    generator.set_state(trainer.generator.get_state())
+    rollout, _ = trainer.collect_rollout(teacher, with_values=False)
+    own_stats_differ = False
+    for step in range(rollout["obs_raw"].shape[0]):
+        obs_raw = rollout["obs_raw"][step]
+        shared.update_obs_stats(obs_raw)
+        expected_obs = shared.normalize(obs_raw)
+        noise = torch.randn((obs_raw.shape[0], trainer.action_dim), generator=generator)
+        torch.testing.assert_close(rollout["obs"][step], expected_obs, rtol=0, atol=0)
+        torch.testing.assert_close(rollout["actions"][step], teacher.sample(expected_obs, noise).detach())
+        own_stats_differ |= not torch.allclose(teacher.normalize(obs_raw), expected_obs, atol=1e-3)
+    assert own_stats_differ  # the teacher's own frozen statistics would have given other inputs
+    assert torch.equal(trainer.policy.obs_mean, shared.obs_mean)
+
+
+def test_ppo_trains_a_gaussian_policy_that_reloads(tmp_path):
+    config = tiny_config(tmp_path, loss_type="ppo", save_every=1)
+    trainer = FlowPolicyTrainer(config)
+    assert isinstance(trainer.policy, GaussianPolicy)
+    log_std_before = trainer.policy.log_std.detach().clone()
+    result = trainer.train()
+    assert not torch.equal(trainer.policy.log_std, log_std_before)  # the policy was updated
+    reloaded = ObservationNormalizedPolicy.from_pretrained(str(tmp_path / "policy"))
+    assert isinstance(reloaded, GaussianPolicy)
+    assert evaluate(reloaded, num_episodes=2, seed=config.eval_seed).mean() == pytest.approx(result["eval/return"])
+    with pytest.raises(ValueError, match="gaussian"):
+        FlowPolicy.from_pretrained(str(tmp_path / "policy"))
+    resumed = FlowPolicyTrainer(tiny_config(tmp_path, loss_type="ppo", total_timesteps=192,
+                                            resume_from_checkpoint=str(tmp_path / "checkpoint-1")))
+    saved = GaussianPolicy.from_pretrained(str(tmp_path / "checkpoint-1" / "policy"))
+    assert resumed.update == 1 and torch.equal(resumed.policy.log_std, saved.log_std)
 
 
 @pytest.mark.slow

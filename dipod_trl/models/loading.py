@@ -1,0 +1,123 @@
+"""From a checkpoint on disk (or the hub) to a model: adapter-only LoRA outputs, merging them, and bitsandbytes
+quantisation from TRL's `ModelConfig` keys.
+
+A LoRA run saves only its adapters: a directory with `adapter_config.json` (which names the base model) and the
+adapter weights. [`load_diffusion_model`] recognises such a directory and returns the base model with the adapters
+on it (a `PeftModel`), and [`merge_adapters`] writes the merged full model, which loads like any checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import fields
+
+ADAPTER_CONFIG_NAME = "adapter_config.json"
+QUANTIZATION_KEYS = ("load_in_4bit", "load_in_8bit")
+BNB_4BIT_KEYS = ("bnb_4bit_quant_type", "use_bnb_nested_quant", "bnb_4bit_quant_storage")
+
+
+def _has_file(name_or_path: str, filename: str, **hub_kwargs) -> bool:
+    """Whether a local directory or hub repository holds `filename` (a missing file is not an error)."""
+    if os.path.isdir(name_or_path):
+        return os.path.isfile(os.path.join(name_or_path, filename))
+    from transformers.utils import cached_file
+
+    try:
+        return cached_file(name_or_path, filename, _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False, **hub_kwargs) is not None
+    except OSError:  # not a repository id at all: let the model loader say what is wrong
+        return False
+
+
+def is_adapter_checkpoint(name_or_path: str, revision: str | None = None) -> bool:
+    """True when `name_or_path` holds PEFT adapters (an `adapter_config.json`) rather than a full model."""
+    return _has_file(name_or_path, ADAPTER_CONFIG_NAME, revision=revision)
+
+
+def adapter_base_model(name_or_path: str) -> str:
+    """The base model an adapter checkpoint was trained on, as its `adapter_config.json` names it."""
+    from peft import PeftConfig
+
+    base = PeftConfig.from_pretrained(name_or_path).base_model_name_or_path
+    if not base:
+        raise ValueError(
+            f"{name_or_path}/{ADAPTER_CONFIG_NAME} names no base model (base_model_name_or_path is empty: the "
+            "adapters were added to a model built in memory). Set base_model_name_or_path to the base's hub id or "
+            "directory."
+        )
+    looks_local = os.path.isabs(base) or base.startswith(".") or base.count("/") > 1  # a hub id is "org/name"
+    if looks_local and not os.path.isdir(base):
+        raise ValueError(
+            f"{name_or_path}/{ADAPTER_CONFIG_NAME}: the base model directory {base!r} does not exist (moved or "
+            "deleted?). Set base_model_name_or_path to where the base model is now."
+        )
+    return base
+
+
+def load_adapter_model(name_or_path: str, *, trust_remote_code: bool = False, is_trainable: bool = True,
+                       **model_init_kwargs):
+    """The base model named in the adapter config, loaded like any diffusion LM, with the adapters on top.
+
+    The adapters are trainable by default, as the weights of any loaded model are; `model.eval()` and `no_grad` make
+    no difference to the numbers.
+    """
+    from peft import PeftModel
+
+    from .adapters import load_diffusion_model
+
+    revision = model_init_kwargs.pop("revision", None)  # the adapters' revision, not the base model's
+    base = load_diffusion_model(adapter_base_model(name_or_path), trust_remote_code=trust_remote_code,
+                                **model_init_kwargs)
+    return PeftModel.from_pretrained(base, name_or_path, is_trainable=is_trainable, revision=revision)
+
+
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False, **kwargs):
+    """The checkpoint's tokenizer; for an adapter checkpoint saved without one, its base model's."""
+    from transformers import AutoTokenizer
+
+    source = name_or_path
+    if is_adapter_checkpoint(name_or_path) and not _has_file(name_or_path, "tokenizer_config.json"):
+        source = adapter_base_model(name_or_path)
+    return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
+
+
+def merge_adapters(adapter_path: str, output_dir: str, *, trust_remote_code: bool = False) -> str:
+    """Fold the LoRA adapters of `adapter_path` into their base model and save the result (and the tokenizer) to
+    `output_dir`, which then loads without PEFT. Returns `output_dir`."""
+    if not is_adapter_checkpoint(adapter_path):
+        raise ValueError(f"{adapter_path} holds no {ADAPTER_CONFIG_NAME}: there are no adapters to merge.")
+    model = load_adapter_model(adapter_path, trust_remote_code=trust_remote_code, is_trainable=False)
+    merged = model.merge_and_unload()
+    merged.save_pretrained(output_dir)
+    load_tokenizer(adapter_path, trust_remote_code=trust_remote_code).save_pretrained(output_dir)
+    return output_dir
+
+
+def quantization_kwargs(model_args) -> dict:
+    """`from_pretrained` keyword arguments for the bitsandbytes keys of TRL's `ModelConfig`.
+
+    Built with TRL's `get_quantization_config` (4-bit compute dtype = `dtype`, as TRL does) and one device per process
+    (a quantised model cannot be moved after loading). A key that cannot take effect is an error, never ignored.
+    """
+    requested = [key for key in QUANTIZATION_KEYS if getattr(model_args, key, False)]
+    defaults = {f.name: f.default for f in fields(type(model_args))}
+    changed_4bit = [key for key in BNB_4BIT_KEYS if key in defaults and getattr(model_args, key) != defaults[key]]
+    if changed_4bit and "load_in_4bit" not in requested:
+        raise ValueError(
+            f"{', '.join(changed_4bit)}: these keys configure 4-bit loading, but load_in_4bit is not set, so they "
+            "would have no effect. Set load_in_4bit: true, or remove them."
+        )
+    if not requested:
+        return {}
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"{requested[0]}: bitsandbytes quantisation needs a CUDA GPU and none is visible. Remove {requested[0]} "
+            "(and the bnb_* keys) to load the model unquantised, or run on a GPU machine."
+        )
+    from accelerate import PartialState
+    from trl.trainer.utils import get_quantization_config
+
+    return {"quantization_config": get_quantization_config(model_args),
+            "device_map": {"": PartialState().local_process_index}}
