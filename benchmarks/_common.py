@@ -31,8 +31,8 @@ def tiny_model(sft_steps: int = 0):
         from transformers.trainer_callback import PrinterCallback
         from transformers.utils import logging
 
-        from dipod_trl.data import load_digit_sort
         from dipod_trl.sft import MaskedDiffusionSFTTrainer, MaskedSFTConfig
+        from dipod_trl.tasks.digit_sort import load as load_digit_sort
 
         logging.disable_progress_bar()
         datasets.disable_progress_bars()

@@ -16,7 +16,7 @@ import torch
 from _common import tiny_model
 
 from dipod_trl import DiPODConfig, DiPODTrainer
-from dipod_trl.data import load_digit_sort
+from dipod_trl.tasks.digit_sort import load as load_digit_sort
 
 
 def update_times(objective: str, repeats: int) -> dict[float, list[float]]:

@@ -41,6 +41,16 @@ class TaskArguments:
     )
     num_train_examples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
     num_eval_examples: int | None = field(default=None, metadata={"help": "Use only the first N held-out rows."})
+    prompt_style: str = field(
+        default="project",
+        metadata={"help": "Prompt layout: `project` (instructions in a system message), `d1` (d1's training prompts: "
+                  "everything in the user message); `d1_eval`, d1's evaluation prompts, is for `dipod eval`. See "
+                  "dipod_trl.tasks."},
+    )
+    few_shot: int = field(
+        default=0, metadata={"help": "Worked examples put before each question (SPG's Sudoku runs use 3; tasks "
+                             "without examples accept only 0)."}
+    )
     reward_funcs: list[str] | None = field(
         default=None,
         metadata={
@@ -61,12 +71,19 @@ def _limit(dataset, n):
 
 def load_datasets(task_args: TaskArguments):
     """The train (and eval) datasets of a recipe."""
-    from .data import load_source, load_task
+    from .tasks import load_source, load_task
 
     if task_args.task is not None:
-        train = load_task(task_args.task, task_args.dataset_source, task_args.train_split)
+        if task_args.prompt_style == "d1_eval":
+            raise ValueError(
+                "prompt_style: 'd1_eval' opens the answer with <reasoning> for `dipod eval`; TRL's trainer adds its "
+                "own generation prompt after it. Train with 'd1' (d1's training prompts) or 'project'."
+            )
+        options = {"prompt_style": task_args.prompt_style, "few_shot": task_args.few_shot}
+        train = load_task(task_args.task, task_args.dataset_source, task_args.train_split, **options)
         evaluation = (
-            load_task(task_args.task, task_args.dataset_source, task_args.eval_split) if task_args.eval_split else None
+            load_task(task_args.task, task_args.dataset_source, task_args.eval_split, **options)
+            if task_args.eval_split else None
         )
     elif task_args.dataset_source is not None:
         train = load_source(task_args.dataset_source, task_args.train_split)
@@ -85,7 +102,7 @@ def resolve_rewards(task_args: TaskArguments, reward_weights, reward_nan_policy:
     reward, like a None from any other function)."""
     import reward_models
 
-    from .evaluation import task_reward
+    from .tasks import get_task
 
     if task_args.reward_funcs:
         funcs = []
@@ -97,11 +114,9 @@ def resolve_rewards(task_args: TaskArguments, reward_weights, reward_nan_policy:
             else:
                 raise ValueError(f"reward_funcs: {name!r} is neither 'judge' nor a function of reward_models.")
         return funcs, reward_weights
-    if task_args.task in reward_models.D1_REWARD_WEIGHTS:
-        funcs, weights = reward_models.rewards_for(task_args.task)
-        return funcs, reward_weights if reward_weights is not None else weights
     if task_args.task is not None:
-        return [task_reward(task_args.task)], reward_weights
+        funcs, weights = get_task(task_args.task).rewards()
+        return funcs, reward_weights if reward_weights is not None else weights
     raise ValueError("reward_funcs: name the reward functions when training on a dataset_source without a task.")
 
 
@@ -225,13 +240,6 @@ def _train(model_args, task_args, config, checkpoint):
     return trainer
 
 
-# How a completion is written from a task's reference, for SFT on tasks whose rows carry no `completion`.
-SFT_COMPLETIONS = {
-    "digit_sort": lambda row: row["answer"],
-    "sudoku": lambda row: f"<reasoning>\n</reasoning>\n<answer>\n{row['solution']}\n</answer>",
-}
-
-
 def sft(argv: list[str]):
     """Masked-diffusion SFT from a recipe; returns the trainer."""
     from trl import ModelConfig
@@ -254,12 +262,15 @@ def _sft(model_args, task_args, config, checkpoint):
     if len(train_data) == 0:
         raise ValueError("the SFT dataset has no rows; check task, dataset_source, train_split and num_train_examples.")
     if "completion" not in train_data.column_names:
-        if task_args.task not in SFT_COMPLETIONS:
+        from .tasks import TASKS
+
+        with_targets = sorted(name for name, task in TASKS.items() if task.sft_completion is not None)
+        if task_args.task not in with_targets:
             raise ValueError(
                 f"the SFT data has no 'completion' column (columns: {train_data.column_names}); give a "
-                f"dataset_source with prompt and completion columns, or a task among {sorted(SFT_COMPLETIONS)}."
+                f"dataset_source with prompt and completion columns, or a task among {with_targets}."
             )
-        make = SFT_COMPLETIONS[task_args.task]
+        make = TASKS[task_args.task].sft_completion
         train_data = train_data.map(lambda row: {"completion": make(row)})
         eval_data = eval_data.map(lambda row: {"completion": make(row)}) if eval_data is not None else None
     model, tokenizer = load_model_and_tokenizer(model_args, trust_remote_code=False)
@@ -298,25 +309,15 @@ def load_for_inference(path: str, trust_remote_code: bool):
 
 
 def evaluate(argv: list[str]) -> dict:
-    """`dipod eval`: accuracy of a checkpoint on a task's test split; prints and returns the summary."""
-    import os
-
-    from .data import load_task
-    from .evaluation import EvalArguments, evaluate_task, task_reward
+    """`dipod eval`: accuracy of a model (or a sweep of checkpoints) on a task's test split; prints the summaries."""
+    from .evaluation import EvalArguments, run_evaluation
 
     (args,) = parse_recipe([EvalArguments], argv)
-    model, tokenizer = load_for_inference(args.model, args.trust_remote_code)
-    dataset = _limit(load_task(args.task, args.dataset_source, args.split), args.num_examples)
-    output = args.output or os.path.join(args.model if os.path.isdir(args.model) else ".",
-                                         f"eval_{args.task}_{args.split}.jsonl")
-    summary = evaluate_task(
-        model, tokenizer, dataset, task_reward(args.task), gen_length=args.gen_length, block_length=args.block_length,
-        steps=args.steps, temperature=args.temperature, remasking=args.remasking,
-        num_generations=args.num_generations, batch_size=args.batch_size, output_path=output, seed=args.seed,
-    )
-    print(f"{args.task} ({args.split}, {summary['num_examples']} examples): accuracy {summary['accuracy']:.4f}")
-    print(f"records: {output}")
-    return summary
+    if args.checkpoints:
+        from .sweep import run_sweep
+
+        return run_sweep(args, load_for_inference)
+    return run_evaluation(args, load_for_inference)
 
 
 @dataclass

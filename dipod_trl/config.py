@@ -77,10 +77,11 @@ class DiPODConfig(GRPOConfig):
         method exactly.
     dipod_normalization (`str` or `None`): how the on-policy ELBO term is averaged over the batch.
     spg_eubo_beta, spg_negative_bound, spg_mix_weight: SPG's upper bound for negative advantages.
+    kl_estimator: how FPO's KL penalty (weight `beta`) is estimated.
 
     > Parameters that control likelihood estimation
 
-    elbo_num_samples, elbo_estimator, p_mask_prompt, elbo_chunk_size, elbo_grad_chunk_size.
+    elbo_num_samples, elbo_estimator, one_step_masks, p_mask_prompt, elbo_chunk_size, elbo_grad_chunk_size.
 
     > Parameters that control diffusion sampling
 
@@ -136,6 +137,15 @@ class DiPODConfig(GRPOConfig):
         default=0.5,
         metadata={"help": "SPG: weight of the EUBO in the mixture when spg_negative_bound='mix'."},
     )
+    kl_estimator: str = field(
+        default="k3",
+        metadata={
+            "help": "FPO's KL penalty to the reference (weight `beta`). 'k3': exp(d) - d - 1 on the per-token ELBO "
+            "difference d = (ELBO_ref - ELBO_theta) / length. 'linear_sequence': ELBO_theta - ELBO_ref in nats per "
+            "sequence, as the paper's release (its FPO branch). diffu_grpo always uses d1's per-token k3; spg has "
+            "no KL."
+        },
+    )
 
     # Likelihood estimation
     elbo_num_samples: int = field(
@@ -149,8 +159,19 @@ class DiPODConfig(GRPOConfig):
         default="antithetic",
         metadata={
             "help": "ELBO estimator: 'mc' (mask ratio uniform), 'antithetic' (pairs of complementary masks, "
-            "coupled-GRPO style; needs an even elbo_num_samples) or 'stratified' (stratified mask ratios, "
-            "LLaDA-1.5's VRPO). All unbiased."
+            "coupled-GRPO style; needs an even elbo_num_samples), 'stratified' (stratified mask ratios, "
+            "LLaDA-1.5's VRPO), all unbiased for the ELBO; or 'block_random' (SPG's forward_type block_random: one "
+            "random block of block_length partly masked, later blocks and the canvas past the first EOS masked; "
+            "unbiased for the block-by-block ELBO of the semi-autoregressive sampler; elbo_num_samples is SPG's "
+            "num_t)."
+        },
+    )
+    one_step_masks: str = field(
+        default="canvas",
+        metadata={
+            "help": "diffu_grpo's one-step estimate masks 'canvas': the whole max_completion_length canvas, the "
+            "positions after the first EOS included (d1's way; the real tokens are scored), or 'completion': only "
+            "the completion up to its first EOS, the rest not attended."
         },
     )
     p_mask_prompt: float | None = field(
@@ -243,8 +264,9 @@ class DiPODConfig(GRPOConfig):
     gradient_checkpointing: bool | None = field(
         default=None,
         metadata={
-            "help": "Deprecated alias of `activation_checkpointing`. Off by default (TRL turns it on): LLaDA's remote "
-            "code refuses it."
+            "help": "Deprecated alias of `activation_checkpointing`. Off by default (TRL turns it on): small models "
+            "gain nothing from it. LLaDA, Dream and the tiny model support it; turn it on for large models to trade "
+            "about a fifth more compute for activation memory."
         },
     )
     bf16: bool | None = field(
@@ -264,7 +286,14 @@ class DiPODConfig(GRPOConfig):
                 raise ValueError(f"{name} must be one of {options}, got {value!r}.")
 
         choice("objective", OBJECTIVES)
-        choice("elbo_estimator", ("mc", "antithetic", "stratified"))
+        choice("elbo_estimator", ("mc", "antithetic", "stratified", "block_random"))
+        choice("one_step_masks", ("canvas", "completion"))
+        choice("kl_estimator", ("k3", "linear_sequence"))
+        if self.kl_estimator != "k3" and self.objective != "fpo":
+            raise ValueError(
+                f"kl_estimator={self.kl_estimator!r} applies to objective='fpo' only (diffu_grpo's KL is d1's per-token "
+                f"k3, spg has none); got objective={self.objective!r}. Remove kl_estimator or set objective='fpo'."
+            )
         choice("remasking", ("low_confidence", "random", "margin", "entropy"))
         choice("prompt_truncation", ("error", "left"))
         choice("reward_nan_policy", ("error", "skip"))

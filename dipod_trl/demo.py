@@ -26,10 +26,10 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from reward_models import exact_match_accuracy
 
 from .config import DiPODConfig
-from .data import load_digit_sort
 from .evaluation import evaluate_task
 from .models import build_tiny_model, build_tiny_tokenizer
 from .sft import MaskedDiffusionSFTTrainer, MaskedSFTConfig
+from .tasks.digit_sort import load as load_digit_sort
 from .trainer import DiPODTrainer
 
 

@@ -17,6 +17,8 @@ All samples are scored in batched forward passes (chunked with `chunk_size` to b
 
 Completion positions where `completion_mask` is 0 (after the first EOS) are treated as padding: the model does not
 attend to them and they are not scored, so the quantities above are those of the completion up to its first EOS.
+Two estimators follow d1 and SPG instead and show them to the model as mask tokens on the fixed generation canvas
+(`mask_padding=True` and `block_random`): the model then sees how long the canvas is, as it did while generating.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch.utils.checkpoint
 from .models.adapters import as_diffusion_lm
 from .sampling import Generators, model_logits, random_uniform
 
-ESTIMATORS = ("mc", "antithetic", "stratified", "one_step")
+ESTIMATORS = ("mc", "antithetic", "stratified", "block_random", "one_step")
 
 
 @dataclass
@@ -42,24 +44,27 @@ class MaskDraw:
         weights: float (B, K), the factor applied to a sample's sum of masked-token log-probabilities (`L / l` for the
             ELBO, 1 for the one-step estimate); 0 for an empty completion.
         prompt_masks: bool (B, K, P) or None, prompt positions masked as well (d1's `p_mask_prompt`).
+        context_masks: bool (B, K, C) or None, completion positions shown as mask tokens but not scored: the later
+            blocks of `block_random`, and canvas positions past the first EOS (which are then attended).
     """
 
     completion_masks: torch.Tensor
     weights: torch.Tensor
     prompt_masks: torch.Tensor | None = None
+    context_masks: torch.Tensor | None = None
 
     @property
     def num_samples(self) -> int:
         return self.completion_masks.shape[1]
 
     def to(self, device) -> MaskDraw:
-        prompt_masks = None if self.prompt_masks is None else self.prompt_masks.to(device)
-        return MaskDraw(self.completion_masks.to(device), self.weights.to(device), prompt_masks)
+        optional = [None if m is None else m.to(device) for m in (self.prompt_masks, self.context_masks)]
+        return MaskDraw(self.completion_masks.to(device), self.weights.to(device), *optional)
 
     def __getitem__(self, index) -> MaskDraw:
         """Select rows (the batch dimension), e.g. to split a generation batch into micro-batches."""
-        prompt_masks = None if self.prompt_masks is None else self.prompt_masks[index]
-        return MaskDraw(self.completion_masks[index], self.weights[index], prompt_masks)
+        optional = [None if m is None else m[index] for m in (self.prompt_masks, self.context_masks)]
+        return MaskDraw(self.completion_masks[index], self.weights[index], *optional)
 
 
 def _uniform(shape, generator: Generators, device, width: int | None = None, align: str = "left") -> torch.Tensor:
@@ -90,6 +95,8 @@ def draw_masks(
     p_mask_prompt: float = 0.0,
     completion_width: int | None = None,
     prompt_width: int | None = None,
+    block_length: int | None = None,
+    mask_padding: bool = False,
 ) -> MaskDraw:
     """Draw the masks of `num_samples` Monte-Carlo samples per row.
 
@@ -101,8 +108,20 @@ def draw_masks(
       little (high variance) is paired with one that masks much. `num_samples` must be even.
     * `stratified`: sample `k` of `K` draws its mask ratio from the `k`-th of `K` equal strata of (0, 1]
       (LLaDA-1.5's VRPO); the average over the `K` samples stays unbiased.
+    * `block_random`: SPG's block-wise estimate of the semi-autoregressive ELBO (SPG's `forward_type
+      block_random`). Each sample picks one block `k` of `block_length` positions uniformly among the blocks that
+      hold completion tokens, masks `l` uniform on `1..L_k` of its `L_k` completion tokens, shows every later block
+      and every position past the first EOS as mask tokens (not scored), and weighs the masked tokens by
+      `K_c * L_k / l` (`K_c` blocks). Its mean is `sum_k ELBO_k`, the ELBO of generating block after block (each
+      block's ELBO given the blocks before it, later ones masked): the mean log-likelihood over generation orders
+      that finish a block before starting the next. (SPG's own code also scores the later blocks' tokens and
+      averages over every scored token, which estimates no bound; the paper's recipes use this estimator.)
     * `one_step`: d1's diffu-GRPO estimate: the whole completion masked, weight 1 (one sample per row is enough;
       it is deterministic apart from prompt masking).
+
+    `mask_padding=True` also shows the positions after each completion (up to the width of `completion_mask`, the
+    generation canvas) as mask tokens, unscored: d1's one-step estimate masks its whole canvas this way.
+    `block_random` always does.
 
     `p_mask_prompt > 0` also masks each real prompt token with that probability (as d1 does). The result is then a
     biased, regularised variant of the estimate rather than a bound on the likelihood.
@@ -118,15 +137,20 @@ def draw_masks(
         raise ValueError(f"num_samples must be even for estimator='antithetic' (pairs of masks), got {num_samples}.")
     if not 0.0 <= p_mask_prompt < 1.0:
         raise ValueError(f"p_mask_prompt must be in [0, 1), got {p_mask_prompt}.")
+    if estimator == "block_random" and (block_length is None or block_length < 1):
+        raise ValueError(f"estimator='block_random' needs a positive block_length, got {block_length}.")
 
     valid = completion_mask.bool().unsqueeze(1).expand(-1, num_samples, -1)  # (B, K, C)
     batch, _, length = valid.shape
     device = completion_mask.device
     lengths = completion_mask.long().sum(-1, keepdim=True).expand(-1, num_samples)  # (B, K)
 
+    context = ~valid if mask_padding else None
     if estimator == "one_step":
         masks = valid.clone()
         weights = (lengths > 0).float()
+    elif estimator == "block_random":
+        masks, weights, context = _block_random(valid, block_length, generator, completion_width)
     else:
         ranks = _random_ranks(valid, generator, completion_width)
         if estimator == "mc":
@@ -156,7 +180,31 @@ def draw_masks(
         prompt_valid = prompt_attention_mask.bool().unsqueeze(1).expand(-1, num_samples, -1)
         draws = _uniform(prompt_valid.shape, generator, device, prompt_width, align="right")
         prompt_masks = (draws < p_mask_prompt) & prompt_valid
-    return MaskDraw(masks, weights.to(device), prompt_masks)
+    return MaskDraw(masks, weights.to(device), prompt_masks, context)
+
+
+def _block_random(valid: torch.Tensor, block_length: int, generator: Generators, width: int | None):
+    """`block_random`'s scored masks, weights and context masks (see [`draw_masks`]) for valid positions (B, K, C)."""
+    batch, num_samples, length = valid.shape
+    device = valid.device
+    block_of = torch.arange(length, device=device) // block_length  # (C,)
+    num_blocks = int(block_of[-1].item()) + 1 if length else 0
+    per_block = torch.zeros(batch, num_samples, num_blocks, device=device, dtype=torch.long)
+    per_block.index_add_(2, block_of, valid.long())  # completion tokens per block
+    nonempty = per_block > 0
+    num_nonempty = nonempty.sum(-1)  # K_c
+    # block k: the r-th non-empty block, r uniform on 0..K_c-1
+    u_block, u_count = random_uniform((batch, num_samples, 2), generator, device).unbind(-1)
+    r = torch.minimum((u_block * num_nonempty).long(), (num_nonempty - 1).clamp(min=0))
+    chosen = (nonempty & (nonempty.long().cumsum(-1) == (r + 1).unsqueeze(-1))).float().argmax(-1)  # (B, K)
+    in_block = block_of.view(1, 1, -1) == chosen.unsqueeze(-1)
+    block_tokens = per_block.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)  # L_k
+    num_masked = torch.ceil(u_count * block_tokens).long().clamp(min=1)  # uniform on 1..L_k
+    ranks = _random_ranks(valid & in_block, generator, width)
+    masks = (ranks < num_masked.unsqueeze(-1)) & valid & in_block
+    context = (block_of.view(1, 1, -1) > chosen.unsqueeze(-1)) | ~valid
+    weights = torch.where(num_nonempty > 0, num_nonempty * block_tokens / num_masked.float(), 0.0)
+    return masks, weights.float(), context & ~masks
 
 
 def _prepare(prompt_ids, completion_ids, completion_mask, attention_mask):
@@ -197,13 +245,17 @@ def masked_token_logps(
     prompt_length = prompt_ids.shape[1]
 
     completion = completion_ids.unsqueeze(1).expand(-1, num_samples, -1)
-    noisy_completion = completion.masked_fill(draw.completion_masks, lm.mask_token_id)
+    shown_masked = draw.completion_masks if draw.context_masks is None else draw.completion_masks | draw.context_masks
+    noisy_completion = completion.masked_fill(shown_masked, lm.mask_token_id)
     prompt = prompt_ids.unsqueeze(1).expand(-1, num_samples, -1)
     if draw.prompt_masks is not None:
         prompt = prompt.masked_fill(draw.prompt_masks, lm.mask_token_id)
     noisy = torch.cat([prompt, noisy_completion], dim=-1).reshape(batch * num_samples, -1)
     attention = torch.cat([attention_mask, completion_mask], dim=-1)
     attention = attention.unsqueeze(1).expand(-1, num_samples, -1).reshape(batch * num_samples, -1)
+    if draw.context_masks is not None:  # masked canvas positions past the first EOS are attended, as in d1 and SPG
+        shown = torch.cat([torch.zeros_like(prompt), draw.context_masks.long()], dim=-1)
+        attention = attention | shown.reshape(batch * num_samples, -1)
     prompt_index = torch.zeros_like(noisy, dtype=torch.bool)
     prompt_index[:, :prompt_length] = attention[:, :prompt_length].bool()
     targets = completion.reshape(batch * num_samples, length)
@@ -248,6 +300,7 @@ def elbo_samples(
     draw: MaskDraw | None = None,
     cfg_scale: float = 0.0,
     chunk_size: int | None = None,
+    block_length: int | None = None,
 ) -> torch.Tensor:
     """The `K` per-sample ELBO estimates of each row, shape (B, K); [`elbo`] is their mean."""
     completion_mask, attention_mask = _prepare(prompt_ids, completion_ids, completion_mask, attention_mask)
@@ -259,6 +312,7 @@ def elbo_samples(
             generator=generator,
             prompt_attention_mask=attention_mask,
             p_mask_prompt=p_mask_prompt,
+            block_length=block_length,
         )
     token_logps = masked_token_logps(
         model,
@@ -287,6 +341,7 @@ def elbo(
     draw: MaskDraw | None = None,
     cfg_scale: float = 0.0,
     chunk_size: int | None = None,
+    block_length: int | None = None,
 ) -> torch.Tensor:
     """Monte-Carlo ELBO of each completion given its prompt: one value per row, in nats, summed over tokens.
 
@@ -295,7 +350,8 @@ def elbo(
         prompt_ids: (B, P), left-padded; `attention_mask` (B, P) marks the real tokens.
         completion_ids: (B, C); `completion_mask` (B, C) is 1 up to the first EOS (defaults to all ones).
         num_samples: `K`, Monte-Carlo samples per row (all scored in one batched pass, chunked by `chunk_size`).
-        estimator: `mc` | `antithetic` | `stratified` | `one_step` (see [`draw_masks`]).
+        estimator: `mc` | `antithetic` | `stratified` | `block_random` (needs `block_length`; its bound is the
+            block-by-block ELBO, on the canvas `completion_ids` spans) | `one_step` (see [`draw_masks`]).
         generator: seeds the mask draw; pass `draw=` instead to reuse masks across policies.
         p_mask_prompt: also mask prompt tokens with this probability (d1's biased, regularising variant).
     """
@@ -312,6 +368,7 @@ def elbo(
         draw=draw,
         cfg_scale=cfg_scale,
         chunk_size=chunk_size,
+        block_length=block_length,
     ).mean(dim=1)
 
 
@@ -326,8 +383,13 @@ def one_step_token_logps(
     generator: Generators = None,
     draw: MaskDraw | None = None,
     cfg_scale: float = 0.0,
+    mask_padding: bool = False,
 ) -> torch.Tensor:
-    """d1's one-step per-token estimate (diffu-GRPO): completion fully masked, prompt randomly masked. Shape (B, C)."""
+    """d1's one-step per-token estimate (diffu-GRPO): completion fully masked, prompt randomly masked. Shape (B, C).
+
+    `mask_padding=True` masks the whole canvas `completion_ids` spans, the positions after the first EOS included, as
+    d1 does; the real tokens are scored either way.
+    """
     completion_mask, attention_mask = _prepare(prompt_ids, completion_ids, completion_mask, attention_mask)
     if draw is None:
         draw = draw_masks(
@@ -337,6 +399,7 @@ def one_step_token_logps(
             generator=generator,
             prompt_attention_mask=attention_mask,
             p_mask_prompt=p_mask_prompt,
+            mask_padding=mask_padding,
         )
     return masked_token_logps(
         model,

@@ -9,6 +9,7 @@ Shapes: `B` completions in the batch, `C` completion positions. "ELBO" below is 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -92,12 +93,15 @@ def fpo_loss(
     ref_elbo: torch.Tensor | None = None,
     kl_beta: float = 0.0,
     lengths: torch.Tensor | None = None,
+    kl_estimator: str = "k3",
 ) -> ObjectiveOutput:
     """FPO for masked diffusion: PPO clipping on the sequence ratio `exp(ELBO_theta - ELBO_old)`, mean over sequences.
 
     Old and current ELBOs must be estimated on the same masks, so the ratio is exactly 1 before any update. With
-    `kl_beta > 0`, adds `kl_beta * mean(exp(d) - d - 1)`, the k3 KL estimate on the per-token ELBO difference
-    `d = (ELBO_ref - ELBO_theta) / length`.
+    `kl_beta > 0`, adds `kl_beta` times a KL estimate per sequence, averaged over sequences: `kl_estimator='k3'`:
+    `exp(d) - d - 1` on the per-token ELBO difference `d = (ELBO_ref - ELBO_theta) / length`;
+    `'linear_sequence'`: `ELBO_theta - ELBO_ref` in nats per sequence (the paper's release, FPO branch of its
+    `diffu_grpo_trainer.py`: `beta * (current_elbos - ref_elbos).mean()`).
     """
     log_ratio = elbo - old_elbo
     ratio = torch.exp(log_ratio)
@@ -107,8 +111,13 @@ def fpo_loss(
     if kl_beta != 0.0:
         if ref_elbo is None or lengths is None:
             raise ValueError("fpo_loss with kl_beta != 0 needs ref_elbo and lengths.")
-        d = (ref_elbo - elbo) / lengths.clamp(min=1)
-        kl = torch.exp(d) - d - 1
+        if kl_estimator == "k3":
+            d = (ref_elbo - elbo) / lengths.clamp(min=1)
+            kl = torch.exp(d) - d - 1
+        elif kl_estimator == "linear_sequence":
+            kl = elbo - ref_elbo
+        else:
+            raise ValueError(f"kl_estimator must be 'k3' or 'linear_sequence', got {kl_estimator!r}.")
         per_sequence = per_sequence + kl_beta * kl
         metrics["kl"] = kl.mean().detach()
     low, high = _clip_stats(ratio, advantages, epsilon_low, epsilon_high)
@@ -178,11 +187,16 @@ def spg_eubo_per_token(
 
     `token_logps`, `masks`: (B, K, C) as returned by `dipod_trl.likelihood.masked_token_logps` and its draw;
     `weights`: (B, K).
+
+    Computed in log space (`logsumexp` of `beta * log p + log weight`): `p^beta` of a confidently wrong token
+    underflows float32 (below ~1e-45, e.g. log p = -70 at beta = 1.5), and its log would be -inf.
     """
-    powered = torch.exp(eubo_beta * token_logps) * masks
-    average = (powered * weights.unsqueeze(-1)).mean(dim=1)  # (B, C)
     scored = masks.any(dim=1)
-    log_average = torch.log(torch.where(scored, average, torch.ones_like(average))) / eubo_beta
+    log_terms = eubo_beta * token_logps + torch.log(weights).unsqueeze(-1)
+    log_terms = log_terms.masked_fill(~masks.bool(), float("-inf"))
+    log_terms = log_terms.masked_fill(~scored.unsqueeze(1), 0.0)  # no all -inf column: its gradient would be NaN
+    log_average = torch.logsumexp(log_terms, dim=1) - math.log(token_logps.shape[1])  # (B, C)
+    log_average = torch.where(scored, log_average, torch.zeros_like(log_average)) / eubo_beta
     return (log_average * scored).sum(-1) / scored.sum(-1).clamp(min=1)
 
 

@@ -16,9 +16,9 @@ from transformers import Trainer, TrainingArguments
 from trl.trainer.utils import pad
 
 from .config import apply_device_defaults
-from .data import tokenize_prompt
 from .likelihood import masked_diffusion_sft_loss
 from .models.adapters import as_diffusion_lm
+from .tasks import tokenize_prompt
 
 
 @dataclass

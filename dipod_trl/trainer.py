@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
-from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
+from transformers import GenerationConfig, PreTrainedTokenizerBase
 from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
@@ -48,7 +48,7 @@ from .likelihood import (
     order_log_likelihoods,
     random_orders,
 )
-from .models.adapters import as_diffusion_lm, load_diffusion_model
+from .models.adapters import as_diffusion_lm, load_diffusion_model, load_diffusion_tokenizer
 from .objectives import (
     diffu_grpo_loss,
     dipod_term,
@@ -150,8 +150,8 @@ class DiPODTrainer(GRPOTrainer):
     """GRPOTrainer for masked diffusion LMs with the FPO, diffu-GRPO and SPG objectives and DiPOD's on-policy ELBO term.
 
     Args:
-        model: a hub id or local directory (loaded with the Auto class its family needs; LLaDA and Dream only with
-            `args.trust_remote_code=True`), a `PreTrainedModel`, or a `PeftModel`.
+        model: a hub id or local directory (LLaDA and Dream load with this package's implementations, no remote
+            code; other families with the Auto class they need), a `PreTrainedModel`, or a `PeftModel`.
         reward_funcs: TRL reward functions `(prompts, completions, **columns) -> list[float]`, reward-model ids or
             instances, or a list of them (weighted by `args.reward_weights`).
         args: a [`DiPODConfig`].
@@ -202,8 +202,8 @@ class DiPODTrainer(GRPOTrainer):
                 model, trust_remote_code=args.trust_remote_code, **(args.model_init_kwargs or {})
             )
         if processing_class is None:
-            processing_class = AutoTokenizer.from_pretrained(
-                model.config._name_or_path, trust_remote_code=args.trust_remote_code, padding_side="left"
+            processing_class = load_diffusion_tokenizer(
+                model.config._name_or_path, trust_remote_code=args.trust_remote_code
             )
         as_diffusion_lm(model, processing_class)  # no mask token in the model or the tokenizer: stop here, say why
         if getattr(model, "generation_config", None) is None:
@@ -353,6 +353,10 @@ class DiPODTrainer(GRPOTrainer):
         completion_ids = completion_ids.to(device)
         completion_mask = pad([torch.ones(len(c), dtype=torch.long) for c in completion_ids_list], 0, "right")
         completion_mask = completion_mask.to(device)
+        if self._scores_on_canvas():  # pad to the full canvas, whose positions past the EOS are scored as masks
+            extra = self.args.max_completion_length - completion_ids.shape[1]
+            completion_ids = torch.nn.functional.pad(completion_ids, (0, extra), value=self._tokenizer.pad_token_id)
+            completion_mask = torch.nn.functional.pad(completion_mask, (0, extra), value=0)
 
         rewards_per_func = self._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
@@ -426,7 +430,15 @@ class DiPODTrainer(GRPOTrainer):
             p_mask_prompt=self.args.p_mask_prompt,
             completion_width=self.args.max_completion_length,
             prompt_width=self.args.max_prompt_length,
+            block_length=self.args.block_length,
+            mask_padding=diffu and self.args.one_step_masks == "canvas",
         )
+
+    def _scores_on_canvas(self) -> bool:
+        """Whether the masks cover the whole generation canvas (d1's one-step masks, SPG's block_random)."""
+        if self.args.objective == "diffu_grpo":
+            return self.args.one_step_masks == "canvas"
+        return self.args.elbo_estimator == "block_random"
 
     def _score(self, model, inputs: dict, draw: MaskDraw, chunk_size=None, recompute_chunks=False) -> torch.Tensor:
         """Token log-probabilities (B, K, C) of the completions under `model` on the masks of `draw`."""
@@ -464,6 +476,8 @@ class DiPODTrainer(GRPOTrainer):
         }
         if draws[0].prompt_masks is not None:
             out["mask_prompt"] = torch.stack([d.prompt_masks for d in draws], dim=1)
+        if draws[0].context_masks is not None:
+            out["mask_context"] = torch.stack([d.context_masks for d in draws], dim=1)
         if self.args.objective == "spg":
             return out  # SPG's gradient is on-policy: no ratio, no reference
         # As in GRPOTrainer: when every inner iteration and micro-batch of this generation batch falls inside one
@@ -527,6 +541,7 @@ class DiPODTrainer(GRPOTrainer):
             completion_masks=inputs["mask_completion"][:, it],
             weights=inputs["mask_weights"][:, it],
             prompt_masks=inputs["mask_prompt"][:, it] if "mask_prompt" in inputs else None,
+            context_masks=inputs["mask_context"][:, it] if "mask_context" in inputs else None,
         )
         completion_mask = inputs["completion_mask"]
         lengths = completion_mask.sum(-1)
@@ -546,7 +561,7 @@ class DiPODTrainer(GRPOTrainer):
             old = inputs["old_scores"][:, it] if "old_scores" in inputs else elbo.detach()
             ref = inputs["ref_scores"][:, it] if "ref_scores" in inputs else None
             out = fpo_loss(elbo, old, advantages, epsilon_low=eps_low, epsilon_high=eps_high,
-                           ref_elbo=ref, kl_beta=self.beta, lengths=lengths)
+                           ref_elbo=ref, kl_beta=self.beta, lengths=lengths, kl_estimator=self.args.kl_estimator)
             on_policy = elbo
         elif self.args.objective == "diffu_grpo":
             token = token_logps[:, 0]

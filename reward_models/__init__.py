@@ -11,6 +11,9 @@ empty cells filled correctly); format rewards are in [0, 1].
 Model-based rewards (imported on first use, so this package stays light): `SequenceClassifierReward` (a Hugging Face
 sequence-classification reward model) and `JudgeReward` (an LLM judge behind an OpenAI-compatible server such as
 `vllm serve`; needs only httpx).
+
+`reward_models.d1` scores as d1's evaluation does (looser parsing, for comparing with published tables). Each task's
+training mix of these rewards, with d1's weights, is `dipod_trl.tasks.get_task(name).rewards()`.
 """
 
 from importlib import import_module
@@ -34,22 +37,6 @@ from .math_rewards import (
 )
 from .sudoku import is_valid_sudoku, parse_sudoku_answer, sudoku_accuracy, sudoku_solved
 
-# The reward mixes of d1 (and SPG, which reuses them) per task, as (reward, weight) pairs in this package's 0-to-1
-# units: e.g. d1's GSM8K correctness pays 2.0 and its XML count at most 0.5. Countdown's 0.9/0.1 split reproduces
-# d1's 1.0 for a correct answer and 0.1 for a well-formed wrong one. Use with TRL's `reward_weights`.
-D1_REWARD_WEIGHTS = {
-    "gsm8k": [
-        (xml_count_reward, 0.5),
-        (soft_format_reward, 0.5),
-        (strict_format_reward, 0.5),
-        (integer_answer_reward, 0.5),
-        (gsm8k_accuracy, 2.0),
-    ],
-    "math500": [(math500_accuracy, 2.0), (boxed_in_answer_reward, 1.0)],
-    "countdown": [(countdown_accuracy, 0.9), (answer_tag_reward, 0.1)],
-    "sudoku": [(sudoku_accuracy, 1.0)],
-}
-
 _LAZY = {
     "SequenceClassifierReward": "reward_models.hf_model",
     "JudgeReward": "reward_models.judge",
@@ -61,21 +48,14 @@ _LAZY = {
 
 
 def __getattr__(name):
+    if name == "d1":  # d1's evaluation scoring, a submodule loaded on first use
+        return import_module("reward_models.d1")
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'reward_models' has no attribute {name!r}")
 
 
-def rewards_for(task: str) -> tuple[list, list[float]]:
-    """`(reward_funcs, reward_weights)` of d1's setup for a task ("gsm8k", "math500", "countdown", "sudoku")."""
-    if task not in D1_REWARD_WEIGHTS:
-        raise ValueError(f"task: unknown task {task!r}; expected one of {sorted(D1_REWARD_WEIGHTS)}.")
-    funcs, weights = zip(*D1_REWARD_WEIGHTS[task])
-    return list(funcs), list(weights)
-
-
 __all__ = [
-    "D1_REWARD_WEIGHTS",
     "DEFAULT_JUDGE_TEMPLATE",
     "JudgeReplyError",
     "JudgeReward",
@@ -96,7 +76,6 @@ __all__ = [
     "math500_accuracy",
     "parse_score",
     "parse_sudoku_answer",
-    "rewards_for",
     "soft_format_reward",
     "strict_format_reward",
     "sudoku_accuracy",

@@ -3,7 +3,7 @@
 They reproduce what d1 (and SPG, which reuses its rewards) reward, on a 0-to-1 scale, and fix two weak spots of the
 originals: d1's regexes had no DOTALL, so multi-line reasoning never matched the "strict" or "soft" format, and its
 tag count penalised the length of the whole text when the answer was not followed by a newline. The paper's weights
-in those units are in `reward_models.D1_REWARD_WEIGHTS`.
+in those units are in each task's `reward_mix` (`dipod_trl.tasks`).
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from dipod_trl import cli
-from dipod_trl.data import load_digit_sort
 from dipod_trl.evaluation import evaluate_task
 from dipod_trl.recipe import parse_recipe
+from dipod_trl.tasks.digit_sort import load as load_digit_sort
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = os.path.join(ROOT, "recipes")
@@ -197,27 +197,12 @@ def test_eval_prints_accuracy_and_resumes_without_redoing_records(sft_checkpoint
     with open(output, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in complete[:20])
         f.write(json.dumps(complete[20])[:30])
-    scored = []
-
-    def counting_reward(completions, **kwargs):
-        scored.extend(completions)
-        from reward_models import exact_match_accuracy
-
-        return exact_match_accuracy(completions, **kwargs)
-
-    from transformers import AutoTokenizer
-
-    from dipod_trl.models import load_diffusion_model
-
-    resumed = evaluate_task(
-        load_diffusion_model(sft_checkpoint), AutoTokenizer.from_pretrained(sft_checkpoint),
-        load_digit_sort("test", num_examples=2000).select(range(48)), counting_reward,
-        gen_length=8, block_length=4, steps=8, batch_size=16, output_path=output, progress=False,
-    )
-    assert len(scored) == 28  # only the unfinished records were generated again
+    resumed = cli.main(args)
     assert resumed == summary
     with open(output) as f:
-        records = {r["index"]: r for r in map(json.loads, f)}  # every line is a whole record again
+        lines = f.read().splitlines()
+    assert len(lines) == 48  # the 20 finished records kept, the cut line dropped, only the other 28 generated again
+    records = {r["index"]: r for r in map(json.loads, lines)}  # every line is a whole record again
     assert [records[i]["generations"] for i in range(48)] == [r["generations"] for r in complete]
 
 
@@ -240,8 +225,8 @@ def test_a_recipe_key_that_does_not_exist_names_it_and_suggests_the_closest(tmp_
         cli.main(["train", os.path.join(RECIPES, "tiny.yaml"), "--num_generation", "4"])
 
 
-@pytest.mark.parametrize("name", ["gsm8k", "math500", "countdown", "sudoku", "spg/gsm8k", "spg/sudoku", "tiny",
-                                  "tiny_sft"])
+@pytest.mark.parametrize("name", ["diffu_grpo/gsm8k", "diffu_grpo/math500", "diffu_grpo/countdown", "diffu_grpo/sudoku",
+                                  "tiny", "tiny_sft"])
 def test_every_recipe_parses_into_the_config_it_documents(name):
     from trl import ModelConfig
 
@@ -252,12 +237,14 @@ def test_every_recipe_parses_into_the_config_it_documents(name):
     model, task, config = parse_recipe([ModelConfig, cli.TaskArguments, config_type],
                                        [os.path.join(RECIPES, f"{name}.yaml"), "--bf16", "false"])
     assert task.task is not None and model.model_name_or_path
-    if name in ("gsm8k", "math500", "countdown", "sudoku"):  # the paper's d1 settings
+    if name.startswith("diffu_grpo/"):  # d1's settings (recipes/paper/ are checked against the release itself)
         assert (model.lora_r, model.lora_alpha, model.lora_dropout) == (128, 64, 0.05)
         assert (config.learning_rate, config.num_generations, config.max_completion_length) == (3e-6, 6, 256)
         assert (config.block_length, config.diffusion_steps, config.epsilon, config.beta) == (32, 128, 0.5, 0.04)
-        assert (config.num_iterations, config.dipod_beta, config.max_grad_norm) == (12, 0.05, 0.2)
+        iterations = 8 if name.endswith(("countdown", "sudoku")) else 12
+        assert (config.num_iterations, config.dipod_beta, config.max_grad_norm) == (iterations, 0.05, 0.2)
         assert (config.adam_beta1, config.adam_beta2, config.weight_decay) == (0.9, 0.99, 0.1)
+        assert (config.scale_rewards, config.one_step_masks, config.max_prompt_length) == ("none", "canvas", 200)
 
 
 def test_unknown_command_is_an_error():
@@ -285,4 +272,4 @@ def test_the_dipod_executable_exits_zero_after_a_command(sft_checkpoint, tmp_pat
                              "--gen_length", "8", "--block_length", "4", "--steps", "8",
                              "--output", str(tmp_path / "eval.jsonl")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "digit_sort (test, 8 examples): accuracy" in result.stdout
+    assert "digit_sort (test, 8 examples, gen_length 8, project prompts): accuracy" in result.stdout

@@ -8,7 +8,7 @@ import json
 import pytest
 from datasets import Dataset, DatasetDict
 
-import dipod_trl.data as data
+import dipod_trl.tasks.source as source_module
 from dipod_trl.data import (
     SUDOKU_SYSTEM_PROMPT,
     SYSTEM_PROMPT,
@@ -94,7 +94,7 @@ def test_load_math500_from_csv_and_from_solutions(tmp_path):
         'problem,answer,subject\n"Compute $\\frac{28}{6}$.",\\frac{14}{3},Algebra\n"What is $2^3$?",8,Algebra\n'
     )
     dataset = load_math500(str(tmp_path / "math.csv"))
-    assert sorted(dataset.column_names) == ["answer", "prompt"]
+    assert sorted(dataset.column_names) == ["answer", "prompt", "question"]
     assert dataset["answer"] == ["\\frac{14}{3}", "8"]
     assert dataset[1]["prompt"][0]["content"] == SYSTEM_PROMPTS["math500"]
     assert dataset[1]["prompt"][1]["content"] == "What is $2^3$?"
@@ -155,7 +155,7 @@ def test_hub_ids_go_to_load_dataset(monkeypatch):
         calls.append((path, name, split))
         return Dataset.from_list(GSM8K_ROWS)
 
-    monkeypatch.setattr(data, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(source_module, "load_dataset", fake_load_dataset)
     dataset = load_task("gsm8k", split="test")
     assert calls == [("openai/gsm8k", "main", "test")]
     assert dataset["answer"] == ["72", "1200", "-3"]

@@ -229,3 +229,110 @@ def test_bad_estimator_arguments_name_the_argument(model, kwargs, argument):
 def test_order_bound_rejects_k_below_one(model):
     with pytest.raises(ValueError, match="num_orders"):
         order_bound(model, torch.tensor([[1]]), torch.tensor([[2, 3]]), num_orders=0)
+
+
+# ---------------------------------------------------------------- the generation canvas: d1's and SPG's masks
+
+PAD = 0  # a canvas position past the first EOS; always shown to the model as the mask token
+
+
+def canvas_logps(model, prompt, completion, masked, tail):
+    """log p(completion_i | ...) when `masked` completion positions and `tail` canvas positions after it are masked."""
+    noisy = [MASK if m else t for t, m in zip(completion, masked)] + [MASK] * tail
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + noisy])).logits[0, len(prompt): len(prompt) + len(completion)]
+    return logits.log_softmax(-1).gather(-1, torch.tensor(completion)[:, None])[:, 0].tolist()
+
+
+def blocks_of(completion, tail, block_length):
+    """The completion positions of each canvas block that holds any (SPG's completion_num_blocks blocks)."""
+    canvas = len(completion) + tail
+    blocks = [[i for i in range(start, min(start + block_length, canvas)) if i < len(completion)]
+              for start in range(0, canvas, block_length)]
+    return [b for b in blocks if b]
+
+
+def exact_block_bound(model, prompt, completion, tail, block_length):
+    """sum over blocks k of block k's ELBO given the blocks before it, later blocks and the tail masked: every l and
+    every subset of block k enumerated."""
+    total = 0.0
+    for block in blocks_of(completion, tail, block_length):
+        later = [i for i in range(len(completion)) if i > block[-1]]
+        size = len(block)
+        for l in range(1, size + 1):
+            subsets = list(itertools.combinations(block, l))
+            for subset in subsets:
+                masked = [i in subset or i in later for i in range(len(completion))]
+                logps = canvas_logps(model, prompt, completion, masked, tail)
+                total += (1 / size) * (size / l) / len(subsets) * sum(logps[i] for i in subset)
+    return total
+
+
+def block_order_log_likelihoods(model, prompt, completion, tail, block_length):
+    """log p_sigma(y) for every order that fills the blocks left to right (any order inside a block)."""
+    values = []
+    for parts in itertools.product(*[itertools.permutations(b) for b in blocks_of(completion, tail, block_length)]):
+        masked, total = [True] * len(completion), 0.0
+        for position in itertools.chain(*parts):
+            total += canvas_logps(model, prompt, completion, masked, tail)[position]
+            masked[position] = False
+        values.append(total)
+    return torch.tensor(values, dtype=torch.float64)
+
+
+BLOCK_CASES = [([1, 2], [3, 4, 5], 1), ([4], [0, 6, 2, 1], 0), ([2, 5, 1], [6, 6], 2), ([3], [1, 5, 2, 6, 4], 1)]
+
+
+@pytest.mark.parametrize("prompt,completion,tail", BLOCK_CASES)
+def test_block_random_estimator_mean_equals_the_exact_block_bound(model, prompt, completion, tail):
+    exact = exact_block_bound(model, prompt, completion, tail, block_length=2)
+    samples = elbo_samples(
+        model, torch.tensor([prompt]), torch.tensor([completion + [PAD] * tail]),
+        completion_mask=torch.tensor([[1] * len(completion) + [0] * tail]), num_samples=20000,
+        estimator="block_random", block_length=2, generator=torch.Generator().manual_seed(1),
+    )[0]
+    mean, standard_error = samples.mean().item(), samples.std().item() / math.sqrt(samples.numel())
+    print(f"exact block bound {exact:.4f}  block_random mean {mean:.4f} +- {standard_error:.4f} (K=20000)")
+    assert abs(mean - exact) < 3 * standard_error
+
+
+@pytest.mark.parametrize("prompt,completion,tail", BLOCK_CASES)
+def test_block_bound_is_the_mean_over_block_orders_and_below_their_likelihood(model, prompt, completion, tail):
+    bound = exact_block_bound(model, prompt, completion, tail, block_length=2)
+    values = block_order_log_likelihoods(model, prompt, completion, tail, block_length=2)
+    block_likelihood = (torch.logsumexp(values, 0) - math.log(len(values))).item()
+    assert values.mean().item() == pytest.approx(bound, abs=1e-5)
+    assert bound < block_likelihood  # Jensen; strict: the block orders' likelihoods differ
+    if tail == 0:  # without a tail the any-order log-likelihood is the one the tests above enumerate
+        orders = torch.tensor(exact_any_order(model, prompt, completion), dtype=torch.float64)
+        any_order = (torch.logsumexp(orders, 0) - math.log(len(orders))).item()
+        print(f"block bound {bound:.4f} <= any-order log-likelihood {any_order:.4f}")
+        assert bound <= any_order
+
+
+def test_block_random_masks_one_block_partly_and_everything_after_it():
+    completion_mask = torch.tensor([[1] * 7 + [0] * 3])  # canvas of 10 in blocks of 4: completion blocks 0 and 1
+    draw = draw_masks(completion_mask, 500, estimator="block_random", block_length=4,
+                      generator=torch.Generator().manual_seed(0))
+    scored, context = draw.completion_masks[0], draw.context_masks[0]
+    block = torch.arange(10) // 4
+    for k in range(500):
+        chosen = block[scored[k]].unique()
+        assert chosen.numel() == 1 and chosen.item() in (0, 1)  # never the tail-only block 2
+        assert torch.equal(context[k], (block > chosen) | (completion_mask[0] == 0))  # later blocks, tail
+        tokens = 4 if chosen.item() == 0 else 3
+        assert draw.weights[0, k].item() == pytest.approx(2 * tokens / scored[k].sum().item())
+    picked_first = (block[scored.float().argmax(-1)] == 0).float().mean().item()
+    assert picked_first == pytest.approx(0.5, abs=0.07)
+
+
+def test_one_step_canvas_masks_the_padding_tail_and_scores_the_real_tokens(model):
+    prompt, completion, tail = [1, 2], [3, 4, 5], 3
+    canvas = torch.tensor([completion + [PAD] * tail])
+    mask = torch.tensor([[1] * 3 + [0] * tail])
+    full = one_step_token_logps(model, torch.tensor([prompt]), canvas, completion_mask=mask, mask_padding=True)[0]
+    assert full[:3].tolist() == pytest.approx(canvas_logps(model, prompt, completion, [True] * 3, tail), abs=1e-5)
+    assert full[3:].tolist() == [0.0] * tail
+    valid_only = one_step_token_logps(model, torch.tensor([prompt]), canvas, completion_mask=mask)[0]
+    assert valid_only[:3].tolist() == pytest.approx(token_logps(model, prompt, completion, [True] * 3), abs=1e-5)
+    assert (full[:3] - valid_only[:3]).abs().max() > 1e-3  # the masked tail is context the model sees

@@ -110,3 +110,45 @@ def test_group_relative_advantages_skip_missing_rewards_and_weight_functions():
     assert summed[:2].tolist() == [1.0, 0.5] and math.isnan(summed[2]) and summed[3] == 1.5
     assert adv[2] == 0.0  # unscorable
     assert torch.allclose(adv[[0, 1, 3]], torch.tensor([1.0, 0.5, 1.5]) - 1.0)
+
+
+def test_spg_eubo_is_finite_where_p_to_the_beta_underflows_float32_and_equals_a_float64_reference():
+    # log p = -80 and -150 at beta 1.5: p^beta = e^-120 and e^-225, both 0 in float32 (smallest ~ e^-103.3).
+    logps = torch.tensor([[[-80.0, -0.3, -150.0], [-2.0, -1.0, -0.0], [-81.0, -0.2, -149.0]]])
+    masks = torch.tensor([[[1, 1, 1], [0, 1, 0], [1, 0, 1]]], dtype=torch.bool)
+    logps = logps * masks
+    weights = torch.tensor([[1.5, 3.0, 1.5]])
+    beta = 1.5
+    old_way = torch.log((torch.exp(beta * logps) * masks * weights.unsqueeze(-1)).mean(dim=1)) / beta
+    assert torch.isinf(old_way[0, [0, 2]]).all()  # what computing p^beta first gave
+    got = spg_eubo_per_token(logps, masks, weights, beta)
+    l64, m64, w64 = logps.double(), masks.double(), weights.double()
+    reference = (torch.log((torch.exp(beta * l64) * m64 * w64.unsqueeze(-1)).mean(dim=1)) / beta).mean()
+    assert torch.isfinite(got).all()
+    assert got.item() == pytest.approx(reference.item(), rel=1e-6)
+
+
+def test_spg_eubo_gradient_is_finite_with_an_unscored_position():
+    logps = torch.tensor([[[-90.0, -1.0, 0.0], [-95.0, 0.0, 0.0]]], requires_grad=True)
+    masks = torch.tensor([[[1, 1, 0], [1, 0, 0]]], dtype=torch.bool)  # position 2: no sample masks it
+    spg_eubo_per_token(logps * masks, masks, torch.tensor([[1.5, 3.0]]), 1.5).backward()
+    assert torch.isfinite(logps.grad).all()
+    assert logps.grad[0, :, 2].abs().sum() == 0
+
+
+def test_fpo_linear_sequence_kl_is_the_release_elbo_difference():
+    elbo = torch.tensor([-30.0, -52.0, -12.0], requires_grad=True)
+    old = elbo.detach().clone()
+    ref = torch.tensor([-29.0, -55.0, -12.5])
+    adv = torch.tensor([0.5, -1.0, 0.25])
+    out = fpo_loss(elbo, old, adv, epsilon_low=0.5, epsilon_high=0.5, ref_elbo=ref, kl_beta=0.04,
+                   lengths=torch.tensor([10, 20, 5]), kl_estimator="linear_sequence")
+    # ratio 1: policy part -mean(A); KL: beta * mean(ELBO - ELBO_ref), per sequence in nats
+    expected = -adv.mean().item() + 0.04 * ((-30 + 29) + (-52 + 55) + (-12 + 12.5)) / 3
+    assert out.loss.item() == pytest.approx(expected, rel=1e-6)
+    out.loss.backward()
+    # d loss / d ELBO_j = (-A_j + beta) / B: the release's linear term pushes every ELBO down by beta / B
+    assert elbo.grad.tolist() == pytest.approx(((-adv + 0.04) / 3).tolist(), rel=1e-6)
+    with pytest.raises(ValueError, match="kl_estimator"):
+        fpo_loss(elbo, old, adv, epsilon_low=0.5, epsilon_high=0.5, ref_elbo=ref, kl_beta=0.04,
+                 lengths=torch.tensor([10, 20, 5]), kl_estimator="k2")

@@ -405,14 +405,16 @@ def test_answer_tag_and_boxed_in_answer():
 
 
 def test_d1_countdown_mix_reproduces_d1_scores():
-    funcs, weights = reward_models.rewards_for("countdown")
+    from dipod_trl.tasks import get_task
+
+    funcs, weights = get_task("countdown").rewards()
     completions = [countdown("2*4-3"), countdown("2+3+4"), "2*4-3"]
     columns = {"numbers": [[2, 3, 4]] * 3, "target": [5] * 3}
     per_func = [f(completions, **columns) for f in funcs]
     totals = [sum(w * scores[i] for w, scores in zip(weights, per_func)) for i in range(3)]
     assert totals == pytest.approx([1.0, 0.1, 0.0])
     with pytest.raises(ValueError, match="task"):
-        reward_models.rewards_for("chess")
+        get_task("chess")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

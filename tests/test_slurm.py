@@ -53,7 +53,7 @@ def test_slurm_scripts_pass_bash_syntax_check_and_shellcheck(script):
 
 
 def test_multinode_script_launches_one_accelerate_per_node_with_its_rank(tmp_path):
-    launched, _ = run_slurm_script(tmp_path, "train_multinode.slurm", 3, "recipes/gsm8k.yaml", "--dipod_beta", "0.1",
+    launched, _ = run_slurm_script(tmp_path, "train_multinode.slurm", 3, "recipes/paper/fpo_gsm8k.yaml", "--dipod_beta", "0.1",
                                    MAIN_PROCESS_PORT="29611", OUTPUT_DIR=str(tmp_path / "out"))
     assert sorted(launched) == [0, 1, 2]
     for rank, argv in launched.items():
@@ -63,18 +63,18 @@ def test_multinode_script_launches_one_accelerate_per_node_with_its_rank(tmp_pat
         assert option(argv, "--main_process_ip") == "gpu-00"  # the allocation's first node, on every node
         assert option(argv, "--main_process_port") == "29611"
         assert option(argv, "--config_file") == "recipes/accelerate/zero2.yaml"
-        assert argv[argv.index("-m"):] == ["-m", "dipod_trl", "recipes/gsm8k.yaml", "--output_dir",
+        assert argv[argv.index("-m"):] == ["-m", "dipod_trl", "recipes/paper/fpo_gsm8k.yaml", "--output_dir",
                                            str(tmp_path / "out"), "--dipod_beta", "0.1"]
 
 
 def test_single_node_script_reads_the_output_dir_from_the_recipe_and_resumes_from_the_newest_checkpoint(tmp_path):
-    launched, _ = run_slurm_script(tmp_path, "train.slurm", 1, "recipes/gsm8k.yaml",
+    launched, _ = run_slurm_script(tmp_path, "train.slurm", 1, "recipes/paper/fpo_gsm8k.yaml",
                                    ACCELERATE_CONFIG="recipes/accelerate/zero3.yaml")
     argv = launched[0]
     assert (option(argv, "--num_machines"), option(argv, "--num_processes"), option(argv, "--machine_rank")) == (
         "1", "8", "0")
     assert option(argv, "--config_file") == "recipes/accelerate/zero3.yaml"
-    assert option(argv, "--output_dir") == "outputs/gsm8k-diffu_grpo-dipod"  # recipes/gsm8k.yaml's output_dir
+    assert option(argv, "--output_dir") == "outputs/paper/fpo_gsm8k"  # the recipe's output_dir
     assert "--resume_from_checkpoint" not in argv
 
     out = tmp_path / "out"
@@ -82,6 +82,6 @@ def test_single_node_script_reads_the_output_dir_from_the_recipe_and_resumes_fro
         (out / f"checkpoint-{step}").mkdir(parents=True)
     shutil.rmtree(tmp_path / "bin")
     shutil.rmtree(tmp_path / "record")
-    launched, stdout = run_slurm_script(tmp_path, "train.slurm", 1, "recipes/gsm8k.yaml", OUTPUT_DIR=str(out))
+    launched, stdout = run_slurm_script(tmp_path, "train.slurm", 1, "recipes/paper/fpo_gsm8k.yaml", OUTPUT_DIR=str(out))
     assert option(launched[0], "--resume_from_checkpoint") == str(out / "checkpoint-1000")
     assert "resuming from" in stdout

@@ -79,6 +79,7 @@ def independent_scores(model, inputs, iteration, objective):
         inputs["mask_completion"][:, iteration],
         inputs["mask_weights"][:, iteration],
         inputs["mask_prompt"][:, iteration] if "mask_prompt" in inputs else None,
+        inputs["mask_context"][:, iteration] if "mask_context" in inputs else None,
     )
     args = (model, inputs["prompt_ids"], inputs["completion_ids"])
     kwargs = dict(completion_mask=inputs["completion_mask"], attention_mask=inputs["prompt_mask"], draw=draw)
@@ -87,7 +88,7 @@ def independent_scores(model, inputs, iteration, objective):
     return dipod_trl.elbo(*args, **kwargs), draw
 
 
-def independent_loss(model, inputs, objective, eps=0.2, kl_beta=0.0, eubo_beta=1.5):
+def independent_loss(model, inputs, objective, eps=0.2, kl_beta=0.0, eubo_beta=1.5, kl_estimator="k3"):
     """The base objective written out per sequence/token, from estimates computed with the public API."""
     scores, draw = independent_scores(model, inputs, 0, objective)
     adv = inputs["advantages"].tolist()
@@ -98,7 +99,9 @@ def independent_loss(model, inputs, objective, eps=0.2, kl_beta=0.0, eubo_beta=1
         for j, a in enumerate(adv):
             ratio = torch.exp(scores[j] - scores[j].detach())
             terms.append(-torch.min(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a))
-            if kl_beta:
+            if kl_beta and kl_estimator == "linear_sequence":
+                terms[-1] = terms[-1] + kl_beta * (scores[j] - inputs["ref_scores"][j, 0])
+            elif kl_beta:
                 d = (inputs["ref_scores"][j, 0] - scores[j]) / lengths[j]
                 terms[-1] = terms[-1] + kl_beta * (torch.exp(d) - d - 1)
         return torch.stack(terms).mean(), scores, lengths
@@ -172,6 +175,44 @@ def test_loss_and_gradient_equal_the_base_objective_and_dipod_adds_exactly_its_t
     assert (with_dipod - loss).item() == pytest.approx(-0.05 * term.item(), abs=1e-6)
     difference = (grad_dipod - grad + 0.05 * gradients(model)).abs().max().item()
     assert difference < 1e-6, difference
+
+
+@pytest.mark.parametrize(
+    "objective,overrides",
+    [
+        ("fpo", dict(beta=0.1, kl_estimator="linear_sequence")),
+        ("spg", dict(elbo_estimator="block_random")),
+        ("diffu_grpo", dict(one_step_masks="completion")),
+    ],
+)
+def test_the_release_options_give_the_loss_written_out_independently(tokenizer, tmp_path, objective, overrides):
+    trainer = make_trainer(tokenizer, tmp_path, reward=text_hash, objective=objective, dipod_beta=0.0,
+                           elbo_num_samples=4, **overrides)
+    with torch.no_grad():  # move the policy away from the reference, so that the KL term is not zero
+        for p in trainer.model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    inputs = generation_batch(trainer)
+    canvas = overrides.get("elbo_estimator") == "block_random"
+    assert inputs["completion_ids"].shape[1] == (8 if canvas else inputs["completion_mask"].sum(-1).max())
+    assert ("mask_context" in inputs) == canvas
+    loss = trainer._compute_loss(trainer.model, inputs)
+    expected, _, _ = independent_loss(trainer.model, inputs, objective, kl_beta=overrides.get("beta", 0.0),
+                                      kl_estimator=overrides.get("kl_estimator", "k3"))
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_diffu_grpo_scores_on_d1s_full_canvas_by_default(tokenizer, tmp_path):
+    trainer = make_trainer(tokenizer, tmp_path, reward=text_hash, objective="diffu_grpo", dipod_beta=0.0)
+    inputs = generation_batch(trainer)
+    mask = inputs["completion_mask"]
+    assert inputs["completion_ids"].shape[1] == trainer.args.max_completion_length
+    assert (mask == 0).any(), "the test needs a completion that stops before the end of the canvas"
+    # the whole canvas is masked: the completion (scored) and the tail after its first EOS (context)
+    assert torch.equal(inputs["mask_completion"][:, 0, 0], mask.bool())
+    assert torch.equal(inputs["mask_context"][:, 0, 0], ~mask.bool())
+    loss = trainer._compute_loss(trainer.model, inputs)
+    expected, _, _ = independent_loss(trainer.model, inputs, "diffu_grpo")
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
 
 
 @pytest.mark.parametrize("objective", ["fpo", "diffu_grpo"])
@@ -357,6 +398,10 @@ def test_all_eos_completions_give_a_finite_zero_signal_loss(tokenizer, tmp_path)
         (dict(max_completion_length=10), "block_length"),
         (dict(diffusion_steps=3), "diffusion_steps"),
         (dict(elbo_num_samples=3), "even"),
+        (dict(objective="spg", kl_estimator="linear_sequence"), "applies to objective='fpo' only"),
+        (dict(kl_estimator="k1"), "kl_estimator"),
+        (dict(elbo_estimator="block"), "elbo_estimator"),
+        (dict(one_step_masks="all"), "one_step_masks"),
     ],
 )
 def test_config_fields_that_cannot_apply_fail_loudly(overrides, match):

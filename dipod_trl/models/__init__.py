@@ -1,4 +1,4 @@
-"""Models: the built-in tiny masked diffusion LM, its tokenizer, and adapters over the model families we train."""
+"""Models: LLaDA, Dream, the built-in tiny masked diffusion LM, its tokenizer, and adapters over the model families."""
 
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
@@ -8,15 +8,24 @@ from .adapters import (
     as_diffusion_lm,
     check_tokenizer_has_mask,
     load_diffusion_model,
+    load_diffusion_tokenizer,
     unwrap_model,
 )
+from .dream import DreamConfig, DreamModel
+from .llada import LLaDAConfig, LLaDAModelLM
 from .tiny import TinyMDLMConfig, TinyMDLMForMaskedDiffusion
 from .tokenizer import build_tiny_tokenizer
 
-# Registering makes `AutoModel.from_pretrained(dir)` work for saved tiny models, offline and without remote code.
-AutoConfig.register(TinyMDLMConfig.model_type, TinyMDLMConfig, exist_ok=True)
-AutoModel.register(TinyMDLMConfig, TinyMDLMForMaskedDiffusion, exist_ok=True)
-AutoModelForMaskedLM.register(TinyMDLMConfig, TinyMDLMForMaskedDiffusion, exist_ok=True)
+# Registering makes `AutoModel.from_pretrained(dir)` work for these families offline and without remote code (under
+# their official model_type, so hub checkpoints of LLaDA and Dream resolve to our classes, not their `auto_map`).
+for _config, _model in (
+    (TinyMDLMConfig, TinyMDLMForMaskedDiffusion),
+    (LLaDAConfig, LLaDAModelLM),
+    (DreamConfig, DreamModel),
+):
+    AutoConfig.register(_config.model_type, _config, exist_ok=True)
+    AutoModel.register(_config, _model, exist_ok=True)
+    AutoModelForMaskedLM.register(_config, _model, exist_ok=True)
 
 
 
@@ -45,11 +54,16 @@ __all__ = [
     "build_tiny_model",
     "LLADA_MASK_TOKEN_ID",
     "DiffusionLM",
+    "DreamConfig",
+    "DreamModel",
+    "LLaDAConfig",
+    "LLaDAModelLM",
     "TinyMDLMConfig",
     "TinyMDLMForMaskedDiffusion",
     "as_diffusion_lm",
     "build_tiny_tokenizer",
     "check_tokenizer_has_mask",
     "load_diffusion_model",
+    "load_diffusion_tokenizer",
     "unwrap_model",
 ]

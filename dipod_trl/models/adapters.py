@@ -6,7 +6,7 @@ is a matter of one adapter class. The adapter is picked from `model.config.model
 | family | `model_type` | logits | mask id |
 | --- | --- | --- | --- |
 | built-in tiny model | `tiny_mdlm` | aligned | `config.mask_token_id` |
-| LLaDA / LLaDA-1.5 (`GSAI-ML/LLaDA-8B-Instruct`) | `llada` | aligned | 126336 |
+| LLaDA / LLaDA-1.5 (`GSAI-ML/LLaDA-8B-Instruct`) | `llada` | aligned | 126336; stops at EOS 126081 and EOT 126348 |
 | Dream (`Dream-org/Dream-v0-Instruct-7B`) | `Dream` | shifted by one (i predicts i+1) | tokenizer's `<|mask|>` |
 | any Hugging Face masked LM (BERT, RoBERTa, ModernBERT, ...) | anything else | aligned | tokenizer's mask token |
 """
@@ -17,8 +17,14 @@ from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 LLADA_MASK_TOKEN_ID = 126336
+# LLaDA ends a completion with <|endoftext|> (EOS, 126081) or, in chat turns, <|eot_id|> (EOT, 126348); its sampler
+# fills the rest of the canvas with EOS.
+LLADA_STOP_TOKENS = {"<|endoftext|>": 126081, "<|eot_id|>": 126348}
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -72,7 +78,13 @@ class DiffusionLM:
         logits = self.model(input_ids, **kwargs).logits
         if self.shift_logits:
             # Dream predicts the next position from each hidden state; move the scores back onto their positions.
-            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+            shifted = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+            if attention_mask is not None:
+                # A row's first real token has no real predecessor: it keeps its own scores, as in the unpadded row
+                # (the pad position before it would make them depend on the padding).
+                after_pad = torch.cat([torch.ones_like(attention_mask[:, :1]), 1 - attention_mask[:, :-1]], dim=1)
+                shifted = torch.where((after_pad.bool() & attention_mask.bool()).unsqueeze(-1), logits, shifted)
+            logits = shifted
         return logits
 
     @property
@@ -123,7 +135,12 @@ def as_diffusion_lm(
     for eos in _as_id_list(getattr(generation_config, "eos_token_id", None)):
         if eos not in eos_ids:
             eos_ids.append(eos)
-    if tokenizer is not None and tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos_ids:
+    if model_type == "llada":
+        # The model's EOS stays first (it fills the tail); EOT also ends a completion.
+        for eos in _llada_stop_ids(config, tokenizer):
+            if eos not in eos_ids:
+                eos_ids.append(eos)
+    elif tokenizer is not None and tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos_ids:
         eos_ids.insert(0, tokenizer.eos_token_id)
     pad_id = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
     if pad_id is None:
@@ -138,6 +155,18 @@ def as_diffusion_lm(
     )
 
 
+def _llada_stop_ids(config, tokenizer) -> list[int]:
+    """LLaDA's EOS and EOT ids: from the tokenizer's vocabulary when there is one, else LLaDA's own ids."""
+    if tokenizer is None:
+        vocab = getattr(config, "embedding_size", None) or getattr(config, "vocab_size", 0)
+        return [i for i in LLADA_STOP_TOKENS.values() if i < vocab]
+    vocab = tokenizer.get_vocab()
+    ids = [vocab[token] for token in LLADA_STOP_TOKENS if token in vocab]
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
 def check_tokenizer_has_mask(tokenizer: PreTrainedTokenizerBase) -> int:
     """Return the tokenizer's mask token id, or raise a `ValueError` that says how to fix it."""
     if tokenizer.mask_token_id is None:
@@ -149,6 +178,29 @@ def check_tokenizer_has_mask(tokenizer: PreTrainedTokenizerBase) -> int:
     return tokenizer.mask_token_id
 
 
+# Families implemented in this package: their checkpoints load with our classes, whatever `auto_map` they carry.
+NATIVE_MODEL_TYPES = ("llada", "Dream", "tiny_mdlm")
+_remote_code_noted = False
+
+
+def _native_model_class(model_type: str) -> type[PreTrainedModel]:
+    from .dream import DreamModel
+    from .llada import LLaDAModelLM
+    from .tiny import TinyMDLMForMaskedDiffusion
+
+    return {"llada": LLaDAModelLM, "Dream": DreamModel, "tiny_mdlm": TinyMDLMForMaskedDiffusion}[model_type]
+
+
+def _note_remote_code_unused(name_or_path: str, model_type: str) -> None:
+    global _remote_code_noted
+    if not _remote_code_noted:
+        _remote_code_noted = True
+        logger.warning(
+            f"trust_remote_code=True is not needed for {name_or_path} ({model_type}): it loads with dipod_trl's own "
+            "implementation, and no code from the checkpoint runs."
+        )
+
+
 def load_diffusion_model(
     name_or_path: str,
     *,
@@ -157,18 +209,43 @@ def load_diffusion_model(
 ) -> PreTrainedModel:
     """Load a diffusion LM by hub id or local directory with the Auto class its family needs.
 
-    LLaDA and Dream publish their modeling code on the hub, so they load only when the caller opts in with
-    `trust_remote_code=True`; the built-in tiny model and standard masked LMs never need it.
+    LLaDA, Dream and the tiny model load with this package's implementations (picked by `model_type`), never with
+    the checkpoint's remote code, even when the caller passes `trust_remote_code=True`. Standard masked LMs load with
+    `AutoModelForMaskedLM`; `trust_remote_code` applies to them and to other families only.
     """
-    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+    from transformers import AutoModelForMaskedLM, PreTrainedConfig
 
     from .loading import is_adapter_checkpoint, load_adapter_model
 
     if is_adapter_checkpoint(name_or_path, model_init_kwargs.get("revision")):  # LoRA output: base + adapters
         return load_adapter_model(name_or_path, trust_remote_code=trust_remote_code, **model_init_kwargs)
 
-    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    hub_kwargs = {k: model_init_kwargs[k] for k in ("revision", "token", "cache_dir") if k in model_init_kwargs}
+    config_dict, _ = PreTrainedConfig.get_config_dict(name_or_path, **hub_kwargs)
+    model_type = config_dict.get("model_type", "")
+    if model_type in NATIVE_MODEL_TYPES:
+        if trust_remote_code and model_type != "tiny_mdlm":
+            _note_remote_code_unused(name_or_path, model_type)
+        return _native_model_class(model_type).from_pretrained(name_or_path, **model_init_kwargs)
     kwargs = {"trust_remote_code": trust_remote_code, **model_init_kwargs}
-    if config.model_type in ("llada", "Dream", "dream", "tiny_mdlm"):
-        return AutoModel.from_pretrained(name_or_path, **kwargs)
     return AutoModelForMaskedLM.from_pretrained(name_or_path, **kwargs)
+
+
+def load_diffusion_tokenizer(
+    name_or_path: str, *, trust_remote_code: bool = False, **kwargs
+) -> PreTrainedTokenizerBase:
+    """The tokenizer of a diffusion LM, left-padding. Dream's tokenizer files (its remote-code `DreamTokenizer` is a
+    copy of Qwen2's) load with the standard Qwen2 tokenizer; every other family through `AutoTokenizer`."""
+    from transformers import AutoTokenizer, PreTrainedConfig, Qwen2TokenizerFast
+
+    kwargs.setdefault("padding_side", "left")
+    hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir") if k in kwargs}
+    try:
+        model_type = PreTrainedConfig.get_config_dict(name_or_path, **hub_kwargs)[0].get("model_type", "")
+    except OSError:  # a tokenizer-only directory
+        model_type = ""
+    if model_type == "Dream":
+        return Qwen2TokenizerFast.from_pretrained(name_or_path, **kwargs)
+    if model_type in NATIVE_MODEL_TYPES:
+        trust_remote_code = False
+    return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)

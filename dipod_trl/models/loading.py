@@ -73,12 +73,12 @@ def load_adapter_model(name_or_path: str, *, trust_remote_code: bool = False, is
 
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False, **kwargs):
     """The checkpoint's tokenizer; for an adapter checkpoint saved without one, its base model's."""
-    from transformers import AutoTokenizer
+    from .adapters import load_diffusion_tokenizer
 
     source = name_or_path
     if is_adapter_checkpoint(name_or_path) and not _has_file(name_or_path, "tokenizer_config.json"):
         source = adapter_base_model(name_or_path)
-    return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
+    return load_diffusion_tokenizer(source, trust_remote_code=trust_remote_code, **kwargs)
 
 
 def merge_adapters(adapter_path: str, output_dir: str, *, trust_remote_code: bool = False) -> str:

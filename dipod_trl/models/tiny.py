@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
 
@@ -56,7 +57,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-class TinyMDLMBlock(nn.Module):
+class TinyMDLMBlock(GradientCheckpointingLayer):
     """Pre-norm transformer block with full (bidirectional) self-attention and a GELU MLP."""
 
     def __init__(self, config: TinyMDLMConfig):
@@ -92,7 +93,7 @@ class TinyMDLMForMaskedDiffusion(PreTrainedModel):
     config_class = TinyMDLMConfig
     base_model_prefix = "tiny_mdlm"
     main_input_name = "input_ids"
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
     _no_split_modules = ["TinyMDLMBlock"]
     _tied_weights_keys = {"lm_head.weight": "embed_tokens.weight"}
 
