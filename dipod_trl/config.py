@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig
 
+from .sampling import FAST_DECODING_HELP, validate_fast_decoding
+
 OBJECTIVES = ("fpo", "diffu_grpo", "spg")
 
 
@@ -85,7 +87,8 @@ class DiPODConfig(GRPOConfig):
 
     > Parameters that control diffusion sampling
 
-    diffusion_steps, block_length, remasking, cfg_scale, max_prompt_length, prompt_truncation.
+    diffusion_steps, block_length, remasking, cfg_scale, max_prompt_length, prompt_truncation; fast rollouts:
+    kv_cache, cache_refresh_steps, confidence_threshold (completions are still scored with the exact model).
 
     > Parameters that control the drift monitor and robustness
 
@@ -222,6 +225,11 @@ class DiPODConfig(GRPOConfig):
         default=0.0,
         metadata={"help": "Classifier-free guidance scale for generation and scoring (0 disables it)."},
     )
+    kv_cache: str | None = field(default=None, metadata={"help": FAST_DECODING_HELP["kv_cache"]})
+    cache_refresh_steps: int | None = field(default=None, metadata={"help": FAST_DECODING_HELP["cache_refresh_steps"]})
+    confidence_threshold: float | None = field(
+        default=None, metadata={"help": FAST_DECODING_HELP["confidence_threshold"]}
+    )
     max_prompt_length: int | None = field(
         default=512,
         metadata={"help": "Longest prompt in tokens; what happens to longer ones is set by prompt_truncation."},
@@ -336,6 +344,8 @@ class DiPODConfig(GRPOConfig):
                 f"diffusion_steps ({self.diffusion_steps}) must be a positive multiple of the number of blocks "
                 f"(max_completion_length / block_length = {num_blocks})."
             )
+        validate_fast_decoding(kv_cache=self.kv_cache, cache_refresh_steps=self.cache_refresh_steps,
+                               confidence_threshold=self.confidence_threshold, cfg_scale=self.cfg_scale)
         if self.drift_num_orders < 0 or self.drift_num_sequences < 0 or self.drift_every < 1:
             raise ValueError("drift_num_orders and drift_num_sequences must be >= 0 and drift_every >= 1.")
         for name, (allowed, why) in _UNSUPPORTED.items():

@@ -302,7 +302,7 @@ class DiPODTrainer(GRPOTrainer):
             ) as unwrapped,
             torch.no_grad(),
         ):
-            completion_ids, completion_mask = generate(
+            completion_ids, completion_mask, stats = generate(
                 as_diffusion_lm(unwrapped, self._tokenizer),
                 padded,
                 attention,
@@ -314,7 +314,14 @@ class DiPODTrainer(GRPOTrainer):
                 cfg_scale=self.args.cfg_scale,
                 eos_token_ids=self.eos_token_ids,
                 generator=self._generators,
+                kv_cache=self.args.kv_cache,
+                cache_refresh_steps=self.args.cache_refresh_steps,
+                confidence_threshold=self.args.confidence_threshold,
+                return_stats=True,
             )
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["generation/forwards"].append(stats.forwards)
+        self._metrics[mode]["generation/full_forwards"].append(stats.full_forwards)
         completion_ids = [c[m.bool()].tolist() for c, m in zip(completion_ids.cpu(), completion_mask.cpu())]
         return completion_ids, None
 
