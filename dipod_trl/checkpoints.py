@@ -97,7 +97,8 @@ def load_generation_state(trainer, checkpoint: str) -> None:
             )
         trainer._step = micro_steps
         return
-    state = torch.load(path, map_location=trainer.accelerator.device, weights_only=True)
+    device = trainer.accelerator.device  # DeepSpeed on CPUs says cpu:0, which torch.load cannot map to
+    state = torch.load(path, map_location="cpu" if device.type == "cpu" else device, weights_only=True)
     trainer._step = state["step"]
     trainer._generation_count = state["generation_count"]
     trainer._buffered_inputs = state["buffered_inputs"]

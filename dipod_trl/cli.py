@@ -337,9 +337,9 @@ class GenerateArguments:
 
 
 def generate_command(argv: list[str]) -> list[str]:
-    from .sampling import generate
+    from .sampling import FastDecodingArguments, generate
 
-    (args,) = parse_recipe([GenerateArguments], argv)
+    args, fast = parse_recipe([GenerateArguments, FastDecodingArguments], argv)
     model, tokenizer = load_for_inference(args.model, args.trust_remote_code)
     if args.chat:
         batch = tokenizer.apply_chat_template([[{"role": "user", "content": p}] for p in args.prompt],
@@ -350,7 +350,8 @@ def generate_command(argv: list[str]) -> list[str]:
     device = next(model.parameters()).device
     ids, mask = generate(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), tokenizer=tokenizer,
                          gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
-                         temperature=args.temperature, remasking=args.remasking, cfg_scale=args.cfg_scale)
+                         temperature=args.temperature, remasking=args.remasking, cfg_scale=args.cfg_scale,
+                         **fast.as_kwargs())
     texts = tokenizer.batch_decode([i[m.bool()] for i, m in zip(ids, mask)], skip_special_tokens=True)
     for prompt, text in zip(args.prompt, texts):
         print(f">>> {prompt}\n{text}\n")

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig
 
+from .sampling import FAST_DECODING_HELP, validate_fast_decoding
+
 OBJECTIVES = ("fpo", "diffu_grpo", "spg")
 
 
@@ -28,6 +30,12 @@ def apply_device_defaults(args) -> None:
     """
     if args.bf16 is None:
         args.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not args.fp16
+    if not torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        # accelerate runs an FSDP config on CPUs as plain DDP (with use_cpu) or as unconnected single processes.
+        raise ValueError(
+            "FSDP needs CUDA: without it accelerate would not shard anything. On CPUs use "
+            "recipes/accelerate/cpu2_zero3.yaml (DeepSpeed ZeRO-3 shards parameters over gloo) or cpu2.yaml (DDP)."
+        )
     if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         args.use_cpu = True
     if args.ddp_find_unused_parameters is None:
@@ -75,11 +83,12 @@ class DiPODConfig(GRPOConfig):
 
     > Parameters that control likelihood estimation
 
-    elbo_num_samples, elbo_estimator, one_step_masks, p_mask_prompt, elbo_chunk_size.
+    elbo_num_samples, elbo_estimator, one_step_masks, p_mask_prompt, elbo_chunk_size, elbo_grad_chunk_size.
 
     > Parameters that control diffusion sampling
 
-    diffusion_steps, block_length, remasking, cfg_scale, max_prompt_length, prompt_truncation.
+    diffusion_steps, block_length, remasking, cfg_scale, max_prompt_length, prompt_truncation; fast rollouts:
+    kv_cache, cache_refresh_steps, confidence_threshold (completions are still scored with the exact model).
 
     > Parameters that control the drift monitor and robustness
 
@@ -181,6 +190,16 @@ class DiPODConfig(GRPOConfig):
             "help": "Rows per forward pass when scoring without gradients (old/reference/monitor); bounds memory."
         },
     )
+    elbo_grad_chunk_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Rows (completion x mask sample) per forward pass in the gradient pass. Each chunk runs under "
+            "activation checkpointing: its activations are freed after the forward pass and recomputed in backward "
+            "one chunk at a time, so training memory is that of one chunk, flat in elbo_num_samples and in the "
+            "micro-batch, with the same loss and gradients, for one extra forward pass. None: all "
+            "per_device_train_batch_size * elbo_num_samples rows in one pass."
+        },
+    )
 
     # Diffusion sampling
     max_completion_length: int | None = field(
@@ -205,6 +224,11 @@ class DiPODConfig(GRPOConfig):
     cfg_scale: float = field(
         default=0.0,
         metadata={"help": "Classifier-free guidance scale for generation and scoring (0 disables it)."},
+    )
+    kv_cache: str | None = field(default=None, metadata={"help": FAST_DECODING_HELP["kv_cache"]})
+    cache_refresh_steps: int | None = field(default=None, metadata={"help": FAST_DECODING_HELP["cache_refresh_steps"]})
+    confidence_threshold: float | None = field(
+        default=None, metadata={"help": FAST_DECODING_HELP["confidence_threshold"]}
     )
     max_prompt_length: int | None = field(
         default=512,
@@ -291,6 +315,9 @@ class DiPODConfig(GRPOConfig):
             raise ValueError(f"p_mask_prompt must be in [0, 1), got {self.p_mask_prompt}.")
         if self.dipod_beta < 0:
             raise ValueError(f"dipod_beta must be >= 0, got {self.dipod_beta}.")
+        for name in ("elbo_chunk_size", "elbo_grad_chunk_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive number of rows or None, got {getattr(self, name)}.")
         if self.elbo_num_samples < 1:
             raise ValueError(f"elbo_num_samples must be >= 1, got {self.elbo_num_samples}.")
         if self.elbo_estimator == "antithetic" and self.elbo_num_samples % 2 and self.objective != "diffu_grpo":
@@ -317,6 +344,8 @@ class DiPODConfig(GRPOConfig):
                 f"diffusion_steps ({self.diffusion_steps}) must be a positive multiple of the number of blocks "
                 f"(max_completion_length / block_length = {num_blocks})."
             )
+        validate_fast_decoding(kv_cache=self.kv_cache, cache_refresh_steps=self.cache_refresh_steps,
+                               confidence_threshold=self.confidence_threshold, cfg_scale=self.cfg_scale)
         if self.drift_num_orders < 0 or self.drift_num_sequences < 0 or self.drift_every < 1:
             raise ValueError("drift_num_orders and drift_num_sequences must be >= 0 and drift_every >= 1.")
         for name, (allowed, why) in _UNSUPPORTED.items():

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from trl.trainer.utils import pad
 
 from .models.adapters import as_diffusion_lm
-from .sampling import generate
+from .sampling import FAST_DECODING_HELP, generate, validate_fast_decoding
 from .tasks import PROMPT_STYLES, tokenize_prompt
 
 SCORINGS = ("both", "d1", "project")
@@ -91,8 +91,14 @@ class EvalArguments:
     )
     seed: int = field(default=0, metadata={"help": "Seed of the sampler's generators (matters when temperature > 0)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow hub models that ship modeling code."})
+    kv_cache: str | None = field(default=None, metadata={"help": FAST_DECODING_HELP["kv_cache"]})
+    cache_refresh_steps: int | None = field(default=None, metadata={"help": FAST_DECODING_HELP["cache_refresh_steps"]})
+    confidence_threshold: float | None = field(
+        default=None, metadata={"help": FAST_DECODING_HELP["confidence_threshold"]}
+    )
 
     def __post_init__(self):
+        validate_fast_decoding(**fast_decoding_of(self))
         if isinstance(self.gen_length, int):
             self.gen_length = [self.gen_length]
         for name in ("batch_size", "num_generations", "block_length"):
@@ -122,6 +128,18 @@ class EvalArguments:
 # ---------------------------------------------------------------------------------------------------------------------
 # Records
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def fast_decoding_of(args) -> dict:
+    """The fast-decoding options of `args` (all None: exact decoding)."""
+    return {name: getattr(args, name) for name in ("kv_cache", "cache_refresh_steps", "confidence_threshold")}
+
+
+def _with_fast_decoding(run: dict | None, fast_decoding: dict | None) -> dict | None:
+    """The run's setup plus the fast-decoding options that are on: records of fast and exact decoding never mix,
+    while exact decoding keeps the setup (and records) it always had."""
+    on = {name: value for name, value in (fast_decoding or {}).items() if value is not None}
+    return {**(run or {}), **on} if on else run
 
 
 def model_id(model) -> str:
@@ -206,7 +224,7 @@ def _question_text(prompt) -> str:
 
 
 def _generate_batch(lm, model, tokenizer, rows, indices, *, num_generations, seed, gen_length, block_length, steps,
-                    temperature, remasking):
+                    temperature, remasking, fast_decoding):
     """Completions of a batch of rows: `(clean texts, raw texts, prompt texts)`, `num_generations` per row.
 
     Clean text stops at the first EOS without special tokens (the project's scoring); raw text is the whole canvas
@@ -224,7 +242,7 @@ def _generate_batch(lm, model, tokenizer, rows, indices, *, num_generations, see
     with torch.no_grad():
         completion_ids, completion_mask = generate(
             lm, prompt_ids.to(device), attention.to(device), gen_length=gen_length, block_length=block_length,
-            steps=steps, temperature=temperature, remasking=remasking, generator=generators,
+            steps=steps, temperature=temperature, remasking=remasking, generator=generators, **fast_decoding,
         )
     completion_ids, completion_mask = completion_ids.cpu(), completion_mask.cpu()
     clean = tokenizer.batch_decode([c[m.bool()] for c, m in zip(completion_ids, completion_mask)],
@@ -296,6 +314,7 @@ def evaluate_records(
     weights: dict[str, Callable[[dict], float]] | None = None,
     d1_record: Callable[[dict], tuple] | None = None,
     model_name: str | None = None,
+    fast_decoding: dict | None = None,
 ) -> tuple[dict, list[dict]]:
     """Generate for every example of `dataset` and score; returns the summary and the records in dataset order.
 
@@ -305,7 +324,10 @@ def evaluate_records(
     (task, split, prompt layout...); the model's path or hub id, the sampler settings and the seed are always in it.
     `d1_record(row)` gives `(question, ground_truth)` as d1's files write them, stored for `write_d1_generations`.
     `model_name` names the model in the setup (default: its directory or hub id; an adapter checkpoint needs its own).
+    `fast_decoding` (`kv_cache`, `cache_refresh_steps`, `confidence_threshold`) goes to `generate` and, when on, into
+    the setup.
     """
+    run = _with_fast_decoding(run, fast_decoding)
     if batch_size < 1 or num_generations < 1:
         raise ValueError(f"batch_size and num_generations must be at least 1, got {batch_size} and {num_generations}.")
     scorers = {"project": scorers} if callable(scorers) else dict(scorers)
@@ -333,6 +355,7 @@ def evaluate_records(
             clean, raw, prompt_texts = _generate_batch(
                 lm, model, tokenizer, rows, indices, num_generations=num_generations, seed=seed, gen_length=gen_length,
                 block_length=block_length, steps=steps, temperature=temperature, remasking=remasking,
+                fast_decoding=fast_decoding or {},
             )
             for record in _score_batch(rows, indices, clean, raw, prompt_texts, scorers, weights, d1_record,
                                        num_generations, base={"setup_key": key, "setup": setup}):
@@ -418,6 +441,7 @@ def evaluate_model(args: EvalArguments, model, tokenizer, dataset, task, gen_len
         steps=args.steps_for(gen_length), temperature=args.temperature, remasking=args.remasking,
         num_generations=args.num_generations, batch_size=args.batch_size, output_path=output, seed=args.seed,
         progress=progress, run=plan["run"], weights=weights, d1_record=task.d1_record, model_name=model_name,
+        fast_decoding=fast_decoding_of(args),
     )
     return summary, output, records
 
@@ -427,6 +451,7 @@ def eval_plan(args: EvalArguments, task, gen_length: int, model_name: str) -> di
     scorers, _, style = scoring_plan(task, args.scoring, args.prompt_style)
     run = {"task": task.name, "split": args.split, "dataset_source": args.dataset_source, "prompt_style": style,
            "few_shot": args.few_shot, "d1_subset": args.d1_subset}
+    run = _with_fast_decoding(run, fast_decoding_of(args))
     setup = run_setup(model_name, gen_length=gen_length, block_length=args.block_length,
                       steps=args.steps_for(gen_length), temperature=args.temperature, remasking=args.remasking,
                       num_generations=args.num_generations, seed=args.seed, scorings=list(scorers), run=run)

@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 
 from .models.adapters import as_diffusion_lm
 from .sampling import Generators, model_logits, random_uniform
@@ -229,11 +230,14 @@ def masked_token_logps(
     attention_mask: torch.Tensor | None = None,
     cfg_scale: float = 0.0,
     chunk_size: int | None = None,
+    recompute_chunks: bool = False,
 ) -> torch.Tensor:
     """log p(y_i | masked sequence) of every completion token that a sample masks; 0 elsewhere. Shape (B, K, C).
 
     All `B * K` masked sequences go through the model in batched forward passes of at most `chunk_size` rows.
-    Differentiable when grad is enabled.
+    Differentiable when grad is enabled. With `recompute_chunks`, each chunk runs under activation checkpointing:
+    its activations are dropped after the forward pass and recomputed in backward, one chunk at a time, so the
+    gradient pass holds one chunk's activations however many rows and samples there are (same gradients).
     """
     lm = as_diffusion_lm(model)
     completion_mask, attention_mask = _prepare(prompt_ids, completion_ids, completion_mask, attention_mask)
@@ -257,16 +261,23 @@ def masked_token_logps(
     targets = completion.reshape(batch * num_samples, length)
     scored = draw.completion_masks.reshape(batch * num_samples, length)
 
+    def chunk_logps(noisy, attention, prompt_index, targets, scored):
+        logits = model_logits(lm, noisy, attention, prompt_index, cfg_scale)[:, prompt_length:]
+        # log-softmax at the target only: logit[target] - logsumexp(logits), in float32 at least.
+        logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+        target_logits = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        return (target_logits - torch.logsumexp(logits, dim=-1)).masked_fill(~scored, 0.0)
+
+    checkpointed = recompute_chunks and torch.is_grad_enabled()
     chunk_size = chunk_size or noisy.shape[0]
     pieces = []
     for start in range(0, noisy.shape[0], chunk_size):
         rows = slice(start, start + chunk_size)
-        logits = model_logits(lm, noisy[rows], attention[rows], prompt_index[rows], cfg_scale)[:, prompt_length:]
-        # log-softmax at the target only: logit[target] - logsumexp(logits), in float32 at least.
-        logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-        target_logits = logits.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1)
-        logps = target_logits - torch.logsumexp(logits, dim=-1)
-        pieces.append(logps.masked_fill(~scored[rows], 0.0))
+        chunk = (noisy[rows], attention[rows], prompt_index[rows], targets[rows], scored[rows])
+        if checkpointed:
+            pieces.append(torch.utils.checkpoint.checkpoint(chunk_logps, *chunk, use_reentrant=False))
+        else:
+            pieces.append(chunk_logps(*chunk))
     return torch.cat(pieces).view(batch, num_samples, length)
 
 

@@ -8,16 +8,51 @@ ones with the largest top-2 margin / lowest entropy.
 
 Everything is vectorized over the batch: rows with prompts of different lengths are left-padded and carry an
 attention mask, and one row's tokens never depend on what else is in the batch.
+
+Fast decoding (Fast-dLLM's two ideas, off by default):
+
+- `kv_cache="prefix" | "dual"`: a full forward at the first step of each block records every layer's keys and values
+  (`models/kv_cache.py`); the block's other steps recompute only the current block and everything after it
+  (`"prefix"`: the prompt and finished blocks are read from the cache) or only the current block (`"dual"`: the
+  not-yet-decoded suffix is read from the cache too). Cached keys/values go stale as the block fills in, so this is an
+  approximation; `cache_refresh_steps=n` also refreshes with a full forward every n steps inside a block, and `n=1`
+  is exact decoding.
+- `confidence_threshold=c`: each step commits every masked position of the current block whose predicted token has
+  probability above `c`, and at least as many as the fixed schedule would (the block's masked count over its steps
+  left, rounded up, so at least one). A block thus never takes more than its `steps / num_blocks` steps and usually
+  far fewer. With `steps = gen_length` the minimum is one token per step, Fast-dLLM's setting, and the threshold alone
+  sets the parallelism; a threshold no prediction exceeds (e.g. 1.0) is the fixed schedule exactly.
 """
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import asdict, dataclass, field
+
 import torch
 import torch.nn.functional as F
 
-from .models.adapters import DiffusionLM, as_diffusion_lm
+from .models.adapters import DiffusionLM, as_diffusion_lm, unwrap_model
 
 REMASKING_RULES = ("low_confidence", "random", "margin", "entropy")
+KV_CACHE_MODES = (None, "prefix", "dual")
+
+
+@dataclass
+class GenerationStats:
+    """What one `generate` call cost. `positions` sums rows x recomputed positions over all forwards: the compute
+    that the forward count alone hides (a span forward over one block costs a fraction of a full forward)."""
+
+    forwards: int = 0
+    full_forwards: int = 0
+    span_forwards: int = 0
+    positions: int = 0
+
+    def count(self, rows: int, positions: int, span: bool) -> None:
+        self.forwards += 1
+        self.span_forwards += int(span)
+        self.full_forwards += int(not span)
+        self.positions += rows * positions
 
 # A `torch.Generator`, None (the global RNG), or one generator per batch row.
 Generators = torch.Generator | list[torch.Generator] | None
@@ -130,6 +165,117 @@ def validate_generation_args(
     return num_blocks
 
 
+def validate_fast_decoding(
+    *, kv_cache: str | None, cache_refresh_steps: int | None, confidence_threshold: float | None,
+    cfg_scale: float = 0.0,
+) -> None:
+    """Check the fast-decoding arguments; errors name the argument at fault and what it accepts."""
+    if kv_cache not in KV_CACHE_MODES:
+        raise ValueError(f"kv_cache must be None, 'prefix' or 'dual', got {kv_cache!r}.")
+    if cache_refresh_steps is not None:
+        if isinstance(cache_refresh_steps, bool) or not isinstance(cache_refresh_steps, int) or cache_refresh_steps < 1:
+            raise ValueError(
+                f"cache_refresh_steps must be a positive integer (or None: refresh at each new block only), got "
+                f"{cache_refresh_steps!r}."
+            )
+        if kv_cache is None:
+            raise ValueError("cache_refresh_steps is set but kv_cache is None: set kv_cache='prefix' or 'dual'.")
+    if confidence_threshold is not None and not 0 < confidence_threshold <= 1:
+        raise ValueError(
+            f"confidence_threshold must be in (0, 1] (a probability; None commits the fixed number per step), got "
+            f"{confidence_threshold!r}."
+        )
+    if kv_cache is not None and cfg_scale > 0:
+        raise ValueError(
+            "kv_cache does not support classifier-free guidance (cfg_scale > 0): set kv_cache=None or cfg_scale=0."
+        )
+
+
+FAST_DECODING_HELP = {
+    "kv_cache": "Block key/value cache for generation (Fast-dLLM): None decodes exactly; 'prefix' reuses the "
+    "keys/values of the prompt and finished blocks while a block is decoded; 'dual' also those of the not-yet-decoded "
+    "suffix. Refreshed with a full forward at each new block (and every cache_refresh_steps steps). Approximate: "
+    "completions differ from exact decoding. Not with cfg_scale > 0. Models without cache support decode exactly, "
+    "with a warning.",
+    "cache_refresh_steps": "With kv_cache: also refresh the cache with a full forward every n denoising steps inside a "
+    "block (None: only at each new block; 1: every step, i.e. exact decoding).",
+    "confidence_threshold": "Parallel decoding (Fast-dLLM): each step commits every masked position of the current "
+    "block whose predicted token has probability above this threshold, in (0, 1], and at least as many as the fixed "
+    "schedule would (at least one), so a block never takes more than its steps. None: the fixed number per step.",
+}
+
+
+@dataclass
+class FastDecodingArguments:
+    """The fast-decoding options of `generate`, for the `dipod eval` and `dipod generate` commands."""
+
+    kv_cache: str | None = field(default=None, metadata={"help": FAST_DECODING_HELP["kv_cache"]})
+    cache_refresh_steps: int | None = field(default=None, metadata={"help": FAST_DECODING_HELP["cache_refresh_steps"]})
+    confidence_threshold: float | None = field(
+        default=None, metadata={"help": FAST_DECODING_HELP["confidence_threshold"]}
+    )
+
+    def __post_init__(self):
+        validate_fast_decoding(**asdict(self))
+
+    def as_kwargs(self) -> dict:
+        return asdict(self)
+
+
+_WARNED_NO_CACHE: set[str] = set()
+
+
+def _cache_supported(lm: DiffusionLM) -> bool:
+    """Whether the model serves the block cache; warns once per model class when it does not."""
+    if lm.supports_kv_cache:
+        return True
+    name = type(unwrap_model(lm.model)).__name__
+    if name not in _WARNED_NO_CACHE:
+        _WARNED_NO_CACHE.add(name)
+        warnings.warn(
+            f"kv_cache: {name} does not implement the block key/value cache (supports_block_kv_cache), so it decodes "
+            "exactly, without a cache. This warning is shown once.",
+            stacklevel=3,
+        )
+    return False
+
+
+class BlockScorer:
+    """Logits of the current block's positions, from a full forward or from a span forward over the block cache.
+
+    The cache is rebuilt with a full forward at the first step of each block and every `refresh_steps` steps inside
+    it; in between, `"prefix"` recomputes the block and everything after it, `"dual"` the block alone.
+    """
+
+    def __init__(self, lm: DiffusionLM, kv_cache: str | None, refresh_steps: int | None, cfg_scale: float,
+                 stats: GenerationStats):
+        self.lm, self.mode, self.refresh_steps = lm, kv_cache, refresh_steps
+        self.cfg_scale, self.stats = cfg_scale, stats
+        self.cache = None
+
+    def new_block(self) -> None:
+        self.cache = None
+
+    def keep_rows(self, keep: torch.Tensor) -> None:
+        """Rows `keep` (boolean over the current rows) go on generating; drop the others' cache."""
+        if self.cache is not None and not bool(keep.all()):
+            self.cache = self.cache.select_rows(keep.nonzero().squeeze(1))
+
+    def __call__(self, x, attention_mask, prompt_index, start: int, end: int, step: int) -> torch.Tensor:
+        rows, length = x.shape
+        if self.mode is None:
+            self.stats.count(rows, length, span=False)
+            return model_logits(self.lm, x, attention_mask, prompt_index, self.cfg_scale)[:, start:end]
+        refresh = self.refresh_steps is not None and step % self.refresh_steps == 0
+        if self.cache is None or refresh:
+            self.stats.count(rows, length, span=False)
+            logits, self.cache = self.lm.logits_and_cache(x, attention_mask)
+            return logits[:, start:end]
+        span_end = end if self.mode == "dual" else length
+        self.stats.count(rows, span_end - start, span=True)
+        return self.lm.span_logits(x, attention_mask, self.cache, start, span_end)[:, : end - start]
+
+
 def check_prompt_length(
     lm: DiffusionLM, attention_mask: torch.Tensor, total_length: int, max_prompt_length: int | None
 ) -> None:
@@ -182,7 +328,11 @@ def generate(
     eos_token_ids=None,
     max_prompt_length: int | None = None,
     stop_at_eos: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    kv_cache: str | None = None,
+    cache_refresh_steps: int | None = None,
+    confidence_threshold: float | None = None,
+    return_stats: bool = False,
+):
     """Sample completions for a batch of (left-padded) prompts from a masked diffusion LM.
 
     Args:
@@ -203,10 +353,16 @@ def generate(
         stop_at_eos: stop denoising a row once an EOS is committed and every position before it is filled: what
             follows is padding, and a row's tokens never depend on the other rows. The positions after the EOS are
             then filled with that EOS. With `False`, the whole canvas is denoised, as LLaDA's reference sampler does.
+        kv_cache: None (exact), `"prefix"` or `"dual"`: reuse keys/values between the steps of a block (module
+            docstring). A model without cache support decodes exactly, with a one-time warning. Not with CFG.
+        cache_refresh_steps: also refresh the cache with a full forward every n steps inside a block (1 is exact).
+        confidence_threshold: commit every masked position of the block above this probability each step, and at
+            least the fixed schedule's count (module docstring); None commits the fixed count.
+        return_stats: also return a [`GenerationStats`] (model forwards, recomputed positions).
 
     Returns:
         `(completion_ids, completion_mask)`, both (batch, gen_length); the mask is 1 up to and including the first
-        EOS and 0 after it.
+        EOS and 0 after it. With `return_stats`, `(completion_ids, completion_mask, stats)`.
     """
     lm = as_diffusion_lm(model, tokenizer, mask_token_id=mask_token_id)
     num_blocks = validate_generation_args(
@@ -217,6 +373,8 @@ def generate(
         remasking=remasking,
         cfg_scale=cfg_scale,
     )
+    validate_fast_decoding(kv_cache=kv_cache, cache_refresh_steps=cache_refresh_steps,
+                           confidence_threshold=confidence_threshold, cfg_scale=cfg_scale)
     if prompt_ids.dim() != 2:
         raise ValueError(f"prompt_ids must be (batch, length), got shape {tuple(prompt_ids.shape)}.")
     batch, prompt_length = prompt_ids.shape
@@ -239,36 +397,53 @@ def generate(
     stopping = stop_at_eos and eos_tensor.numel() > 0
     active = torch.arange(batch, device=device)  # rows still generating
 
+    stats = GenerationStats()
+    if kv_cache is not None and not _cache_supported(lm):
+        kv_cache = cache_refresh_steps = None
+    scorer = BlockScorer(lm, kv_cache, cache_refresh_steps, cfg_scale, stats)
+
     for block in range(num_blocks):
         start = prompt_length + block * block_length
         end = start + block_length
         num_transfer = get_num_transfer_tokens(x[:, start:end] == lm.mask_token_id, steps_per_block)
+        scorer.new_block()
         for step in range(steps_per_block):
             if active.numel() == 0:
                 break
-            k = num_transfer[active, step]
-            k_max = int(k.max().item())
-            if k_max == 0:
-                continue
             xa = x[active]
+            block_masked = xa[:, start:end] == lm.mask_token_id
+            if confidence_threshold is None:
+                k = num_transfer[active, step]
+            else:  # at least the fixed schedule's share of what is left: the block ends within its steps
+                k = (block_masked.sum(dim=1) + steps_per_block - step - 1) // (steps_per_block - step)
+            k_max = int(k.max().item())
+            if k_max == 0:  # the schedule commits nothing more in this block
+                break
             # Only the current block can be committed, so only its positions are scored (the model still sees all).
-            logits = model_logits(lm, xa, full_attention[active], prompt_index[active], cfg_scale)[:, start:end]
+            logits = scorer(xa, full_attention[active], prompt_index[active], start, end, step)
             row_generators = _rows(generator, active)
             x0 = add_gumbel_noise(logits, temperature, row_generators).argmax(dim=-1)
             confidence = _confidence(logits, x0, remasking, row_generators)
-            block_masked = xa[:, start:end] == lm.mask_token_id
             confidence = confidence.masked_fill(~block_masked, -torch.inf)
             # Per-row top-k with a per-row k: take the k_max best, keep the first k of each row.
             top = confidence.topk(k_max, dim=1).indices
             keep = torch.arange(k_max, device=device).unsqueeze(0) < k.unsqueeze(1)
             transfer = torch.zeros_like(block_masked).scatter_(1, top, keep)
+            if confidence_threshold is not None:
+                probability = torch.gather(F.softmax(logits.to(torch.float64), dim=-1), -1, x0.unsqueeze(-1))
+                transfer |= block_masked & (probability.squeeze(-1) > confidence_threshold)
             xa[:, start:end] = torch.where(transfer, x0, xa[:, start:end])
             x[active] = xa
             if stopping:
-                active = active[~_finished(xa[:, prompt_length:], lm.mask_token_id, eos_tensor)]
+                going = ~_finished(xa[:, prompt_length:], lm.mask_token_id, eos_tensor)
+                active = active[going]
+                scorer.keep_rows(going)
 
     if stopping:
         # Rows that stopped early still hold masks after their first EOS: pad them with the first EOS id.
         x[:, prompt_length:] = x[:, prompt_length:].masked_fill(x[:, prompt_length:] == lm.mask_token_id, eos_tensor[0])
     completion_ids = x[:, prompt_length:]
-    return completion_ids, completion_mask_from_eos(completion_ids, eos_token_ids)
+    completion_mask = completion_mask_from_eos(completion_ids, eos_token_ids)
+    if return_stats:
+        return completion_ids, completion_mask, stats
+    return completion_ids, completion_mask

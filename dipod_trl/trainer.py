@@ -31,6 +31,7 @@ import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
 from transformers import GenerationConfig, PreTrainedTokenizerBase
+from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.models import prepare_deepspeed, unwrap_model_for_generation
@@ -129,6 +130,22 @@ def _guard_reward_function(func, name: str):
     return guarded
 
 
+def _reference_model(model, args: DiPODConfig):
+    """A frozen copy of the policy for the KL term: a deep copy, or under DeepSpeed ZeRO-3 (where the policy's
+    parameters are partitioned over processes and a copy would hold empty shards) the checkpoint loaded again from
+    the model's path, as GRPOTrainer does."""
+    if not is_deepspeed_zero3_enabled():
+        return copy.deepcopy(model)
+    path = getattr(model.config, "_name_or_path", "")
+    if not path:
+        raise ValueError(
+            "beta > 0 under DeepSpeed ZeRO-3 loads the reference model from the policy's path, but this model was "
+            "built in memory. Save it (model.save_pretrained(DIR)) and pass DIR as the model, or set beta=0."
+        )
+    kwargs = {"dtype": model.dtype, **(args.model_init_kwargs or {})}
+    return load_diffusion_model(path, trust_remote_code=args.trust_remote_code, **kwargs)
+
+
 class DiPODTrainer(GRPOTrainer):
     """GRPOTrainer for masked diffusion LMs with the FPO, diffu-GRPO and SPG objectives and DiPOD's on-policy ELBO term.
 
@@ -199,7 +216,7 @@ class DiPODTrainer(GRPOTrainer):
         kl_beta, sync_ref = args.beta, args.sync_ref_model
         reference = None
         if kl_beta != 0.0 and peft_config is None and not is_peft_model(model):
-            reference = copy.deepcopy(model).eval().requires_grad_(False)
+            reference = _reference_model(model, args).eval().requires_grad_(False)
         elif sync_ref and kl_beta != 0.0:
             raise NotImplementedError("sync_ref_model with a PEFT model is not supported (the reference is the base).")
         args.beta, args.sync_ref_model = 0.0, False
@@ -285,7 +302,7 @@ class DiPODTrainer(GRPOTrainer):
             ) as unwrapped,
             torch.no_grad(),
         ):
-            completion_ids, completion_mask = generate(
+            completion_ids, completion_mask, stats = generate(
                 as_diffusion_lm(unwrapped, self._tokenizer),
                 padded,
                 attention,
@@ -297,7 +314,14 @@ class DiPODTrainer(GRPOTrainer):
                 cfg_scale=self.args.cfg_scale,
                 eos_token_ids=self.eos_token_ids,
                 generator=self._generators,
+                kv_cache=self.args.kv_cache,
+                cache_refresh_steps=self.args.cache_refresh_steps,
+                confidence_threshold=self.args.confidence_threshold,
+                return_stats=True,
             )
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["generation/forwards"].append(stats.forwards)
+        self._metrics[mode]["generation/full_forwards"].append(stats.full_forwards)
         completion_ids = [c[m.bool()].tolist() for c, m in zip(completion_ids.cpu(), completion_mask.cpu())]
         return completion_ids, None
 
@@ -367,7 +391,12 @@ class DiPODTrainer(GRPOTrainer):
             output.update(self._draw_and_score(prompt_ids, prompt_mask, completion_ids, completion_mask, mode))
             monitor = self.args.drift_num_orders > 0 and self._generation_count % self.args.drift_every == 0
             if mode == "train" and monitor:
-                self._monitor_drift(prompt_ids, prompt_mask, completion_ids, completion_mask)
+                # Its number of forward passes depends on this process's completion lengths: under ZeRO-3 it runs on
+                # weights gathered once (as generation does), so that no process waits on another's forward pass.
+                with unwrap_model_for_generation(
+                    self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation
+                ) as unwrapped:
+                    self._monitor_drift(unwrapped, prompt_ids, prompt_mask, completion_ids, completion_mask)
         if mode == "train":
             self._generation_count += 1
         scored = time.perf_counter()
@@ -418,7 +447,7 @@ class DiPODTrainer(GRPOTrainer):
             return self.args.one_step_masks == "canvas"
         return self.args.elbo_estimator == "block_random"
 
-    def _score(self, model, inputs: dict, draw: MaskDraw, chunk_size=None) -> torch.Tensor:
+    def _score(self, model, inputs: dict, draw: MaskDraw, chunk_size=None, recompute_chunks=False) -> torch.Tensor:
         """Token log-probabilities (B, K, C) of the completions under `model` on the masks of `draw`."""
         return masked_token_logps(
             as_diffusion_lm(model, self._tokenizer),  # the tokenizer may hold the only mask id (BERT-style models)
@@ -429,6 +458,7 @@ class DiPODTrainer(GRPOTrainer):
             attention_mask=inputs["prompt_mask"],
             cfg_scale=self.args.cfg_scale,
             chunk_size=chunk_size,
+            recompute_chunks=recompute_chunks,
         )
 
     def _reduce(self, token_logps: torch.Tensor, draw: MaskDraw) -> torch.Tensor:
@@ -476,7 +506,7 @@ class DiPODTrainer(GRPOTrainer):
         with context:
             return self._reduce(self._score(self.model, batch, draw, self.args.elbo_chunk_size), draw)
 
-    def _monitor_drift(self, prompt_ids, prompt_mask, completion_ids, completion_mask) -> None:
+    def _monitor_drift(self, model, prompt_ids, prompt_mask, completion_ids, completion_mask) -> None:
         """Log the ELBO, the importance-weighted order bound and their gap on a few on-policy completions.
 
         Both come from the same `drift_num_orders` random orders: the mean of the order log-likelihoods estimates
@@ -488,7 +518,7 @@ class DiPODTrainer(GRPOTrainer):
         completion = completion_mask[:n]
         orders = random_orders(completion, self.args.drift_num_orders, self._generators[:n])
         log_likelihoods = order_log_likelihoods(
-            as_diffusion_lm(self.model, self._tokenizer),
+            as_diffusion_lm(model, self._tokenizer),
             prompt_ids[:n],
             completion_ids[:n],
             orders,
@@ -523,7 +553,9 @@ class DiPODTrainer(GRPOTrainer):
         completion_mask = inputs["completion_mask"]
         lengths = completion_mask.sum(-1)
         advantages = inputs["advantages"]
-        token_logps = self._score(model, inputs, draw)
+        # elbo_grad_chunk_size: the gradient pass holds one chunk of rows at a time (recomputed in backward).
+        grad_chunk = self.args.elbo_grad_chunk_size
+        token_logps = self._score(model, inputs, draw, grad_chunk, recompute_chunks=grad_chunk is not None)
         eps_low, eps_high = self.epsilon_low, self.epsilon_high
         # This micro-batch's share of the generation batch's tokens: token-level sums divided by it average exactly
         # over processes (DDP averages) and micro-batches (accumulation sums), as TRL's DAPO loss does.

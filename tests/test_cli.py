@@ -26,56 +26,204 @@ def sft_checkpoint(tmp_path_factory):
     return out
 
 
+# What the constructed policy samples at every masked position: EOS often enough that completions of 8 tokens stop
+# at every position, the four format tags (so that `xml_count_reward` differs between completions), digits.
+VARIED_LENGTH_PROBS = {"<eos>": 0.3, "<reasoning>": 0.075, "</reasoning>": 0.075, "<answer>": 0.075,
+                       "</answer>": 0.075, **{digit: 0.04 for digit in "0123456789"}}
+
+
+def build_varied_length_checkpoint(output_dir: str, probs: dict[str, float] = VARIED_LENGTH_PROBS) -> str:
+    """A tiny model whose prediction at every masked position is the distribution `probs`, set by its weights.
+
+    Its layers start as the identity (zero output projections), so a masked position's final hidden state is the
+    normalised mask embedding `u`; with tied embeddings a token's logit is `u . e_token`, so each token's embedding
+    gets the component `log p(token) u / |u|^2` (-30 for tokens outside `probs`), plus a random part orthogonal to `u`
+    that tells tokens apart in attention once training moves the weights. Sampled at temperature 1 with random
+    remasking, every position holds an EOS with probability `probs["<eos>"]`, independently: the completion lengths
+    follow from the construction, not from what a training run happens to learn.
+    """
+    from dipod_trl.models import build_tiny_model, build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(tokenizer, seed=0, hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.out.weight.zero_()
+            layer.down.weight.zero_()
+            layer.down.bias.zero_()
+        embeddings = model.embed_tokens.weight
+        u = torch.nn.functional.layer_norm(embeddings[model.config.mask_token_id], (model.config.hidden_size,),
+                                           eps=model.config.layer_norm_eps)
+        log_probs = torch.full((len(tokenizer),), -30.0)
+        for token, p in probs.items():
+            log_probs[tokenizer.convert_tokens_to_ids(token)] = torch.tensor(p).log()
+        orthogonal = embeddings - torch.outer(embeddings @ u, u) / u.dot(u)
+        rows = torch.outer(log_probs, u) / u.dot(u) + orthogonal
+        rows[model.config.mask_token_id] = embeddings[model.config.mask_token_id]
+        embeddings.copy_(rows)
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
+@pytest.fixture(scope="module")
+def varied_length_checkpoint(tmp_path_factory):
+    return build_varied_length_checkpoint(str(tmp_path_factory.mktemp("varied")))
+
+
 def _log_history(output_dir: str, step: int) -> list[dict]:
     with open(os.path.join(output_dir, f"checkpoint-{step}", "trainer_state.json")) as f:
         return json.load(f)["log_history"]
 
 
-COMMON = ["--max_steps", "6", "--save_steps", "6", "--logging_steps", "1", "--disable_tqdm", "true", "--beta", "0.04"]
+COMMON = ["--max_steps", "6", "--save_steps", "6", "--logging_steps", "1", "--disable_tqdm", "true", "--beta", "0.04",
+          "--remasking", "random", "--reward_funcs", "xml_count_reward"]
 
 
 @pytest.fixture(scope="module")
-def one_process_run(sft_checkpoint, tmp_path_factory):
+def one_process_run(varied_length_checkpoint, tmp_path_factory):
     """`python -m dipod_trl recipes/tiny.yaml` for 6 steps (with a KL reference), one process, 64 completions/step."""
     out = tmp_path_factory.mktemp("one")
     command = [sys.executable, "-m", "dipod_trl", os.path.join(RECIPES, "tiny.yaml"), "--model_name_or_path",
-               sft_checkpoint, "--output_dir", str(out), *COMMON]
+               varied_length_checkpoint, "--output_dir", str(out), *COMMON]
     subprocess.run(command, check=True, cwd=out, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
     return str(out)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("launch_config", ["cpu2.yaml", "cpu2_zero2.yaml"])
-def test_two_processes_reproduce_one_process_with_the_same_global_batch(
-    sft_checkpoint, one_process_run, tmp_path, launch_config
-):
-    """`accelerate launch` over two CPU processes, with DDP or DeepSpeed ZeRO-2, halving the per-device batch."""
-    if "zero2" in launch_config:
-        pytest.importorskip("deepspeed")
+def test_the_constructed_policy_predicts_the_distribution_it_was_built_for(varied_length_checkpoint):
+    from transformers import AutoTokenizer
+
+    from dipod_trl.models import load_diffusion_model
+
+    model = load_diffusion_model(varied_length_checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(varied_length_checkpoint)
+    canvas = torch.tensor([tokenizer("<|user|>sort: 31415<|assistant|>").input_ids + [tokenizer.mask_token_id] * 8])
+    with torch.no_grad():
+        probs = model(canvas).logits[0, -8:].softmax(-1)
+    expected = torch.zeros(len(tokenizer))
+    for token, p in VARIED_LENGTH_PROBS.items():
+        expected[tokenizer.convert_tokens_to_ids(token)] = p
+    torch.testing.assert_close(probs, expected.expand_as(probs), atol=1e-6, rtol=0)
+
+
+def launch_two_processes(launch_config: str, checkpoint: str, out, *extra: str, script=None):
+    """`accelerate launch --config_file recipes/accelerate/LAUNCH_CONFIG` of recipes/tiny.yaml on two CPU processes,
+    halving the per-device batch (the global batch of the one-process run)."""
+    program = [script] if script else ["-m", "dipod_trl"]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-              os.path.join(RECIPES, "accelerate", launch_config), "-m", "dipod_trl", os.path.join(RECIPES, "tiny.yaml"),
-              "--model_name_or_path", sft_checkpoint, "--output_dir", str(tmp_path),
-              "--per_device_train_batch_size", "32", *COMMON]
-    result = subprocess.run(launch, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+              os.path.join(RECIPES, "accelerate", launch_config), *program, os.path.join(RECIPES, "tiny.yaml"),
+              "--model_name_or_path", checkpoint, "--output_dir", str(out),
+              "--per_device_train_batch_size", "32", *COMMON, *extra]
+    result = subprocess.run(launch, cwd=out, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    one, two = _log_history(one_process_run, 6), _log_history(str(tmp_path), 6)
-    assert len([h for h in one if "loss" in h]) == 6
-    # completions of different lengths: token-normalised terms must divide by the global token count to agree
-    assert any(h["completions/min_length"] < h["completions/max_length"] for h in one if "reward" in h)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(varied_length_checkpoint, tmp_path_factory):
+    """recipes/tiny.yaml for 6 steps over two CPU processes with DDP (recipes/accelerate/cpu2.yaml)."""
+    return launch_two_processes("cpu2.yaml", varied_length_checkpoint, tmp_path_factory.mktemp("ddp"))
+
+
+def assert_same_training(one: list[dict], two: list[dict], loss_tolerance: float = 1e-5):
+    assert len([h for h in one if "loss" in h]) == len([h for h in two if "loss" in h]) > 0
     for a, b in zip(one, two):
         # every completion has its own generator (seed, step, global row): the same samples, hence the same rewards
         assert a.get("reward") == b.get("reward")
         assert a.get("num_tokens") == b.get("num_tokens")  # the same global batch
         if "loss" in a:
-            assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
+            assert b["loss"] == pytest.approx(a["loss"], abs=loss_tolerance)
             assert b["elbo/mean"] == pytest.approx(a["elbo/mean"], abs=1e-4)
-            assert b["kl"] == pytest.approx(a["kl"], abs=1e-5)
+            assert b["kl"] == pytest.approx(a["kl"], abs=loss_tolerance)
+
+
+def assert_same_weights(dir_a: str, dir_b: str, atol: float = 1e-5):
     from transformers import AutoModel
 
-    final_one, final_two = AutoModel.from_pretrained(one_process_run), AutoModel.from_pretrained(str(tmp_path))
-    for (name, p), q in zip(final_one.named_parameters(), final_two.parameters()):
-        assert torch.allclose(p, q, atol=1e-5), name
+    model_a, model_b = AutoModel.from_pretrained(dir_a), AutoModel.from_pretrained(dir_b)
+    for (name, p), q in zip(model_a.named_parameters(), model_b.parameters()):
+        assert torch.allclose(p, q, atol=atol), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launch_config", ["cpu2.yaml", "cpu2_zero2.yaml"])
+def test_two_processes_reproduce_one_process_with_the_same_global_batch(
+    varied_length_checkpoint, one_process_run, ddp_run, tmp_path, launch_config
+):
+    """`accelerate launch` over two CPU processes, with DDP or DeepSpeed ZeRO-2, halving the per-device batch."""
+    if "zero2" in launch_config:
+        pytest.importorskip("deepspeed")
+        run = launch_two_processes(launch_config, varied_length_checkpoint, tmp_path)
+    else:
+        run = ddp_run
+    one = _log_history(one_process_run, 6)
+    # Completions of different lengths (the checkpoint puts an EOS at each position with probability 0.3), so that
+    # token-normalised terms agree only if both runs divide by the global token count, and rewards that differ
+    # within groups, so that the policy-gradient term is not zero.
+    assert any(h["completions/min_length"] < h["completions/max_length"] for h in one if "reward" in h)
+    assert any(h["frac_reward_zero_std"] < 1 for h in one if "reward" in h)
+    assert_same_training(one, _log_history(run, 6))
+    assert_same_weights(one_process_run, run)
+
+
+RECORD_LAUNCH = """
+import json, os, sys
+import torch.distributed as dist
+from dipod_trl import cli
+from dipod_trl.trainer import DiPODTrainer
+
+train = DiPODTrainer.train
+
+
+def train_and_record(self, *args, **kwargs):  # what each rank sees: its group, and whether its weights are sharded
+    rank, size = dist.get_rank(), dist.get_world_size()
+    output = train(self, *args, **kwargs)
+    record = {"rank": rank, "world_size": size, "num_processes": self.accelerator.num_processes,
+              "zero_stage": self.accelerator.state.deepspeed_plugin.zero_stage,
+              "policy_partitioned": all(hasattr(p, "ds_id") for p in self.model.parameters()),
+              "reference_partitioned": all(hasattr(p, "ds_id") for p in self.ref_model.parameters())}
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), f"launch_rank{rank}.json"), "w") as f:
+        json.dump(record, f)
+    return output
+
+
+DiPODTrainer.train = train_and_record
+cli.main(sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+def test_zero3_with_a_reference_model_matches_ddp_and_resumes(varied_length_checkpoint, ddp_run, tmp_path):
+    """DeepSpeed ZeRO-3 over two CPU processes (recipes/accelerate/cpu2_zero3.yaml) with beta > 0, so that the
+    reference model is loaded and partitioned too, and the gradient pass in chunks (elbo_grad_chunk_size): the DDP
+    run's samples, losses and weights; then a run resumed from its step-4 checkpoint (a generation-batch boundary:
+    num_iterations=2) continues it."""
+    pytest.importorskip("deepspeed")
+    script = tmp_path / "train_and_record_launch.py"
+    script.write_text(RECORD_LAUNCH)
+    (tmp_path / "zero3").mkdir()
+    chunked = ["--elbo_grad_chunk_size", "24"]  # 32 completions x 2 samples per process: chunks of 24, 24, 16 rows
+    checkpoint = varied_length_checkpoint
+    run = launch_two_processes("cpu2_zero3.yaml", checkpoint, tmp_path / "zero3", "--save_steps", "2", *chunked,
+                               script=str(script))
+    for rank in (0, 1):
+        with open(tmp_path / f"launch_rank{rank}.json") as f:
+            assert json.load(f) == {"rank": rank, "world_size": 2, "num_processes": 2, "zero_stage": 3,
+                                    "policy_partitioned": True, "reference_partitioned": True}
+    zero3 = _log_history(run, 6)
+    # Observed: losses within 2e-7 of DDP's, final weights within 4e-7 (ZeRO-3 reduces gradients in another order).
+    assert_same_training(_log_history(ddp_run, 6), zero3, loss_tolerance=1e-5)
+    assert_same_weights(ddp_run, run)
+
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    resumed = launch_two_processes("cpu2_zero3.yaml", checkpoint, resumed_dir, "--save_steps", "2", *chunked,
+                                   "--resume_from_checkpoint", os.path.join(run, "checkpoint-4"))
+    continued = _log_history(resumed, 6)
+    assert [h["step"] for h in continued if "loss" in h] == list(range(1, 7))
+    assert_same_training(zero3, continued, loss_tolerance=1e-6)
+    assert_same_weights(run, resumed, atol=1e-6)
 
 
 def held_out_accuracy(model_dir: str) -> float:
@@ -95,8 +243,9 @@ def test_recipe_training_raises_held_out_accuracy_over_the_sft_start(sft_checkpo
               "--output_dir", str(tmp_path), "--max_steps", "30", "--save_strategy", "no", "--disable_tqdm", "true"])
     before, after = held_out_accuracy(sft_checkpoint), held_out_accuracy(str(tmp_path))
     print(f"held-out greedy accuracy {before:.3f} -> {after:.3f}")
-    # Greedy decoding of the same 256 held-out prompts: the change is the training's. Observed: 0.66 -> 0.82; a
-    # random perturbation of the weights moves it by a few points either way, not by 8.
+    # Greedy decoding of the same 256 held-out prompts: the change is the training's. Observed: 0.67 -> 0.83 here
+    # (the same with 1 or 2 threads), and +0.21 to +0.38 with SFT and RL seeds 1-3, which stand in for another
+    # machine's rounding; a random perturbation of the weights moves it by a few points either way, not by 8.
     assert after > before + 0.08
 
 

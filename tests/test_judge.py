@@ -123,18 +123,19 @@ def _handler_for(server: JudgeServer):
                 fail = server.fail_next > 0
                 server.fail_next -= fail
             try:
-                self.answer(payload, fail)
+                status, body = self.answer(payload, fail)
             finally:
+                # Out of flight before the reply is written: once the client has it, it may send the next request
+                # at once, and counting that one while this handler is still finishing would overstate concurrency.
                 with server.lock:
                     server.in_flight -= 1
+            self.send_json(status, body)
 
-        def answer(self, payload: dict, fail: bool):
+        def answer(self, payload: dict, fail: bool) -> tuple[int, dict]:
             if fail:
-                self.send_json(500, {"error": {"message": "internal server error"}})
-                return
+                return 500, {"error": {"message": "internal server error"}}
             if payload.get("model") != MODEL_NAME:
-                self.send_json(404, {"error": {"message": f"The model `{payload.get('model')}` does not exist."}})
-                return
+                return 404, {"error": {"message": f"The model `{payload.get('model')}` does not exist."}}
             if server.delay:
                 server.stopping.wait(server.delay)
             text = server.fixed_reply if server.fixed_reply is not None else server.generate(payload["messages"])
@@ -142,7 +143,7 @@ def _handler_for(server: JudgeServer):
                 server.replies.append(text)
             message = {"role": "assistant", "content": text}
             choice = {"index": 0, "message": message, "finish_reason": "stop"}
-            self.send_json(200, {"object": "chat.completion", "model": MODEL_NAME, "choices": [choice]})
+            return 200, {"object": "chat.completion", "model": MODEL_NAME, "choices": [choice]}
 
     return Handler
 

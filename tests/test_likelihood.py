@@ -16,9 +16,11 @@ from dipod_trl.likelihood import (
     draw_masks,
     elbo_samples,
     masked_diffusion_sft_loss,
+    masked_token_logps,
     one_step_token_logps,
     order_bound,
     order_log_likelihoods,
+    random_orders,
 )
 from tests.conftest import make_tiny_model
 
@@ -48,22 +50,6 @@ def exact_elbo(model, prompt, completion):
             logps = token_logps(model, prompt, completion, [i in subset for i in range(length)])
             total += (1 / length) * (length / l) / len(subsets) * sum(logps[i] for i in subset)
     return total
-
-
-def order_log_likelihood(model, prompt, completion, order):
-    """log p(completion) when the positions are unmasked one at a time in `order`."""
-    masked = [True] * len(completion)
-    total = 0.0
-    for position in order:
-        total += token_logps(model, prompt, completion, masked)[position]
-        masked[position] = False
-    return total
-
-
-def exact_any_order(model, prompt, completion):
-    orders = itertools.permutations(range(len(completion)))
-    values = [order_log_likelihood(model, prompt, completion, order) for order in orders]
-    return values
 
 
 CASES = [([1, 2], [3, 4, 5]), ([4], [0, 6, 2, 1]), ([2, 5, 1], [6, 6])]
@@ -106,13 +92,21 @@ def test_antithetic_pairs_have_lower_variance_than_plain_mc(model, prompt, compl
     assert antithetic < 0.95 * plain
 
 
+def sequential_order_probability(model, prompt, completion, order):
+    """p_sigma(completion) as a product: unmask one position per step, multiply the probabilities it was given."""
+    masked, probability = [True] * len(completion), 1.0
+    for position in order:
+        probability *= math.exp(token_logps(model, prompt, completion, masked)[position])
+        masked[position] = False
+    return probability
+
+
 @pytest.mark.parametrize("prompt,completion", CASES)
-def test_any_order_likelihood_bounds_the_elbo_and_the_elbo_is_the_mean_over_orders(model, prompt, completion):
-    values = torch.tensor(exact_any_order(model, prompt, completion), dtype=torch.float64)
-    any_order = (torch.logsumexp(values, 0) - math.log(len(values))).item()
-    elbo = exact_elbo(model, prompt, completion)
-    assert any_order >= elbo
-    assert values.mean().item() == pytest.approx(elbo, abs=1e-5)
+def test_order_log_likelihoods_over_all_orders_average_to_the_exact_elbo(model, prompt, completion):
+    """The batched order likelihoods, averaged over every permutation, equal the ELBO enumerated over mask subsets."""
+    orders = list(itertools.permutations(range(len(completion))))
+    batched = order_log_likelihoods(model, torch.tensor([prompt]), torch.tensor([completion]), torch.tensor([orders]))
+    assert batched.mean().item() == pytest.approx(exact_elbo(model, prompt, completion), abs=1e-5)
 
 
 @pytest.mark.parametrize("prompt,completion", CASES[:2])
@@ -121,25 +115,42 @@ def test_order_log_likelihoods_match_the_sequential_reference(model, prompt, com
     batched = order_log_likelihoods(
         model, torch.tensor([prompt]), torch.tensor([completion]), torch.tensor([orders])
     )[0]
-    reference = [order_log_likelihood(model, prompt, completion, o) for o in orders]
+    reference = [math.log(sequential_order_probability(model, prompt, completion, o)) for o in orders]
     assert batched.tolist() == pytest.approx(reference, abs=1e-5)
 
 
-def test_importance_weighted_bound_rises_with_k_from_the_elbo_towards_the_any_order_likelihood(model):
+def test_order_bound_is_the_log_mean_probability_of_the_orders_it_draws(model):
+    """Each row's bound equals log((1/K) sum_k p_sigma_k(y)) over the orders drawn from the row's generator."""
+    prompts = torch.tensor([[1, 2], [4, 4], [2, 5]])
+    completions = torch.tensor([[3, 4, 5, 6], [0, 6, 2, 1], [6, 6, 0, 0]])
+    completion_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0]])
+    seeds = (3, 4, 5)
+    bound = order_bound(model, prompts, completions, completion_mask=completion_mask, num_orders=3,
+                        generator=[torch.Generator().manual_seed(s) for s in seeds])
+    for row, seed in enumerate(seeds):
+        length = int(completion_mask[row].sum())
+        # The row's three orders, drawn again from a fresh copy of its generator: permutations of its positions.
+        drawn = random_orders(completion_mask[row : row + 1], 3, [torch.Generator().manual_seed(seed)])[0]
+        orders = drawn[:, :length].tolist()
+        assert all(sorted(order) == list(range(length)) for order in orders)
+        prompt, completion = prompts[row].tolist(), completions[row, :length].tolist()
+        probabilities = [sequential_order_probability(model, prompt, completion, order) for order in orders]
+        assert len({round(p, 8) for p in probabilities}) > 1  # distinct orders, so the mean is not trivial
+        assert bound[row].item() == pytest.approx(math.log(sum(probabilities) / 3), abs=1e-5)
+
+
+def test_sampled_order_bound_matches_its_exact_expectation_at_each_k(model):
+    """Over many rows, the mean bound at K orders equals E[log mean_k p_sigma_k], enumerated over all K-tuples."""
     prompt, completion = CASES[0]
-    values = torch.tensor(exact_any_order(model, prompt, completion), dtype=torch.float64)
-    any_order = (torch.logsumexp(values, 0) - math.log(len(values))).item()
-    elbo = values.mean().item()
-    # Exact expectation of log mean_k exp(ll_k) over K i.i.d. uniform orders, by enumerating all 6^K tuples.
-    exact_bound = []
-    for k in (1, 2, 3, 4):
-        tuples = torch.tensor(list(itertools.product(range(len(values)), repeat=k)))
-        exact_bound.append((torch.logsumexp(values[tuples], 1) - math.log(k)).mean().item())
-    assert exact_bound[0] == pytest.approx(elbo, abs=1e-9)
-    assert elbo < exact_bound[1] < exact_bound[2] < exact_bound[3] < any_order
-    # The sampled bound agrees with the exact expectation at each K.
+    probabilities = torch.tensor(
+        [sequential_order_probability(model, prompt, completion, order)
+         for order in itertools.permutations(range(len(completion)))],
+        dtype=torch.float64,
+    )
     rows = 3000
-    for k, expected in zip((1, 2, 4), (exact_bound[0], exact_bound[1], exact_bound[3])):
+    for k in (1, 2, 4):
+        tuples = torch.tensor(list(itertools.product(range(len(probabilities)), repeat=k)))
+        expected = probabilities[tuples].mean(1).log().mean().item()
         sampled = order_bound(
             model, torch.tensor([prompt] * rows), torch.tensor([completion] * rows), num_orders=k,
             generator=torch.Generator().manual_seed(k),
@@ -170,7 +181,7 @@ def test_padding_and_completion_mask_do_not_change_the_estimate(model):
     assert order_log_likelihoods(
         model, torch.tensor([[0, 0, 1, 2]]), torch.tensor([[3, 4, 6, 6]]), orders,
         attention_mask=torch.tensor([[0, 0, 1, 1]]), completion_mask=torch.tensor([[1, 1, 0, 0]]),
-    ).item() == pytest.approx(order_log_likelihood(model, [1, 2], [3, 4], [1, 0]), abs=1e-5)
+    ).item() == pytest.approx(math.log(sequential_order_probability(model, [1, 2], [3, 4], [1, 0])), abs=1e-5)
 
 
 def test_shared_mask_draw_scores_identically_and_is_differentiable(model):
@@ -192,6 +203,22 @@ def test_one_step_estimate_masks_the_whole_completion(model):
     expected = token_logps(model, prompt, completion, [True, True, True])
     got = one_step_token_logps(model, torch.tensor([prompt]), torch.tensor([completion]))[0]
     assert got.tolist() == pytest.approx(expected, abs=1e-5)
+
+
+def test_guided_token_logps_are_the_log_softmax_of_llada_cfg_logits(model):
+    """With cfg_scale s, a masked token scores log_softmax(uncond + (s + 1) * (cond - uncond)), the prompt masked."""
+    prompt, completion = [1, 2], [3, 4, 5]
+    draw = draw_masks(torch.ones(1, 3, dtype=torch.long), 4, generator=torch.Generator().manual_seed(0))
+    got = masked_token_logps(model, torch.tensor([prompt]), torch.tensor([completion]), draw, cfg_scale=2.0)[0]
+    for k in range(4):
+        masked = draw.completion_masks[0, k].tolist()
+        noisy = [MASK if m else t for t, m in zip(completion, masked)]
+        with torch.no_grad():
+            cond = model(torch.tensor([prompt + noisy])).logits[0, 2:]
+            uncond = model(torch.tensor([[MASK, MASK] + noisy])).logits[0, 2:]
+        guided = (uncond + 3.0 * (cond - uncond)).log_softmax(-1)
+        expected = [guided[i, completion[i]].item() if masked[i] else 0.0 for i in range(3)]
+        assert got[k].tolist() == pytest.approx(expected, abs=1e-5)
 
 
 def test_prompt_masking_masks_only_real_prompt_tokens():
@@ -304,7 +331,8 @@ def test_block_bound_is_the_mean_over_block_orders_and_below_their_likelihood(mo
     assert values.mean().item() == pytest.approx(bound, abs=1e-5)
     assert bound < block_likelihood  # Jensen; strict: the block orders' likelihoods differ
     if tail == 0:  # without a tail the any-order log-likelihood is the one the tests above enumerate
-        orders = torch.tensor(exact_any_order(model, prompt, completion), dtype=torch.float64)
+        orders = torch.tensor([math.log(sequential_order_probability(model, prompt, completion, order))
+                               for order in itertools.permutations(range(len(completion)))], dtype=torch.float64)
         any_order = (torch.logsumexp(orders, 0) - math.log(len(orders))).item()
         print(f"block bound {bound:.4f} <= any-order log-likelihood {any_order:.4f}")
         assert bound <= any_order

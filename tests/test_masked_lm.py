@@ -1,5 +1,7 @@
 """A plain Hugging Face masked LM (BERT, mask id only on its tokenizer) trains with DiPOD and with masked SFT."""
 
+import math
+
 import torch
 from datasets import Dataset
 
@@ -50,7 +52,9 @@ def test_dipod_trains_a_bert_whose_mask_token_is_on_the_tokenizer_only(tmp_path)
     trainer.train()
     logged = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logged) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in logged)
-    assert all(h["drift/gap"] >= 0 for h in trainer.state.log_history if "drift/gap" in h)
+    # the drift monitor ran too (it scores with the tokenizer's mask id as well)
+    gaps = [h["drift/gap"] for h in trainer.state.log_history if "drift/gap" in h]
+    assert gaps and all(math.isfinite(g) for g in gaps)
     assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
 
 

@@ -64,24 +64,30 @@ def test_config_rejects_inconsistent_sizes():
         TinyMDLMConfig(hidden_size=30, num_attention_heads=4)
 
 
-class NextTokenLogits(torch.nn.Module):
-    """Dream's convention on top of the tiny model: the logits at position i score the token at position i + 1."""
+class CopiesTheNextToken(torch.nn.Module):
+    """A model with Dream's convention whose prediction is known: the logits at position i put all their mass on the
+    token at position i + 1 (the last position predicts the mask token). Its config says `model_type: Dream`."""
 
-    def __init__(self, model):
+    def __init__(self, vocab_size: int, mask_token_id: int):
         super().__init__()
-        self.model, self.config = model, model.config
+        self.vocab_size = vocab_size
+        self.config = TinyMDLMConfig(vocab_size=vocab_size, mask_token_id=mask_token_id)
+        self.config.model_type = "Dream"
 
     def forward(self, input_ids, attention_mask=None, **kwargs):
-        logits = self.model(input_ids).logits
-        return type("Output", (), {"logits": torch.cat([logits[:, 1:], logits[:, -1:]], dim=1)})()
+        following = torch.cat([input_ids[:, 1:], torch.full_like(input_ids[:, :1], self.config.mask_token_id)], 1)
+        logits = torch.nn.functional.one_hot(following, self.vocab_size).float() * 20.0
+        return type("Output", (), {"logits": logits})()
 
 
-def test_shifted_logits_are_realigned_by_the_dream_adapter(tiny_lm):
-    ids = torch.tensor([[3, 4, 5, 6]])
-    aligned = tiny_lm(ids).logits
-    lm = as_diffusion_lm(tiny_lm)
-    lm.model, lm.shift_logits = NextTokenLogits(tiny_lm), True
-    assert torch.equal(lm.logits(ids)[:, 1:], aligned[:, 1:])
+def test_the_dream_adapter_scores_each_position_with_the_previous_positions_logits():
+    model = CopiesTheNextToken(vocab_size=8, mask_token_id=7)
+    lm = as_diffusion_lm(model)
+    assert lm.shift_logits and lm.mask_token_id == 7
+    ids = torch.tensor([[3, 1, 4, 0, 5, 2]])
+    # Realigned, position i's logits score the token at i (all tokens differ: no shift or a shift the wrong way
+    # would predict the token one or two places further on).
+    assert lm.logits(ids)[0, 1:].argmax(-1).tolist() == ids[0, 1:].tolist()
 
 
 def tiny_bert(with_mask_token: bool):

@@ -1,10 +1,12 @@
 """The surrogate losses against formulas written out independently, one sequence or token at a time."""
 
+import itertools
 import math
 
 import pytest
 import torch
 
+from dipod_trl.likelihood import MaskDraw, elbo_from_token_logps
 from dipod_trl.objectives import (
     diffu_grpo_loss,
     dipod_term,
@@ -60,7 +62,7 @@ def test_diffu_grpo_loss_is_d1s_token_level_objective():
     assert out.loss.item() == pytest.approx(total / count, rel=1e-6)
 
 
-def test_spg_eubo_matches_its_definition_and_bounds_the_elbo_per_token():
+def test_spg_eubo_matches_its_definition():
     torch.manual_seed(0)
     logps = -torch.rand(1, 3, 4) * 2
     masks = torch.tensor([[[1, 0, 1, 0], [0, 1, 1, 0], [1, 1, 1, 1]]], dtype=torch.bool)
@@ -74,6 +76,34 @@ def test_spg_eubo_matches_its_definition_and_bounds_the_elbo_per_token():
         per_token.append(math.log(avg) / beta)
     expected = sum(per_token) / 4
     assert spg_eubo_per_token(logps, masks, weights, beta).item() == pytest.approx(expected, rel=1e-6)
+
+
+def every_mask_as_equally_likely_samples(length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ELBO's masks (l uniform on 1..L, then a uniform subset of l tokens), each repeated in proportion to its
+    probability, with weights L / l: a plain average over these samples is the exact expectation."""
+    per_size = math.lcm(*(math.comb(length, size) for size in range(1, length + 1)))
+    masks, weights = [], []
+    for size in range(1, length + 1):
+        for subset in itertools.combinations(range(length), size):
+            for _ in range(per_size // math.comb(length, size)):
+                masks.append([i in subset for i in range(length)])
+                weights.append(length / size)
+    return torch.tensor([masks]), torch.tensor([weights], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("beta", [1.0, 1.5, 3.0])
+def test_spg_eubo_bounds_the_elbo_per_token_and_meets_it_as_beta_goes_to_zero(beta):
+    """With every mask at its exact probability, SPG's EUBO per token >= the ELBO per token (Jensen under the
+    mask-weighted measure), strictly when the masked-token log-probabilities differ, and equal to it as beta -> 0."""
+    masks, weights = every_mask_as_equally_likely_samples(4)  # 48 samples
+    torch.manual_seed(0)
+    logps = -3 * torch.rand(masks.shape, dtype=torch.float64) * masks  # each sample's own context: its own values
+    draw = MaskDraw(masks, weights)
+    elbo_per_token = elbo_from_token_logps(logps, draw).mean().item() / 4
+    eubo = spg_eubo_per_token(logps, masks, weights, beta).item()
+    print(f"beta={beta}: EUBO per token {eubo:.4f} >= ELBO per token {elbo_per_token:.4f}")
+    assert eubo > elbo_per_token + 0.05
+    assert spg_eubo_per_token(logps, masks, weights, 1e-6).item() == pytest.approx(elbo_per_token, abs=1e-5)
 
 
 def test_spg_loss_uses_the_elbo_for_positive_and_the_bound_for_negative_advantages():

@@ -158,10 +158,11 @@ DIFFERENCES = [
      "model, adapter disabled) and without a KL term; TRL refuses it with PEFT or beta 0"),
 ]
 
-# Keys the release has no counterpart for: held-out monitoring and logging, which do not enter the update.
+# Keys the release has no counterpart for: held-out monitoring and logging, which do not enter the update, and the
+# memory knobs that split the same computation into chunks (tests/test_grad_chunks.py: identical losses and gradients).
 NOT_IN_RELEASE = {"output_dir", "report_to", "eval_split", "eval_strategy", "eval_steps", "num_eval_examples",
                   "num_generations_eval", "per_device_eval_batch_size", "drift_num_orders", "drift_num_sequences",
-                  "drift_every"}
+                  "drift_every", "elbo_chunk_size", "elbo_grad_chunk_size"}
 
 
 def recipe_rows(name):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 import time
 from fractions import Fraction
 
@@ -404,15 +405,49 @@ def test_answer_tag_and_boxed_in_answer():
     assert boxed_in_answer_reward(completions) == [1.0, 0.5, 0.0, 0.0, 0.5]
 
 
-def test_d1_countdown_mix_reproduces_d1_scores():
+def d1_countdown_rule(text: str, numbers: list[int], target: int) -> float:
+    """d1's Countdown score as its rule states it: 0 without a closed <answer> block; otherwise the last block's
+    equation scores 1.0 if it uses each given number exactly once and evaluates to the target (within 1e-5), else
+    0.1, the format score (also for an equation that does not evaluate)."""
+    blocks = re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)
+    if not blocks:
+        return 0.0
+    equation = blocks[-1].strip()
+    if sorted(int(n) for n in re.findall(r"\d+", equation)) != sorted(numbers):
+        return 0.1
+    if not re.fullmatch(r"[\d+\-*/().\s]+", equation):
+        return 0.1
+    try:
+        value = eval(equation, {"__builtins__": {}}, {})  # digits, + - * / and brackets only, checked above
+    except (ZeroDivisionError, SyntaxError):
+        return 0.1
+    return 1.0 if abs(value - target) < 1e-5 else 0.1
+
+
+def test_d1_countdown_mix_reproduces_d1s_rule():
     from dipod_trl.tasks import get_task
 
     funcs, weights = get_task("countdown").rewards()
-    completions = [countdown("2*4-3"), countdown("2+3+4"), "2*4-3"]
-    columns = {"numbers": [[2, 3, 4]] * 3, "target": [5] * 3}
-    per_func = [f(completions, **columns) for f in funcs]
-    totals = [sum(w * scores[i] for w, scores in zip(weights, per_func)) for i in range(3)]
-    assert totals == pytest.approx([1.0, 0.1, 0.0])
+    cases = [  # (completion, numbers, target): plain-arithmetic answers, where d1's rule is defined
+        (countdown("2*4-3"), [2, 3, 4], 5),
+        (countdown("(4 - 3) * 2 + 3"), [2, 3, 3, 4], 5),
+        (countdown("4/2+3"), [2, 3, 4], 5),
+        (countdown("2+3+4"), [2, 3, 4], 5),  # wrong value
+        (countdown("2*2+1"), [2, 1, 4], 5),  # reuses 2, never uses 4
+        (countdown("2*4"), [2, 3, 4], 8),  # misses 3
+        (countdown("4/(3-3)+2"), [2, 3, 3, 4], 5),  # division by zero
+        (countdown("(2+3"), [2, 3], 5),  # does not parse
+        ("<answer>2+3+4</answer> no: <answer>2*4-3</answer>", [2, 3, 4], 5),  # the last block counts
+        ("<answer>2*4-3</answer> no: <answer>2+3+4</answer>", [2, 3, 4], 5),
+        ("2*4-3", [2, 3, 4], 5),  # no answer block
+        ("<reasoning>2*4-3</reasoning>", [2, 3, 4], 5),
+    ]  # Not here: an answer block never closed, which d1 scores 0 and countdown_accuracy reads (0.9 in the mix).
+    completions, numbers, targets = (list(column) for column in zip(*cases))
+    per_func = [f(completions, numbers=numbers, target=targets) for f in funcs]
+    totals = [sum(w * scores[i] for w, scores in zip(weights, per_func)) for i in range(len(cases))]
+    expected = [d1_countdown_rule(*case) for case in cases]
+    assert {1.0, 0.1, 0.0} <= set(expected)  # every outcome of the rule is exercised
+    assert totals == pytest.approx(expected)
     with pytest.raises(ValueError, match="task"):
         get_task("chess")
 

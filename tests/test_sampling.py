@@ -8,8 +8,12 @@ import dipod_trl
 from dipod_trl.sampling import completion_mask_from_eos
 
 
-def reference_generate(model, prompt, *, gen_length, block_length, steps, remasking, mask_id):
-    """LLaDA's `generate` for one unpadded prompt at temperature 0, written as plainly as possible."""
+def reference_generate(model, prompt, *, gen_length, block_length, steps, remasking, mask_id, cfg_scale=0.0):
+    """LLaDA's `generate` for one unpadded prompt at temperature 0, written as plainly as possible.
+
+    With `cfg_scale > 0`, classifier-free guidance as LLaDA writes it: a second pass with the whole prompt masked
+    gives the unconditional logits, and the step uses `uncond + (cfg_scale + 1) * (cond - uncond)`.
+    """
     x = torch.cat([prompt, torch.full((gen_length,), mask_id)]).unsqueeze(0)
     num_blocks = gen_length // block_length
     steps_per_block = steps // num_blocks
@@ -22,6 +26,11 @@ def reference_generate(model, prompt, *, gen_length, block_length, steps, remask
             schedule[i] += 1
         for step in range(steps_per_block):
             logits = model(x).logits[0]
+            if cfg_scale > 0:
+                unconditional = x.clone()
+                unconditional[0, : len(prompt)] = mask_id
+                uncond = model(unconditional).logits[0]
+                logits = uncond + (cfg_scale + 1) * (logits - uncond)
             x0 = logits.argmax(-1)
             if remasking == "low_confidence":
                 confidence = F.softmax(logits.double(), dim=-1).gather(-1, x0[:, None])[:, 0]
@@ -95,13 +104,20 @@ def test_temperature_sampling_follows_the_model_distribution(tokenizer):
     assert ((freq - probs).abs() <= 4 * standard_error + 1e-9).all(), (freq, probs)
 
 
-def test_cfg_changes_logits_but_keeps_shapes(tiny_lm, tokenizer):
-    batch = tokenizer.pad({"input_ids": [tokenizer("1+1=").input_ids]}, return_tensors="pt")
+@pytest.mark.parametrize("cfg_scale", [1.0, 3.0])
+def test_guided_batch_matches_the_reference_with_the_prompt_masked(tiny_lm, tokenizer, cfg_scale):
+    """Left-padded rows under guidance follow LLaDA's CFG: real prompt tokens masked in the unconditional pass."""
+    prompts = [tokenizer(text).input_ids for text in ["1+1=", "what is 13*7?", "a"]]
+    batch = tokenizer.pad({"input_ids": prompts}, return_tensors="pt", padding_side="left")
     args = (tiny_lm, batch["input_ids"], batch["attention_mask"])
-    plain, _ = dipod_trl.generate(*args, gen_length=8, block_length=8, steps=8)
-    guided, mask = dipod_trl.generate(*args, gen_length=8, block_length=8, steps=8, cfg_scale=3.0)
-    assert guided.shape == plain.shape == mask.shape
-    assert not torch.equal(guided, plain), "guidance at scale 3 should change some greedy choice"
+    schedule = dict(gen_length=8, block_length=4, steps=8)
+    guided, _ = dipod_trl.generate(*args, **schedule, cfg_scale=cfg_scale, eos_token_ids=[])
+    plain, _ = dipod_trl.generate(*args, **schedule, eos_token_ids=[])
+    assert not torch.equal(guided, plain)  # guidance changes greedy choices of this model: the comparison has teeth
+    for row, prompt in enumerate(prompts):
+        expected = reference_generate(tiny_lm, torch.tensor(prompt), **schedule, remasking="low_confidence",
+                                      mask_id=tiny_lm.config.mask_token_id, cfg_scale=cfg_scale)
+        assert guided[row].tolist() == expected.tolist(), f"row {row} differs"
 
 
 def test_completion_mask_ends_after_first_eos():

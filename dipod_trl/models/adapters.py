@@ -9,6 +9,9 @@ is a matter of one adapter class. The adapter is picked from `model.config.model
 | LLaDA / LLaDA-1.5 (`GSAI-ML/LLaDA-8B-Instruct`) | `llada` | aligned | 126336; stops at EOS 126081 and EOT 126348 |
 | Dream (`Dream-org/Dream-v0-Instruct-7B`) | `Dream` | shifted by one (i predicts i+1) | tokenizer's `<|mask|>` |
 | any Hugging Face masked LM (BERT, RoBERTa, ModernBERT, ...) | anything else | aligned | tokenizer's mask token |
+
+Models whose class sets `supports_block_kv_cache = True` also serve the block key/value cache of fast decoding
+(`logits_and_cache`, `span_logits`; the contract is in `kv_cache.py`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,27 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     if hasattr(model, "get_base_model"):  # PeftModel
         model = model.get_base_model()
     return model
+
+
+def _first_real_token(attention_mask: torch.Tensor) -> torch.Tensor:
+    """True at each row's first attended position (and at position 0): the positions with no real predecessor."""
+    after_pad = torch.cat([torch.ones_like(attention_mask[:, :1]), 1 - attention_mask[:, :-1]], dim=1)
+    return after_pad.bool() & attention_mask.bool()
+
+
+def _shift_onto_positions(logits: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Shifted logits (hidden state i scores position i+1) moved onto the positions they score. A row's first real
+    token has no real predecessor: it keeps its own scores, as in the unpadded row (the pad position before it would
+    make them depend on the padding); so does position 0."""
+    shifted = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+    if attention_mask is None:
+        return shifted
+    return torch.where(_first_real_token(attention_mask).unsqueeze(-1), logits, shifted)
+
+
+def padded_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that count attended tokens only, so a left-padded row has the positions of the unpadded row."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def _as_id_list(value) -> list[int]:
@@ -72,20 +96,49 @@ class DiffusionLM:
             keep = attention_mask.bool()[:, None, None, :]
             eye = torch.eye(input_ids.shape[1], dtype=torch.bool, device=input_ids.device)
             kwargs["attention_mask"] = keep | eye
-            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            kwargs["position_ids"] = padded_positions(attention_mask)
         elif attention_mask is not None:
             kwargs["attention_mask"] = attention_mask
         logits = self.model(input_ids, **kwargs).logits
         if self.shift_logits:
             # Dream predicts the next position from each hidden state; move the scores back onto their positions.
-            shifted = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
-            if attention_mask is not None:
-                # A row's first real token has no real predecessor: it keeps its own scores, as in the unpadded row
-                # (the pad position before it would make them depend on the padding).
-                after_pad = torch.cat([torch.ones_like(attention_mask[:, :1]), 1 - attention_mask[:, :-1]], dim=1)
-                shifted = torch.where((after_pad.bool() & attention_mask.bool()).unsqueeze(-1), logits, shifted)
-            logits = shifted
+            logits = _shift_onto_positions(logits, attention_mask)
         return logits
+
+    @property
+    def supports_kv_cache(self) -> bool:
+        """Whether the model implements the block key/value cache (`dipod_trl.models.kv_cache`)."""
+        return bool(getattr(unwrap_model(self.model), "supports_block_kv_cache", False))
+
+    def logits_and_cache(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, object]:
+        """One full forward: aligned logits (as `logits`) and the `BlockKVCache` of every layer's keys and values."""
+        output = self.model(input_ids, attention_mask=attention_mask, position_ids=padded_positions(attention_mask),
+                            use_cache=True)
+        logits = output.logits
+        if self.shift_logits:
+            logits = _shift_onto_positions(logits, attention_mask)
+        return logits, output.cache  # transformers' name of the `past_key_values` output field
+
+    def span_logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache, start: int, end: int
+    ) -> torch.Tensor:
+        """Aligned logits of positions `[start, end)` of the full-length `input_ids`, recomputing only that span (the
+        keys/values of other positions are read from `cache`, built by `logits_and_cache`).
+
+        With shifted logits the score of position i comes from hidden state i-1, so the span recomputed is
+        `[start - 1, end)` (its last hidden state is not needed for a score, but its keys/values are fresh).
+        """
+        first = max(start - 1, 0) if self.shift_logits else start
+        positions = padded_positions(attention_mask)
+        logits = self.model(input_ids[:, first:end], attention_mask=attention_mask,
+                            position_ids=positions[:, first:end], past_key_values=cache,
+                            cache_position=torch.arange(first, end, device=input_ids.device)).logits
+        if not self.shift_logits:
+            return logits
+        own = logits[:, start - first:]  # hidden states of [start, end)
+        previous = logits[:, :-1] if first < start else torch.cat([own[:, :1], own[:, :-1]], dim=1)
+        # As in `logits`: a row's first real token keeps its own scores.
+        return torch.where(_first_real_token(attention_mask)[:, start:end].unsqueeze(-1), own, previous)
 
     @property
     def config(self):

@@ -6,12 +6,16 @@ and the demo run offline on a CPU, and plain enough to read in one sitting.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
+
+from .kv_cache import BlockKVCache, span_start
 
 
 class TinyMDLMConfig(PreTrainedConfig):
@@ -52,6 +56,15 @@ class TinyMDLMConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
 
 
+@dataclass
+class TinyMDLMOutput(MaskedLMOutput):
+    """`MaskedLMOutput` plus the block key/value cache of a full forward with `use_cache=True`.
+
+    transformers names the field `cache`; `output.past_key_values` reads the same field."""
+
+    cache: BlockKVCache | None = None
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
@@ -71,12 +84,19 @@ class TinyMDLMBlock(GradientCheckpointingLayer):
         self.up = nn.Linear(config.hidden_size, config.intermediate_size)
         self.down = nn.Linear(config.intermediate_size, config.hidden_size)
 
-    def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn_bias: torch.Tensor | None):
+    def forward(self, hidden, cos, sin, attn_bias, kv_cache: BlockKVCache | None = None, layer: int = 0,
+                start: int | None = None):
+        """`start` set: `hidden` is the span `[start, start + length)` and the other keys/values come from `kv_cache`.
+        `start` None with a `kv_cache`: a full forward that records this layer's keys/values in it."""
         batch, length, _ = hidden.shape
         q, k, v = self.qkv(self.attn_norm(hidden)).view(batch, length, 3, self.num_heads, self.head_dim).unbind(2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (batch, heads, length, head_dim)
         q = q * cos + _rotate_half(q) * sin
         k = k * cos + _rotate_half(k) * sin
+        if kv_cache is not None and start is not None:
+            k, v = kv_cache.with_span(layer, k, v, start)
+        elif kv_cache is not None:
+            kv_cache.store(layer, k, v)
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
         hidden = hidden + self.out(attn.transpose(1, 2).reshape(batch, length, -1))
         return hidden + self.down(F.gelu(self.up(self.mlp_norm(hidden))))
@@ -88,6 +108,10 @@ class TinyMDLMForMaskedDiffusion(PreTrainedModel):
     `forward(input_ids, attention_mask=None, position_ids=None)` returns a `MaskedLMOutput` whose `logits` are aligned
     with the input positions. Positions default to the running count of attended tokens, so a left-padded row gets the
     same positions (and the same logits) as the unpadded row. The mask token itself is never predicted.
+
+    It supports the block key/value cache of `dipod_trl.models.kv_cache`: `use_cache=True` returns the keys/values of
+    a full forward in `past_key_values`, and a span forward (`past_key_values=cache`, `cache_position` of the span)
+    recomputes the span only.
     """
 
     config_class = TinyMDLMConfig
@@ -96,6 +120,7 @@ class TinyMDLMForMaskedDiffusion(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["TinyMDLMBlock"]
     _tied_weights_keys = {"lm_head.weight": "embed_tokens.weight"}
+    supports_block_kv_cache = True
 
     def __init__(self, config: TinyMDLMConfig):
         super().__init__(config)
@@ -138,13 +163,22 @@ class TinyMDLMForMaskedDiffusion(PreTrainedModel):
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
+        past_key_values: BlockKVCache | None = None,
+        use_cache: bool | None = None,
+        cache_position: torch.LongTensor | None = None,
         **kwargs,
     ) -> MaskedLMOutput:
+        start = span_start(cache_position) if past_key_values is not None else None
+        if start is None and past_key_values is not None:
+            raise ValueError("past_key_values: a span forward needs the span's cache_position (see kv_cache.py).")
         if position_ids is None:
             if attention_mask is None:
-                position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+                full = torch.arange(start or 0, (start or 0) + input_ids.shape[1], device=input_ids.device)
+                position_ids = full.expand_as(input_ids)
             else:
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+                if start is not None:
+                    position_ids = position_ids[:, start:start + input_ids.shape[1]]
         angles = position_ids.unsqueeze(-1).float() * self.inv_freq  # (batch, length, head_dim / 2)
         angles = torch.cat((angles, angles), dim=-1).unsqueeze(1)  # (batch, 1, length, head_dim)
         hidden = self.embed_tokens(input_ids)
@@ -152,14 +186,18 @@ class TinyMDLMForMaskedDiffusion(PreTrainedModel):
 
         attn_bias = None
         if attention_mask is not None:
-            # Additive bias over keys; padded keys get -inf. A fully padded row attends to itself only, to stay finite.
-            keep = attention_mask.bool()[:, None, None, :]
-            keep = keep | torch.eye(input_ids.shape[1], dtype=torch.bool, device=input_ids.device)
+            # Additive bias over keys; padded keys get -inf. A padded query attends to its own key too, so that a fully
+            # padded row stays finite. Queries are the span's positions, keys the whole sequence.
+            length = attention_mask.shape[1]
+            queries = torch.arange(start or 0, (start or 0) + input_ids.shape[1], device=input_ids.device)
+            own_key = queries[:, None] == torch.arange(length, device=input_ids.device)
+            keep = attention_mask.bool()[:, None, None, :] | own_key
             attn_bias = torch.zeros(keep.shape, dtype=hidden.dtype, device=hidden.device)
             attn_bias = attn_bias.masked_fill(~keep, torch.finfo(hidden.dtype).min)
 
-        for layer in self.layers:
-            hidden = layer(hidden, cos, sin, attn_bias)
+        cache = BlockKVCache() if use_cache and past_key_values is None else None
+        for index, layer in enumerate(self.layers):
+            hidden = layer(hidden, cos, sin, attn_bias, past_key_values if start is not None else cache, index, start)
         logits = self.lm_head(self.norm(hidden))
         logits[..., self.config.mask_token_id] = torch.finfo(logits.dtype).min
-        return MaskedLMOutput(logits=logits)
+        return TinyMDLMOutput(logits=logits, cache=cache)
