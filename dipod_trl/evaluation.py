@@ -341,6 +341,11 @@ def evaluate_records(
     questions = [_question_text(p) for p in dataset["prompt"]]
     records = finished_records(output_path, key, questions) if output_path else {}
     todo = [i for i in range(len(dataset)) if i not in records][state.process_index :: state.num_processes]
+    if state.num_processes > 1:
+        # The finished records include unmerged part files: every process must read them before any process
+        # writes, or a process that starts later takes another's fresh records for finished ones and shares out
+        # the rest differently.
+        state.wait_for_everyone()
     write_path = None
     if output_path:
         os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
@@ -368,16 +373,21 @@ def evaluate_records(
     finally:
         if out:
             out.close()
-    if state.num_processes > 1 and output_path:
-        state.wait_for_everyone()
-        if state.is_main_process:
-            _merge_parts(output_path)
-        state.wait_for_everyone()
-        records = finished_records(output_path, key, questions)
-    elif state.num_processes > 1:
+    if state.num_processes > 1:
         from accelerate.utils import gather_object
 
+        # The records travel with the collective itself, so the summary never depends on when another process's
+        # part file becomes readable; the files are merged only for resuming.
         records = {r["index"]: r for r in gather_object(list(records.values()))}
+        if output_path:
+            state.wait_for_everyone()
+            if state.is_main_process:
+                _merge_parts(output_path)
+            state.wait_for_everyone()
+    missing = sorted(set(range(len(dataset))) - set(records))
+    if missing:
+        raise RuntimeError(f"evaluation: no record for examples {missing[:10]} ({len(missing)} in all); rerun to "
+                           "generate them (finished records are reused).")
     ordered = [records[i] for i in sorted(records)]
     summary = _summarise(ordered, list(scorers), num_generations)
     if output_path and state.is_main_process:
