@@ -208,19 +208,25 @@ def claimed_output_dir(config, output_args):
         yield checkpoint
 
 
-def train(argv: list[str]):
-    """RL with DiPOD from a recipe; returns the trainer."""
+def _run_recipe(argv: list[str], config_class, run):
+    """Parse a training recipe, hold its output directory while `run(model_args, task_args, config, checkpoint)`
+    trains, then leave the process group; returns the trainer."""
     from trl import ModelConfig
 
-    from .config import DiPODConfig
-
     model_args, task_args, config, output_args = parse_recipe(
-        [ModelConfig, TaskArguments, DiPODConfig, OutputArguments], argv
+        [ModelConfig, TaskArguments, config_class, OutputArguments], argv
     )
     with claimed_output_dir(config, output_args) as checkpoint:
-        trainer = _train(model_args, task_args, config, checkpoint)
+        trainer = run(model_args, task_args, config, checkpoint)
     _finish_distributed()
     return trainer
+
+
+def train(argv: list[str]):
+    """RL with DiPOD from a recipe; returns the trainer."""
+    from .config import DiPODConfig
+
+    return _run_recipe(argv, DiPODConfig, _train)
 
 
 def _train(model_args, task_args, config, checkpoint):
@@ -242,17 +248,9 @@ def _train(model_args, task_args, config, checkpoint):
 
 def sft(argv: list[str]):
     """Masked-diffusion SFT from a recipe; returns the trainer."""
-    from trl import ModelConfig
-
     from .sft import MaskedSFTConfig
 
-    model_args, task_args, config, output_args = parse_recipe(
-        [ModelConfig, TaskArguments, MaskedSFTConfig, OutputArguments], argv
-    )
-    with claimed_output_dir(config, output_args) as checkpoint:
-        trainer = _sft(model_args, task_args, config, checkpoint)
-    _finish_distributed()
-    return trainer
+    return _run_recipe(argv, MaskedSFTConfig, _sft)
 
 
 def _sft(model_args, task_args, config, checkpoint):
