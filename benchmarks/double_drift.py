@@ -1,18 +1,23 @@
 """Where does the ELBO surrogate drift on the tiny model, and does DiPOD hold it? A sweep over the paper's own knobs.
 
     python benchmarks/double_drift.py                      # the grid below, 5 seeds per cell, 2 workers
-    python benchmarks/double_drift.py --seeds 0 1 --cells demo --objectives fpo --rl-steps 40   # a quick look
+    python benchmarks/double_drift.py --seeds 0 1 --cells "12 iters, 1 MC sample" --objectives fpo --generations 5   # a quick look
 
 Every run starts from the demo's masked-SFT checkpoint on digit_sort (built once, here) and RL-trains with the demo's
-settings except for the knobs of its cell: inner iterations per generation batch (the release uses 12), ELBO samples
-and estimator (1 plain Monte-Carlo sample is the noisiest), and the learning rate. Each cell runs the base objective
-(`dipod_beta=0`) and the same objective + DiPOD (`dipod_beta=0.05`) on the same seeds.
+fixed settings (64 completions of 8 tokens in 2 blocks per generation batch, 8 per prompt, T=1, exact-match reward,
+`dipod_normalization="token"`) and the knobs of its cell: inner iterations per generation batch (the release uses 12),
+ELBO samples and estimator (1 plain Monte-Carlo sample is the noisiest), and the learning rate. Each cell runs the base
+objective (`dipod_beta=0`) and the same objective + DiPOD (`dipod_beta=0.05`) on the same seeds. Every run sees the
+same number of generation batches (`--generations`), so a cell with 12 inner iterations takes 12 optimizer steps per
+batch where one with 2 takes 2: the cells differ in how hard they optimise each batch, not in how much data they see.
 
-Per run it records the reward of the sampled completions (exact match, T=1), the drift monitor's gap (importance-
-weighted order bound - ELBO, nats per completion) and its ELBO of on-policy completions, and the held-out greedy
-accuracy at the end. The table gives, per cell and method, the mean over the last quarter of each run (reward, gap)
-and the final accuracy, as mean and 95% t-interval over seeds, and the difference DiPOD - base with its own interval
-(Welch). Writes OUTPUT_DIR/double_drift.md, OUTPUT_DIR/double_drift.png and OUTPUT_DIR/runs.json.
+Per generation batch the trainer logs the reward of the sampled completions and the drift monitor's gap (importance-
+weighted order bound - ELBO, nats per completion) and ELBO of on-policy completions; the held-out greedy accuracy is
+measured at the end. The table gives per cell and method, as mean and 95% t-interval over seeds: reward and gap over
+the last quarter of the run, the gap's growth and the on-policy ELBO's change (last quarter - first quarter), and the
+accuracy; then the difference DiPOD - base with its 95% Welch interval. Writes OUTPUT_DIR/double_drift.md and
+OUTPUT_DIR/double_drift.png, and each run's result next to its checkpoint; a sweep started again with the same
+arguments runs only what is missing.
 """
 
 from __future__ import annotations
@@ -25,12 +30,19 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-# The grid searched: each cell's overrides of the demo's DiPODConfig (demo: 2 iterations, 2 antithetic samples, 2e-4).
+# The grid searched: each cell's values of the demo's RL settings (`DemoConfig` fields).
 CELLS = {
-    "demo": dict(num_iterations=2, elbo_num_samples=2, elbo_estimator="antithetic", learning_rate=2e-4),
+    "2 iters, 2 antithetic samples": dict(num_iterations=2, elbo_num_samples=2, elbo_estimator="antithetic",
+                                          learning_rate=2e-4),
+    "4 iters, 1 MC sample, lr 5e-4": dict(num_iterations=4, elbo_num_samples=1, elbo_estimator="mc",
+                                          learning_rate=5e-4),
     "12 iters, 1 MC sample": dict(num_iterations=12, elbo_num_samples=1, elbo_estimator="mc", learning_rate=2e-4),
+    "12 iters, 1 MC sample, lr 5e-4": dict(num_iterations=12, elbo_num_samples=1, elbo_estimator="mc",
+                                           learning_rate=5e-4),
     "12 iters, 1 MC sample, lr 1e-3": dict(num_iterations=12, elbo_num_samples=1, elbo_estimator="mc",
                                            learning_rate=1e-3),
+    "12 iters, 2 antithetic samples, lr 1e-3": dict(num_iterations=12, elbo_num_samples=2,
+                                                    elbo_estimator="antithetic", learning_rate=1e-3),
 }
 OBJECTIVES = ("fpo", "spg")
 BETAS = {"base": 0.0, "+DiPOD": 0.05}
@@ -47,19 +59,31 @@ def run_one(job: dict) -> dict:
     from dipod_trl.models import build_tiny_tokenizer
 
     hf_logging.disable_progress_bar()
-    config = DemoConfig(output_dir=job["out"], rl_steps=job["rl_steps"])
+    config = DemoConfig(output_dir=job["out"], generation_batches=job["generations"], objective=job["objective"],
+                        dipod_normalization="token", **CELLS[job["cell"]])
     start = time.perf_counter()
-    run = rl_run(config, job["sft"], job["method"], job["seed"], out=job["out"], objective=job["objective"],
-                 dipod_beta=job["dipod_beta"], dipod_normalization="token", **CELLS[job["cell"]])
+    run = rl_run(config, job["sft"], job["method"], job["seed"], out=job["out"], dipod_beta=job["dipod_beta"])
     test = load_digit_sort("test", num_examples=256, seed=0)
     run["accuracy"] = accuracy(run["path"], test, build_tiny_tokenizer())
     run.update(cell=job["cell"], objective=job["objective"], method=job["method"], seconds=time.perf_counter() - start)
     return run
 
 
-def tail_mean(values: list[float], fraction: float = 0.25) -> float:
-    kept = [v for v in values[int(len(values) * (1 - fraction)):] if not math.isnan(v)]
+def quarter_mean(values: list[float], last: bool = True) -> float:
+    """Mean over the last (or first) quarter of a run's generation batches, NaNs skipped."""
+    cut = max(1, len(values) // 4)
+    kept = [v for v in (values[-cut:] if last else values[:cut]) if not math.isnan(v)]
     return sum(kept) / len(kept) if kept else float("nan")
+
+
+# The table's columns: name, and the statistic of one run.
+COLUMNS = {
+    "reward (last 25%)": lambda r: quarter_mean(r["reward"]),
+    "drift gap (last 25%)": lambda r: quarter_mean(r["drift_gap"]),
+    "gap growth (last - first 25%)": lambda r: quarter_mean(r["drift_gap"]) - quarter_mean(r["drift_gap"], False),
+    "on-policy ELBO change": lambda r: quarter_mean(r["drift_elbo"]) - quarter_mean(r["drift_elbo"], False),
+    "held-out accuracy": lambda r: r["accuracy"],
+}
 
 
 def interval(values: list[float]) -> tuple[float, float]:
@@ -85,8 +109,8 @@ def difference(a: list[float], b: list[float]) -> tuple[float, float]:
 
 def table(runs: list[dict]) -> str:
     fmt = lambda m_h: f"{m_h[0]:.3f} ± {m_h[1]:.3f}"  # noqa: E731
-    lines = ["| objective | cell | method | seeds | reward (last 25%) | drift gap (last 25%) | held-out accuracy |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| objective | cell | method | seeds | " + " | ".join(COLUMNS) + " |",
+             "| --- " * (4 + len(COLUMNS)) + "|"]
     for objective in OBJECTIVES:
         for cell in CELLS:
             groups = {m: [r for r in runs if (r["objective"], r["cell"], r["method"]) == (objective, cell, m)]
@@ -94,22 +118,17 @@ def table(runs: list[dict]) -> str:
             if not all(groups.values()):
                 continue
             for method, group in groups.items():
-                rewards = [tail_mean(r["reward"]) for r in group]
-                gaps = [tail_mean(r["drift_gap"]) for r in group]
-                lines.append(f"| {objective} | {cell} | {method} | {len(group)} | {fmt(interval(rewards))} "
-                             f"| {fmt(interval(gaps))} | {fmt(interval([r['accuracy'] for r in group]))} |")
+                cells = [fmt(interval([stat(r) for r in group])) for stat in COLUMNS.values()]
+                lines.append(f"| {objective} | {cell} | {method} | {len(group)} | " + " | ".join(cells) + " |")
             if min(len(g) for g in groups.values()) > 1:
                 base, dipod = groups["base"], groups["+DiPOD"]
-                d_reward = difference([tail_mean(r["reward"]) for r in dipod], [tail_mean(r["reward"]) for r in base])
-                d_gap = difference([tail_mean(r["drift_gap"]) for r in dipod],
-                                   [tail_mean(r["drift_gap"]) for r in base])
-                d_acc = difference([r["accuracy"] for r in dipod], [r["accuracy"] for r in base])
-                lines.append(f"| {objective} | {cell} | DiPOD - base | | {fmt(d_reward)} | {fmt(d_gap)} "
-                             f"| {fmt(d_acc)} |")
+                cells = [fmt(difference([stat(r) for r in dipod], [stat(r) for r in base])) for stat in COLUMNS.values()]
+                lines.append(f"| {objective} | {cell} | DiPOD - base | | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def plot(runs: list[dict], path: str) -> None:
+    """Per cell (columns): reward, drift gap and on-policy ELBO (rows) per generation batch, base vs + DiPOD."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,29 +137,48 @@ def plot(runs: list[dict], path: str) -> None:
 
     from dipod_trl.demo import _smooth
 
+    rows = (("reward", "reward (T=1)"), ("drift_gap", "drift gap (nats / completion)"),
+            ("drift_elbo", "on-policy ELBO (nats / completion)"))
     cells = [(o, c) for o in OBJECTIVES for c in CELLS if any((r["objective"], r["cell"]) == (o, c) for r in runs)]
-    fig, axes = plt.subplots(2, len(cells), figsize=(4.2 * len(cells), 7), squeeze=False)
+    fig, axes = plt.subplots(len(rows), len(cells), figsize=(4.2 * len(cells), 10), squeeze=False)
     for col, (objective, cell) in enumerate(cells):
         for method, color in zip(BETAS, ("tab:blue", "tab:orange")):
             group = [r for r in runs if (r["objective"], r["cell"], r["method"]) == (objective, cell, method)]
             if not group:
                 continue
-            steps = group[0]["step"]
-            for row, key in enumerate(("reward", "drift_gap")):
-                curves = np.array([_smooth(r[key]) for r in group])
+            batches = np.arange(1, len(group[0]["reward"]) + 1)
+            for row, (key, _) in enumerate(rows):
+                curves = np.array([_smooth(r[key], window=5) for r in group])
                 for curve in curves:
-                    axes[row, col].plot(steps, curve, color=color, alpha=0.2, linewidth=0.7)
-                axes[row, col].plot(steps, np.nanmean(curves, 0), color=color, linewidth=2,
+                    axes[row, col].plot(batches, curve, color=color, alpha=0.2, linewidth=0.7)
+                axes[row, col].plot(batches, np.nanmean(curves, 0), color=color, linewidth=2,
                                     label=f"{objective} {method} ({len(group)} seeds)")
-        axes[0, col].set(title=f"{objective}: {cell}", ylabel="reward (T=1)", ylim=(0, 1))
-        axes[1, col].set(xlabel="RL step", ylabel="drift gap (nats / completion)")
-        for row in range(2):
+        axes[0, col].set(title=f"{objective}: {cell}", ylim=(0, 1))
+        axes[-1, col].set(xlabel="generation batch")
+        for row, (_, label) in enumerate(rows):
+            axes[row, 0].set(ylabel=label)
             axes[row, col].grid(alpha=0.3)
             axes[row, col].legend(fontsize=7)
-    fig.suptitle("digit_sort, tiny model: base objective vs + DiPOD (10-step moving averages; thin lines: seeds)")
+    fig.suptitle("digit_sort, tiny model: base objective vs + DiPOD (5-batch moving averages; thin lines: seeds)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def complete_cells(runs: list[dict], num_seeds: int) -> list[dict]:
+    """The runs of the (objective, cell) pairs that have every seed for both methods; the others are named."""
+    count = {}
+    for r in runs:
+        count[(r["objective"], r["cell"], r["method"])] = count.get((r["objective"], r["cell"], r["method"]), 0) + 1
+    complete = {(o, c) for o, c, _ in count if all(count.get((o, c, m), 0) == num_seeds for m in BETAS)}
+    for pair in sorted({(o, c) for o, c, _ in count} - complete):
+        print(f"left out of the table (not every seed finished): {pair[0]}, {pair[1]}")
+    return [r for r in runs if (r["objective"], r["cell"]) in complete]
+
+
+def result_path(job: dict) -> str:
+    """A finished run's curves and accuracy; a sweep started again skips the runs that have one."""
+    return os.path.join(job["out"], f"run_{job['generations']}_batches.json")
 
 
 def main():
@@ -148,9 +186,11 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
     parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=list(OBJECTIVES))
-    parser.add_argument("--rl-steps", type=int, default=120)
+    parser.add_argument("--generations", type=int, default=30, help="generation batches per run")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--output-dir", default="outputs/double_drift")
+    parser.add_argument("--summarise-only", action="store_true",
+                        help="only write the table and figure from the finished runs of the grid given")
     args = parser.parse_args()
 
     from dipod_trl.demo import DemoConfig, pretrain
@@ -158,28 +198,32 @@ def main():
 
     os.makedirs(args.output_dir, exist_ok=True)
     sft = os.path.join(args.output_dir, "sft")
-    if not os.path.exists(os.path.join(sft, "config.json")):
+    if not args.summarise_only and not os.path.exists(os.path.join(sft, "config.json")):
         pretrain(DemoConfig(), build_tiny_tokenizer(), sft)
     jobs = [
         dict(cell=cell, objective=objective, method=method, dipod_beta=beta, seed=seed, sft=sft,
-             rl_steps=args.rl_steps,
+             generations=args.generations,
              out=os.path.join(args.output_dir, objective, cell.replace(" ", "_").replace(",", ""), method, str(seed)))
         for objective in args.objectives for cell in args.cells for seed in args.seeds for method, beta in BETAS.items()
     ]
     start = time.perf_counter()
-    print(f"{len(jobs)} runs of {args.rl_steps} RL steps on {args.workers} workers", flush=True)
-    runs = []
+    runs = [json.load(open(result_path(job))) for job in jobs if os.path.exists(result_path(job))]
+    jobs = [] if args.summarise_only else [job for job in jobs if not os.path.exists(result_path(job))]
+    if runs:
+        print(f"{len(runs)} runs already finished in {args.output_dir}: not run again", flush=True)
+    print(f"{len(jobs)} runs of {args.generations} generation batches on {args.workers} workers", flush=True)
     with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for run in pool.map(run_one, jobs):
+        for job, run in zip(jobs, pool.map(run_one, jobs)):
             runs.append(run)
+            with open(result_path(job), "w") as f:
+                json.dump(run, f)
             print(f"done {run['objective']:4s} {run['cell']:32s} {run['method']:7s} seed {run['seed']} "
-                  f"reward {tail_mean(run['reward']):.3f} gap {tail_mean(run['drift_gap']):.3f} "
+                  f"reward {quarter_mean(run['reward']):.3f} gap {quarter_mean(run['drift_gap']):.3f} "
                   f"acc {run['accuracy']:.3f} ({run['seconds']:.0f} s)", flush=True)
-    with open(os.path.join(args.output_dir, "runs.json"), "w") as f:
-        json.dump(runs, f)
+    runs = complete_cells(runs, len(args.seeds))
     text = table(runs)
     with open(os.path.join(args.output_dir, "double_drift.md"), "w") as f:
-        f.write(f"{args.rl_steps} RL steps per run, seeds {args.seeds}\n\n{text}\n")
+        f.write(f"{args.generations} generation batches per run, seeds {args.seeds}\n\n{text}\n")
     plot(runs, os.path.join(args.output_dir, "double_drift.png"))
     print(text)
     print(f"wrote {args.output_dir}/double_drift.md and .png in {(time.perf_counter() - start) / 60:.1f} minutes")

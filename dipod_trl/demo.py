@@ -3,9 +3,11 @@
 1. Build the tiny masked diffusion LM and pre-train it briefly with masked SFT on `digit_sort` (sort five digits),
    a task with verifiable answers that the project generates itself. The short SFT leaves it right about half the
    time: room for RL.
-2. From that same start, RL-train with FPO and with FPO + DiPOD, several seeds each, on the exact-match reward.
-3. Write `curves.png` (reward and drift gap per step, mean and spread over seeds), `summary.json`, the trained
-   checkpoints, and print a summary table with the held-out greedy accuracy of every run.
+2. From that same start, RL-train with SPG and with SPG + DiPOD, five seeds each, on the exact-match reward, in the
+   regime where `benchmarks/double_drift.py` found the surrogate drifting: the release's 12 inner iterations per
+   generation batch, one plain Monte-Carlo ELBO sample, learning rate 5e-4.
+3. Write `curves.png` (reward, drift gap and on-policy ELBO per generation batch, mean and spread over seeds),
+   `summary.json`, the trained checkpoints, and print a summary table with the held-out greedy accuracy of every run.
 
 Everything is built here: no download, no GPU.
 """
@@ -35,14 +37,26 @@ from .trainer import DiPODTrainer
 
 @dataclass
 class DemoConfig:
-    """Arguments of `dipod demo`. The defaults run in a few minutes on 2 CPU cores."""
+    """Arguments of `dipod demo`. The defaults run in a few minutes on 2 CPU cores. They are the regime where the
+    surrogate drifts on this model (SPG, 12 inner iterations, 1 Monte-Carlo ELBO sample, lr 5e-4); a steady regime,
+    where base and + DiPOD are indistinguishable, is `--objective fpo --generation_batches 30 --num_iterations 2
+    --elbo_num_samples 2 --elbo_estimator antithetic --learning_rate 2e-4`."""
 
     output_dir: str = field(default="outputs/demo", metadata={"help": "Where checkpoints, curves and summary go."})
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "RL seeds per method."})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4], metadata={"help": "RL seeds per method."})
     sft_steps: int = field(default=120, metadata={"help": "Masked-SFT steps before RL (short: leaves room for RL)."})
-    rl_steps: int = field(default=200, metadata={"help": "RL steps per run."})
-    learning_rate: float = field(default=2e-4, metadata={"help": "RL learning rate."})
-    dipod_beta: float = field(default=0.05, metadata={"help": "DiPOD weight of the FPO + DiPOD runs."})
+    objective: str = field(default="spg", metadata={"help": "Base objective: 'spg' or 'fpo' (the paper's two)."})
+    generation_batches: int = field(
+        default=10,
+        metadata={"help": "Generation batches per RL run; each is optimised for num_iterations steps."},
+    )
+    learning_rate: float = field(default=5e-4, metadata={"help": "RL learning rate."})
+    num_iterations: int = field(
+        default=12, metadata={"help": "Inner iterations per generation batch (the release's runs use 12)."}
+    )
+    elbo_num_samples: int = field(default=1, metadata={"help": "Mask samples per ELBO estimate."})
+    elbo_estimator: str = field(default="mc", metadata={"help": "DiPODConfig.elbo_estimator: 'mc', 'antithetic', ..."})
+    dipod_beta: float = field(default=0.05, metadata={"help": "DiPOD weight of the + DiPOD runs."})
     dipod_normalization: str = field(
         default="token",
         metadata={
@@ -54,8 +68,19 @@ class DemoConfig:
     num_eval_examples: int = field(default=256, metadata={"help": "Held-out examples for the accuracy column."})
     threads: int = field(default=0, metadata={"help": "torch threads (0: torch's default)."})
 
+    def __post_init__(self):
+        if self.objective not in ("fpo", "spg"):
+            raise ValueError(f"objective: the demo compares 'fpo' or 'spg' with and without DiPOD, not "
+                             f"{self.objective!r}.")
+        for name in ("generation_batches", "num_iterations", "elbo_num_samples", "sft_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
 
-METHODS = {"FPO": 0.0, "FPO+DiPOD": None}  # None: the demo's dipod_beta
+
+def methods(config: DemoConfig) -> dict[str, float]:
+    """The two methods the demo compares, by label: the base objective and the same objective + DiPOD."""
+    base = config.objective.upper()
+    return {base: 0.0, f"{base}+DiPOD": config.dipod_beta}
 
 
 class Progress(TrainerCallback):
@@ -113,25 +138,27 @@ def pretrain(config: DemoConfig, tokenizer, path: str) -> None:
 def rl_run(config: DemoConfig, sft_path: str, method: str, seed: int, out: str | None = None, **overrides) -> dict:
     """One RL run from the SFT checkpoint; returns its per-step curves and the path of the trained model.
 
-    `overrides` replace the demo's `DiPODConfig` values (benchmarks/double_drift.py sweeps them)."""
-    beta = overrides.pop("dipod_beta", config.dipod_beta if METHODS.get(method) is None else METHODS[method])
+    `overrides` replace the `DiPODConfig` values built from `config` (benchmarks/double_drift.py sets `dipod_beta`)."""
+    beta = overrides.pop("dipod_beta", None)
+    beta = methods(config)[method] if beta is None else beta
     out = out or os.path.join(config.output_dir, f"{method.lower().replace('+', '_')}_seed{seed}")
     values = dict(
         output_dir=out,
-        objective="fpo",
+        objective=config.objective,
         dipod_beta=beta,
         dipod_normalization=config.dipod_normalization,
         learning_rate=config.learning_rate,
         lr_scheduler_type="constant",
-        max_steps=config.rl_steps,
+        max_steps=config.generation_batches * config.num_iterations,
         per_device_train_batch_size=64,
         num_generations=8,
-        num_iterations=2,
+        num_iterations=config.num_iterations,
         max_completion_length=8,
         block_length=4,
         diffusion_steps=8,
         temperature=1.0,
-        elbo_num_samples=2,
+        elbo_num_samples=config.elbo_num_samples,
+        elbo_estimator=config.elbo_estimator,
         drift_num_orders=8,
         drift_num_sequences=32,
         logging_steps=1,
@@ -176,64 +203,67 @@ def _smooth(values: list[float], window: int = 10) -> list[float]:
     return out
 
 
-def plot(runs: list[dict], sft_accuracy: float, path: str) -> None:
+def plot(runs: list[dict], sft_accuracy: float, path: str, title: str = "") -> None:
+    """Reward, drift gap and on-policy ELBO per step, one colour per method (thick: mean over seeds; thin: seeds)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    colors = {"FPO": "tab:blue", "FPO+DiPOD": "tab:orange"}
-    for method, color in colors.items():
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    labels = list(dict.fromkeys(r["method"] for r in runs))
+    for method, color in zip(labels, ("tab:blue", "tab:orange")):
         group = [r for r in runs if r["method"] == method]
-        if not group:
-            continue
-        steps = group[0]["step"]
-        for ax, key in zip(axes, ("reward", "drift_gap")):
-            curves = np.array([_smooth(r[key]) for r in group])
-            mean = np.nanmean(curves, axis=0)
+        batches = np.arange(1, len(group[0]["reward"]) + 1)
+        for ax, key in zip(axes, ("reward", "drift_gap", "drift_elbo")):
+            curves = np.array([_smooth(r[key], window=5) for r in group])
             for curve in curves:
-                ax.plot(steps, curve, color=color, alpha=0.25, linewidth=0.8)
+                ax.plot(batches, curve, color=color, alpha=0.25, linewidth=0.8)
             label = f"{method} (beta={group[0]['dipod_beta']}, {len(group)} seeds)"
-            ax.plot(steps, mean, color=color, linewidth=2, label=label)
+            ax.plot(batches, np.nanmean(curves, axis=0), color=color, linewidth=2, label=label)
     axes[0].axhline(sft_accuracy, color="gray", linestyle="--", linewidth=1, label="SFT start (greedy, held out)")
-    axes[0].set(title="reward (exact match, sampled at T=1)", xlabel="RL step", ylabel="mean reward", ylim=(0, 1))
-    axes[1].set(title="drift gap: importance-weighted order bound - ELBO", xlabel="RL step",
+    axes[0].set(title="reward (exact match, sampled at T=1)", xlabel="generation batch", ylabel="mean reward",
+                ylim=(0, 1))
+    axes[1].set(title="drift gap: importance-weighted order bound - ELBO", xlabel="generation batch",
                 ylabel="nats per completion")
+    axes[2].set(title="ELBO of on-policy completions", xlabel="generation batch", ylabel="nats per completion")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("digit_sort on the tiny masked diffusion LM (curves: 10-step moving average; thin: seeds)")
+    fig.suptitle(f"digit_sort on the tiny masked diffusion LM{title} (5-batch moving averages; thin: seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def _second_half_mean(values: list[float]) -> float:
-    kept = [v for v in values[len(values) // 2:] if not math.isnan(v)]
+def quarter_mean(values: list[float], last: bool = True) -> float:
+    """Mean over the first or the last quarter of a run's steps (NaN steps skipped)."""
+    cut = max(1, len(values) // 4)
+    kept = [v for v in (values[-cut:] if last else values[:cut]) if not math.isnan(v)]
     return sum(kept) / len(kept) if kept else float("nan")
 
 
 def summarize(runs: list[dict], sft_accuracy: float) -> str:
-    tail = _second_half_mean
+    first, last = (lambda xs: quarter_mean(xs, last=False)), quarter_mean
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     lines = [f"SFT start: held-out greedy accuracy {sft_accuracy:.3f}", "",
-             "reward and drift gap: means over the second half of each run; held-out accuracy: greedy, at the end", "",
-             f"{'method':<12}{'seed':>5}{'reward':>10}{'drift gap':>12}{'held-out acc':>14}"]
+             "reward: mean over the last quarter of each run; drift gap: first quarter -> last quarter (nats per "
+             "completion); held-out accuracy: greedy, at the end", "",
+             f"{'method':<12}{'seed':>5}{'reward':>10}{'drift gap':>18}{'held-out acc':>14}"]
     for r in runs:
-        lines.append(f"{r['method']:<12}{r['seed']:>5}{tail(r['reward']):>10.3f}{tail(r['drift_gap']):>12.4f}"
-                     f"{r['accuracy']:>14.3f}")
+        gap = f"{first(r['drift_gap']):.3f} -> {last(r['drift_gap']):.3f}"
+        lines.append(f"{r['method']:<12}{r['seed']:>5}{last(r['reward']):>10.3f}{gap:>18}{r['accuracy']:>14.3f}")
     lines.append("")
-    for method in METHODS:
+    for method in dict.fromkeys(r["method"] for r in runs):
         group = [r for r in runs if r["method"] == method]
-        if group:
-            mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-            accs = [r["accuracy"] for r in group]
-            spread = (sum((a - mean(accs)) ** 2 for a in accs) / max(1, len(accs) - 1)) ** 0.5
-            reward = mean([tail(r["reward"]) for r in group])
-            lines.append(f"{method:<12} mean over {len(group)} seeds: reward {reward:.3f}, "
-                         f"drift gap {mean([tail(r['drift_gap']) for r in group]):.4f}, "
-                         f"held-out accuracy {mean(accs):.3f} +- {spread:.3f}")
+        accs = [r["accuracy"] for r in group]
+        spread = (sum((a - mean(accs)) ** 2 for a in accs) / max(1, len(accs) - 1)) ** 0.5
+        reward = mean([last(r["reward"]) for r in group])
+        lines.append(f"{method:<12} mean over {len(group)} seeds: reward {reward:.3f}, "
+                     f"drift gap {mean([first(r['drift_gap']) for r in group]):.3f} -> "
+                     f"{mean([last(r['drift_gap']) for r in group]):.3f}, "
+                     f"held-out accuracy {mean(accs):.3f} +- {spread:.3f}")
     return "\n".join(lines)
 
 
@@ -253,9 +283,11 @@ def run_demo(config: DemoConfig) -> dict:
     sft_accuracy = accuracy(sft_path, test, tokenizer)
     print(f"      held-out greedy accuracy after SFT: {sft_accuracy:.3f}")
 
-    print(f"[2/3] RL from the SFT checkpoint: {', '.join(METHODS)} x seeds {config.seeds} ({config.rl_steps} steps)")
+    print(f"[2/3] RL from the SFT checkpoint: {', '.join(methods(config))} x seeds {config.seeds} "
+          f"({config.generation_batches} generation batches x {config.num_iterations} inner iterations, "
+          f"lr {config.learning_rate:g})")
     runs = []
-    for method in METHODS:
+    for method in methods(config):
         for seed in config.seeds:
             run = rl_run(config, sft_path, method, seed)
             run["accuracy"] = accuracy(run["path"], test, tokenizer)
@@ -263,7 +295,10 @@ def run_demo(config: DemoConfig) -> dict:
 
     print("[3/3] curves and summary")
     curves = os.path.join(config.output_dir, "curves.png")
-    plot(runs, sft_accuracy, curves)
+    estimator = {"mc": "Monte-Carlo", "antithetic": "antithetic"}.get(config.elbo_estimator, config.elbo_estimator)
+    regime = (f", {config.objective.upper()}: {config.num_iterations} inner iterations, {config.elbo_num_samples} "
+              f"{estimator} ELBO sample{'s' if config.elbo_num_samples > 1 else ''}, lr {config.learning_rate:g}")
+    plot(runs, sft_accuracy, curves, regime)
     table = summarize(runs, sft_accuracy)
     summary = {"config": asdict(config), "sft_accuracy": sft_accuracy, "runs": runs,
                "seconds": time.perf_counter() - start}
