@@ -1,17 +1,19 @@
 """FPO++ as released, with DiPOD's warm start, with the per-update DiPOD term, with both, and PPO, on gymnasium MuJoCo.
 
-    python benchmarks/control_compare.py                 # HalfCheetah-v5 + Hopper-v5, 5 seeds, 300k steps/run
+    python benchmarks/control_compare.py                 # HalfCheetah-v5 + Hopper-v5, 5 seeds, 200k steps/run
     python benchmarks/control_compare.py --total-timesteps 100000 --seeds 1 2 3 --envs Hopper-v5 --workers 4
 
 Every flow run is a `FlowPolicyTrainer` with the same FPO++ config (`base_config` below); the variants differ only in
 `dipod_beta` and `warmstart_rollouts`. The PPO row is the same trainer, networks, budget and seeds with a Gaussian
 policy (`loss_type="ppo"`), so a reader sees where flow policies stand. Warm-start rollouts count towards the
 env-step budget, so all variants see the same number of environment steps. Each variant's final returns are compared
-with plain FPO++'s by Welch's t-test (two-sided p-value). Runs go to `--workers` processes (one torch thread each). The curves are the
-deterministic evaluation return (seeded episodes and seeded flow noise) every `--eval-every` updates; the table gives
-the final evaluation return and the mean training-episode return over the last 20% of each run, mean ± std over seeds.
+with plain FPO++'s by Welch's t-test (two-sided p-value). Runs go to `--workers` processes (one torch thread each).
+The curves are the deterministic evaluation return (seeded episodes and seeded flow noise) every `--eval-every`
+updates; the table gives the final evaluation return and the mean training-episode return over the last 20% of each
+run, mean ± std over seeds.
 Writes `OUTPUT_DIR/returns.png`, `OUTPUT_DIR/summary.md`, and each run's `metrics.jsonl` in
-`OUTPUT_DIR/ENV/VARIANT/seedS/`.
+`OUTPUT_DIR/ENV/VARIANT/seedS/`. A run whose directory already holds a finished run of the same budget is not run
+again, so an interrupted sweep continues where it stopped; an unfinished one starts over.
 """
 
 from __future__ import annotations
@@ -54,6 +56,18 @@ def base_config(env_id: str, seed: int, total_timesteps: int, eval_every: int, o
     )
 
 
+def is_finished(job: tuple) -> bool:
+    """A finished run saved its final policy, and its last metrics row is at the budget's last rollout."""
+    from dipod_trl.control.metrics import read_metrics
+
+    env_id, _, seed, total_timesteps, eval_every, output_dir = job
+    if not os.path.isdir(os.path.join(output_dir, "policy")):
+        return False
+    batch_size = base_config(env_id, seed, total_timesteps, eval_every, output_dir).batch_size
+    records = read_metrics(output_dir)
+    return bool(records) and records[-1].get("env_steps") == total_timesteps // batch_size * batch_size
+
+
 def run_one(job: tuple) -> tuple:
     env_id, variant, seed, total_timesteps, eval_every, output_dir = job
     import dataclasses
@@ -67,7 +81,7 @@ def run_one(job: tuple) -> tuple:
     from dipod_trl.control import FlowPolicyTrainer
 
     config = base_config(env_id, seed, total_timesteps, eval_every, output_dir)
-    config = dataclasses.replace(config, **VARIANTS[variant])
+    config = dataclasses.replace(config, **VARIANTS[variant], overwrite_output_dir=True)
     start = time.perf_counter()
     FlowPolicyTrainer(config).train()
     return env_id, variant, seed, output_dir, time.perf_counter() - start
@@ -160,12 +174,12 @@ def summarise(root: str, envs: list[str], seeds: list[int], variants: list[str])
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--total-timesteps", type=int, default=300_000, help="env steps per run (default 300k)")
+    parser.add_argument("--total-timesteps", type=int, default=200_000, help="env steps per run (default 200k)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--envs", nargs="+", default=["HalfCheetah-v5", "Hopper-v5"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--workers", type=int, default=2, help="parallel runs (one per core)")
-    parser.add_argument("--eval-every", type=int, default=5, help="evaluate every this many updates")
+    parser.add_argument("--eval-every", type=int, default=10, help="evaluate every this many updates")
     parser.add_argument("--output-dir", default="outputs/control_compare")
     parser.add_argument("--summarise-only", action="store_true", help="only redraw the figure and table from the runs")
     args = parser.parse_args()
@@ -177,6 +191,10 @@ def main():
         for variant in args.variants
     ]
     start = time.perf_counter()
+    finished = [job for job in jobs if is_finished(job)]
+    if finished and not args.summarise_only:
+        print(f"{len(finished)} runs already finished in {args.output_dir}: not run again", flush=True)
+        jobs = [job for job in jobs if job not in finished]
     if not args.summarise_only:
         print(f"{len(jobs)} runs of {args.total_timesteps} env steps on {args.workers} workers", flush=True)
         context = multiprocessing.get_context("spawn")
