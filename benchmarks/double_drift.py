@@ -30,6 +30,8 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 
+from dipod_trl.demo import quarter_mean
+
 # The grid searched: each cell's values of the demo's RL settings (`DemoConfig` fields).
 CELLS = {
     "2 iters, 2 antithetic samples": dict(num_iterations=2, elbo_num_samples=2, elbo_estimator="antithetic",
@@ -67,13 +69,6 @@ def run_one(job: dict) -> dict:
     run["accuracy"] = accuracy(run["path"], test, build_tiny_tokenizer())
     run.update(cell=job["cell"], objective=job["objective"], method=job["method"], seconds=time.perf_counter() - start)
     return run
-
-
-def quarter_mean(values: list[float], last: bool = True) -> float:
-    """Mean over the last (or first) quarter of a run's generation batches, NaNs skipped."""
-    cut = max(1, len(values) // 4)
-    kept = [v for v in (values[-cut:] if last else values[:cut]) if not math.isnan(v)]
-    return sum(kept) / len(kept) if kept else float("nan")
 
 
 # The table's columns: name, and the statistic of one run.
