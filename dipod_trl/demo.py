@@ -4,8 +4,8 @@
    a task with verifiable answers that the project generates itself. The short SFT leaves it right about half the
    time: room for RL.
 2. From that same start, RL-train with SPG and with SPG + DiPOD, five seeds each, on the exact-match reward, in the
-   regime where `benchmarks/double_drift.py` found the surrogate drifting: the release's 12 inner iterations per
-   generation batch, one plain Monte-Carlo ELBO sample, learning rate 5e-4.
+   regime where `benchmarks/double_drift.py` found the surrogate drifting: 12 inner iterations per generation batch
+   (the release's FPO value; its SPG runs use 4), one plain Monte-Carlo ELBO sample, learning rate 5e-4.
 3. Write `curves.png` (reward, drift gap and on-policy ELBO per generation batch, mean and spread over seeds),
    `summary.json`, the trained checkpoints, and print a summary table with the held-out greedy accuracy of every run.
 
@@ -52,7 +52,7 @@ class DemoConfig:
     )
     learning_rate: float = field(default=5e-4, metadata={"help": "RL learning rate."})
     num_iterations: int = field(
-        default=12, metadata={"help": "Inner iterations per generation batch (the release's runs use 12)."}
+        default=12, metadata={"help": "Inner iterations per generation batch (the release: 12 for FPO, 4 for SPG)."}
     )
     elbo_num_samples: int = field(default=1, metadata={"help": "Mask samples per ELBO estimate."})
     elbo_estimator: str = field(default="mc", metadata={"help": "DiPODConfig.elbo_estimator: 'mc', 'antithetic', ..."})
