@@ -191,11 +191,11 @@ def main():
         for variant in args.variants
     ]
     start = time.perf_counter()
-    finished = [job for job in jobs if is_finished(job)]
-    if finished and not args.summarise_only:
-        print(f"{len(finished)} runs already finished in {args.output_dir}: not run again", flush=True)
-        jobs = [job for job in jobs if job not in finished]
     if not args.summarise_only:
+        finished = [job for job in jobs if is_finished(job)]
+        if finished:
+            print(f"{len(finished)} runs already finished in {args.output_dir}: not run again", flush=True)
+            jobs = [job for job in jobs if job not in finished]
         print(f"{len(jobs)} runs of {args.total_timesteps} env steps on {args.workers} workers", flush=True)
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=args.workers, mp_context=context) as pool:

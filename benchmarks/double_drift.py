@@ -1,15 +1,16 @@
 """Where does the ELBO surrogate drift on the tiny model, and does DiPOD hold it? A sweep over the paper's own knobs.
 
     python benchmarks/double_drift.py                      # the grid below, 5 seeds per cell, 2 workers
-    python benchmarks/double_drift.py --seeds 0 1 --cells "12 iters, 1 MC sample" --objectives fpo --generations 5   # a quick look
+    python benchmarks/double_drift.py --seeds 0 --cells "12 iters, 1 MC sample" --objectives fpo --generations 5
 
 Every run starts from the demo's masked-SFT checkpoint on digit_sort (built once, here) and RL-trains with the demo's
 fixed settings (64 completions of 8 tokens in 2 blocks per generation batch, 8 per prompt, T=1, exact-match reward,
-`dipod_normalization="token"`) and the knobs of its cell: inner iterations per generation batch (the release uses 12),
-ELBO samples and estimator (1 plain Monte-Carlo sample is the noisiest), and the learning rate. Each cell runs the base
-objective (`dipod_beta=0`) and the same objective + DiPOD (`dipod_beta=0.05`) on the same seeds. Every run sees the
-same number of generation batches (`--generations`), so a cell with 12 inner iterations takes 12 optimizer steps per
-batch where one with 2 takes 2: the cells differ in how hard they optimise each batch, not in how much data they see.
+`dipod_normalization="token"`) and the knobs of its cell: inner iterations per generation batch (the release: 12 for
+FPO, 4 for SPG), ELBO samples and estimator (1 plain Monte-Carlo sample is the noisiest), and the learning rate. Each
+cell runs the base objective (`dipod_beta=0`) and the same objective + DiPOD (`dipod_beta=0.05`) on the same seeds.
+Every run sees the same number of generation batches (`--generations`), so a cell with 12 inner iterations takes 12
+optimizer steps per batch where one with 2 takes 2: the cells differ in how hard they optimise each batch, not in how
+much data they see.
 
 Per generation batch the trainer logs the reward of the sampled completions and the drift monitor's gap (importance-
 weighted order bound - ELBO, nats per completion) and ELBO of on-policy completions; the held-out greedy accuracy is
@@ -28,6 +29,7 @@ import math
 import multiprocessing
 import os
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 
 from dipod_trl.demo import quarter_mean
@@ -117,7 +119,8 @@ def table(runs: list[dict]) -> str:
                 lines.append(f"| {objective} | {cell} | {method} | {len(group)} | " + " | ".join(cells) + " |")
             if min(len(g) for g in groups.values()) > 1:
                 base, dipod = groups["base"], groups["+DiPOD"]
-                cells = [fmt(difference([stat(r) for r in dipod], [stat(r) for r in base])) for stat in COLUMNS.values()]
+                cells = [fmt(difference([stat(r) for r in dipod], [stat(r) for r in base]))
+                         for stat in COLUMNS.values()]
                 lines.append(f"| {objective} | {cell} | DiPOD - base | | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -162,10 +165,8 @@ def plot(runs: list[dict], path: str) -> None:
 
 def complete_cells(runs: list[dict], num_seeds: int) -> list[dict]:
     """The runs of the (objective, cell) pairs that have every seed for both methods; the others are named."""
-    count = {}
-    for r in runs:
-        count[(r["objective"], r["cell"], r["method"])] = count.get((r["objective"], r["cell"], r["method"]), 0) + 1
-    complete = {(o, c) for o, c, _ in count if all(count.get((o, c, m), 0) == num_seeds for m in BETAS)}
+    count = Counter((r["objective"], r["cell"], r["method"]) for r in runs)
+    complete = {(o, c) for o, c, _ in count if all(count[(o, c, m)] == num_seeds for m in BETAS)}
     for pair in sorted({(o, c) for o, c, _ in count} - complete):
         print(f"left out of the table (not every seed finished): {pair[0]}, {pair[1]}")
     return [r for r in runs if (r["objective"], r["cell"]) in complete]
