@@ -333,6 +333,11 @@ class GenerateArguments:
     cfg_scale: float = field(default=0.0, metadata={"help": "Classifier-free guidance scale."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow hub models that ship modeling code."})
 
+    def __post_init__(self):
+        from .finite import check_finite_fields
+
+        check_finite_fields(self)
+
 
 def generate_command(argv: list[str]) -> list[str]:
     from .sampling import FastDecodingArguments, generate
