@@ -33,8 +33,8 @@ def check_finite_fields(config) -> None:
             problems.append(f"{f.name}={value!r}")
     if problems:
         raise ValueError(
-            f"{type(config).__name__}: {', '.join(problems)} must be finite numbers (NaN and inf would train or "
-            "sample on NaN values without failing); give a finite value."
+            f"{type(config).__name__}: {', '.join(problems)}: must be finite (with NaN or inf a run trains or samples "
+            "on NaN values without failing); give a finite number."
         )
 
 
