@@ -37,7 +37,7 @@ from .objectives import compute_gae, dipod_loss, fpo_loss, fpo_plus_plus_loss, v
 from .policy import Critic, FlowPolicy, GaussianPolicy, ObservationNormalizedPolicy
 
 TRAINER_STATE_NAME = "trainer_state.pt"
-_ENV_HINT = "Check the environment and its wrappers; the last checkpoint holds the state before this update."
+_ENV_HINT = "Check the environment and its wrappers; the checkpoints written so far predate this update."
 _UPDATE_HINT = "Lower learning_rate or max_grad_norm, then resume from the last checkpoint."
 
 
