@@ -63,6 +63,17 @@ class TaskArguments:
         metadata={"help": "OpenAI-compatible server of the `judge` reward (default: $DIPOD_JUDGE_URL)."},
     )
     judge_model: str | None = field(default=None, metadata={"help": "Model name the judge server serves."})
+    judge_api_key: str | None = field(
+        default=None,
+        metadata={"help": "API key of the judge server (vLLM's --api-key), sent as a bearer token; never saved or "
+                  "shown. Default: $DIPOD_JUDGE_API_KEY (what recipes/slurm/launch.sh sets), else $OPENAI_API_KEY. "
+                  "Prefer the environment to writing it in a recipe."},
+    )
+    judge_timeout: float = field(
+        default=60.0,
+        metadata={"help": "Seconds, wall clock, allowed for each judge request, retries included; then the request "
+                  "fails (or scores no reward with reward_nan_policy='skip')."},
+    )
 
 
 def _limit(dataset, n):
@@ -128,7 +139,9 @@ def _judge(task_args: TaskArguments, on_unparsable: str = "raise"):
     base_url = task_args.judge_base_url or os.environ.get("DIPOD_JUDGE_URL")
     if not base_url or not task_args.judge_model:
         raise ValueError("reward_funcs: the `judge` reward needs judge_base_url (or $DIPOD_JUDGE_URL) and judge_model.")
-    return JudgeReward(base_url, task_args.judge_model, on_unparsable=on_unparsable)
+    api_key = task_args.judge_api_key or os.environ.get("DIPOD_JUDGE_API_KEY")  # None: JudgeReward reads OPENAI_API_KEY
+    return JudgeReward(base_url, task_args.judge_model, on_unparsable=on_unparsable, api_key=api_key,
+                       timeout=task_args.judge_timeout)
 
 
 def load_model_and_tokenizer(model_args, trust_remote_code: bool):

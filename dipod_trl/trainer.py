@@ -109,6 +109,12 @@ def _guard_reward_function(func, name: str):
         try:
             rewards = func(prompts=prompts, completions=completions, **kwargs)
         except Exception as batch_error:
+            if isinstance(batch_error, (ConnectionError, TimeoutError)):
+                # The service behind the function failed, not a sample: asking again per sample would only wait
+                # out its deadline once more for each one.
+                raise RewardFunctionError(
+                    f"reward function {name!r} raised {type(batch_error).__name__}: {batch_error}"
+                ) from batch_error
             per_sample = {k: v for k, v in kwargs.items() if isinstance(v, list) and len(v) == len(prompts)}
             shared = {k: v for k, v in kwargs.items() if k not in per_sample}
             for i in range(len(prompts)):
