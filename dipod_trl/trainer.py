@@ -57,6 +57,7 @@ from .objectives import (
     spg_eubo_per_token,
     spg_loss,
 )
+from .redaction import saving_without_secrets
 from .sampling import generate
 
 
@@ -611,6 +612,10 @@ class DiPODTrainer(GRPOTrainer):
         return output
 
     # ------------------------------------------------------------------ checkpoints
+
+    def _save(self, output_dir=None, state_dict=None):
+        with saving_without_secrets(self):  # training_args.bin: no hub_token in the run folder or a checkpoint
+            super()._save(output_dir, state_dict)
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
