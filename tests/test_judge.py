@@ -360,7 +360,7 @@ def test_a_server_trickling_its_reply_is_cut_off_at_the_wall_clock_deadline(serv
                                                     r"\d+ bytes of its body had arrived\)") as error:
         judge(server.url, timeout=timeout, max_retries=3)(completions=["x"])
     elapsed = time.perf_counter() - start
-    assert timeout <= elapsed < timeout + 0.5
+    assert timeout <= elapsed < timeout + 1.0  # a per-read timeout would take 20 s an attempt
     assert "vllm serve" not in str(error.value)  # it answered; whether it runs is not the question
     assert len(server.request_times) == 1
 
@@ -515,5 +515,5 @@ def test_the_reward_guard_does_not_ask_an_unavailable_judge_again_per_sample(ser
                                                   "0.5s deadline") as error:
         guarded(prompts=["p1", "p2"], completions=["c1", "c2"])
     assert isinstance(error.value.__cause__, JudgeUnavailableError)
-    assert time.perf_counter() - start < 0.5 + 0.4  # one deadline, not one more per sample
+    assert time.perf_counter() - start < 0.95  # one 0.5 s deadline, not one more per sample
     assert len(server.requests) == 2  # the batch's two requests, none asked again
