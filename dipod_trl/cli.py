@@ -392,6 +392,7 @@ def merge(argv: list[str]) -> str:
         staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output_dir)}.merging-")
         try:
             merge_adapters(args.adapter_dir, staging, trust_remote_code=args.trust_remote_code)
+            shutil.copymode(output_dir, staging)  # the folder's permissions, not mkdtemp's 0700
             old = staging + ".old"
             os.replace(output_dir, old)
             os.replace(staging, output_dir)

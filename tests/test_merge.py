@@ -42,6 +42,7 @@ def test_merge_refuses_a_non_empty_output_dir_and_replaces_it_whole_with_overwri
     out = tmp_path / "model"
     shutil.copytree(base_dir, out)  # an existing full model ...
     (out / "notes.txt").write_text("results of the base model")  # ... with a file of its own
+    out.chmod(0o750)
     before = snapshot(out)
     with pytest.raises(FileExistsError, match=f"output_dir '{out}' is not empty .*notes.txt.*--overwrite"):
         cli.main(["merge", adapter_dir, str(out)])
@@ -53,6 +54,7 @@ def test_merge_refuses_a_non_empty_output_dir_and_replaces_it_whole_with_overwri
     assert type(merged) is TinyMDLMForMaskedDiffusion
     torch.testing.assert_close(_logits(merged), adapter_logits, rtol=0, atol=1e-5)
     assert not (out / "notes.txt").exists()  # replaced whole, not mixed
+    assert out.stat().st_mode & 0o777 == 0o750  # with the folder's permissions
     assert sorted(os.listdir(tmp_path)) == ["model"]  # no staging folder left behind
 
     empty = tmp_path / "empty"
