@@ -110,7 +110,7 @@ def _guard_reward_function(func, name: str):
         try:
             rewards = func(prompts=prompts, completions=completions, **kwargs)
         except Exception as batch_error:
-            if isinstance(batch_error, (ConnectionError, TimeoutError)):
+            if isinstance(batch_error, ConnectionError):
                 # The service behind the function failed, not a sample: asking again per sample would only wait
                 # out its deadline once more for each one.
                 raise RewardFunctionError(
