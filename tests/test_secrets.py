@@ -1,5 +1,5 @@
-"""Secrets given to a run never reach its output folder: a recipe's hub_token (and judge key and URL credentials) is
-found in none of the files a real run writes, checkpoints included."""
+"""Secrets given to a run never reach its output folder: a recipe's hub_token, and the key of the judge it scores
+with, are found in none of the files a real run writes, checkpoints included."""
 
 import os
 
@@ -8,12 +8,12 @@ import torch
 import yaml
 
 from dipod_trl import cli
+from tests.test_judge import MODEL_NAME, JudgeServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = os.path.join(ROOT, "recipes")
 HUB_TOKEN = "hf_SecretTokenThatMustNotBeSaved0123"
 JUDGE_KEY = "sk-judge-key-that-must-not-be-saved"
-JUDGE_PASSWORD = "judge-url-password-not-to-save"
 
 
 def files_holding(folder, secrets) -> dict[str, list[str]]:
@@ -42,18 +42,30 @@ def secret_recipe(tmp_path, base: str, **extra) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("command, base, extra", [
-    ("train", "tiny.yaml", dict(per_device_train_batch_size=8, num_generations=4, drift_num_orders=0,
-                                judge_api_key=JUDGE_KEY, judge_model="m",
-                                judge_base_url=f"http://user:{JUDGE_PASSWORD}@127.0.0.1:9/v1")),
-    ("sft", "tiny_sft.yaml", dict(per_device_train_batch_size=8)),
-])
-def test_a_recipes_hub_token_is_in_no_file_of_the_run_folder(tmp_path, command, base, extra):
+@pytest.fixture
+def keyed_judge():
+    """The OpenAI-compatible test server of test_judge, requiring JUDGE_KEY and scoring every completion 7."""
+    server = JudgeServer(None, None)
+    server.fixed_reply, server.api_key = "7", JUDGE_KEY
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("command", ["train", "sft"])
+def test_a_recipes_hub_token_and_judge_key_are_in_no_file_of_the_run_folder(tmp_path, keyed_judge, command):
+    if command == "train":  # scored by the judge, with the recipe's key
+        recipe = secret_recipe(tmp_path, "tiny.yaml", per_device_train_batch_size=8, num_generations=4,
+                               drift_num_orders=0, reward_funcs=["judge"], judge_base_url=keyed_judge.url,
+                               judge_model=MODEL_NAME, judge_api_key=JUDGE_KEY, judge_timeout=30.0)
+    else:
+        recipe = secret_recipe(tmp_path, "tiny_sft.yaml", per_device_train_batch_size=8)
     out = tmp_path / "run"
-    trainer = cli.main([command, secret_recipe(tmp_path, base, **extra), "--output_dir", str(out)])
+    trainer = cli.main([command, recipe, "--output_dir", str(out)])
     assert trainer.state.global_step == 1 and trainer.args.hub_token == HUB_TOKEN  # the run itself keeps it
-    saved = [out / "training_args.bin", out / "checkpoint-1" / "training_args.bin"]
-    for path in saved:  # still the run's arguments, less the token
-        args = torch.load(path, weights_only=False)
+    if command == "train":
+        assert len(keyed_judge.requests) == 8  # every completion was scored by the judge, with the key
+        assert {h["Authorization"] for h in keyed_judge.headers_seen} == {f"Bearer {JUDGE_KEY}"}
+    for path in [out / "training_args.bin", out / "checkpoint-1" / "training_args.bin"]:
+        args = torch.load(path, weights_only=False)  # still the run's arguments, less the token
         assert args.hub_token is None and args.max_steps == 1 and args.learning_rate == trainer.args.learning_rate
-    assert files_holding(out, [HUB_TOKEN, JUDGE_KEY, JUDGE_PASSWORD]) == {}
+    assert files_holding(out, [HUB_TOKEN, JUDGE_KEY]) == {}
