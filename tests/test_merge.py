@@ -6,7 +6,6 @@ import shutil
 
 import pytest
 import torch
-
 from peft import LoraConfig, get_peft_model
 
 from dipod_trl import cli
