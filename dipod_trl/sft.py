@@ -18,6 +18,7 @@ from trl.trainer.utils import pad
 from .config import apply_device_defaults
 from .likelihood import masked_diffusion_sft_loss
 from .models.adapters import as_diffusion_lm
+from .redaction import saving_without_secrets
 from .tasks import tokenize_prompt
 
 
@@ -111,3 +112,7 @@ class MaskedDiffusionSFTTrainer(Trainer):
         with torch.no_grad():
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
+
+    def _save(self, output_dir=None, state_dict=None):
+        with saving_without_secrets(self):  # training_args.bin: no hub_token in the run folder or a checkpoint
+            super()._save(output_dir, state_dict)

@@ -58,6 +58,7 @@ from .objectives import (
     spg_eubo_per_token,
     spg_loss,
 )
+from .redaction import saving_without_secrets
 from .sampling import generate
 
 
@@ -157,6 +158,13 @@ def _raised(name: str, error: Exception, where: str) -> RewardFunctionError:
     return RewardFunctionError(f"reward function {name!r} raised {type(error).__name__}: {error} on {where}")
 
 
+def _raise_if_service_failed(name: str, error: Exception) -> None:
+    # The service behind the function failed, not a sample: asking again per sample would only wait out its
+    # deadline once more for each one.
+    if isinstance(error, ConnectionError):
+        raise RewardFunctionError(f"reward function {name!r} raised {type(error).__name__}: {error}") from error
+
+
 def _guard_reward_function(func, name: str):
     """Wrap a reward function (sync or async) so that an exception or a malformed result names the function and the
     sample: after a batch fails, each sample is scored alone to find the first that fails by itself."""
@@ -167,6 +175,7 @@ def _guard_reward_function(func, name: str):
             try:
                 rewards = await func(prompts=prompts, completions=completions, **kwargs)
             except Exception as batch_error:
+                _raise_if_service_failed(name, batch_error)
                 for i, one in _one_sample_calls(prompts, completions, kwargs):
                     try:
                         await func(**one)
@@ -180,6 +189,7 @@ def _guard_reward_function(func, name: str):
             try:
                 rewards = func(prompts=prompts, completions=completions, **kwargs)
             except Exception as batch_error:
+                _raise_if_service_failed(name, batch_error)
                 for i, one in _one_sample_calls(prompts, completions, kwargs):
                     try:
                         func(**one)
@@ -679,6 +689,10 @@ class DiPODTrainer(GRPOTrainer):
         return grad_norm
 
     # ------------------------------------------------------------------ checkpoints
+
+    def _save(self, output_dir=None, state_dict=None):
+        with saving_without_secrets(self):  # training_args.bin: no hub_token in the run folder or a checkpoint
+            super()._save(output_dir, state_dict)
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
