@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from contextlib import contextmanager
 
 from reward_models.judge import redact_credentials
@@ -38,3 +39,13 @@ def saving_without_secrets(trainer):
         yield
     finally:
         trainer.args = args
+
+
+def hub_token_to_environment(args) -> None:
+    """Hand a `hub_token` given in the arguments to huggingface_hub through `HF_TOKEN`, which it reads at every call,
+    and drop it from the arguments: `Trainer` pickles its arguments into the output folder again before every push
+    to the hub (`_push_from_checkpoint`), where `saving_without_secrets` does not reach."""
+    token = getattr(args, "hub_token", None)
+    if token:
+        os.environ["HF_TOKEN"] = token
+        args.hub_token = None

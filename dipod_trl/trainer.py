@@ -58,7 +58,7 @@ from .objectives import (
     spg_eubo_per_token,
     spg_loss,
 )
-from .redaction import saving_without_secrets
+from .redaction import hub_token_to_environment, saving_without_secrets
 from .sampling import generate
 
 
@@ -294,6 +294,7 @@ class DiPODTrainer(GRPOTrainer):
         elif sync_ref and kl_beta != 0.0:
             raise NotImplementedError("sync_ref_model with a PEFT model is not supported (the reference is the base).")
         args.beta, args.sync_ref_model = 0.0, False
+        hub_token_to_environment(args)
         try:
             super().__init__(
                 model=model,

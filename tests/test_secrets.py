@@ -52,7 +52,9 @@ def keyed_judge():
 
 
 @pytest.mark.parametrize("command", ["train", "sft"])
-def test_a_recipes_hub_token_and_judge_key_are_in_no_file_of_the_run_folder(tmp_path, keyed_judge, command):
+def test_a_recipes_hub_token_and_judge_key_are_in_no_file_of_the_run_folder(tmp_path, keyed_judge, command,
+                                                                            monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)  # restored after the test: the run hands its token to the hub here
     if command == "train":  # scored by the judge, with the recipe's key
         recipe = secret_recipe(tmp_path, "tiny.yaml", per_device_train_batch_size=8, num_generations=4,
                                drift_num_orders=0, reward_funcs=["judge"], judge_base_url=keyed_judge.url,
@@ -61,7 +63,9 @@ def test_a_recipes_hub_token_and_judge_key_are_in_no_file_of_the_run_folder(tmp_
         recipe = secret_recipe(tmp_path, "tiny_sft.yaml", per_device_train_batch_size=8)
     out = tmp_path / "run"
     trainer = cli.main([command, recipe, "--output_dir", str(out)])
-    assert trainer.state.global_step == 1 and trainer.args.hub_token == HUB_TOKEN  # the run itself keeps it
+    # The run keeps its token where huggingface_hub reads it at every call (a push too), not in its arguments,
+    # which Trainer pickles into the output folder again before each push.
+    assert trainer.state.global_step == 1 and os.environ["HF_TOKEN"] == HUB_TOKEN and trainer.args.hub_token is None
     if command == "train":
         assert len(keyed_judge.requests) == 8  # every completion was scored by the judge, with the key
         assert {h["Authorization"] for h in keyed_judge.headers_seen} == {f"Bearer {JUDGE_KEY}"}
