@@ -15,6 +15,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 from trl.trainer.utils import pad
 
+from .checkpoints import complete_checkpoint
 from .config import apply_device_defaults
 from .likelihood import masked_diffusion_sft_loss
 from .models.adapters import as_diffusion_lm
@@ -111,3 +112,7 @@ class MaskedDiffusionSFTTrainer(Trainer):
         with torch.no_grad():
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
+
+    def _save_checkpoint(self, model, trial):
+        with complete_checkpoint(self, trial):  # marked complete once written, so `resume_from_checkpoint: true` finds it
+            super()._save_checkpoint(model, trial)
