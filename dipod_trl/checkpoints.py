@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 import warnings
@@ -211,15 +212,39 @@ def load_checkpoint_file(path: str, **kwargs):
     tensors and plain values is refused (loading it could run code), a cut one is reported as such."""
     try:
         return torch.load(path, weights_only=True, **kwargs)
-    except Exception as error:  # UnpicklingError for foreign objects, RuntimeError for a damaged archive
-        checkpoint = os.path.dirname(path)
-        if "Weights only load failed" in str(error):
-            raise ValueError(
-                f"refusing to load {path}: it holds Python objects other than tensors and plain values, which could "
-                "run code when loaded. dipod-trl writes none (control checkpoints from before version 0.2 held numpy RNG "
-                f"states: re-create those). Do not resume from checkpoints of unknown origin; {_instead(checkpoint)}"
-            ) from None
-        raise ValueError(f"{path} cannot be read ({error}); it was probably cut short. {_instead(checkpoint)}") from error
+    except pickle.UnpicklingError:
+        raise ValueError(_refusal(path)) from None
+    except Exception as error:  # RuntimeError for a damaged archive
+        raise ValueError(
+            f"{path} cannot be read ({error}); it was probably cut short. {_instead(os.path.dirname(path))}"
+        ) from error
+
+
+@contextmanager
+def refusing_code(checkpoint: str, names: list[str]):
+    """Around a Trainer loader of the files `names` (it loads with `weights_only=True`): its refusal of a file that
+    would run code, as an error naming that file."""
+    try:
+        yield
+    except pickle.UnpicklingError:
+        from transformers.trainer_pt_utils import safe_globals  # the numpy types the Trainer's RNG files hold
+
+        paths = [os.path.join(checkpoint, n) for n in names if os.path.isfile(os.path.join(checkpoint, n))]
+        for path in paths:
+            try:
+                with safe_globals():
+                    torch.load(path, weights_only=True, mmap=True)
+            except pickle.UnpicklingError:
+                raise ValueError(_refusal(path)) from None
+        raise
+
+
+def _refusal(path: str) -> str:
+    return (
+        f"refusing to load {path}: it holds Python objects other than tensors and plain values, which could run code "
+        "when loaded. dipod-trl writes none (control checkpoints from before version 0.2 held numpy RNG states: "
+        f"re-create those). Do not resume from checkpoints of unknown origin. {_instead(os.path.dirname(path))}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- which to resume
@@ -330,10 +355,14 @@ def load_generation_state(trainer, checkpoint: str) -> None:
     state = load_checkpoint_file(path, map_location="cpu" if device.type == "cpu" else device)
     saved = {key: state[key] for key in _cycle_settings(trainer) if key in state}
     saved.setdefault("num_processes", len([n for n in os.listdir(checkpoint) if n.startswith("generation_state_rank")]))
-    if state["step"] % (saved.get("steps_per_generation", 1) * saved.get("num_iterations", trainer.num_iterations)):
-        check_cycle_settings(saved, _cycle_settings(trainer), checkpoint)
-    trainer._step = state["step"]
+    current = _cycle_settings(trainer)
     trainer._generation_count = state["generation_count"]
+    if state["step"] % (saved.get("steps_per_generation", 1) * saved.get("num_iterations", trainer.num_iterations)):
+        check_cycle_settings(saved, current, checkpoint)
+    elif any(saved[key] != current[key] for key in saved):  # a spent batch, of another layout: start a new cycle
+        trainer._step, trainer._buffered_inputs = 0, None
+        return
+    trainer._step = state["step"]
     trainer._buffered_inputs = state["buffered_inputs"]
 
 

@@ -40,6 +40,7 @@ from .checkpoints import (
     check_optimizer_state,
     complete_checkpoint,
     load_generation_state,
+    refusing_code,
     resolve_resume,
     save_generation_state,
 )
@@ -621,8 +622,15 @@ class DiPODTrainer(GRPOTrainer):
             save_generation_state(self, checkpoint)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
-        if checkpoint is not None and not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+        if checkpoint is None:
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        if not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
             check_optimizer_state(checkpoint)
-        super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is not None:
-            load_generation_state(self, checkpoint)
+        with refusing_code(checkpoint, ["optimizer.pt", "scheduler.pt"]):
+            super()._load_optimizer_and_scheduler(checkpoint)
+        load_generation_state(self, checkpoint)
+
+    def _load_rng_state(self, checkpoint):
+        names = [f"rng_state_{self.args.process_index}.pth", "rng_state.pth"]
+        with refusing_code(checkpoint, names) if checkpoint is not None else nullcontext():
+            super()._load_rng_state(checkpoint)
