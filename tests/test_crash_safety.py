@@ -39,8 +39,8 @@ WRITERS = {
 
 
 def kill_when_saving(folder: str, target: str, inside: bool = False):
-    """A profile hook that SIGKILLs this process when it starts writing `target` into `folder` (with `inside`: once the
-    file is open, before its first byte)."""
+    """A profile hook that SIGKILLs this process when it starts writing a file named `target` under `folder` (with
+    `inside`: once the file is open, before its first byte)."""
     armed = []
 
     def hook(frame, event, arg):
@@ -55,7 +55,7 @@ def kill_when_saving(folder: str, target: str, inside: bool = False):
         if target == COMPLETE_NAME:  # the marker's writer is handed the folder
             hit = frame.f_code is checkpoints.mark_complete.__code__ and os.path.basename(path) == folder
         else:
-            hit = os.path.basename(os.path.dirname(path)) == folder and os.path.basename(path) == target
+            hit = os.path.basename(path) == target and folder in path.split(os.sep)[:-1]
         if hit:
             if inside:
                 armed.append(path)
@@ -87,19 +87,20 @@ def uninterrupted(tmp_path_factory):
 
 
 # Each moment of checkpoint-2's save (a generation-cycle boundary; checkpoint-1 is inside the cycle).
+slow = pytest.mark.slow
 MOMENTS = [
-    ("model.safetensors", False),  # the folder holds config.json only
-    ("optimizer.pt", False),  # weights written
-    ("optimizer.pt", True),  # optimizer.pt open, empty
-    ("scheduler.pt", False),
-    ("rng_state.pth", False),
-    ("trainer_state.json", False),
-    ("generation_state_rank0.pt", False),  # the Trainer's files all written
-    (COMPLETE_NAME, False),  # every file written, the marker not
+    pytest.param("model.safetensors", False, id="config.json-only"),
+    pytest.param("optimizer.pt", False, id="weights-written", marks=slow),
+    pytest.param("optimizer.pt", True, id="optimizer.pt-open-empty"),
+    pytest.param("scheduler.pt", False, id="optimizer-written", marks=slow),
+    pytest.param("rng_state.pth", False, id="scheduler-written", marks=slow),
+    pytest.param("trainer_state.json", False, id="rng-written", marks=slow),
+    pytest.param("generation_state_rank0.pt", False, id="trainer-files-written", marks=slow),
+    pytest.param(COMPLETE_NAME, False, id="all-but-the-marker-written"),
 ]
 
 
-@pytest.mark.parametrize("target, inside", MOMENTS, ids=[f"{t}{'-inside' if i else ''}" for t, i in MOMENTS])
+@pytest.mark.parametrize("target, inside", MOMENTS)
 def test_a_run_killed_while_saving_resumes_from_the_last_complete_checkpoint(forked, uninterrupted, tmp_path, target,
                                                                               inside):
     process = forked.Process(target=train_and_die, args=(str(tmp_path), "checkpoint-2", target, inside))
@@ -197,3 +198,29 @@ def test_resume_true_with_only_incomplete_checkpoints_names_them(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no complete checkpoint-N .*incomplete: .*checkpoint-1"):
         cli.main(["train", TINY, "--output_dir", str(tmp_path), *ARGS, "--resume_from_checkpoint", "true"])
     shutil.rmtree(tmp_path / "checkpoint-1")
+
+
+def test_an_eval_sweep_skips_a_checkpoint_cut_short_and_summarises_the_others(forked, tmp_path):
+    run = tmp_path / "run"
+    process = forked.Process(target=train_and_die, args=(str(run), "checkpoint-2", "model.safetensors", False))
+    process.start()
+    process.join(timeout=300)
+    assert process.exitcode == -signal.SIGKILL
+    assert os.listdir(run / "checkpoint-2") == ["config.json"]  # what the kill left
+    shutil.copytree(run / "checkpoint-1", run / "checkpoint-3")  # a folder without a marker whose config is cut
+    os.remove(run / "checkpoint-3" / COMPLETE_NAME)
+    (run / "checkpoint-3" / "config.json").write_text('{"model_type": "tiny')
+    out = tmp_path / "sweep"
+    argv = ["eval", "--checkpoints", str(run / "checkpoint-*"), "--task", "digit_sort", "--gen_length", "8",
+            "--block_length", "4", "--num_examples", "8", "--batch_size", "8", "--output_dir", str(out)]
+    with pytest.warns(UserWarning) as caught:
+        rows = cli.main(argv)
+    messages = [str(w.message) for w in caught if "skipping checkpoint" in str(w.message)]
+    assert len(messages) == 2
+    assert f"skipping checkpoint {run / 'checkpoint-2'}: it has no weights file" in messages[0]
+    assert f"skipping checkpoint {run / 'checkpoint-3'}: its model could not be loaded" in messages[1]
+    assert [r["step"] for r in rows] == [1]
+    with open(out / "summary.csv") as f:
+        assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == [str(run / "checkpoint-1")]
+    summary = (out / "summary.md").read_text()
+    assert "best at gen_length 8" in summary and "- skipped checkpoint-2: it has no weights file" in summary
