@@ -224,3 +224,14 @@ def test_an_eval_sweep_skips_a_checkpoint_cut_short_and_summarises_the_others(fo
         assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == [str(run / "checkpoint-1")]
     summary = (out / "summary.md").read_text()
     assert "best at gen_length 8" in summary and "- skipped checkpoint-2: it has no weights file" in summary
+
+
+def test_sft_checkpoints_are_marked_complete_and_resume_true_finds_them(tmp_path):
+    sft = [os.path.join(ROOT, "recipes", "tiny_sft.yaml"), "--output_dir", str(tmp_path), "--save_strategy", "steps",
+           "--save_steps", "1", "--disable_tqdm", "true"]
+    cli.main(["sft", *sft, "--max_steps", "2"])
+    assert [checkpoint_problem(str(tmp_path / f"checkpoint-{n}")) for n in (1, 2)] == [None, None]
+    os.remove(tmp_path / "checkpoint-2" / COMPLETE_NAME)  # as a kill before the marker leaves it
+    with pytest.warns(UserWarning, match=r"skipping incomplete checkpoint .*checkpoint-2"):
+        resumed = cli.main(["sft", *sft, "--max_steps", "3", "--resume_from_checkpoint", "true"])
+    assert resumed.state.global_step == 3
