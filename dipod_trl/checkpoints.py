@@ -128,7 +128,8 @@ def numbered_checkpoints(output_dir: str) -> list[str]:
     if not os.path.isdir(output_dir):
         return []
     found = [(int(m.group(1)), name) for name in os.listdir(output_dir) if (m := _CHECKPOINT_RE.match(name))]
-    return [os.path.join(output_dir, name) for _, name in sorted(found) if os.path.isdir(os.path.join(output_dir, name))]
+    paths = [os.path.join(output_dir, name) for _, name in sorted(found)]
+    return [path for path in paths if os.path.isdir(path)]
 
 
 def last_complete_checkpoint(output_dir: str, before: str | None = None, warn: bool = True) -> str | None:
@@ -185,7 +186,8 @@ def check_checkpoint_files(checkpoint: str) -> None:
             path = os.path.join(root, name)
             problem = _file_problem(path)
             if problem is not None:
-                raise ValueError(f"{path} {problem}; it was probably cut short while being written. {_instead(checkpoint)}")
+                raise ValueError(f"{path} {problem}; it was probably cut short while being written. "
+                                 f"{_instead(checkpoint)}")
 
 
 def _file_problem(path: str) -> str | None:

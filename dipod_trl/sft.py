@@ -114,5 +114,5 @@ class MaskedDiffusionSFTTrainer(Trainer):
         return loss.detach(), None, None
 
     def _save_checkpoint(self, model, trial):
-        with complete_checkpoint(self, trial):  # marked complete once written, so `resume_from_checkpoint: true` finds it
+        with complete_checkpoint(self, trial):  # marked once written: `resume_from_checkpoint: true` finds it
             super()._save_checkpoint(model, trial)

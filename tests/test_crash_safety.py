@@ -111,7 +111,7 @@ def test_a_run_killed_while_saving_resumes_from_the_last_complete_checkpoint(for
     assert checkpoint_problem(str(tmp_path / "checkpoint-1")) is None
     assert "did not finish" in checkpoint_problem(str(tmp_path / "checkpoint-2"))
 
-    with pytest.warns(UserWarning, match=r"skipping incomplete checkpoint .*checkpoint-2: it has no checkpoint_complete"):
+    with pytest.warns(UserWarning, match=r"skipping incomplete checkpoint .*checkpoint-2: it has no checkpoint_compl"):
         resumed = cli.main(["train", TINY, "--output_dir", str(tmp_path), *ARGS, "--resume_from_checkpoint", "true"])
     assert resumed.state.global_step == 3
     expected, got = load_file(uninterrupted / "model.safetensors"), load_file(tmp_path / "model.safetensors")
