@@ -25,7 +25,7 @@ import zipfile
 from contextlib import contextmanager
 
 import torch
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 GENERATION_STATE_NAME = "generation_state_rank{rank}.pt"
 OPTIMIZER_NAMES = ("optimizer.pt", "optimizer.bin")
@@ -96,7 +96,17 @@ def complete_checkpoint(trainer, trial=None):
     trainer.accelerator.wait_for_everyone()  # every process's files (RNG, generation state, shards) are written
     if trainer.args.should_save:
         mark_complete(checkpoint)
-        rotate_checkpoints(run_dir, limit, trainer.state.best_model_checkpoint, use_mtime=True)
+        _rotate(trainer, run_dir, limit)
+
+
+def _rotate(trainer, run_dir: str, limit: int | None) -> None:
+    """The Trainer's own rotation (keeps the newest and the best checkpoint)."""
+    try:
+        from transformers.trainer_utils import rotate_checkpoints
+    except ImportError:  # transformers before 5.24 rotates in a Trainer method
+        trainer._rotate_checkpoints(use_mtime=True, output_dir=run_dir)
+        return
+    rotate_checkpoints(run_dir, limit, trainer.state.best_model_checkpoint, use_mtime=True)
 
 
 def _free_space(directory: str) -> str:
