@@ -293,6 +293,9 @@ def resolve_resume(value, output_dir: str) -> str | None:
         if problem is not None and os.path.isfile(os.path.join(checkpoint, COMPLETE_NAME)):
             raise ValueError(f"checkpoint {checkpoint} is damaged: {problem}. {_instead(checkpoint)}")
         if problem is not None:
+            if not any(os.path.isfile(os.path.join(checkpoint, n)) for n in ("trainer_state.json", "trainer_state.pt")):
+                raise FileNotFoundError(f"checkpoint {checkpoint} is incomplete: {problem}, and it has no trainer "
+                                        f"state. {_instead(checkpoint)}")
             warnings.warn(f"checkpoint {checkpoint} may be incomplete: {problem}. Its files are checked one by one; "
                           f"if it was cut short: {_instead(checkpoint)}", stacklevel=2)
     check_checkpoint_files(checkpoint)

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from transformers import TrainerState
 
 from dipod_trl import checkpoints, cli
-from dipod_trl.checkpoints import COMPLETE_NAME, checkpoint_problem
+from dipod_trl.checkpoints import COMPLETE_NAME, checkpoint_problem, resolve_resume
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "recipes", "tiny.yaml")
@@ -219,6 +219,9 @@ def test_an_eval_sweep_skips_a_checkpoint_cut_short_and_summarises_the_others(fo
     assert len(messages) == 2
     assert f"skipping checkpoint {run / 'checkpoint-2'}: it has no weights file" in messages[0]
     assert f"skipping checkpoint {run / 'checkpoint-3'}: its model could not be loaded" in messages[1]
+    with pytest.raises(FileNotFoundError, match=r"checkpoint-2 is incomplete: .* no trainer state. Resume from "
+                                                rf"{run / 'checkpoint-1'}, the last complete checkpoint before it"):
+        resolve_resume(str(run / "checkpoint-2"), str(run))  # given by path, as an older launch script did
     assert [r["step"] for r in rows] == [1]
     with open(out / "summary.csv") as f:
         assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == [str(run / "checkpoint-1")]

@@ -80,6 +80,7 @@ def test_resuming_from_a_checkpoint_with_a_truncated_weights_file_names_the_file
     checkpoint = tmp_path / "checkpoint-3"
     os.makedirs(checkpoint)
     save_file({"weight": torch.ones(64)}, checkpoint / "model.safetensors")
+    (checkpoint / "trainer_state.json").write_text("{}")
     data = (checkpoint / "model.safetensors").read_bytes()
     (checkpoint / "model.safetensors").write_bytes(data[:-100])  # a run killed while saving
     with pytest.warns(UserWarning, match="may be incomplete"), \
