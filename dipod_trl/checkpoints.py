@@ -5,24 +5,270 @@ micro-steps. A checkpoint saved inside that cycle must carry the buffered batch 
 and reference scores) and the micro-step counter: regenerating after a resume would sample from moved weights and
 draw new masks, and the run would diverge from the uninterrupted one. `save_generation_state` writes them next to
 the Trainer's own files, one file per process (each process buffers its own share of the batch).
+
+A checkpoint is complete when `checkpoint_complete.json` is in it: written last, after every process wrote its files,
+it lists each file with its size. A run killed while saving, or a full disk, leaves a folder without it (or with
+files shorter than listed); `resume_from_checkpoint=true` and eval sweeps pass over such folders with a warning, and
+older checkpoints are rotated away only once the new one is complete. Every file is loaded with
+`torch.load(weights_only=True)`: a checkpoint holds tensors and plain values, never code.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
+import re
+import shutil
+import warnings
+import zipfile
+from contextlib import contextmanager
 
 import torch
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 GENERATION_STATE_NAME = "generation_state_rank{rank}.pt"
 OPTIMIZER_NAMES = ("optimizer.pt", "optimizer.bin")
+COMPLETE_NAME = "checkpoint_complete.json"
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+_CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+
+
+# ---------------------------------------------------------------------------------------------- complete or absent
+
+
+def begin_checkpoint(directory: str) -> None:
+    """Clear `directory` before a save writes into it: a folder left there (cut short by a crash, or a later step of a
+    run since resumed from an earlier checkpoint) must not lend the new checkpoint stale files or its marker."""
+    if os.path.lexists(directory):
+        shutil.rmtree(directory)
+
+
+def mark_complete(directory: str) -> None:
+    """Write `checkpoint_complete.json` (each file and its size) once every file of the checkpoint is on disk.
+
+    The files are flushed to disk first and the marker is written under a temporary name and renamed, so that a
+    crash at any moment leaves either no marker or a marker whose files are all there.
+    """
+    files = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            if name.startswith(COMPLETE_NAME):
+                continue
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+            files[os.path.relpath(path, directory)] = os.path.getsize(path)
+    temporary = os.path.join(directory, COMPLETE_NAME + ".tmp")
+    with open(temporary, "w") as f:
+        json.dump({"files": dict(sorted(files.items()))}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, os.path.join(directory, COMPLETE_NAME))
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)  # the rename itself
+    finally:
+        os.close(descriptor)
+
+
+@contextmanager
+def complete_checkpoint(trainer, trial=None):
+    """Around `Trainer._save_checkpoint`: yields the folder it writes; marks it complete once every process wrote its
+    files, and only then rotates old checkpoints away (`save_total_limit`), so a crash never leaves fewer complete
+    checkpoints than before."""
+    run_dir = trainer._get_output_dir(trial=trial)
+    checkpoint = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}")
+    if trainer.args.should_save:
+        begin_checkpoint(checkpoint)
+    trainer.accelerator.wait_for_everyone()  # no process writes before the old folder is gone
+    limit = trainer.args.save_total_limit
+    trainer.args.save_total_limit = None  # the Trainer would rotate before the checkpoint is complete
+    try:
+        yield checkpoint
+    except Exception as error:  # torch reports a full disk as "unexpected pos ..."
+        raise RuntimeError(
+            f"saving {checkpoint} failed ({type(error).__name__}: {error}); {_free_space(run_dir)}. The folder is left "
+            "incomplete: resume_from_checkpoint=true passes over it, to the last complete checkpoint."
+        ) from error
+    finally:
+        trainer.args.save_total_limit = limit
+    trainer.accelerator.wait_for_everyone()  # every process's files (RNG, generation state, shards) are written
+    if trainer.args.should_save:
+        mark_complete(checkpoint)
+        _rotate(trainer, run_dir, limit)
+
+
+def _rotate(trainer, run_dir: str, limit: int | None) -> None:
+    """The Trainer's own rotation (keeps the newest and the best checkpoint)."""
+    try:
+        from transformers.trainer_utils import rotate_checkpoints
+    except ImportError:  # transformers before 5.24 rotates in a Trainer method
+        trainer._rotate_checkpoints(use_mtime=True, output_dir=run_dir)
+        return
+    rotate_checkpoints(run_dir, limit, trainer.state.best_model_checkpoint, use_mtime=True)
+
+
+def _free_space(directory: str) -> str:
+    free = shutil.disk_usage(directory).free
+    return f"the disk holding it has {free / 2**20:.1f} MiB free" + (" (full?)" if free < 2**30 else "")
+
+
+def checkpoint_problem(directory: str) -> str | None:
+    """Why `directory` is not a complete checkpoint, or None when its marker is there and every file it lists is."""
+    marker = os.path.join(directory, COMPLETE_NAME)
+    if not os.path.isfile(marker):
+        return f"it has no {COMPLETE_NAME}, so its save did not finish (the run was killed or the disk filled)"
+    try:
+        with open(marker) as f:
+            files = json.load(f)["files"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"its {COMPLETE_NAME} cannot be read ({error})"
+    for name, size in files.items():
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            return f"{path} is missing"
+        if os.path.getsize(path) != size:
+            return f"{path} has {os.path.getsize(path)} bytes where {size} were saved (cut short or changed since)"
+    return None
+
+
+def numbered_checkpoints(output_dir: str) -> list[str]:
+    """The `checkpoint-N` folders in `output_dir`, by N."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = [(int(m.group(1)), name) for name in os.listdir(output_dir) if (m := _CHECKPOINT_RE.match(name))]
+    paths = [os.path.join(output_dir, name) for _, name in sorted(found)]
+    return [path for path in paths if os.path.isdir(path)]
+
+
+def last_complete_checkpoint(output_dir: str, before: str | None = None, warn: bool = True) -> str | None:
+    """The complete `checkpoint-N` with the highest N in `output_dir` (below `before`'s N when given), warning for
+    each incomplete one passed over."""
+    candidates = numbered_checkpoints(output_dir)
+    if before is not None:
+        candidates = [c for c in candidates if _step(c) < _step(before)]
+    for checkpoint in reversed(candidates):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            return checkpoint
+        if warn:
+            warnings.warn(f"skipping incomplete checkpoint {checkpoint}: {problem}.", stacklevel=2)
+    return None
+
+
+def weights_problem(directory: str) -> str | None:
+    """Why the model in `directory` cannot be evaluated, or None. A checkpoint with a marker must match it; a folder
+    without one (a model saved by other means, or a save cut short) needs a config and readable weights."""
+    if os.path.isfile(os.path.join(directory, COMPLETE_NAME)):
+        return checkpoint_problem(directory)
+    names = os.listdir(directory)
+    if not {"config.json", "adapter_config.json"} & set(names):
+        return "it has no config.json or adapter_config.json (a save cut short?)"
+    weights = [name for name in sorted(names) if name.endswith((".safetensors", ".bin"))]
+    if not weights:
+        return "it has no weights file (a save cut short?)"
+    for name in weights:
+        problem = _file_problem(os.path.join(directory, name))
+        if problem is not None:
+            return f"{os.path.join(directory, name)} {problem}"
+    return None
+
+
+def _step(checkpoint: str) -> int:
+    match = _CHECKPOINT_RE.match(os.path.basename(os.path.normpath(checkpoint)))
+    return int(match.group(1)) if match else 1 << 62
+
+
+def _instead(checkpoint: str) -> str:
+    """What to resume from instead of a damaged `checkpoint`."""
+    previous = last_complete_checkpoint(os.path.dirname(os.path.normpath(checkpoint)), before=checkpoint, warn=False)
+    if previous is None:
+        return "There is no earlier complete checkpoint next to it: start the run again."
+    return f"Resume from {previous}, the last complete checkpoint before it (--resume_from_checkpoint {previous})."
+
+
+def check_checkpoint_files(checkpoint: str) -> None:
+    """Raise naming the first file of `checkpoint` that cannot be read (cut short, or not what its name says), and the
+    checkpoint to resume from instead: safetensors headers, torch archives and JSON files, in every subfolder."""
+    for root, _, names in sorted(os.walk(checkpoint)):
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            problem = _file_problem(path)
+            if problem is not None:
+                raise ValueError(f"{path} {problem}; it was probably cut short while being written. "
+                                 f"{_instead(checkpoint)}")
+
+
+def _file_problem(path: str) -> str | None:
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt"):  # checks the header and that the file covers every tensor
+                pass
+        elif path.endswith(TORCH_SUFFIXES):
+            with zipfile.ZipFile(path):  # torch.save's archive; its index is at the end, so a cut file has none
+                pass
+        elif path.endswith(".json"):
+            with open(path) as f:
+                json.load(f)
+    except Exception as error:  # safetensors, zipfile and json each raise their own types
+        kind = "JSON" if path.endswith(".json") else "safetensors" if path.endswith(".safetensors") else "torch"
+        return f"is not a readable {kind} file ({type(error).__name__}: {error})"
+    return None
+
+
+def load_checkpoint_file(path: str, **kwargs):
+    """`torch.load(path, weights_only=True)`, with errors that name the file: a file holding Python objects beyond
+    tensors and plain values is refused (loading it could run code), a cut one is reported as such."""
+    try:
+        return torch.load(path, weights_only=True, **kwargs)
+    except pickle.UnpicklingError:
+        raise ValueError(_refusal(path)) from None
+    except Exception as error:  # RuntimeError for a damaged archive
+        raise ValueError(
+            f"{path} cannot be read ({error}); it was probably cut short. {_instead(os.path.dirname(path))}"
+        ) from error
+
+
+@contextmanager
+def refusing_code(checkpoint: str, names: list[str]):
+    """Around a Trainer loader of the files `names` (it loads with `weights_only=True`): its refusal of a file that
+    would run code, as an error naming that file."""
+    try:
+        yield
+    except pickle.UnpicklingError:
+        from transformers.trainer_pt_utils import safe_globals  # the numpy types the Trainer's RNG files hold
+
+        paths = [os.path.join(checkpoint, n) for n in names if os.path.isfile(os.path.join(checkpoint, n))]
+        for path in paths:
+            try:
+                with safe_globals():
+                    torch.load(path, weights_only=True, mmap=True)
+            except pickle.UnpicklingError:
+                raise ValueError(_refusal(path)) from None
+        raise
+
+
+def _refusal(path: str) -> str:
+    return (
+        f"refusing to load {path}: it holds Python objects other than tensors and plain values, which could run code "
+        "when loaded. dipod-trl writes none (control checkpoints from before version 0.2 held numpy RNG states: "
+        f"re-create those). Do not resume from checkpoints of unknown origin. {_instead(os.path.dirname(path))}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- which to resume
 
 
 def resolve_resume(value, output_dir: str) -> str | None:
     """The checkpoint directory a `resume_from_checkpoint` value means, or None for a fresh run.
 
-    `true` (a bool, or the string a recipe or command line gives) means the last `checkpoint-N` in `output_dir`, as
-    in `Trainer.train(resume_from_checkpoint=True)`; `false` or empty means none; anything else is a path.
+    `true` (a bool, or the string a recipe or command line gives) means the last complete `checkpoint-N` in
+    `output_dir` (incomplete ones are passed over with a warning naming them); `false` or empty means none; anything
+    else is a path, which must be complete too (one without a marker, e.g. from an older version, is checked file by
+    file, with a warning).
     """
     if value is None or value is False:
         return None
@@ -30,36 +276,44 @@ def resolve_resume(value, output_dir: str) -> str | None:
     if text.lower() in ("", "false", "no", "0", "none"):
         return None
     if value is True or text.lower() in ("true", "yes", "1", "last"):
-        checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        checkpoint = last_complete_checkpoint(output_dir)
         if checkpoint is None:
+            found = numbered_checkpoints(output_dir)
             raise FileNotFoundError(
-                f"resume_from_checkpoint=true: no checkpoint-N directory in output_dir {output_dir!r} to resume from. "
-                "Check output_dir, or start a fresh run without resume_from_checkpoint."
+                f"resume_from_checkpoint=true: no complete checkpoint-N directory in output_dir {output_dir!r} to "
+                "resume from" + (f" (incomplete: {', '.join(found)})" if found else "") + ". Check output_dir, start "
+                "a fresh run without resume_from_checkpoint, or give a checkpoint written before completion markers "
+                "existed by its path."
             )
     else:
         checkpoint = text
-    if not os.path.isdir(checkpoint):
-        raise FileNotFoundError(f"resume_from_checkpoint: no such checkpoint directory {checkpoint!r}.")
-    check_safetensors(checkpoint)
+        if not os.path.isdir(checkpoint):
+            raise FileNotFoundError(f"resume_from_checkpoint: no such checkpoint directory {checkpoint!r}.")
+        problem = checkpoint_problem(checkpoint)
+        if problem is not None and os.path.isfile(os.path.join(checkpoint, COMPLETE_NAME)):
+            raise ValueError(f"checkpoint {checkpoint} is damaged: {problem}. {_instead(checkpoint)}")
+        if problem is not None:
+            if not any(os.path.isfile(os.path.join(checkpoint, n)) for n in ("trainer_state.json", "trainer_state.pt")):
+                raise FileNotFoundError(f"checkpoint {checkpoint} is incomplete: {problem}, and it has no trainer "
+                                        f"state. {_instead(checkpoint)}")
+            warnings.warn(f"checkpoint {checkpoint} may be incomplete: {problem}. Its files are checked one by one; "
+                          f"if it was cut short: {_instead(checkpoint)}", stacklevel=2)
+    check_checkpoint_files(checkpoint)
     return checkpoint
 
 
 def check_safetensors(directory: str) -> None:
     """Raise naming the first `*.safetensors` file in `directory` that cannot be read (e.g. cut short by a crash)."""
-    from safetensors import safe_open
-
     for name in sorted(os.listdir(directory)):
         if not name.endswith(".safetensors"):
             continue
         path = os.path.join(directory, name)
-        try:
-            with safe_open(path, framework="pt"):  # checks the header and that the file covers every tensor
-                pass
-        except Exception as error:  # safetensors raises its own error type
+        problem = _file_problem(path)
+        if problem is not None:
             raise ValueError(
-                f"{path} is not a readable safetensors file ({error}); it was probably cut short while being "
-                "written. Use another checkpoint, or re-create this one."
-            ) from error
+                f"{path} {problem}; it was probably cut short while being written. Use another checkpoint, or "
+                "re-create this one."
+            )
 
 
 def check_optimizer_state(checkpoint: str) -> None:
@@ -72,13 +326,28 @@ def check_optimizer_state(checkpoint: str) -> None:
         )
 
 
+# ---------------------------------------------------------------------------------------------- generation cycle
+
+
+def _cycle_settings(trainer) -> dict:
+    """What the buffered batch's layout depends on: a mid-cycle resume needs the same values."""
+    return {
+        "num_processes": trainer.accelerator.num_processes,
+        "num_iterations": trainer.num_iterations,
+        "steps_per_generation": trainer.args.steps_per_generation,
+        "per_device_train_batch_size": trainer.args.per_device_train_batch_size,
+        "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
+    }
+
+
 def save_generation_state(trainer, checkpoint: str) -> None:
-    """Write this process's buffered generation batch and cycle counters into `checkpoint`."""
+    """Write this process's buffered generation batch and cycle counters (and the settings they hold for)."""
     os.makedirs(checkpoint, exist_ok=True)
     state = {
         "step": trainer._step,
         "generation_count": trainer._generation_count,
         "buffered_inputs": trainer._buffered_inputs,
+        **_cycle_settings(trainer),
     }
     torch.save(state, os.path.join(checkpoint, GENERATION_STATE_NAME.format(rank=trainer.accelerator.process_index)))
 
@@ -86,9 +355,9 @@ def save_generation_state(trainer, checkpoint: str) -> None:
 def load_generation_state(trainer, checkpoint: str) -> None:
     """Restore what `save_generation_state` wrote, so a mid-cycle resume continues on the same completions."""
     path = os.path.join(checkpoint, GENERATION_STATE_NAME.format(rank=trainer.accelerator.process_index))
+    generate_every = trainer.args.steps_per_generation * trainer.num_iterations
+    micro_steps = trainer.state.global_step * trainer.args.gradient_accumulation_steps
     if not os.path.isfile(path):
-        generate_every = trainer.args.steps_per_generation * trainer.num_iterations
-        micro_steps = trainer.state.global_step * trainer.args.gradient_accumulation_steps
         if micro_steps % generate_every:
             raise FileNotFoundError(
                 f"checkpoint {checkpoint!r} was saved inside a generation cycle (step {trainer.state.global_step}, "
@@ -98,10 +367,31 @@ def load_generation_state(trainer, checkpoint: str) -> None:
         trainer._step = micro_steps
         return
     device = trainer.accelerator.device  # DeepSpeed on CPUs says cpu:0, which torch.load cannot map to
-    state = torch.load(path, map_location="cpu" if device.type == "cpu" else device, weights_only=True)
-    trainer._step = state["step"]
+    state = load_checkpoint_file(path, map_location="cpu" if device.type == "cpu" else device)
+    saved = {key: state[key] for key in _cycle_settings(trainer) if key in state}
+    saved.setdefault("num_processes", len([n for n in os.listdir(checkpoint) if n.startswith("generation_state_rank")]))
+    current = _cycle_settings(trainer)
     trainer._generation_count = state["generation_count"]
+    if state["step"] % (saved.get("steps_per_generation", 1) * saved.get("num_iterations", trainer.num_iterations)):
+        check_cycle_settings(saved, current, checkpoint)
+    elif any(saved[key] != current[key] for key in saved):  # a spent batch, of another layout: start a new cycle
+        trainer._step, trainer._buffered_inputs = 0, None
+        return
+    trainer._step = state["step"]
     trainer._buffered_inputs = state["buffered_inputs"]
+
+
+def check_cycle_settings(saved: dict, current: dict, checkpoint: str) -> None:
+    """Refuse a mid-cycle resume whose settings differ from the saving run's: the buffered batch was split by process
+    and step and holds one mask draw per inner iteration, so it cannot serve another layout."""
+    changed = [f"{key} {saved[key]} (this run: {current[key]})" for key in saved if saved[key] != current[key]]
+    if changed:
+        raise ValueError(
+            f"checkpoint {checkpoint} was saved inside a generation cycle with {', '.join(changed)}. Its buffered "
+            "completions and masks only fit the saving run's layout; resume with the same values (for the process "
+            "count: accelerate launch --num_processes N), or from a checkpoint at the end of a generation cycle, "
+            "where any of them may change."
+        )
 
 
 def _looks_like_a_path(name: str) -> bool:

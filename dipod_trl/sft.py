@@ -15,6 +15,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 from trl.trainer.utils import pad
 
+from .checkpoints import complete_checkpoint
 from .config import apply_device_defaults
 from .likelihood import masked_diffusion_sft_loss
 from .models.adapters import as_diffusion_lm
@@ -117,3 +118,7 @@ class MaskedDiffusionSFTTrainer(Trainer):
     def _save(self, output_dir=None, state_dict=None):
         with saving_without_secrets(self):  # training_args.bin: no hub_token in the run folder or a checkpoint
             super()._save(output_dir, state_dict)
+
+    def _save_checkpoint(self, model, trial):
+        with complete_checkpoint(self, trial):  # marked once written: `resume_from_checkpoint: true` finds it
+            super()._save_checkpoint(model, trial)

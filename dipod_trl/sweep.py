@@ -7,7 +7,8 @@ Block length 32 and steps = length / 2 by default (d1's evaluation). For each ch
 the records (resumable, under `records/`), d1's evaluation file (`<task>_<checkpoint>_<length>_<steps>_0_generations
 .json`, readable by d1's own parser), and at the end `summary.csv`, `summary.md` and `accuracy_vs_step.png`. A
 checkpoint whose records are all there is not even loaded again. Adapter-only (LoRA) checkpoints load through the same
-loader as `dipod eval --model`.
+loader as `dipod eval --model`. A checkpoint whose save was cut short (no completion marker and no readable weights,
+or files shorter than its marker lists) is skipped with a warning naming it, and the summary covers the others.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import json
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable
+
+from .checkpoints import weights_problem
 
 from .evaluation import (
     EvalArguments,
@@ -56,8 +60,11 @@ def checkpoint_step(path: str) -> int | None:
         return int(match.group(1))
     state = os.path.join(path, "trainer_state.json")
     if os.path.exists(state):
-        with open(state) as f:
-            return json.load(f).get("global_step")
+        try:
+            with open(state) as f:
+                return json.load(f).get("global_step")
+        except ValueError:  # cut short: the step is unknown, and the checkpoint is judged on its weights
+            return None
     return None
 
 
@@ -79,48 +86,71 @@ def run_sweep(args: EvalArguments, load_model: Callable) -> list[dict]:
     scorers, _, style = scoring_plan(task, args.scoring, args.prompt_style)
     dataset = load_eval_dataset(args, task, style)
     questions = [_question_text(p) for p in dataset["prompt"]]
-    rows = []
-    for checkpoint in checkpoints:
-        name = checkpoint_name(checkpoint)
-        paths = {n: os.path.join(out_dir, "records", f"{name}_{n}.jsonl") for n in args.gen_length}
-        keys = {n: setup_key(eval_plan(args, task, n, checkpoint)["setup"]) for n in args.gen_length}
-        done = {n: finished_records(paths[n], keys[n], questions) for n in args.gen_length}
-        model = tokenizer = None
-        if any(len(done[n]) < len(dataset) for n in args.gen_length):
-            model, tokenizer = load_model(checkpoint, args.trust_remote_code)
-            model = model.to(state.device)
-        for gen_length in args.gen_length:
-            start = time.time()
-            if len(done[gen_length]) == len(dataset):
-                records = [done[gen_length][i] for i in range(len(dataset))]
-                summary = _summarise(records, list(scorers), args.num_generations)
+    rows, skipped = [], []
+    try:
+        for checkpoint in checkpoints:
+            result = _sweep_checkpoint(args, load_model, checkpoint, task, scorers, dataset, questions, out_dir,
+                                          state)
+            if isinstance(result, str):
+                skipped.append((checkpoint, result))
+                warnings.warn(f"skipping checkpoint {checkpoint}: {result}.", stacklevel=2)
             else:
-                summary, _, records = evaluate_model(args, model, tokenizer, dataset, task, gen_length,
-                                                     paths[gen_length], checkpoint, progress=False)
-            steps = args.steps_for(gen_length)
-            if state.is_main_process:
-                write_d1_generations(
-                    records, os.path.join(out_dir, f"{task.name}_{name}_{gen_length}_{steps}_0_generations.json"),
-                    model_path=checkpoint, checkpoint_path=checkpoint, gen_length=gen_length, steps=steps,
-                    block_length=args.block_length, wall_time=time.time() - start,
-                )
-            row = {"checkpoint": checkpoint, "step": checkpoint_step(checkpoint), "gen_length": gen_length,
-                   "steps": steps, **{f"accuracy_{s}": summary[f"accuracy_{s}"] for s in scorers},
-                   "num_examples": summary["num_examples"]}
-            rows.append(row)
-            if state.is_main_process:
-                scores = ", ".join(f"{s} {row[f'accuracy_{s}']:.4f}" for s in scorers)
-                print(f"{name} (step {row['step']}) gen_length {gen_length}: {scores}", flush=True)
-        del model
-    if state.is_main_process:
-        write_summary(rows, list(scorers), out_dir, task.name)
-        print(f"sweep results: {out_dir}/summary.md, summary.csv, accuracy_vs_step.png")
+                rows.extend(result)
+    finally:  # what finished is summarised even when a later checkpoint fails
+        if state.is_main_process:
+            write_summary(rows, list(scorers), out_dir, task.name, skipped)
+            print(f"sweep results: {out_dir}/summary.md, summary.csv, accuracy_vs_step.png")
     state.wait_for_everyone()
     return rows
 
 
-def write_summary(rows: list[dict], scorings: list[str], out_dir: str, task: str) -> None:
-    """`summary.csv`, `summary.md` (with the best checkpoint per length) and `accuracy_vs_step.png`."""
+def _sweep_checkpoint(args, load_model, checkpoint, task, scorers, dataset, questions, out_dir, state) -> list | str:
+    """The summary rows of one checkpoint at every length, or why it was skipped."""
+    rows = []
+    name = checkpoint_name(checkpoint)
+    paths = {n: os.path.join(out_dir, "records", f"{name}_{n}.jsonl") for n in args.gen_length}
+    keys = {n: setup_key(eval_plan(args, task, n, checkpoint)["setup"]) for n in args.gen_length}
+    done = {n: finished_records(paths[n], keys[n], questions) for n in args.gen_length}
+    model = tokenizer = None
+    if any(len(done[n]) < len(dataset) for n in args.gen_length):
+        problem = weights_problem(checkpoint)
+        if problem is not None:
+            return problem
+        try:
+            model, tokenizer = load_model(checkpoint, args.trust_remote_code)
+        except (OSError, ValueError) as error:  # e.g. a shard of a save cut short
+            return f"its model could not be loaded ({error})"
+        model = model.to(state.device)
+    for gen_length in args.gen_length:
+        start = time.time()
+        if len(done[gen_length]) == len(dataset):
+            records = [done[gen_length][i] for i in range(len(dataset))]
+            summary = _summarise(records, list(scorers), args.num_generations)
+        else:
+            summary, _, records = evaluate_model(args, model, tokenizer, dataset, task, gen_length,
+                                                 paths[gen_length], checkpoint, progress=False)
+        steps = args.steps_for(gen_length)
+        if state.is_main_process:
+            write_d1_generations(
+                records, os.path.join(out_dir, f"{task.name}_{name}_{gen_length}_{steps}_0_generations.json"),
+                model_path=checkpoint, checkpoint_path=checkpoint, gen_length=gen_length, steps=steps,
+                block_length=args.block_length, wall_time=time.time() - start,
+            )
+        row = {"checkpoint": checkpoint, "step": checkpoint_step(checkpoint), "gen_length": gen_length,
+               "steps": steps, **{f"accuracy_{s}": summary[f"accuracy_{s}"] for s in scorers},
+               "num_examples": summary["num_examples"]}
+        rows.append(row)
+        if state.is_main_process:
+            scores = ", ".join(f"{s} {row[f'accuracy_{s}']:.4f}" for s in scorers)
+            print(f"{name} (step {row['step']}) gen_length {gen_length}: {scores}", flush=True)
+    del model
+    return rows
+
+
+def write_summary(rows: list[dict], scorings: list[str], out_dir: str, task: str,
+                  skipped: list[tuple[str, str]] = ()) -> None:
+    """`summary.csv`, `summary.md` (with the best checkpoint per length, and the checkpoints skipped and why) and
+    `accuracy_vs_step.png`."""
     columns = ["checkpoint", "step", "gen_length", "steps", *[f"accuracy_{s}" for s in scorings], "num_examples"]
     with open(os.path.join(out_dir, "summary.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
@@ -138,6 +168,8 @@ def write_summary(rows: list[dict], scorings: list[str], out_dir: str, task: str
         best = max((r for r in rows if r["gen_length"] == gen_length), key=lambda r: r[f"accuracy_{scorings[0]}"])
         lines.append(f"- best at gen_length {gen_length} ({scorings[0]} scoring): "
                      f"{os.path.basename(best['checkpoint'])} ({best[f'accuracy_{scorings[0]}']:.4f})")
+    for checkpoint, reason in skipped:
+        lines.append(f"- skipped {os.path.basename(checkpoint)}: {reason}")
     with open(os.path.join(out_dir, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     plot_sweep(rows, scorings, os.path.join(out_dir, "accuracy_vs_step.png"), task)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import numbers
-import os
 import time
 import warnings
 from contextlib import nullcontext
@@ -32,13 +31,19 @@ from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset, Value
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 from transformers.integrations import is_deepspeed_zero3_enabled
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.models import prepare_deepspeed, unwrap_model_for_generation
 from trl.trainer.callbacks import SyncRefModelCallback
 from trl.trainer.utils import is_async_callable, nanstd, pad
 
-from .checkpoints import check_optimizer_state, load_generation_state, save_generation_state
+from .checkpoints import (
+    check_optimizer_state,
+    complete_checkpoint,
+    load_generation_state,
+    refusing_code,
+    resolve_resume,
+    save_generation_state,
+)
 from .config import DiPODConfig
 from .finite import check_finite
 from .likelihood import (
@@ -695,14 +700,26 @@ class DiPODTrainer(GRPOTrainer):
         with saving_without_secrets(self):  # training_args.bin: no hub_token in the run folder or a checkpoint
             super()._save(output_dir, state_dict)
 
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        # `True` means the last *complete* checkpoint; a given one is checked file by file before anything loads.
+        checkpoint = resolve_resume(resume_from_checkpoint, self.args.output_dir)
+        return super().train(checkpoint, trial, ignore_keys_for_eval, **kwargs)
+
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        save_generation_state(self, os.path.join(self._get_output_dir(trial=trial), folder))
+        with complete_checkpoint(self, trial) as checkpoint:
+            super()._save_checkpoint(model, trial)
+            save_generation_state(self, checkpoint)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
-        if checkpoint is not None and not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+        if checkpoint is None:
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        if not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
             check_optimizer_state(checkpoint)
-        super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is not None:
-            load_generation_state(self, checkpoint)
+        with refusing_code(checkpoint, ["optimizer.pt", "scheduler.pt"]):
+            super()._load_optimizer_and_scheduler(checkpoint)
+        load_generation_state(self, checkpoint)
+
+    def _load_rng_state(self, checkpoint):
+        names = [f"rng_state_{self.args.process_index}.pth", "rng_state.pth"]
+        with refusing_code(checkpoint, names) if checkpoint is not None else nullcontext():
+            super()._load_rng_state(checkpoint)

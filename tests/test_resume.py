@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from dipod_trl.checkpoints import resolve_resume
+from dipod_trl.checkpoints import COMPLETE_NAME, mark_complete, resolve_resume
 from tests.test_trainer import StopAt, make_trainer
 
 
@@ -44,19 +44,31 @@ def test_a_checkpoint_without_optimizer_state_is_refused(tokenizer, tmp_path):
     make_trainer(tokenizer, tmp_path, **common).train()
     checkpoint = tmp_path / "run" / "checkpoint-1"
     os.remove(checkpoint / "optimizer.pt")
-    with pytest.raises(FileNotFoundError, match="checkpoint-1' has no optimizer.pt"):
+    with pytest.raises(ValueError, match="checkpoint-1 is damaged: .*checkpoint-1/optimizer.pt is missing"):
+        make_trainer(tokenizer, tmp_path, **common).train(resume_from_checkpoint=str(checkpoint))
+    os.remove(checkpoint / COMPLETE_NAME)  # as written before completion markers: the files are checked one by one
+    with pytest.warns(UserWarning, match="checkpoint-1 may be incomplete"), \
+            pytest.raises(FileNotFoundError, match="checkpoint-1' has no optimizer.pt"):
         make_trainer(tokenizer, tmp_path, **common).train(resume_from_checkpoint=str(checkpoint))
 
 
-def test_resume_true_means_the_last_checkpoint_in_output_dir(tmp_path):
+def _complete(path):
+    os.makedirs(path)
+    (path / "config.json").write_text("{}")
+    mark_complete(str(path))
+
+
+def test_resume_true_means_the_last_complete_checkpoint_in_output_dir(tmp_path):
     for step in (2, 10, 4):
-        os.makedirs(tmp_path / f"checkpoint-{step}")
-    assert resolve_resume("true", str(tmp_path)) == str(tmp_path / "checkpoint-10")
+        _complete(tmp_path / f"checkpoint-{step}")
+    os.makedirs(tmp_path / "checkpoint-12")  # cut short
+    with pytest.warns(UserWarning, match="skipping incomplete checkpoint .*checkpoint-12: it has no checkpoint_compl"):
+        assert resolve_resume("true", str(tmp_path)) == str(tmp_path / "checkpoint-10")
     assert resolve_resume(True, str(tmp_path)) == str(tmp_path / "checkpoint-10")
     assert resolve_resume("false", str(tmp_path)) is None and resolve_resume(None, str(tmp_path)) is None
-    for step in (2, 10, 4):
+    for step in (2, 10, 4, 12):
         shutil.rmtree(tmp_path / f"checkpoint-{step}")
-    with pytest.raises(FileNotFoundError, match="no checkpoint-N directory in output_dir"):
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint-N directory in output_dir"):
         resolve_resume("true", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="no such checkpoint directory"):
         resolve_resume(str(tmp_path / "checkpoint-7"), str(tmp_path))
@@ -68,7 +80,9 @@ def test_resuming_from_a_checkpoint_with_a_truncated_weights_file_names_the_file
     checkpoint = tmp_path / "checkpoint-3"
     os.makedirs(checkpoint)
     save_file({"weight": torch.ones(64)}, checkpoint / "model.safetensors")
+    (checkpoint / "trainer_state.json").write_text("{}")
     data = (checkpoint / "model.safetensors").read_bytes()
     (checkpoint / "model.safetensors").write_bytes(data[:-100])  # a run killed while saving
-    with pytest.raises(ValueError, match=f"{checkpoint / 'model.safetensors'} is not a readable safetensors file"):
-        resolve_resume("true", str(tmp_path))
+    with pytest.warns(UserWarning, match="may be incomplete"), \
+            pytest.raises(ValueError, match=f"{checkpoint / 'model.safetensors'} is not a readable safetensors file"):
+        resolve_resume(str(checkpoint), str(tmp_path))

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from gymnasium.wrappers.vector import NormalizeReward
 
-from ..checkpoints import resolve_resume
+from ..checkpoints import begin_checkpoint, load_checkpoint_file, mark_complete, resolve_resume
 from ..finite import check_finite
 from .config import FlowPolicyConfig
 from .envs import find_wrapper, make_envs
@@ -39,6 +39,18 @@ from .policy import Critic, FlowPolicy, GaussianPolicy, ObservationNormalizedPol
 TRAINER_STATE_NAME = "trainer_state.pt"
 _ENV_HINT = "Check the environment and its wrappers; the checkpoints written so far predate this update."
 _UPDATE_HINT = "Lower learning_rate or max_grad_norm, then resume from the last checkpoint."
+
+
+def _numpy_rng_to_plain(state: tuple) -> dict:
+    """`np.random.get_state()` as a tensor and plain values (a numpy array would need pickle to load)."""
+    name, keys, position, has_gauss, cached_gaussian = state
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
+
+
+def _numpy_rng_from_plain(state: dict) -> tuple:
+    keys = state["keys"].numpy().astype(np.uint32)
+    return state["name"], keys, state["position"], state["has_gauss"], state["cached_gaussian"]
 
 
 class LossOutput(NamedTuple):
@@ -492,7 +504,11 @@ class FlowPolicyTrainer:
 
     # --- checkpoints -------------------------------------------------------------------------------------------------
     def save_checkpoint(self, directory: str) -> None:
-        """policy/ (a loadable `FlowPolicy`, with its observation statistics) + trainer_state.pt (the rest)."""
+        """policy/ (a loadable `FlowPolicy`, with its observation statistics) + trainer_state.pt (the rest), then the
+        completion marker: a save cut short leaves a folder that `resume_from_checkpoint: true` passes over.
+
+        trainer_state.pt holds tensors and plain values only, so that it loads with `weights_only=True`."""
+        begin_checkpoint(directory)
         self.policy.save_pretrained(os.path.join(directory, "policy"))
         reward_normalizer = find_wrapper(self.envs, NormalizeReward)
         state = {
@@ -504,18 +520,20 @@ class FlowPolicyTrainer:
             "warmstart_done": self.warmstart_done,
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "numpy_rng": np.random.get_state(),
+            "numpy_rng": _numpy_rng_to_plain(np.random.get_state()),
             "python_rng": random.getstate(),
             "return_rms": None
             if reward_normalizer is None
-            else {k: getattr(reward_normalizer.return_rms, k) for k in ("mean", "var", "count")},
+            else {k: torch.from_numpy(np.array(getattr(reward_normalizer.return_rms, k), dtype=np.float64))
+                  for k in ("mean", "var", "count")},
             "config": asdict(self.config),
         }
         torch.save(state, os.path.join(directory, TRAINER_STATE_NAME))
+        mark_complete(directory)
 
     def load_checkpoint(self, directory: str) -> None:
         """Continue from `save_checkpoint`'s files. Environments start fresh episodes (simulator state is not saved)."""
-        state = torch.load(os.path.join(directory, TRAINER_STATE_NAME), weights_only=False)
+        state = load_checkpoint_file(os.path.join(directory, TRAINER_STATE_NAME))
         saved = type(self.policy).from_pretrained(os.path.join(directory, "policy"))
         self.policy.load_state_dict(saved.state_dict())
         self.critic.load_state_dict(state["critic"])
@@ -524,9 +542,10 @@ class FlowPolicyTrainer:
         self.warmstart_done = state["warmstart_done"]
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-        np.random.set_state(state["numpy_rng"])
+        np.random.set_state(_numpy_rng_from_plain(state["numpy_rng"]))
         random.setstate(state["python_rng"])
         reward_normalizer = find_wrapper(self.envs, NormalizeReward)
         if reward_normalizer is not None and state["return_rms"] is not None:
-            for key, value in state["return_rms"].items():
-                setattr(reward_normalizer.return_rms, key, value)
+            rms = reward_normalizer.return_rms
+            rms.mean, rms.var = state["return_rms"]["mean"].numpy(), state["return_rms"]["var"].numpy()
+            rms.count = float(state["return_rms"]["count"])
