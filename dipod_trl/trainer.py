@@ -1,15 +1,18 @@
 """`DiPODTrainer`: TRL's `GRPOTrainer` for masked diffusion policies, with DiPOD's self-distillation term.
 
-The trainer is wiring only. Per generation batch:
+The math lives in `dipod_trl.likelihood` and `dipod_trl.objectives`; the trainer connects it to GRPOTrainer's loop.
+Per generation batch (`_generate_and_score_completions`):
 
-1. prompts -> `dipod_trl.generate` (the diffusion sampler) -> completions, through GRPOTrainer's own prompt
-   tokenisation, decoding and length metrics (`_generate_single_turn` is the only piece replaced);
-2. completions -> TRL's reward machinery (`_calculate_rewards`) -> group-relative advantages;
-3. one mask draw per inner iteration (`num_iterations`), shared by the old, current and reference policies; the old
-   and reference scores are computed once, here, without gradients; the drift monitor runs here too.
+1. prompts -> `dipod_trl.generate` (the diffusion sampler, in `_generate_single_turn`) -> completions, through
+   GRPOTrainer's own prompt tokenisation (plus `prompt_truncation`), decoding and length metrics;
+2. completions -> TRL's reward machinery (`_calculate_rewards`, with checks that name a failing reward function) ->
+   group-relative advantages;
+3. one mask draw per inner iteration (`num_iterations`), chosen by the objective and shared by the old, current and
+   reference policies; the old and reference scores are computed once, here, without gradients; the drift monitor
+   runs here too.
 
-Per optimisation step, `_compute_loss` scores the current policy on that iteration's masks and hands the estimates to
-the pure functions of `dipod_trl.objectives`.
+Per optimisation step, `_compute_loss` scores the current policy on that iteration's masks and asks the objective
+(`dipod_trl.objectives`, chosen by `args.objective`) for its loss, then adds DiPOD's on-policy term.
 
 Randomness: every completion has its own generator, seeded from (`seed`, the global step, its row in the global
 batch); its sample and its masks come from it alone. A run therefore does not depend on how the global batch is split
@@ -40,23 +43,10 @@ from trl.trainer.utils import is_async_callable, nanstd, pad
 
 from .checkpoints import check_optimizer_state, load_generation_state, save_generation_state
 from .config import DiPODConfig
-from .likelihood import (
-    MaskDraw,
-    draw_masks,
-    elbo_from_token_logps,
-    masked_token_logps,
-    order_log_likelihoods,
-    random_orders,
-)
+from .likelihood import MaskDraw, masked_token_logps, order_log_likelihoods, random_orders
 from .models.adapters import as_diffusion_lm, load_diffusion_model, load_diffusion_tokenizer
-from .objectives import (
-    diffu_grpo_loss,
-    dipod_term,
-    fpo_loss,
-    group_relative_advantages,
-    spg_eubo_per_token,
-    spg_loss,
-)
+from .objectives import LossInputs, dipod_term, group_relative_advantages, objective_class
+from .randomness import SEED_STRIDE
 from .sampling import generate
 
 
@@ -235,7 +225,8 @@ class DiPODTrainer(GRPOTrainer):
             )
         finally:
             args.beta, args.sync_ref_model = kl_beta, sync_ref
-        self.beta = kl_beta
+        self.beta = kl_beta  # GRPOTrainer's name for the KL weight; objectives call it kl_beta
+        self.objective = objective_class(args.objective)(args)
         self.ref_model = reference  # None with PEFT: the reference is the base model, adapters disabled
         if reference is not None:
             if self.is_deepspeed_enabled:
@@ -288,7 +279,7 @@ class DiPODTrainer(GRPOTrainer):
         """
         offset = self.accelerator.process_index * num_rows
         step = self.state.global_step * 2 + (mode == "eval")
-        seeds = [(self.args.seed * 1_000_003 + step * 65_537 + offset + row) % 2**63 for row in range(num_rows)]
+        seeds = [(self.args.seed * SEED_STRIDE + step * 65_537 + offset + row) % 2**63 for row in range(num_rows)]
         return [torch.Generator(device=self.accelerator.device).manual_seed(seed) for seed in seeds]
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
@@ -360,7 +351,7 @@ class DiPODTrainer(GRPOTrainer):
         completion_ids = completion_ids.to(device)
         completion_mask = pad([torch.ones(len(c), dtype=torch.long) for c in completion_ids_list], 0, "right")
         completion_mask = completion_mask.to(device)
-        if self._scores_on_canvas():  # pad to the full canvas, whose positions past the EOS are scored as masks
+        if self.objective.scores_on_canvas():  # pad to the full canvas: positions past the EOS are scored as masks
             extra = self.args.max_completion_length - completion_ids.shape[1]
             completion_ids = torch.nn.functional.pad(completion_ids, (0, extra), value=self._tokenizer.pad_token_id)
             completion_mask = torch.nn.functional.pad(completion_mask, (0, extra), value=0)
@@ -425,28 +416,6 @@ class DiPODTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ likelihood scoring
 
-    def _iteration_draw(self, completion_mask, prompt_mask) -> MaskDraw:
-        """The masks one inner iteration scores on: d1's one-step draw for diffu_grpo, an ELBO draw otherwise."""
-        diffu = self.args.objective == "diffu_grpo"
-        return draw_masks(
-            completion_mask,
-            1 if diffu else self.args.elbo_num_samples,
-            estimator="one_step" if diffu else self.args.elbo_estimator,
-            generator=self._generators,
-            prompt_attention_mask=prompt_mask,
-            p_mask_prompt=self.args.p_mask_prompt,
-            completion_width=self.args.max_completion_length,
-            prompt_width=self.args.max_prompt_length,
-            block_length=self.args.block_length,
-            mask_padding=diffu and self.args.one_step_masks == "canvas",
-        )
-
-    def _scores_on_canvas(self) -> bool:
-        """Whether the masks cover the whole generation canvas (d1's one-step masks, SPG's block_random)."""
-        if self.args.objective == "diffu_grpo":
-            return self.args.one_step_masks == "canvas"
-        return self.args.elbo_estimator == "block_random"
-
     def _score(self, model, inputs: dict, draw: MaskDraw, chunk_size=None, recompute_chunks=False) -> torch.Tensor:
         """Token log-probabilities (B, K, C) of the completions under `model` on the masks of `draw`."""
         return masked_token_logps(
@@ -461,12 +430,6 @@ class DiPODTrainer(GRPOTrainer):
             recompute_chunks=recompute_chunks,
         )
 
-    def _reduce(self, token_logps: torch.Tensor, draw: MaskDraw) -> torch.Tensor:
-        """What the objective's ratio is built on: per-token one-step log-probs (diffu_grpo) or the ELBO (fpo)."""
-        if self.args.objective == "diffu_grpo":
-            return token_logps[:, 0]
-        return elbo_from_token_logps(token_logps, draw).mean(dim=1)
-
     def _draw_and_score(self, prompt_ids, prompt_mask, completion_ids, completion_mask, mode) -> dict:
         """One mask draw per inner iteration, with the old and reference scores on those masks."""
         batch = {
@@ -476,7 +439,7 @@ class DiPODTrainer(GRPOTrainer):
             "completion_mask": completion_mask,
         }
         iterations = self.num_iterations if mode == "train" else 1
-        draws = [self._iteration_draw(completion_mask, prompt_mask) for _ in range(iterations)]
+        draws = [self.objective.draw(completion_mask, prompt_mask, self._generators) for _ in range(iterations)]
         out = {
             "mask_completion": torch.stack([d.completion_masks for d in draws], dim=1),
             "mask_weights": torch.stack([d.weights for d in draws], dim=1),
@@ -485,14 +448,14 @@ class DiPODTrainer(GRPOTrainer):
             out["mask_prompt"] = torch.stack([d.prompt_masks for d in draws], dim=1)
         if draws[0].context_masks is not None:
             out["mask_context"] = torch.stack([d.context_masks for d in draws], dim=1)
-        if self.args.objective == "spg":
-            return out  # SPG's gradient is on-policy: no ratio, no reference
+        if not self.objective.scores_old_policy:
+            return out  # an on-policy gradient (SPG): no ratio, no reference
         # As in GRPOTrainer: when every inner iteration and micro-batch of this generation batch falls inside one
         # optimizer step, the policy has not moved and the old scores equal the current ones (ratio exactly 1).
         generate_every = self.args.steps_per_generation * self.num_iterations
         if mode == "train" and self.args.gradient_accumulation_steps % generate_every != 0:
             chunk = self.args.elbo_chunk_size
-            old = [self._reduce(self._score(self.model, batch, draw, chunk), draw) for draw in draws]
+            old = [self.objective.reduce(self._score(self.model, batch, draw, chunk), draw) for draw in draws]
             out["old_scores"] = torch.stack(old, dim=1)
         if self.beta != 0.0:
             out["ref_scores"] = torch.stack([self._reference_scores(batch, d) for d in draws], 1)
@@ -500,11 +463,11 @@ class DiPODTrainer(GRPOTrainer):
 
     def _reference_scores(self, batch, draw: MaskDraw) -> torch.Tensor:
         if self.ref_model is not None:
-            return self._reduce(self._score(self.ref_model, batch, draw, self.args.elbo_chunk_size), draw)
+            return self.objective.reduce(self._score(self.ref_model, batch, draw, self.args.elbo_chunk_size), draw)
         model = self.accelerator.unwrap_model(self.model)
         context = model.disable_adapter() if is_peft_model(model) else nullcontext()
         with context:
-            return self._reduce(self._score(self.model, batch, draw, self.args.elbo_chunk_size), draw)
+            return self.objective.reduce(self._score(self.model, batch, draw, self.args.elbo_chunk_size), draw)
 
     def _monitor_drift(self, model, prompt_ids, prompt_mask, completion_ids, completion_mask) -> None:
         """Log the ELBO, the importance-weighted order bound and their gap on a few on-policy completions.
@@ -541,56 +504,36 @@ class DiPODTrainer(GRPOTrainer):
             return 0
         return (self._step % (self.args.steps_per_generation * self.num_iterations)) // self.args.steps_per_generation
 
+    @staticmethod
+    def _iteration_masks(inputs: dict, iteration: int) -> MaskDraw:
+        optional = [inputs[k][:, iteration] if k in inputs else None for k in ("mask_prompt", "mask_context")]
+        return MaskDraw(inputs["mask_completion"][:, iteration], inputs["mask_weights"][:, iteration], *optional)
+
     def _compute_loss(self, model, inputs):
         mode = "train" if self.model.training else "eval"
         it = self._inner_iteration()
-        draw = MaskDraw(
-            completion_masks=inputs["mask_completion"][:, it],
-            weights=inputs["mask_weights"][:, it],
-            prompt_masks=inputs["mask_prompt"][:, it] if "mask_prompt" in inputs else None,
-            context_masks=inputs["mask_context"][:, it] if "mask_context" in inputs else None,
-        )
-        completion_mask = inputs["completion_mask"]
-        lengths = completion_mask.sum(-1)
-        advantages = inputs["advantages"]
+        draw = self._iteration_masks(inputs, it)
         # elbo_grad_chunk_size: the gradient pass holds one chunk of rows at a time (recomputed in backward).
         grad_chunk = self.args.elbo_grad_chunk_size
         token_logps = self._score(model, inputs, draw, grad_chunk, recompute_chunks=grad_chunk is not None)
-        eps_low, eps_high = self.epsilon_low, self.epsilon_high
         # This micro-batch's share of the generation batch's tokens: token-level sums divided by it average exactly
         # over processes (DDP averages) and micro-batches (accumulation sums), as TRL's DAPO loss does.
         num_tokens = inputs["num_items_in_batch"].float().clamp(min=1) / self.accelerator.num_processes
         if mode == "train":
             num_tokens = num_tokens / self.args.steps_per_generation
-
-        if self.args.objective == "fpo":
-            elbo = elbo_from_token_logps(token_logps, draw).mean(dim=1)
-            old = inputs["old_scores"][:, it] if "old_scores" in inputs else elbo.detach()
-            ref = inputs["ref_scores"][:, it] if "ref_scores" in inputs else None
-            out = fpo_loss(elbo, old, advantages, epsilon_low=eps_low, epsilon_high=eps_high,
-                           ref_elbo=ref, kl_beta=self.beta, lengths=lengths, kl_estimator=self.args.kl_estimator)
-            on_policy = elbo
-        elif self.args.objective == "diffu_grpo":
-            token = token_logps[:, 0]
-            old = inputs["old_scores"][:, it] if "old_scores" in inputs else token.detach()
-            ref = inputs["ref_scores"][:, it] if "ref_scores" in inputs else None
-            out = diffu_grpo_loss(token, old, advantages, completion_mask, epsilon_low=eps_low,
-                                  epsilon_high=eps_high, ref_token_logps=ref, kl_beta=self.beta,
-                                  num_tokens=num_tokens)
-            on_policy = token.sum(dim=-1)
-        else:  # spg
-            elbo = elbo_from_token_logps(token_logps, draw).mean(dim=1)
-            per_token = elbo / lengths.clamp(min=1)
-            negative = spg_eubo_per_token(token_logps, draw.completion_masks, draw.weights, self.args.spg_eubo_beta)
-            if self.args.spg_negative_bound == "mix":
-                negative = self.args.spg_mix_weight * negative + (1 - self.args.spg_mix_weight) * per_token
-            out = spg_loss(per_token, negative, advantages, lengths, num_tokens=num_tokens)
-            on_policy = elbo
-
-        distill = dipod_term(on_policy, lengths, self.args.dipod_normalization, num_tokens=num_tokens)
+        batch = LossInputs(
+            inputs["advantages"],
+            inputs["completion_mask"],
+            num_tokens,
+            old_scores=inputs["old_scores"][:, it] if "old_scores" in inputs else None,
+            ref_scores=inputs["ref_scores"][:, it] if "ref_scores" in inputs else None,
+        )
+        out = self.objective.loss(token_logps, draw, batch)
+        distill = dipod_term(out.on_policy, batch.lengths, self.args.dipod_normalization, num_tokens=num_tokens)
         loss = out.loss - self.args.dipod_beta * distill
-        metrics = {**out.metrics, "dipod/term": distill.detach(), "elbo/mean": on_policy.detach().mean(),
-                   "elbo/per_token": on_policy.detach().sum() / num_tokens}
+        on_policy = out.on_policy.detach()
+        metrics = {**out.metrics, "dipod/term": distill, "elbo/mean": on_policy.mean(),
+                   "elbo/per_token": on_policy.sum() / num_tokens}
         for name, value in metrics.items():
             self._metrics[mode][name].append(self.accelerator.gather(value.detach().float().reshape(1)).mean().item())
         if mode == "train":
