@@ -23,16 +23,13 @@ where it stopped.
 from __future__ import annotations
 
 import copy
-import numbers
 import os
 import time
 import warnings
 from contextlib import nullcontext
 
-import numpy as np
 import torch
 from accelerate.utils import is_peft_model
-from datasets import Dataset, IterableDataset
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -43,81 +40,21 @@ from trl.trainer.utils import is_async_callable, nanstd, pad
 
 from .checkpoints import check_optimizer_state, load_generation_state, save_generation_state
 from .config import DiPODConfig
-from .likelihood import MaskDraw, masked_token_logps, order_log_likelihoods, random_orders
+from .drift import DRIFT_STATISTICS, drift_statistics
+from .input_checks import (
+    RewardFunctionError,  # noqa: F401 (raised from the reward checks; part of the trainer's interface)
+    check_finite_rewards,
+    check_prompt_columns,
+    check_train_dataset,
+    guard_reward_function,
+    truncate_prompts,
+)
+from .likelihood import MaskDraw, masked_token_logps
+from .masks import random_orders
 from .models.adapters import as_diffusion_lm, load_diffusion_model, load_diffusion_tokenizer
 from .objectives import LossInputs, dipod_term, group_relative_advantages, objective_class
 from .randomness import SEED_STRIDE
 from .sampling import generate
-
-
-class RewardFunctionError(RuntimeError):
-    """A reward function raised, or returned None/NaN where that is not allowed."""
-
-
-def _describe_sample(prompts, completions, index: int) -> str:
-    prompt, completion = prompts[index], completions[index]
-    return f"sample {index}: prompt={str(prompt)[-200:]!r}, completion={str(completion)[:200]!r}"
-
-
-def check_train_dataset(dataset, args) -> None:
-    """Refuse a training set with fewer prompts than one generation batch needs: TRL's sampler drops incomplete
-    batches, so training would end at step 0 and save the starting model as its result."""
-    if dataset is None or isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
-        return
-    needed = args.generation_batch_size // args.num_generations
-    if len(dataset) < needed:
-        raise ValueError(
-            f"train_dataset has {len(dataset)} rows, but one generation batch needs {needed} distinct prompts "
-            f"(generation_batch_size {args.generation_batch_size} / num_generations {args.num_generations}). Add "
-            "rows, or lower per_device_train_batch_size (or gradient_accumulation_steps, steps_per_generation)."
-        )
-
-
-def _check_reward_output(rewards, name: str, num_samples: int):
-    """A reward function must return one number (or None) per sample; name it when it does not."""
-    if isinstance(rewards, (torch.Tensor, np.ndarray)):
-        rewards = rewards.tolist()
-    if not isinstance(rewards, (list, tuple)) or len(rewards) != num_samples:
-        kind = f"a {type(rewards).__name__}" + (f" of length {len(rewards)}" if hasattr(rewards, "__len__") else "")
-        raise RewardFunctionError(
-            f"reward function {name!r} returned {kind} ({str(rewards)[:100]}); it must return a list of "
-            f"{num_samples} floats, one per completion."
-        )
-    bad = [r for r in rewards if r is not None and not isinstance(r, numbers.Real)]
-    if bad:
-        raise RewardFunctionError(
-            f"reward function {name!r} returned {type(bad[0]).__name__} values such as {bad[0]!r}; it must return "
-            "floats (or None for 'no reward')."
-        )
-    return rewards
-
-
-def _guard_reward_function(func, name: str):
-    """Wrap a reward function so that an exception or a malformed result names the function (and the sample)."""
-
-    def guarded(prompts, completions, **kwargs):
-        try:
-            rewards = func(prompts=prompts, completions=completions, **kwargs)
-        except Exception as batch_error:
-            per_sample = {k: v for k, v in kwargs.items() if isinstance(v, list) and len(v) == len(prompts)}
-            shared = {k: v for k, v in kwargs.items() if k not in per_sample}
-            for i in range(len(prompts)):
-                try:
-                    func(prompts=[prompts[i]], completions=[completions[i]],
-                         **{k: [v[i]] for k, v in per_sample.items()}, **shared)
-                except Exception as sample_error:
-                    raise RewardFunctionError(
-                        f"reward function {name!r} raised {type(sample_error).__name__}: {sample_error} on "
-                        f"{_describe_sample(prompts, completions, i)}"
-                    ) from sample_error
-            raise RewardFunctionError(
-                f"reward function {name!r} raised {type(batch_error).__name__}: {batch_error} on a batch of "
-                f"{len(prompts)} samples (no single sample fails alone)"
-            ) from batch_error
-        return _check_reward_output(rewards, name, len(prompts))
-
-    guarded.__name__ = name
-    return guarded
 
 
 def _reference_model(model, args: DiPODConfig):
@@ -179,12 +116,7 @@ class DiPODTrainer(GRPOTrainer):
             reward_funcs = reward_fn
         if reward_funcs is None:
             raise ValueError("reward_funcs (or reward_fn) is required: DiPODTrainer needs something to score.")
-        for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
-            datasets = dataset.values() if isinstance(dataset, dict) else [dataset]
-            for ds in datasets:
-                columns = getattr(ds, "column_names", None)
-                if isinstance(ds, (Dataset, IterableDataset)) and columns is not None and "prompt" not in columns:
-                    raise ValueError(f"{name} has no 'prompt' column (columns: {columns}).")
+        check_prompt_columns(train_dataset=train_dataset, eval_dataset=eval_dataset)
         check_train_dataset(train_dataset, args)
 
         if isinstance(model, str):
@@ -237,7 +169,7 @@ class DiPODTrainer(GRPOTrainer):
                 self.add_callback(SyncRefModelCallback(ref_model=self.ref_model, accelerator=self.accelerator))
 
         self.reward_funcs = [
-            _guard_reward_function(f, name)
+            guard_reward_function(f, name)
             if callable(f) and not isinstance(f, torch.nn.Module) and not is_async_callable(f)
             else f
             for f, name in zip(self.reward_funcs, self.reward_func_names)
@@ -252,24 +184,14 @@ class DiPODTrainer(GRPOTrainer):
     def _tokenize_prompts(self, prompts: list):
         prompt_ids, images, multimodal_fields = super()._tokenize_prompts(prompts)
         limit = self.args.max_prompt_length
-        if limit is not None:
-            too_long = [i for i, ids in enumerate(prompt_ids) if len(ids) > limit]
-            if too_long and self.args.prompt_truncation == "error":
-                i = too_long[0]
-                raise ValueError(
-                    f"prompt {i} has {len(prompt_ids[i])} tokens, more than max_prompt_length={limit} "
-                    f"({len(too_long)} prompt(s) in this batch are too long): {str(prompts[i])[:200]!r}. Raise "
-                    "max_prompt_length, shorten the prompts, or set prompt_truncation='left'."
-                )
-            if too_long:
-                if not self._warned_truncation:
-                    warnings.warn(
-                        f"{len(too_long)} prompt(s) longer than max_prompt_length={limit} were truncated on the left "
-                        "(prompt_truncation='left'); this warning is shown once.",
-                        stacklevel=2,
-                    )
-                    self._warned_truncation = True
-                prompt_ids = [ids[-limit:] if len(ids) > limit else ids for ids in prompt_ids]
+        prompt_ids, truncated = truncate_prompts(prompt_ids, prompts, limit, self.args.prompt_truncation)
+        if truncated and not self._warned_truncation:
+            warnings.warn(
+                f"{truncated} prompt(s) longer than max_prompt_length={limit} were truncated on the left "
+                "(prompt_truncation='left'); this warning is shown once.",
+                stacklevel=2,
+            )
+            self._warned_truncation = True
         return prompt_ids, images, multimodal_fields
 
     def _row_generators(self, num_rows: int, mode: str) -> list[torch.Generator]:
@@ -318,19 +240,9 @@ class DiPODTrainer(GRPOTrainer):
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        bad = ~torch.isfinite(rewards_per_func)
-        if self.args.reward_nan_policy == "skip":
-            bad &= ~torch.isnan(rewards_per_func)  # NaN (from None) is skipped; +-inf is still an error
-        if bad.any():
-            row, column = (int(i) for i in bad.nonzero()[0])
-            local = row - self.accelerator.process_index * len(prompts)
-            where = _describe_sample(prompts, completions, local) if 0 <= local < len(prompts) else f"sample {row}"
-            value = rewards_per_func[row, column].item()
-            raise RewardFunctionError(
-                f"reward function {self.reward_func_names[column]!r} returned "
-                f"{'None/NaN' if value != value else value} for {where}. Return a finite float, or set "
-                "reward_nan_policy='skip' to ignore None/NaN rewards."
-            )
+        first_row = self.accelerator.process_index * len(prompts)
+        check_finite_rewards(rewards_per_func, self.reward_func_names, prompts, completions, first_row,
+                             self.args.reward_nan_policy)
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
@@ -478,23 +390,11 @@ class DiPODTrainer(GRPOTrainer):
         n = min(self.args.drift_num_sequences, prompt_ids.shape[0])
         if n == 0:
             return
-        completion = completion_mask[:n]
-        orders = random_orders(completion, self.args.drift_num_orders, self._generators[:n])
-        log_likelihoods = order_log_likelihoods(
-            as_diffusion_lm(model, self._tokenizer),
-            prompt_ids[:n],
-            completion_ids[:n],
-            orders,
-            completion_mask=completion,
-            attention_mask=prompt_mask[:n],
-            chunk_size=self.args.elbo_chunk_size,
-        )
-        elbo = log_likelihoods.mean(dim=1)
-        bound = torch.logsumexp(log_likelihoods, dim=1) - torch.log(torch.tensor(float(log_likelihoods.shape[1])))
-        lengths = completion.sum(-1).float()
-        stats = torch.stack([elbo.mean(), bound.mean(), (bound - elbo).mean(), ((bound - elbo) / lengths).mean()])
+        orders = random_orders(completion_mask[:n], self.args.drift_num_orders, self._generators[:n])
+        stats = drift_statistics(as_diffusion_lm(model, self._tokenizer), prompt_ids[:n], prompt_mask[:n],
+                                 completion_ids[:n], completion_mask[:n], orders, chunk_size=self.args.elbo_chunk_size)
         stats = self.accelerator.gather(stats.unsqueeze(0)).mean(0)
-        for name, value in zip(("elbo", "order_bound", "gap", "gap_per_token"), stats.tolist()):
+        for name, value in zip(DRIFT_STATISTICS, stats.tolist()):
             self._metrics["train"][f"drift/{name}"].append(value)
 
     # ------------------------------------------------------------------ loss
