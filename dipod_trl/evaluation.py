@@ -24,6 +24,7 @@ from accelerate import PartialState
 from tqdm.auto import tqdm
 from trl.trainer.utils import pad
 
+from .finite import check_finite_fields
 from .models.adapters import as_diffusion_lm
 from .options import FastDecodingArguments
 from .randomness import SEED_STRIDE
@@ -95,6 +96,7 @@ class EvalArguments(FastDecodingArguments):
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow hub models that ship modeling code."})
 
     def __post_init__(self):
+        check_finite_fields(self)
         self.check_fast_decoding()
         if isinstance(self.gen_length, int):
             self.gen_length = [self.gen_length]
@@ -169,13 +171,20 @@ def read_records(path: str, key: str) -> dict[int, dict]:
         if not os.path.exists(name):
             continue
         with open(name) as f:
-            for line in f:
+            for number, line in enumerate(f, start=1):
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut off by an interruption: redone
                 if isinstance(record, dict) and record.get("setup_key") == key:
-                    records[record["index"]] = record
+                    index = record.get("index")
+                    if not isinstance(index, int) or isinstance(index, bool):
+                        raise ValueError(
+                            f"{name}, line {number}: a record of this run has index={index!r}, not an example "
+                            "number; the file was edited or written by another program. Delete that line (its "
+                            "example is then evaluated again) or the file."
+                        )
+                    records[index] = record
     return records
 
 

@@ -36,11 +36,12 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.models import prepare_deepspeed, unwrap_model_for_generation
 from trl.trainer.callbacks import SyncRefModelCallback
-from trl.trainer.utils import is_async_callable, nanstd, pad
+from trl.trainer.utils import nanstd, pad
 
 from .checkpoints import check_optimizer_state, load_generation_state, save_generation_state
 from .config import DiPODConfig
 from .drift import DRIFT_STATISTICS, drift_statistics
+from .finite import check_finite
 from .input_checks import (
     RewardFunctionError,  # noqa: F401 (raised from the reward checks; part of the trainer's interface)
     check_finite_rewards,
@@ -54,7 +55,13 @@ from .masks import random_orders
 from .models.adapters import as_diffusion_lm, load_diffusion_model, load_diffusion_tokenizer
 from .objectives import LossInputs, dipod_term, group_relative_advantages, objective_class
 from .randomness import SEED_STRIDE
+from .redaction import hub_token_to_environment, saving_without_secrets
 from .sampling import generate
+
+_NON_FINITE_HINT = (
+    "The last checkpoint holds the weights before it. Lower learning_rate (or max_grad_norm), check the rewards' "
+    "scale, then resume from that checkpoint."
+)
 
 
 def _reference_model(model, args: DiPODConfig):
@@ -142,6 +149,7 @@ class DiPODTrainer(GRPOTrainer):
         elif sync_ref and kl_beta != 0.0:
             raise NotImplementedError("sync_ref_model with a PEFT model is not supported (the reference is the base).")
         args.beta, args.sync_ref_model = 0.0, False
+        hub_token_to_environment(args)
         try:
             super().__init__(
                 model=model,
@@ -169,9 +177,7 @@ class DiPODTrainer(GRPOTrainer):
                 self.add_callback(SyncRefModelCallback(ref_model=self.ref_model, accelerator=self.accelerator))
 
         self.reward_funcs = [
-            guard_reward_function(f, name)
-            if callable(f) and not isinstance(f, torch.nn.Module) and not is_async_callable(f)
-            else f
+            guard_reward_function(f, name) if callable(f) and not isinstance(f, torch.nn.Module) else f
             for f, name in zip(self.reward_funcs, self.reward_func_names)
         ]
         self._generation_count = 0
@@ -206,7 +212,7 @@ class DiPODTrainer(GRPOTrainer):
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         device = self.accelerator.device
-        ids = [torch.tensor(p) for p in prompt_ids]
+        ids = [torch.tensor(p, dtype=torch.long) for p in prompt_ids]  # [] alone would be a float tensor
         padded = pad(ids, padding_value=self._tokenizer.pad_token_id, padding_side="left").to(device)
         attention = pad([torch.ones_like(p) for p in ids], padding_value=0, padding_side="left").to(device)
         with (
@@ -242,7 +248,7 @@ class DiPODTrainer(GRPOTrainer):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         first_row = self.accelerator.process_index * len(prompts)
         check_finite_rewards(rewards_per_func, self.reward_func_names, prompts, completions, first_row,
-                             self.args.reward_nan_policy)
+                             self.args.reward_nan_policy, step=self.state.global_step + 1)
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
@@ -257,9 +263,11 @@ class DiPODTrainer(GRPOTrainer):
         prompt_ids_list, completion_ids_list, _, completions, _, _, _, _ = self._generate(prompts)
         generated = time.perf_counter()
 
-        prompt_ids = pad([torch.tensor(p) for p in prompt_ids_list], self._tokenizer.pad_token_id, "left").to(device)
+        # dtype: an empty prompt ([]) would otherwise be a float tensor, and make the padded batch float.
+        pad_id = self._tokenizer.pad_token_id
+        prompt_ids = pad([torch.tensor(p, dtype=torch.long) for p in prompt_ids_list], pad_id, "left").to(device)
         prompt_mask = pad([torch.ones(len(p), dtype=torch.long) for p in prompt_ids_list], 0, "left").to(device)
-        completion_ids = pad([torch.tensor(c) for c in completion_ids_list], self._tokenizer.pad_token_id, "right")
+        completion_ids = pad([torch.tensor(c, dtype=torch.long) for c in completion_ids_list], pad_id, "right")
         completion_ids = completion_ids.to(device)
         completion_mask = pad([torch.ones(len(c), dtype=torch.long) for c in completion_ids_list], 0, "right")
         completion_mask = completion_mask.to(device)
@@ -445,9 +453,23 @@ class DiPODTrainer(GRPOTrainer):
         self._pending_time = 0.0
         output = super().training_step(model, inputs, num_items_in_batch)
         self._metrics["train"]["time/update"].append(time.perf_counter() - start - self._pending_time)
+        # Trainer would log a NaN loss as the running mean (logging_nan_inf_filter) and step on NaN gradients.
+        check_finite(output, "the training loss", f"step {self.state.global_step + 1}", _NON_FINITE_HINT)
         return output
 
+    def _get_grad_norm(self, model, grad_norm=None):
+        # Called once per optimizer step, after clipping and before `optimizer.step()` and any save. Under fp16 loss
+        # scaling an overflowed gradient is expected now and then: the scaler skips that step and lowers the scale.
+        grad_norm = super()._get_grad_norm(model, grad_norm)
+        if grad_norm is not None and not self.args.fp16:
+            check_finite(grad_norm, "the gradient norm", f"step {self.state.global_step + 1}", _NON_FINITE_HINT)
+        return grad_norm
+
     # ------------------------------------------------------------------ checkpoints
+
+    def _save(self, output_dir=None, state_dict=None):
+        with saving_without_secrets(self):  # training_args.bin: no hub_token in the run folder or a checkpoint
+            super()._save(output_dir, state_dict)
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
