@@ -4,7 +4,8 @@
     completion_ids, completion_mask = dipod_trl.generate(model, prompt_ids, gen_length=64, block_length=32, steps=64)
     elbo = dipod_trl.elbo(model, prompt_ids, completion_ids, completion_mask=completion_mask, num_samples=4)
 
-The trainer (`DiPODConfig`, `DiPODTrainer`) is imported on first use, so that `import dipod_trl` stays light.
+`DiPODConfig` and `DiPODTrainer` are imported on first access (module `__getattr__`), so that `import dipod_trl`
+for sampling and likelihoods does not load TRL and datasets; the models themselves need transformers.
 """
 
 from importlib import import_module

@@ -16,9 +16,8 @@ import torch
 from trl import GRPOConfig
 
 from .finite import check_finite_fields
-from .sampling import FAST_DECODING_HELP, validate_fast_decoding
-
-OBJECTIVES = ("fpo", "diffu_grpo", "spg")
+from .objectives import DIPOD_NORMALIZATIONS, OBJECTIVES, objective_class
+from .options import DiPODTermArguments, ElboSamplingArguments, FastDecodingArguments
 
 
 def apply_device_defaults(args) -> None:
@@ -46,7 +45,6 @@ def apply_device_defaults(args) -> None:
         args.ddp_find_unused_parameters = False
 
 
-DIPOD_NORMALIZATIONS = ("sequence", "token")
 
 # GRPOConfig fields with no meaning for masked diffusion, the value they must keep, and why.
 _UNSUPPORTED = {
@@ -57,7 +55,7 @@ _UNSUPPORTED = {
     "top_k": (0, "the diffusion sampler has no top-k filtering; use `temperature` and `remasking`"),
     "min_p": (None, "the diffusion sampler has no min-p filtering"),
     "repetition_penalty": (1.0, "a repetition penalty needs left-to-right decoding"),
-    "loss_type": ("dapo", "the loss is chosen with `objective` (fpo | diffu_grpo | spg)"),
+    "loss_type": ("dapo", f"the loss is chosen with `objective` ({' | '.join(OBJECTIVES)})"),
     "importance_sampling_level": ("token", "FPO and SPG work on sequences, diffu-GRPO on tokens, by construction"),
     "top_entropy_quantile": (1.0, "token entropies of the one-step estimate are not a policy entropy"),
     "entropy_coef": (0.0, "no tractable entropy for a diffusion policy"),
@@ -69,7 +67,7 @@ _UNSUPPORTED = {
 
 
 @dataclass
-class DiPODConfig(GRPOConfig):
+class DiPODConfig(GRPOConfig, FastDecodingArguments, ElboSamplingArguments, DiPODTermArguments):
     r"""
     Configuration class for [`DiPODTrainer`]. Only the parameters specific to diffusion policies are listed here; see
     `trl.GRPOConfig` for the rest.
@@ -96,9 +94,14 @@ class DiPODConfig(GRPOConfig):
 
     drift_num_orders, drift_num_sequences, drift_every, reward_nan_policy.
 
+    Option groups shared with other commands are declared once in `dipod_trl.options` and composed here:
+    `FastDecodingArguments` (kv_cache, cache_refresh_steps, confidence_threshold), `ElboSamplingArguments`
+    (elbo_num_samples, elbo_estimator), `DiPODTermArguments` (dipod_beta). The objective named by `objective` fills
+    the defaults it decides (`dipod_normalization`, `p_mask_prompt`) and checks what depends on it.
+
     Defaults that differ from `GRPOConfig`: `max_completion_length=256` (d1's setting), activation checkpointing off
-    (LLaDA's remote code refuses it), `bf16=None` meaning bf16 only where CUDA supports it (TRL turns it on even on
-    CPUs, where it only slows the tiny model down).
+    (small models gain nothing from it; LLaDA, Dream and the tiny model support it), `bf16=None` meaning bf16 only
+    where CUDA supports it (TRL turns it on even on CPUs, where it only slows the tiny model down).
     """
 
     # Objective
@@ -108,14 +111,8 @@ class DiPODConfig(GRPOConfig):
             "help": "Policy-gradient surrogate for the diffusion policy. 'fpo': PPO-clipped ratio "
             "exp(ELBO_theta - ELBO_old) per sequence, masks shared between old, current and reference policy. "
             "'diffu_grpo': d1's per-token clipped ratio on one-step estimates. 'spg': SPG's sandwich, the ELBO for "
-            "positive advantages and an upper bound (EUBO) for negative ones."
-        },
-    )
-    dipod_beta: float = field(
-        default=0.05,
-        metadata={
-            "help": "Weight of DiPOD's self-distillation term: loss = surrogate - dipod_beta * (on-policy ELBO term). "
-            "0.05 is the paper's default; 0 reproduces the base objective exactly."
+            "positive advantages and an upper bound (EUBO) for negative ones. The registry is "
+            "dipod_trl.objectives.OBJECTIVES."
         },
     )
     dipod_normalization: str | None = field(
@@ -153,24 +150,6 @@ class DiPODConfig(GRPOConfig):
     )
 
     # Likelihood estimation
-    elbo_num_samples: int = field(
-        default=2,
-        metadata={
-            "help": "Monte-Carlo samples (masks) per completion for the ELBO at each inner iteration, scored in one "
-            "batched pass. Used by fpo and spg; diffu_grpo always uses d1's one-step estimate (one sample)."
-        },
-    )
-    elbo_estimator: str = field(
-        default="antithetic",
-        metadata={
-            "help": "ELBO estimator: 'mc' (mask ratio uniform), 'antithetic' (pairs of complementary masks, "
-            "coupled-GRPO style; needs an even elbo_num_samples), 'stratified' (stratified mask ratios, "
-            "LLaDA-1.5's VRPO), all unbiased for the ELBO; or 'block_random' (SPG's forward_type block_random: one "
-            "random block of block_length partly masked, later blocks and the canvas past the first EOS masked; "
-            "unbiased for the block-by-block ELBO of the semi-autoregressive sampler; elbo_num_samples is SPG's "
-            "num_t)."
-        },
-    )
     one_step_masks: str = field(
         default="canvas",
         metadata={
@@ -226,11 +205,6 @@ class DiPODConfig(GRPOConfig):
     cfg_scale: float = field(
         default=0.0,
         metadata={"help": "Classifier-free guidance scale for generation and scoring (0 disables it)."},
-    )
-    kv_cache: str | None = field(default=None, metadata={"help": FAST_DECODING_HELP["kv_cache"]})
-    cache_refresh_steps: int | None = field(default=None, metadata={"help": FAST_DECODING_HELP["cache_refresh_steps"]})
-    confidence_threshold: float | None = field(
-        default=None, metadata={"help": FAST_DECODING_HELP["confidence_threshold"]}
     )
     max_prompt_length: int | None = field(
         default=512,
@@ -306,44 +280,20 @@ class DiPODConfig(GRPOConfig):
             if value not in options:
                 raise ValueError(f"{name} must be one of {options}, got {value!r}.")
 
-        choice("objective", OBJECTIVES)
-        choice("elbo_estimator", ("mc", "antithetic", "stratified", "block_random"))
-        choice("one_step_masks", ("canvas", "completion"))
-        choice("kl_estimator", ("k3", "linear_sequence"))
-        if self.kl_estimator != "k3" and self.objective != "fpo":
-            raise ValueError(
-                f"kl_estimator={self.kl_estimator!r} applies to objective='fpo' only (diffu_grpo's KL is d1's per-token "
-                f"k3, spg has none); got objective={self.objective!r}. Remove kl_estimator or set objective='fpo'."
-            )
+        objective = objective_class(self.objective)
+        for each in OBJECTIVES.values():
+            each.check_options(self)
+        objective.configure(self)  # dipod_normalization and p_mask_prompt defaults; ELBO sampling checks
         choice("remasking", ("low_confidence", "random", "margin", "entropy"))
         choice("prompt_truncation", ("error", "left"))
         choice("reward_nan_policy", ("error", "skip"))
-        choice("spg_negative_bound", ("eubo", "mix"))
-        if self.dipod_normalization is None:
-            self.dipod_normalization = "sequence" if self.objective == "fpo" else "token"
         choice("dipod_normalization", DIPOD_NORMALIZATIONS)
-        if self.p_mask_prompt is None:
-            self.p_mask_prompt = 0.15 if self.objective == "diffu_grpo" else 0.0
         if not 0.0 <= self.p_mask_prompt < 1.0:
             raise ValueError(f"p_mask_prompt must be in [0, 1), got {self.p_mask_prompt}.")
-        if self.dipod_beta < 0:
-            raise ValueError(f"dipod_beta must be >= 0, got {self.dipod_beta}.")
+        self.check_dipod_term()
         for name in ("elbo_chunk_size", "elbo_grad_chunk_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive number of rows or None, got {getattr(self, name)}.")
-        if self.elbo_num_samples < 1:
-            raise ValueError(f"elbo_num_samples must be >= 1, got {self.elbo_num_samples}.")
-        if self.elbo_estimator == "antithetic" and self.elbo_num_samples % 2 and self.objective != "diffu_grpo":
-            raise ValueError(
-                f"elbo_num_samples must be even with elbo_estimator='antithetic' (pairs of masks), got "
-                f"{self.elbo_num_samples}."
-            )
-        if self.spg_eubo_beta < 1.0:
-            raise ValueError(
-                f"spg_eubo_beta must be >= 1 for the EUBO to bound the likelihood, got {self.spg_eubo_beta}."
-            )
-        if not 0.0 <= self.spg_mix_weight <= 1.0:
-            raise ValueError(f"spg_mix_weight must be in [0, 1], got {self.spg_mix_weight}.")
         if self.block_length < 1:
             raise ValueError(f"block_length must be a positive number of tokens, got {self.block_length}.")
         if self.max_completion_length is None or self.max_completion_length % self.block_length != 0:
@@ -357,8 +307,7 @@ class DiPODConfig(GRPOConfig):
                 f"diffusion_steps ({self.diffusion_steps}) must be a positive multiple of the number of blocks "
                 f"(max_completion_length / block_length = {num_blocks})."
             )
-        validate_fast_decoding(kv_cache=self.kv_cache, cache_refresh_steps=self.cache_refresh_steps,
-                               confidence_threshold=self.confidence_threshold, cfg_scale=self.cfg_scale)
+        self.check_fast_decoding()
         if self.drift_num_orders < 0 or self.drift_num_sequences < 0 or self.drift_every < 1:
             raise ValueError("drift_num_orders and drift_num_sequences must be >= 0 and drift_every >= 1.")
         for name, (allowed, why) in _UNSUPPORTED.items():

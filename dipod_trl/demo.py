@@ -31,13 +31,14 @@ from .config import DiPODConfig
 from .evaluation import evaluate_task
 from .finite import check_finite_fields
 from .models import build_tiny_model, build_tiny_tokenizer
+from .options import DiPODTermArguments, OneSampleElboArguments
 from .sft import MaskedDiffusionSFTTrainer, MaskedSFTConfig
 from .tasks.digit_sort import load as load_digit_sort
 from .trainer import DiPODTrainer
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(OneSampleElboArguments, DiPODTermArguments):
     """Arguments of `dipod demo`. The defaults run in a few minutes on 2 CPU cores. They are the regime where the
     surrogate drifts on this model (SPG, 12 inner iterations, 1 Monte-Carlo ELBO sample, lr 5e-4); a steady regime,
     where base and + DiPOD are indistinguishable, is `--objective fpo --generation_batches 30 --num_iterations 2
@@ -55,9 +56,6 @@ class DemoConfig:
     num_iterations: int = field(
         default=12, metadata={"help": "Inner iterations per generation batch (the release: 12 for FPO, 4 for SPG)."}
     )
-    elbo_num_samples: int = field(default=1, metadata={"help": "Mask samples per ELBO estimate."})
-    elbo_estimator: str = field(default="mc", metadata={"help": "DiPODConfig.elbo_estimator: 'mc', 'antithetic', ..."})
-    dipod_beta: float = field(default=0.05, metadata={"help": "DiPOD weight of the + DiPOD runs."})
     dipod_normalization: str = field(
         default="token",
         metadata={
@@ -74,7 +72,9 @@ class DemoConfig:
         if self.objective not in ("fpo", "spg"):
             raise ValueError(f"objective: the demo compares 'fpo' or 'spg' with and without DiPOD, not "
                              f"{self.objective!r}.")
-        for name in ("generation_batches", "num_iterations", "elbo_num_samples", "sft_steps"):
+        self.check_elbo_sampling()
+        self.check_dipod_term()  # the weight of the + DiPOD runs
+        for name in ("generation_batches", "num_iterations", "sft_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
 

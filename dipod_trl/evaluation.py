@@ -26,7 +26,9 @@ from trl.trainer.utils import pad
 
 from .finite import check_finite_fields
 from .models.adapters import as_diffusion_lm
-from .sampling import FAST_DECODING_HELP, generate, validate_fast_decoding
+from .options import FastDecodingArguments
+from .randomness import SEED_STRIDE
+from .sampling import generate
 from .tasks import PROMPT_STYLES, tokenize_prompt
 
 SCORINGS = ("both", "d1", "project")
@@ -39,7 +41,7 @@ def process_state() -> PartialState:
 
 
 @dataclass
-class EvalArguments:
+class EvalArguments(FastDecodingArguments):
     """Arguments of `dipod eval`: one model (`--model`) or a checkpoint sweep (`--checkpoints`)."""
 
     task: str = field(metadata={"help": "Task to evaluate: gsm8k, math500, countdown, sudoku or digit_sort."})
@@ -92,15 +94,10 @@ class EvalArguments:
     )
     seed: int = field(default=0, metadata={"help": "Seed of the sampler's generators (matters when temperature > 0)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow hub models that ship modeling code."})
-    kv_cache: str | None = field(default=None, metadata={"help": FAST_DECODING_HELP["kv_cache"]})
-    cache_refresh_steps: int | None = field(default=None, metadata={"help": FAST_DECODING_HELP["cache_refresh_steps"]})
-    confidence_threshold: float | None = field(
-        default=None, metadata={"help": FAST_DECODING_HELP["confidence_threshold"]}
-    )
 
     def __post_init__(self):
         check_finite_fields(self)
-        validate_fast_decoding(**fast_decoding_of(self))
+        self.check_fast_decoding()
         if isinstance(self.gen_length, int):
             self.gen_length = [self.gen_length]
         for name in ("batch_size", "num_generations", "block_length"):
@@ -134,7 +131,7 @@ class EvalArguments:
 
 def fast_decoding_of(args) -> dict:
     """The fast-decoding options of `args` (all None: exact decoding)."""
-    return {name: getattr(args, name) for name in ("kv_cache", "cache_refresh_steps", "confidence_threshold")}
+    return FastDecodingArguments.fast_decoding(args)
 
 
 def _with_fast_decoding(run: dict | None, fast_decoding: dict | None) -> dict | None:
@@ -246,7 +243,7 @@ def _generate_batch(lm, model, tokenizer, rows, indices, *, num_generations, see
     attention = pad([torch.ones_like(x) for x in ids], 0, "left")
     # One generator per completion (on the model's device: Gumbel noise is as large as the logits), seeded by example
     # and generation: a record is the same whatever the batch or process.
-    generators = [torch.Generator(device).manual_seed(seed * 1_000_003 + index * num_generations + g)
+    generators = [torch.Generator(device).manual_seed(seed * SEED_STRIDE + index * num_generations + g)
                   for index in indices for g in range(num_generations)]
     with torch.no_grad():
         completion_ids, completion_mask = generate(

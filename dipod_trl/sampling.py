@@ -27,15 +27,17 @@ Fast decoding (Fast-dLLM's two ideas, off by default):
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from .guidance import model_logits
 from .models.adapters import DiffusionLM, as_diffusion_lm, unwrap_model
+from .options import FastDecodingArguments, check_fast_decoding  # noqa: F401 (the generate command's)
+from .randomness import Generators, generators_of_rows, random_uniform
 
 REMASKING_RULES = ("low_confidence", "random", "margin", "entropy")
-KV_CACHE_MODES = (None, "prefix", "dual")
 
 
 @dataclass
@@ -53,32 +55,6 @@ class GenerationStats:
         self.span_forwards += int(span)
         self.full_forwards += int(not span)
         self.positions += rows * positions
-
-# A `torch.Generator`, None (the global RNG), or one generator per batch row.
-Generators = torch.Generator | list[torch.Generator] | None
-
-
-def random_uniform(shape, generator: Generators, device, dtype=torch.float32) -> torch.Tensor:
-    """Uniform [0, 1) numbers of `shape`, drawn on the generator's device and moved to `device`.
-
-    With a list of generators (one per row of `shape[0]`), each row is drawn from its own generator, so that a row's
-    numbers do not depend on the other rows of the batch: the same prompt gets the same sample whether it is
-    generated alone, in a batch, or on another process of a distributed run.
-    """
-    if isinstance(generator, (list, tuple)):
-        if len(generator) != shape[0]:
-            raise ValueError(f"generator: {len(generator)} generators for {shape[0]} rows.")
-        rows = [torch.rand(tuple(shape[1:]), generator=g, dtype=dtype, device=g.device) for g in generator]
-        return torch.stack(rows).to(device) if rows else torch.empty(shape, dtype=dtype, device=device)
-    gen_device = generator.device if generator is not None else device
-    return torch.rand(tuple(shape), generator=generator, dtype=dtype, device=gen_device).to(device)
-
-
-def _rows(generator: Generators, rows: torch.Tensor) -> Generators:
-    """The generators of a subset of rows (a single generator or None stays as it is)."""
-    if isinstance(generator, (list, tuple)):
-        return [generator[i] for i in rows.tolist()]
-    return generator
 
 
 def add_gumbel_noise(logits: torch.Tensor, temperature: float, generator: Generators = None) -> torch.Tensor:
@@ -165,63 +141,6 @@ def validate_generation_args(
     return num_blocks
 
 
-def validate_fast_decoding(
-    *, kv_cache: str | None, cache_refresh_steps: int | None, confidence_threshold: float | None,
-    cfg_scale: float = 0.0,
-) -> None:
-    """Check the fast-decoding arguments; errors name the argument at fault and what it accepts."""
-    if kv_cache not in KV_CACHE_MODES:
-        raise ValueError(f"kv_cache must be None, 'prefix' or 'dual', got {kv_cache!r}.")
-    if cache_refresh_steps is not None:
-        if isinstance(cache_refresh_steps, bool) or not isinstance(cache_refresh_steps, int) or cache_refresh_steps < 1:
-            raise ValueError(
-                f"cache_refresh_steps must be a positive integer (or None: refresh at each new block only), got "
-                f"{cache_refresh_steps!r}."
-            )
-        if kv_cache is None:
-            raise ValueError("cache_refresh_steps is set but kv_cache is None: set kv_cache='prefix' or 'dual'.")
-    if confidence_threshold is not None and not 0 < confidence_threshold <= 1:
-        raise ValueError(
-            f"confidence_threshold must be in (0, 1] (a probability; None commits the fixed number per step), got "
-            f"{confidence_threshold!r}."
-        )
-    if kv_cache is not None and cfg_scale > 0:
-        raise ValueError(
-            "kv_cache does not support classifier-free guidance (cfg_scale > 0): set kv_cache=None or cfg_scale=0."
-        )
-
-
-FAST_DECODING_HELP = {
-    "kv_cache": "Block key/value cache for generation (Fast-dLLM): None decodes exactly; 'prefix' reuses the "
-    "keys/values of the prompt and finished blocks while a block is decoded; 'dual' also those of the not-yet-decoded "
-    "suffix. Refreshed with a full forward at each new block (and every cache_refresh_steps steps). Approximate: "
-    "completions differ from exact decoding. Not with cfg_scale > 0. Models without cache support decode exactly, "
-    "with a warning.",
-    "cache_refresh_steps": "With kv_cache: also refresh the cache with a full forward every n denoising steps inside a "
-    "block (None: only at each new block; 1: every step, i.e. exact decoding).",
-    "confidence_threshold": "Parallel decoding (Fast-dLLM): each step commits every masked position of the current "
-    "block whose predicted token has probability above this threshold, in (0, 1], and at least as many as the fixed "
-    "schedule would (at least one), so a block never takes more than its steps. None: the fixed number per step.",
-}
-
-
-@dataclass
-class FastDecodingArguments:
-    """The fast-decoding options of `generate`, for the `dipod eval` and `dipod generate` commands."""
-
-    kv_cache: str | None = field(default=None, metadata={"help": FAST_DECODING_HELP["kv_cache"]})
-    cache_refresh_steps: int | None = field(default=None, metadata={"help": FAST_DECODING_HELP["cache_refresh_steps"]})
-    confidence_threshold: float | None = field(
-        default=None, metadata={"help": FAST_DECODING_HELP["confidence_threshold"]}
-    )
-
-    def __post_init__(self):
-        validate_fast_decoding(**asdict(self))
-
-    def as_kwargs(self) -> dict:
-        return asdict(self)
-
-
 _WARNED_NO_CACHE: set[str] = set()
 
 
@@ -249,7 +168,7 @@ class BlockScorer:
 
     def __init__(self, lm: DiffusionLM, kv_cache: str | None, refresh_steps: int | None, cfg_scale: float,
                  stats: GenerationStats):
-        self.lm, self.mode, self.refresh_steps = lm, kv_cache, refresh_steps
+        self.lm, self.kv_cache, self.refresh_steps = lm, kv_cache, refresh_steps
         self.cfg_scale, self.stats = cfg_scale, stats
         self.cache = None
 
@@ -263,7 +182,7 @@ class BlockScorer:
 
     def __call__(self, x, attention_mask, prompt_index, start: int, end: int, step: int) -> torch.Tensor:
         rows, length = x.shape
-        if self.mode is None:
+        if self.kv_cache is None:
             self.stats.count(rows, length, span=False)
             return model_logits(self.lm, x, attention_mask, prompt_index, self.cfg_scale)[:, start:end]
         refresh = self.refresh_steps is not None and step % self.refresh_steps == 0
@@ -271,7 +190,7 @@ class BlockScorer:
             self.stats.count(rows, length, span=False)
             logits, self.cache = self.lm.logits_and_cache(x, attention_mask)
             return logits[:, start:end]
-        span_end = end if self.mode == "dual" else length
+        span_end = end if self.kv_cache == "dual" else length
         self.stats.count(rows, span_end - start, span=True)
         return self.lm.span_logits(x, attention_mask, self.cache, start, span_end)[:, : end - start]
 
@@ -292,22 +211,6 @@ def check_prompt_length(
             f"prompt_ids: prompt ({attention_mask.shape[1]} positions) plus completion makes {total_length} positions, "
             f"more than the model's limit of {limit}."
         )
-
-
-def model_logits(
-    lm: DiffusionLM,
-    x: torch.Tensor,
-    attention_mask: torch.Tensor,
-    prompt_index: torch.Tensor,
-    cfg_scale: float,
-) -> torch.Tensor:
-    """Logits, with classifier-free guidance when `cfg_scale > 0` (the unconditional pass sees the prompt masked)."""
-    if cfg_scale <= 0:
-        return lm.logits(x, attention_mask)
-    unconditional = x.masked_fill(prompt_index, lm.mask_token_id)
-    both = lm.logits(torch.cat([x, unconditional]), torch.cat([attention_mask, attention_mask]))
-    cond, uncond = both.chunk(2, dim=0)
-    return uncond + (cfg_scale + 1) * (cond - uncond)
 
 
 @torch.no_grad()
@@ -352,9 +255,12 @@ def generate(
         max_prompt_length: refuse longer prompts with a `ValueError` instead of silently scoring a cut prompt.
         stop_at_eos: stop denoising a row once an EOS is committed and every position before it is filled: what
             follows is padding, and a row's tokens never depend on the other rows. The positions after the EOS are
-            then filled with that EOS. With `False`, the whole canvas is denoised, as LLaDA's reference sampler does.
-        kv_cache: None (exact), `"prefix"` or `"dual"`: reuse keys/values between the steps of a block (module
-            docstring). A model without cache support decodes exactly, with a one-time warning. Not with CFG.
+            then filled with the first id of `eos_token_ids` (whichever EOS the row committed). With `False`, the
+            whole canvas is denoised, as LLaDA's reference sampler does.
+        kv_cache, cache_refresh_steps, confidence_threshold: fast decoding, the fields of
+            [`FastDecodingArguments`] (checked by the same function). kv_cache: None (exact), `"prefix"` or `"dual"`:
+            reuse keys/values between the steps of a block (module docstring). A model without cache support
+            decodes exactly, with a one-time warning. Not with CFG.
         cache_refresh_steps: also refresh the cache with a full forward every n steps inside a block (1 is exact).
         confidence_threshold: commit every masked position of the block above this probability each step, and at
             least the fixed schedule's count (module docstring); None commits the fixed count.
@@ -373,8 +279,8 @@ def generate(
         remasking=remasking,
         cfg_scale=cfg_scale,
     )
-    validate_fast_decoding(kv_cache=kv_cache, cache_refresh_steps=cache_refresh_steps,
-                           confidence_threshold=confidence_threshold, cfg_scale=cfg_scale)
+    check_fast_decoding(kv_cache=kv_cache, cache_refresh_steps=cache_refresh_steps,
+                        confidence_threshold=confidence_threshold, cfg_scale=cfg_scale)
     if prompt_ids.dim() != 2:
         raise ValueError(f"prompt_ids must be (batch, length), got shape {tuple(prompt_ids.shape)}.")
     batch, prompt_length = prompt_ids.shape
@@ -421,7 +327,7 @@ def generate(
                 break
             # Only the current block can be committed, so only its positions are scored (the model still sees all).
             logits = scorer(xa, full_attention[active], prompt_index[active], start, end, step)
-            row_generators = _rows(generator, active)
+            row_generators = generators_of_rows(generator, active)
             x0 = add_gumbel_noise(logits, temperature, row_generators).argmax(dim=-1)
             confidence = _confidence(logits, x0, remasking, row_generators)
             confidence = confidence.masked_fill(~block_masked, -torch.inf)

@@ -19,23 +19,22 @@ from .checkpoints import complete_checkpoint
 from .config import apply_device_defaults
 from .likelihood import masked_diffusion_sft_loss
 from .models.adapters import as_diffusion_lm
+from .options import OneSampleElboArguments
 from .redaction import hub_token_to_environment, saving_without_secrets
 from .tasks import tokenize_prompt
 
 
 @dataclass
-class MaskedSFTConfig(TrainingArguments):
-    """`TrainingArguments` for [`MaskedDiffusionSFTTrainer`], plus the fields below. `bf16` defaults to on only where
-    CUDA supports it; `remove_unused_columns` is off (the collator reads `prompt` and `completion`)."""
+class MaskedSFTConfig(TrainingArguments, OneSampleElboArguments):
+    """`TrainingArguments` for [`MaskedDiffusionSFTTrainer`], plus ELBO sampling (one `mc` sample per completion by
+    default) and the fields below. `bf16` defaults to on only where CUDA supports it; `remove_unused_columns` is off
+    (the collator reads `prompt` and `completion`)."""
 
     max_prompt_length: int = field(
         default=512, metadata={"help": "Longest prompt in tokens; longer ones are an error."}
     )
     max_completion_length: int = field(
         default=256, metadata={"help": "Longest completion in tokens, EOS included; longer ones are an error."}
-    )
-    elbo_num_samples: int = field(
-        default=1, metadata={"help": "Masks drawn per completion for the ELBO estimate of each step."}
     )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept off: the collator needs the raw `prompt` and `completion` columns."}
@@ -47,8 +46,10 @@ class MaskedSFTConfig(TrainingArguments):
     def __post_init__(self):
         apply_device_defaults(self)
         super().__post_init__()
-        if self.elbo_num_samples < 1:
-            raise ValueError(f"elbo_num_samples must be >= 1, got {self.elbo_num_samples}.")
+        self.check_elbo_sampling()
+        if self.elbo_estimator == "block_random":
+            raise ValueError("elbo_estimator='block_random' estimates the block-by-block ELBO of RL rollouts on a "
+                             "generation canvas; SFT completions have none. Use 'mc', 'antithetic' or 'stratified'.")
 
 
 class PromptCompletionCollator:
@@ -106,6 +107,7 @@ class MaskedDiffusionSFTTrainer(Trainer):
             completion_mask=inputs["completion_mask"],
             attention_mask=inputs["prompt_mask"],
             num_samples=self.args.elbo_num_samples,
+            estimator=self.args.elbo_estimator,
         )
         return (loss, None) if return_outputs else loss
 

@@ -1,15 +1,18 @@
 """`DiPODTrainer`: TRL's `GRPOTrainer` for masked diffusion policies, with DiPOD's self-distillation term.
 
-The trainer is wiring only. Per generation batch:
+The math lives in `dipod_trl.likelihood` and `dipod_trl.objectives`; the trainer connects it to GRPOTrainer's loop.
+Per generation batch (`_generate_and_score_completions`):
 
-1. prompts -> `dipod_trl.generate` (the diffusion sampler) -> completions, through GRPOTrainer's own prompt
-   tokenisation, decoding and length metrics (`_generate_single_turn` is the only piece replaced);
-2. completions -> TRL's reward machinery (`_calculate_rewards`) -> group-relative advantages;
-3. one mask draw per inner iteration (`num_iterations`), shared by the old, current and reference policies; the old
-   and reference scores are computed once, here, without gradients; the drift monitor runs here too.
+1. prompts -> `dipod_trl.generate` (the diffusion sampler, in `_generate_single_turn`) -> completions, through
+   GRPOTrainer's own prompt tokenisation (plus `prompt_truncation`), decoding and length metrics;
+2. completions -> TRL's reward machinery (`_calculate_rewards`, with checks that name a failing reward function) ->
+   group-relative advantages;
+3. one mask draw per inner iteration (`num_iterations`), chosen by the objective and shared by the old, current and
+   reference policies; the old and reference scores are computed once, here, without gradients; the drift monitor
+   runs here too.
 
-Per optimisation step, `_compute_loss` scores the current policy on that iteration's masks and hands the estimates to
-the pure functions of `dipod_trl.objectives`.
+Per optimisation step, `_compute_loss` scores the current policy on that iteration's masks and asks the objective
+(`dipod_trl.objectives`, chosen by `args.objective`) for its loss, then adds DiPOD's on-policy term.
 
 Randomness: every completion has its own generator, seeded from (`seed`, the global step, its row in the global
 batch); its sample and its masks come from it alone. A run therefore does not depend on how the global batch is split
@@ -20,21 +23,18 @@ where it stopped.
 from __future__ import annotations
 
 import copy
-import numbers
 import time
 import warnings
 from contextlib import nullcontext
 
-import numpy as np
 import torch
 from accelerate.utils import is_peft_model
-from datasets import Dataset, IterableDataset, Value
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 from transformers.integrations import is_deepspeed_zero3_enabled
 from trl import GRPOTrainer
 from trl.models import prepare_deepspeed, unwrap_model_for_generation
 from trl.trainer.callbacks import SyncRefModelCallback
-from trl.trainer.utils import is_async_callable, nanstd, pad
+from trl.trainer.utils import nanstd, pad
 
 from .checkpoints import (
     check_optimizer_state,
@@ -45,167 +45,28 @@ from .checkpoints import (
     save_generation_state,
 )
 from .config import DiPODConfig
+from .drift import DRIFT_STATISTICS, drift_statistics
 from .finite import check_finite
-from .likelihood import (
-    MaskDraw,
-    draw_masks,
-    elbo_from_token_logps,
-    masked_token_logps,
-    order_log_likelihoods,
-    random_orders,
+from .input_checks import (
+    RewardFunctionError,  # noqa: F401 (raised from the reward checks; part of the trainer's interface)
+    check_finite_rewards,
+    check_prompt_columns,
+    check_train_dataset,
+    guard_reward_function,
+    truncate_prompts,
 )
+from .likelihood import MaskDraw, masked_token_logps
+from .masks import random_orders
 from .models.adapters import as_diffusion_lm, load_diffusion_model, load_diffusion_tokenizer
-from .objectives import (
-    diffu_grpo_loss,
-    dipod_term,
-    fpo_loss,
-    group_relative_advantages,
-    spg_eubo_per_token,
-    spg_loss,
-)
+from .objectives import LossInputs, dipod_term, group_relative_advantages, objective_class
+from .randomness import SEED_STRIDE
 from .redaction import hub_token_to_environment, saving_without_secrets
 from .sampling import generate
-
 
 _NON_FINITE_HINT = (
     "The last checkpoint holds the weights before it. Lower learning_rate (or max_grad_norm), check the rewards' "
     "scale, then resume from that checkpoint."
 )
-
-
-class RewardFunctionError(RuntimeError):
-    """A reward function raised, or returned None/NaN where that is not allowed."""
-
-
-def _describe_sample(prompts, completions, index: int) -> str:
-    prompt, completion = prompts[index], completions[index]
-    return f"sample {index}: prompt={str(prompt)[-200:]!r}, completion={str(completion)[:200]!r}"
-
-
-def check_train_dataset(dataset, args) -> None:
-    """Refuse a training set with fewer prompts than one generation batch needs: TRL's sampler drops incomplete
-    batches, so training would end at step 0 and save the starting model as its result."""
-    if dataset is None or isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
-        return
-    needed = args.generation_batch_size // args.num_generations
-    if len(dataset) < needed:
-        raise ValueError(
-            f"train_dataset has {len(dataset)} rows, but one generation batch needs {needed} distinct prompts "
-            f"(generation_batch_size {args.generation_batch_size} / num_generations {args.num_generations}). Add "
-            "rows, or lower per_device_train_batch_size (or gradient_accumulation_steps, steps_per_generation)."
-        )
-
-
-CHAT_ROLES = ("system", "user", "assistant", "tool")
-
-
-def check_prompt_column(dataset, name: str) -> None:
-    """Refuse a `prompt` column that mixes plain-text and conversational prompts (the chat template would be applied
-    to some rows only), naming the first row of the other kind; warn about chat roles a chat template does not know
-    (`human`, `usr`...), which it would render as written or drop."""
-    if not isinstance(dataset, Dataset) or "prompt" not in dataset.column_names:
-        return
-    if isinstance(dataset.features["prompt"], Value):
-        return  # an Arrow string column: plain text only
-    first_kind, unknown = None, {}
-    for row, prompt in enumerate(dataset["prompt"]):
-        conversational = isinstance(prompt, list) and all(isinstance(m, dict) for m in prompt)
-        if first_kind is None:
-            first_kind = conversational
-        elif conversational != first_kind:
-            kinds = {True: "conversational (a list of messages)", False: "plain text"}
-            raise ValueError(
-                f"{name}: column 'prompt' mixes plain-text and conversational prompts: row 0 is {kinds[first_kind]}, "
-                f"row {row} is {kinds[conversational]}: {str(prompt)[:200]!r}. Make every prompt one kind, e.g. "
-                "[{'role': 'user', 'content': text}] for the plain ones."
-            )
-        for message in prompt if conversational else ():
-            if message.get("role") not in CHAT_ROLES:
-                unknown.setdefault(message.get("role"), row)
-    for role, row in unknown.items():
-        warnings.warn(
-            f"{name}: column 'prompt' has messages with role {role!r} (first in row {row}); chat templates expect "
-            f"{', '.join(CHAT_ROLES)} and render other roles as written, or not at all. Rename the role (e.g. "
-            "'human' -> 'user').",
-            stacklevel=3,
-        )
-
-
-def _check_reward_output(rewards, name: str, num_samples: int):
-    """A reward function must return one number (or None) per sample; name it when it does not."""
-    if isinstance(rewards, (torch.Tensor, np.ndarray)):
-        rewards = rewards.tolist()
-    if not isinstance(rewards, (list, tuple)) or len(rewards) != num_samples:
-        kind = f"a {type(rewards).__name__}" + (f" of length {len(rewards)}" if hasattr(rewards, "__len__") else "")
-        raise RewardFunctionError(
-            f"reward function {name!r} returned {kind} ({str(rewards)[:100]}); it must return a list of "
-            f"{num_samples} floats, one per completion."
-        )
-    bad = [r for r in rewards if r is not None and not isinstance(r, numbers.Real)]
-    if bad:
-        raise RewardFunctionError(
-            f"reward function {name!r} returned {type(bad[0]).__name__} values such as {bad[0]!r}; it must return "
-            "floats (or None for 'no reward')."
-        )
-    return rewards
-
-
-def _one_sample_calls(prompts, completions, kwargs):
-    """The arguments that call a reward function on each sample alone: `(index, kwargs)` pairs."""
-    per_sample = {k: v for k, v in kwargs.items() if isinstance(v, list) and len(v) == len(prompts)}
-    shared = {k: v for k, v in kwargs.items() if k not in per_sample}
-    for i in range(len(prompts)):
-        yield i, dict(prompts=[prompts[i]], completions=[completions[i]],
-                      **{k: [v[i]] for k, v in per_sample.items()}, **shared)
-
-
-def _raised(name: str, error: Exception, where: str) -> RewardFunctionError:
-    return RewardFunctionError(f"reward function {name!r} raised {type(error).__name__}: {error} on {where}")
-
-
-def _raise_if_service_failed(name: str, error: Exception) -> None:
-    # The service behind the function failed, not a sample: asking again per sample would only wait out its
-    # deadline once more for each one.
-    if isinstance(error, ConnectionError):
-        raise RewardFunctionError(f"reward function {name!r} raised {type(error).__name__}: {error}") from error
-
-
-def _guard_reward_function(func, name: str):
-    """Wrap a reward function (sync or async) so that an exception or a malformed result names the function and the
-    sample: after a batch fails, each sample is scored alone to find the first that fails by itself."""
-    no_single = "a batch of {} samples (no single sample fails alone)"
-
-    if is_async_callable(func):
-        async def guarded(prompts, completions, **kwargs):
-            try:
-                rewards = await func(prompts=prompts, completions=completions, **kwargs)
-            except Exception as batch_error:
-                _raise_if_service_failed(name, batch_error)
-                for i, one in _one_sample_calls(prompts, completions, kwargs):
-                    try:
-                        await func(**one)
-                    except Exception as sample_error:
-                        where = _describe_sample(prompts, completions, i)
-                        raise _raised(name, sample_error, where) from sample_error
-                raise _raised(name, batch_error, no_single.format(len(prompts))) from batch_error
-            return _check_reward_output(rewards, name, len(prompts))
-    else:
-        def guarded(prompts, completions, **kwargs):
-            try:
-                rewards = func(prompts=prompts, completions=completions, **kwargs)
-            except Exception as batch_error:
-                _raise_if_service_failed(name, batch_error)
-                for i, one in _one_sample_calls(prompts, completions, kwargs):
-                    try:
-                        func(**one)
-                    except Exception as sample_error:
-                        where = _describe_sample(prompts, completions, i)
-                        raise _raised(name, sample_error, where) from sample_error
-                raise _raised(name, batch_error, no_single.format(len(prompts))) from batch_error
-            return _check_reward_output(rewards, name, len(prompts))
-
-    guarded.__name__ = name
-    return guarded
 
 
 def _reference_model(model, args: DiPODConfig):
@@ -267,13 +128,7 @@ class DiPODTrainer(GRPOTrainer):
             reward_funcs = reward_fn
         if reward_funcs is None:
             raise ValueError("reward_funcs (or reward_fn) is required: DiPODTrainer needs something to score.")
-        for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
-            datasets = dataset.values() if isinstance(dataset, dict) else [dataset]
-            for ds in datasets:
-                columns = getattr(ds, "column_names", None)
-                if isinstance(ds, (Dataset, IterableDataset)) and columns is not None and "prompt" not in columns:
-                    raise ValueError(f"{name} has no 'prompt' column (columns: {columns}).")
-                check_prompt_column(ds, name)
+        check_prompt_columns(train_dataset=train_dataset, eval_dataset=eval_dataset)
         check_train_dataset(train_dataset, args)
 
         if isinstance(model, str):
@@ -315,7 +170,8 @@ class DiPODTrainer(GRPOTrainer):
             )
         finally:
             args.beta, args.sync_ref_model = kl_beta, sync_ref
-        self.beta = kl_beta
+        self.beta = kl_beta  # GRPOTrainer's name for the KL weight; objectives call it kl_beta
+        self.objective = objective_class(args.objective)(args)
         self.ref_model = reference  # None with PEFT: the reference is the base model, adapters disabled
         if reference is not None:
             if self.is_deepspeed_enabled:
@@ -326,7 +182,7 @@ class DiPODTrainer(GRPOTrainer):
                 self.add_callback(SyncRefModelCallback(ref_model=self.ref_model, accelerator=self.accelerator))
 
         self.reward_funcs = [
-            _guard_reward_function(f, name) if callable(f) and not isinstance(f, torch.nn.Module) else f
+            guard_reward_function(f, name) if callable(f) and not isinstance(f, torch.nn.Module) else f
             for f, name in zip(self.reward_funcs, self.reward_func_names)
         ]
         self._generation_count = 0
@@ -339,24 +195,14 @@ class DiPODTrainer(GRPOTrainer):
     def _tokenize_prompts(self, prompts: list):
         prompt_ids, images, multimodal_fields = super()._tokenize_prompts(prompts)
         limit = self.args.max_prompt_length
-        if limit is not None:
-            too_long = [i for i, ids in enumerate(prompt_ids) if len(ids) > limit]
-            if too_long and self.args.prompt_truncation == "error":
-                i = too_long[0]
-                raise ValueError(
-                    f"prompt {i} has {len(prompt_ids[i])} tokens, more than max_prompt_length={limit} "
-                    f"({len(too_long)} prompt(s) in this batch are too long): {str(prompts[i])[:200]!r}. Raise "
-                    "max_prompt_length, shorten the prompts, or set prompt_truncation='left'."
-                )
-            if too_long:
-                if not self._warned_truncation:
-                    warnings.warn(
-                        f"{len(too_long)} prompt(s) longer than max_prompt_length={limit} were truncated on the left "
-                        "(prompt_truncation='left'); this warning is shown once.",
-                        stacklevel=2,
-                    )
-                    self._warned_truncation = True
-                prompt_ids = [ids[-limit:] if len(ids) > limit else ids for ids in prompt_ids]
+        prompt_ids, truncated = truncate_prompts(prompt_ids, prompts, limit, self.args.prompt_truncation)
+        if truncated and not self._warned_truncation:
+            warnings.warn(
+                f"{truncated} prompt(s) longer than max_prompt_length={limit} were truncated on the left "
+                "(prompt_truncation='left'); this warning is shown once.",
+                stacklevel=2,
+            )
+            self._warned_truncation = True
         return prompt_ids, images, multimodal_fields
 
     def _row_generators(self, num_rows: int, mode: str) -> list[torch.Generator]:
@@ -366,7 +212,7 @@ class DiPODTrainer(GRPOTrainer):
         """
         offset = self.accelerator.process_index * num_rows
         step = self.state.global_step * 2 + (mode == "eval")
-        seeds = [(self.args.seed * 1_000_003 + step * 65_537 + offset + row) % 2**63 for row in range(num_rows)]
+        seeds = [(self.args.seed * SEED_STRIDE + step * 65_537 + offset + row) % 2**63 for row in range(num_rows)]
         return [torch.Generator(device=self.accelerator.device).manual_seed(seed) for seed in seeds]
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
@@ -405,19 +251,9 @@ class DiPODTrainer(GRPOTrainer):
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        bad = ~torch.isfinite(rewards_per_func)
-        if self.args.reward_nan_policy == "skip":
-            bad &= ~torch.isnan(rewards_per_func)  # NaN (from None) is skipped; +-inf is still an error
-        if bad.any():
-            row, column = (int(i) for i in bad.nonzero()[0])
-            local = row - self.accelerator.process_index * len(prompts)
-            where = _describe_sample(prompts, completions, local) if 0 <= local < len(prompts) else f"sample {row}"
-            value = rewards_per_func[row, column].item()
-            raise RewardFunctionError(
-                f"step {self.state.global_step + 1}: reward function {self.reward_func_names[column]!r} returned "
-                f"{'None/NaN' if value != value else value} for {where}. Return a finite float, or set "
-                "reward_nan_policy='skip' to ignore None/NaN rewards."
-            )
+        first_row = self.accelerator.process_index * len(prompts)
+        check_finite_rewards(rewards_per_func, self.reward_func_names, prompts, completions, first_row,
+                             self.args.reward_nan_policy, step=self.state.global_step + 1)
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
@@ -440,7 +276,7 @@ class DiPODTrainer(GRPOTrainer):
         completion_ids = completion_ids.to(device)
         completion_mask = pad([torch.ones(len(c), dtype=torch.long) for c in completion_ids_list], 0, "right")
         completion_mask = completion_mask.to(device)
-        if self._scores_on_canvas():  # pad to the full canvas, whose positions past the EOS are scored as masks
+        if self.objective.scores_on_canvas():  # pad to the full canvas: positions past the EOS are scored as masks
             extra = self.args.max_completion_length - completion_ids.shape[1]
             completion_ids = torch.nn.functional.pad(completion_ids, (0, extra), value=self._tokenizer.pad_token_id)
             completion_mask = torch.nn.functional.pad(completion_mask, (0, extra), value=0)
@@ -505,28 +341,6 @@ class DiPODTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ likelihood scoring
 
-    def _iteration_draw(self, completion_mask, prompt_mask) -> MaskDraw:
-        """The masks one inner iteration scores on: d1's one-step draw for diffu_grpo, an ELBO draw otherwise."""
-        diffu = self.args.objective == "diffu_grpo"
-        return draw_masks(
-            completion_mask,
-            1 if diffu else self.args.elbo_num_samples,
-            estimator="one_step" if diffu else self.args.elbo_estimator,
-            generator=self._generators,
-            prompt_attention_mask=prompt_mask,
-            p_mask_prompt=self.args.p_mask_prompt,
-            completion_width=self.args.max_completion_length,
-            prompt_width=self.args.max_prompt_length,
-            block_length=self.args.block_length,
-            mask_padding=diffu and self.args.one_step_masks == "canvas",
-        )
-
-    def _scores_on_canvas(self) -> bool:
-        """Whether the masks cover the whole generation canvas (d1's one-step masks, SPG's block_random)."""
-        if self.args.objective == "diffu_grpo":
-            return self.args.one_step_masks == "canvas"
-        return self.args.elbo_estimator == "block_random"
-
     def _score(self, model, inputs: dict, draw: MaskDraw, chunk_size=None, recompute_chunks=False) -> torch.Tensor:
         """Token log-probabilities (B, K, C) of the completions under `model` on the masks of `draw`."""
         return masked_token_logps(
@@ -541,12 +355,6 @@ class DiPODTrainer(GRPOTrainer):
             recompute_chunks=recompute_chunks,
         )
 
-    def _reduce(self, token_logps: torch.Tensor, draw: MaskDraw) -> torch.Tensor:
-        """What the objective's ratio is built on: per-token one-step log-probs (diffu_grpo) or the ELBO (fpo)."""
-        if self.args.objective == "diffu_grpo":
-            return token_logps[:, 0]
-        return elbo_from_token_logps(token_logps, draw).mean(dim=1)
-
     def _draw_and_score(self, prompt_ids, prompt_mask, completion_ids, completion_mask, mode) -> dict:
         """One mask draw per inner iteration, with the old and reference scores on those masks."""
         batch = {
@@ -556,7 +364,7 @@ class DiPODTrainer(GRPOTrainer):
             "completion_mask": completion_mask,
         }
         iterations = self.num_iterations if mode == "train" else 1
-        draws = [self._iteration_draw(completion_mask, prompt_mask) for _ in range(iterations)]
+        draws = [self.objective.draw(completion_mask, prompt_mask, self._generators) for _ in range(iterations)]
         out = {
             "mask_completion": torch.stack([d.completion_masks for d in draws], dim=1),
             "mask_weights": torch.stack([d.weights for d in draws], dim=1),
@@ -565,14 +373,14 @@ class DiPODTrainer(GRPOTrainer):
             out["mask_prompt"] = torch.stack([d.prompt_masks for d in draws], dim=1)
         if draws[0].context_masks is not None:
             out["mask_context"] = torch.stack([d.context_masks for d in draws], dim=1)
-        if self.args.objective == "spg":
-            return out  # SPG's gradient is on-policy: no ratio, no reference
+        if not self.objective.scores_old_policy:
+            return out  # an on-policy gradient (SPG): no ratio, no reference
         # As in GRPOTrainer: when every inner iteration and micro-batch of this generation batch falls inside one
         # optimizer step, the policy has not moved and the old scores equal the current ones (ratio exactly 1).
         generate_every = self.args.steps_per_generation * self.num_iterations
         if mode == "train" and self.args.gradient_accumulation_steps % generate_every != 0:
             chunk = self.args.elbo_chunk_size
-            old = [self._reduce(self._score(self.model, batch, draw, chunk), draw) for draw in draws]
+            old = [self.objective.reduce(self._score(self.model, batch, draw, chunk), draw) for draw in draws]
             out["old_scores"] = torch.stack(old, dim=1)
         if self.beta != 0.0:
             out["ref_scores"] = torch.stack([self._reference_scores(batch, d) for d in draws], 1)
@@ -580,11 +388,11 @@ class DiPODTrainer(GRPOTrainer):
 
     def _reference_scores(self, batch, draw: MaskDraw) -> torch.Tensor:
         if self.ref_model is not None:
-            return self._reduce(self._score(self.ref_model, batch, draw, self.args.elbo_chunk_size), draw)
+            return self.objective.reduce(self._score(self.ref_model, batch, draw, self.args.elbo_chunk_size), draw)
         model = self.accelerator.unwrap_model(self.model)
         context = model.disable_adapter() if is_peft_model(model) else nullcontext()
         with context:
-            return self._reduce(self._score(self.model, batch, draw, self.args.elbo_chunk_size), draw)
+            return self.objective.reduce(self._score(self.model, batch, draw, self.args.elbo_chunk_size), draw)
 
     def _monitor_drift(self, model, prompt_ids, prompt_mask, completion_ids, completion_mask) -> None:
         """Log the ELBO, the importance-weighted order bound and their gap on a few on-policy completions.
@@ -595,23 +403,11 @@ class DiPODTrainer(GRPOTrainer):
         n = min(self.args.drift_num_sequences, prompt_ids.shape[0])
         if n == 0:
             return
-        completion = completion_mask[:n]
-        orders = random_orders(completion, self.args.drift_num_orders, self._generators[:n])
-        log_likelihoods = order_log_likelihoods(
-            as_diffusion_lm(model, self._tokenizer),
-            prompt_ids[:n],
-            completion_ids[:n],
-            orders,
-            completion_mask=completion,
-            attention_mask=prompt_mask[:n],
-            chunk_size=self.args.elbo_chunk_size,
-        )
-        elbo = log_likelihoods.mean(dim=1)
-        bound = torch.logsumexp(log_likelihoods, dim=1) - torch.log(torch.tensor(float(log_likelihoods.shape[1])))
-        lengths = completion.sum(-1).float()
-        stats = torch.stack([elbo.mean(), bound.mean(), (bound - elbo).mean(), ((bound - elbo) / lengths).mean()])
+        orders = random_orders(completion_mask[:n], self.args.drift_num_orders, self._generators[:n])
+        stats = drift_statistics(as_diffusion_lm(model, self._tokenizer), prompt_ids[:n], prompt_mask[:n],
+                                 completion_ids[:n], completion_mask[:n], orders, chunk_size=self.args.elbo_chunk_size)
         stats = self.accelerator.gather(stats.unsqueeze(0)).mean(0)
-        for name, value in zip(("elbo", "order_bound", "gap", "gap_per_token"), stats.tolist()):
+        for name, value in zip(DRIFT_STATISTICS, stats.tolist()):
             self._metrics["train"][f"drift/{name}"].append(value)
 
     # ------------------------------------------------------------------ loss
@@ -621,56 +417,36 @@ class DiPODTrainer(GRPOTrainer):
             return 0
         return (self._step % (self.args.steps_per_generation * self.num_iterations)) // self.args.steps_per_generation
 
+    @staticmethod
+    def _iteration_masks(inputs: dict, iteration: int) -> MaskDraw:
+        optional = [inputs[k][:, iteration] if k in inputs else None for k in ("mask_prompt", "mask_context")]
+        return MaskDraw(inputs["mask_completion"][:, iteration], inputs["mask_weights"][:, iteration], *optional)
+
     def _compute_loss(self, model, inputs):
         mode = "train" if self.model.training else "eval"
         it = self._inner_iteration()
-        draw = MaskDraw(
-            completion_masks=inputs["mask_completion"][:, it],
-            weights=inputs["mask_weights"][:, it],
-            prompt_masks=inputs["mask_prompt"][:, it] if "mask_prompt" in inputs else None,
-            context_masks=inputs["mask_context"][:, it] if "mask_context" in inputs else None,
-        )
-        completion_mask = inputs["completion_mask"]
-        lengths = completion_mask.sum(-1)
-        advantages = inputs["advantages"]
+        draw = self._iteration_masks(inputs, it)
         # elbo_grad_chunk_size: the gradient pass holds one chunk of rows at a time (recomputed in backward).
         grad_chunk = self.args.elbo_grad_chunk_size
         token_logps = self._score(model, inputs, draw, grad_chunk, recompute_chunks=grad_chunk is not None)
-        eps_low, eps_high = self.epsilon_low, self.epsilon_high
         # This micro-batch's share of the generation batch's tokens: token-level sums divided by it average exactly
         # over processes (DDP averages) and micro-batches (accumulation sums), as TRL's DAPO loss does.
         num_tokens = inputs["num_items_in_batch"].float().clamp(min=1) / self.accelerator.num_processes
         if mode == "train":
             num_tokens = num_tokens / self.args.steps_per_generation
-
-        if self.args.objective == "fpo":
-            elbo = elbo_from_token_logps(token_logps, draw).mean(dim=1)
-            old = inputs["old_scores"][:, it] if "old_scores" in inputs else elbo.detach()
-            ref = inputs["ref_scores"][:, it] if "ref_scores" in inputs else None
-            out = fpo_loss(elbo, old, advantages, epsilon_low=eps_low, epsilon_high=eps_high,
-                           ref_elbo=ref, kl_beta=self.beta, lengths=lengths, kl_estimator=self.args.kl_estimator)
-            on_policy = elbo
-        elif self.args.objective == "diffu_grpo":
-            token = token_logps[:, 0]
-            old = inputs["old_scores"][:, it] if "old_scores" in inputs else token.detach()
-            ref = inputs["ref_scores"][:, it] if "ref_scores" in inputs else None
-            out = diffu_grpo_loss(token, old, advantages, completion_mask, epsilon_low=eps_low,
-                                  epsilon_high=eps_high, ref_token_logps=ref, kl_beta=self.beta,
-                                  num_tokens=num_tokens)
-            on_policy = token.sum(dim=-1)
-        else:  # spg
-            elbo = elbo_from_token_logps(token_logps, draw).mean(dim=1)
-            per_token = elbo / lengths.clamp(min=1)
-            negative = spg_eubo_per_token(token_logps, draw.completion_masks, draw.weights, self.args.spg_eubo_beta)
-            if self.args.spg_negative_bound == "mix":
-                negative = self.args.spg_mix_weight * negative + (1 - self.args.spg_mix_weight) * per_token
-            out = spg_loss(per_token, negative, advantages, lengths, num_tokens=num_tokens)
-            on_policy = elbo
-
-        distill = dipod_term(on_policy, lengths, self.args.dipod_normalization, num_tokens=num_tokens)
+        batch = LossInputs(
+            inputs["advantages"],
+            inputs["completion_mask"],
+            num_tokens,
+            old_scores=inputs["old_scores"][:, it] if "old_scores" in inputs else None,
+            ref_scores=inputs["ref_scores"][:, it] if "ref_scores" in inputs else None,
+        )
+        out = self.objective.loss(token_logps, draw, batch)
+        distill = dipod_term(out.on_policy, batch.lengths, self.args.dipod_normalization, num_tokens=num_tokens)
         loss = out.loss - self.args.dipod_beta * distill
-        metrics = {**out.metrics, "dipod/term": distill.detach(), "elbo/mean": on_policy.detach().mean(),
-                   "elbo/per_token": on_policy.detach().sum() / num_tokens}
+        on_policy = out.on_policy.detach()
+        metrics = {**out.metrics, "dipod/term": distill, "elbo/mean": on_policy.mean(),
+                   "elbo/per_token": on_policy.sum() / num_tokens}
         for name, value in metrics.items():
             self._metrics[mode][name].append(self.accelerator.gather(value.detach().float().reshape(1)).mean().item())
         if mode == "train":

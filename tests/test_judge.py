@@ -506,10 +506,10 @@ def test_credentials_in_the_url_and_the_api_key_appear_in_no_error(server):
 
 
 def test_the_reward_guard_does_not_ask_an_unavailable_judge_again_per_sample(server):
-    from dipod_trl.trainer import RewardFunctionError, _guard_reward_function
+    from dipod_trl.input_checks import RewardFunctionError, guard_reward_function
 
     server.fixed_reply, server.delay = "7", 30.0
-    guarded = _guard_reward_function(judge(server.url, timeout=0.5, batch_size=2), "judge_reward")
+    guarded = guard_reward_function(judge(server.url, timeout=0.5, batch_size=2), "judge_reward")
     start = time.perf_counter()
     with pytest.raises(RewardFunctionError, match="reward function 'judge_reward' raised JudgeUnavailableError.*"
                                                   "0.5s deadline") as error:

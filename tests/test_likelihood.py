@@ -184,17 +184,36 @@ def test_padding_and_completion_mask_do_not_change_the_estimate(model):
     ).item() == pytest.approx(math.log(sequential_order_probability(model, [1, 2], [3, 4], [1, 0])), abs=1e-5)
 
 
-def test_shared_mask_draw_scores_identically_and_is_differentiable(model):
+def test_elbo_on_a_shared_draw_is_the_weighted_sum_of_its_masked_token_logps(model):
+    """The policies of the FPO ratio are scored on one draw: the estimate is, sample by sample, the draw's weight times
+    the masked tokens' log-probabilities, whatever the chunking, with the gradient of that same sum."""
     prompt, completion = torch.tensor([[1, 2], [3, 4]]), torch.tensor([[3, 4, 5], [0, 1, 2]])
     draw = draw_masks(torch.ones_like(completion), 4, generator=torch.Generator().manual_seed(0))
-    first = dipod_trl.elbo(model, prompt, completion, draw=draw)
-    second = dipod_trl.elbo(model, prompt, completion, draw=draw)
-    assert torch.equal(first, second)
-    chunked = dipod_trl.elbo(model, prompt, completion, draw=draw, chunk_size=3)
-    assert torch.allclose(first, chunked, atol=1e-6)
-    loss = -dipod_trl.elbo(model, prompt, completion, draw=draw).sum()
-    loss.backward()
-    assert model.embed_tokens.weight.grad.abs().sum() > 0
+    estimate = dipod_trl.elbo(model, prompt, completion, draw=draw)
+    expected = torch.zeros(2)
+    for b in range(2):
+        for k in range(4):
+            masked = draw.completion_masks[b, k].tolist()
+            logps = token_logps(model, prompt[b].tolist(), completion[b].tolist(), masked)
+            expected[b] += draw.weights[b, k] * sum(lp for lp, m in zip(logps, masked) if m) / 4
+    assert torch.allclose(estimate.detach(), expected, atol=1e-5)
+    assert torch.allclose(dipod_trl.elbo(model, prompt, completion, draw=draw, chunk_size=3).detach(), expected,
+                          atol=1e-5)
+
+    model.zero_grad()
+    estimate.sum().backward()
+    grad = model.embed_tokens.weight.grad.clone()
+    model.zero_grad()
+    total = 0.0
+    for b in range(2):
+        for k in range(4):
+            masked = draw.completion_masks[b, k]
+            noisy = completion[b].masked_fill(masked, MASK)
+            logps = model(torch.cat([prompt[b], noisy])[None]).logits[0, 2:].log_softmax(-1)
+            total = total + draw.weights[b, k] * logps.gather(-1, completion[b][:, None])[:, 0][masked].sum() / 4
+    total.backward()
+    assert grad.abs().sum() > 0
+    assert torch.allclose(grad, model.embed_tokens.weight.grad, atol=1e-5)
     model.zero_grad()
 
 
@@ -231,13 +250,24 @@ def test_prompt_masking_masks_only_real_prompt_tokens():
     assert draw.prompt_masks[:, :, 1:].float().mean().item() == pytest.approx(0.3, abs=0.02)
 
 
-def test_sft_loss_is_the_negative_per_token_elbo(model):
-    prompt, completion = torch.tensor([[1, 2]]), torch.tensor([[3, 4, 5]])
-    loss = masked_diffusion_sft_loss(
-        model, prompt, completion, num_samples=8, generator=torch.Generator().manual_seed(0)
-    )
-    expected = -dipod_trl.elbo(model, prompt, completion, num_samples=8, generator=torch.Generator().manual_seed(0))
-    assert loss.item() == pytest.approx(expected.item() / 3, abs=1e-6)
+def test_sft_loss_estimates_the_negative_per_token_elbo_averaged_over_rows(model):
+    """LLaDA's SFT normalisation: each row's ELBO over its own length, then the mean over rows (against the exact ELBO
+    by enumeration; summed ELBOs over summed lengths would be more than ten standard errors away)."""
+    prompt, attention = torch.tensor([[0, 1, 2], [4, 2, 5]]), torch.tensor([[0, 1, 1], [1, 1, 1]])
+    completion, completion_mask = torch.tensor([[3, 4, 0, 0], [0, 6, 2, 1]]), torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    exact = [exact_elbo(model, [1, 2], [3, 4]), exact_elbo(model, [4, 2, 5], [0, 6, 2, 1])]
+    samples = 2000
+    options = dict(completion_mask=completion_mask, attention_mask=attention, num_samples=samples)
+    with torch.no_grad():
+        loss = masked_diffusion_sft_loss(model, prompt, completion, generator=torch.Generator().manual_seed(0),
+                                         **options)
+        per_sample = elbo_samples(model, prompt, completion, generator=torch.Generator().manual_seed(0), **options)
+    lengths = torch.tensor([2.0, 4.0])
+    standard_error = ((per_sample.std(dim=1) / samples**0.5 / lengths) ** 2).sum().sqrt().item() / 2
+    per_row = -(exact[0] / 2 + exact[1] / 4) / 2
+    pooled = -(exact[0] + exact[1]) / 6
+    assert abs(loss.item() - per_row) < 4 * standard_error
+    assert abs(pooled - per_row) > 10 * standard_error
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,7 @@ def test_dipod_trains_a_bert_whose_mask_token_is_on_the_tokenizer_only(tmp_path)
 
     # the trainer scores with the tokenizer's mask id: its scores equal those of the adapter built from the tokenizer
     batch = trainer._generate_and_score_completions([data[i // 4] for i in range(8)])
-    draw = trainer._iteration_draw(batch["completion_mask"], batch["prompt_mask"])
+    draw = trainer.objective.draw(batch["completion_mask"], batch["prompt_mask"], trainer._generators)
     lm = as_diffusion_lm(bert, tokenizer)
     assert lm.mask_token_id == tokenizer.mask_token_id == 3
     with torch.no_grad():

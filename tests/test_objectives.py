@@ -1,20 +1,33 @@
-"""The surrogate losses against formulas written out independently, one sequence or token at a time."""
+"""The surrogate losses against formulas written out independently, one sequence or token at a time, and the
+registry: a new objective is one class."""
 
 import itertools
 import math
 
+from dataclasses import replace
+
 import pytest
 import torch
+from datasets import Dataset
 
+import dipod_trl
+from dipod_trl import DiPODConfig, DiPODTrainer
 from dipod_trl.likelihood import MaskDraw, elbo_from_token_logps
 from dipod_trl.objectives import (
+    OBJECTIVES,
+    SPG,
+    LossInputs,
+    Objective,
+    ObjectiveOutput,
     diffu_grpo_loss,
     dipod_term,
     fpo_loss,
     group_relative_advantages,
+    objective_class,
     spg_eubo_per_token,
     spg_loss,
 )
+from tests.conftest import make_tiny_model
 
 
 def test_fpo_loss_is_the_clipped_sequence_ratio_objective():
@@ -182,3 +195,63 @@ def test_fpo_linear_sequence_kl_is_the_release_elbo_difference():
     with pytest.raises(ValueError, match="kl_estimator"):
         fpo_loss(elbo, old, adv, epsilon_low=0.5, epsilon_high=0.5, ref_elbo=ref, kl_beta=0.04,
                  lengths=torch.tensor([10, 20, 5]), kl_estimator="k2")
+
+
+# ------------------------------------------------------------------ the registry: an objective is one class
+
+
+def reinforce_loss(elbo, advantages, lengths):
+    loss = -(advantages * elbo / lengths.clamp(min=1)).mean()
+    return ObjectiveOutput(loss, {"policy_loss": loss.detach()})
+
+
+class Reinforce(Objective):
+    """docs/adding_an_objective.md's worked example."""
+
+    name = "reinforce"
+    default_dipod_normalization = "token"
+    scores_old_policy = False
+
+    def loss(self, token_logps, draw, inputs: LossInputs) -> ObjectiveOutput:
+        elbo = self.reduce(token_logps, draw)
+        return replace(reinforce_loss(elbo, inputs.advantages, inputs.lengths), on_policy=elbo)
+
+
+def text_hash(completions, **kwargs):
+    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+    return [(sum(map(ord, t)) % 7) / 7 for t in texts]
+
+
+def test_the_registry_refuses_an_unknown_objective_and_names_the_known_ones():
+    assert objective_class("spg") is SPG
+    with pytest.raises(ValueError, match=r"objective must be one of \('fpo', 'diffu_grpo', 'spg'\), got 'ppo'"):
+        objective_class("ppo")
+
+
+def test_a_new_objective_is_one_class_in_the_registry(tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setitem(OBJECTIVES, "reinforce", Reinforce)
+    args = DiPODConfig(
+        output_dir=str(tmp_path), objective="reinforce", max_completion_length=8, block_length=4, diffusion_steps=8,
+        num_generations=4, per_device_train_batch_size=8, max_steps=1, report_to="none", save_strategy="no",
+        disable_tqdm=True, seed=0, drift_num_orders=0, elbo_num_samples=2, dipod_beta=0.05, temperature=1.0,
+    )
+    assert args.dipod_normalization == "token" and args.p_mask_prompt == 0.0  # the class's defaults
+    model = make_tiny_model(len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                            initializer_range=0.05).double().train()
+    prompts = Dataset.from_dict({"prompt": [f"{i}{(3 * i) % 10}" for i in range(4)]})
+    trainer = DiPODTrainer(model, text_hash, args=args, train_dataset=prompts, processing_class=tokenizer)
+    inputs = trainer._generate_and_score_completions([prompts[i // 4] for i in range(8)])
+    assert inputs["advantages"].abs().sum() > 0, "the test needs a batch with a learning signal"
+    assert "old_scores" not in inputs  # an on-policy objective costs no scoring pass at generation time
+
+    loss = trainer.compute_loss(trainer.model, inputs)
+    draw = MaskDraw(inputs["mask_completion"][:, 0], inputs["mask_weights"][:, 0])
+    mask = inputs["completion_mask"]
+    elbo = dipod_trl.elbo(trainer.model, inputs["prompt_ids"], inputs["completion_ids"], completion_mask=mask,
+                          attention_mask=inputs["prompt_mask"], draw=draw)
+    lengths = mask.sum(-1)
+    expected = sum(-a * e / n for a, e, n in zip(inputs["advantages"], elbo, lengths)) / 8
+    expected = expected - 0.05 * elbo.sum() / lengths.sum()  # DiPOD's term in nats per token
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-9)
+    trainer.train()
+    assert trainer.state.global_step == 1

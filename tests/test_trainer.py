@@ -147,7 +147,7 @@ def test_loss_and_gradient_equal_the_base_objective_and_dipod_adds_exactly_its_t
     assert inputs["advantages"].abs().sum() > 0, "the test needs a batch with a learning signal"
 
     model.zero_grad()
-    loss = trainer._compute_loss(model, inputs)
+    loss = trainer.compute_loss(model, inputs)
     loss.backward()
     grad = gradients(model).clone()
 
@@ -160,7 +160,7 @@ def test_loss_and_gradient_equal_the_base_objective_and_dipod_adds_exactly_its_t
     # With dipod_beta > 0 the loss and gradient move by exactly beta times the on-policy ELBO term.
     trainer.args.dipod_beta = 0.05
     model.zero_grad()
-    with_dipod = trainer._compute_loss(model, inputs)
+    with_dipod = trainer.compute_loss(model, inputs)
     with_dipod.backward()
     grad_dipod = gradients(model).clone()
     model.zero_grad()
@@ -195,7 +195,7 @@ def test_the_release_options_give_the_loss_written_out_independently(tokenizer, 
     canvas = overrides.get("elbo_estimator") == "block_random"
     assert inputs["completion_ids"].shape[1] == (8 if canvas else inputs["completion_mask"].sum(-1).max())
     assert ("mask_context" in inputs) == canvas
-    loss = trainer._compute_loss(trainer.model, inputs)
+    loss = trainer.compute_loss(trainer.model, inputs)
     expected, _, _ = independent_loss(trainer.model, inputs, objective, kl_beta=overrides.get("beta", 0.0),
                                       kl_estimator=overrides.get("kl_estimator", "k3"))
     assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
@@ -210,7 +210,7 @@ def test_diffu_grpo_scores_on_d1s_full_canvas_by_default(tokenizer, tmp_path):
     # the whole canvas is masked: the completion (scored) and the tail after its first EOS (context)
     assert torch.equal(inputs["mask_completion"][:, 0, 0], mask.bool())
     assert torch.equal(inputs["mask_context"][:, 0, 0], ~mask.bool())
-    loss = trainer._compute_loss(trainer.model, inputs)
+    loss = trainer.compute_loss(trainer.model, inputs)
     expected, _, _ = independent_loss(trainer.model, inputs, "diffu_grpo")
     assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
 
@@ -224,7 +224,7 @@ def test_ratio_is_exactly_one_at_the_first_inner_iteration(tokenizer, tmp_path, 
     trainer._step = 0
     current, _ = independent_scores(trainer.model, inputs, 0, objective)
     assert torch.equal(torch.exp(current - inputs["old_scores"][:, 0]), torch.ones_like(current))
-    trainer._compute_loss(trainer.model, inputs)
+    trainer.compute_loss(trainer.model, inputs)
     assert trainer._metrics["train"]["ratio/mean"][-1] == 1.0
     assert trainer._metrics["train"]["clip_ratio/region_mean"][-1] == 0.0
     assert trainer._metrics["train"]["kl"][-1] == 0.0  # the reference starts as the policy
@@ -239,7 +239,7 @@ def test_kl_to_the_reference_uses_the_same_elbos(tokenizer, tmp_path):
         for p in trainer.model.parameters():
             p.add_(0.01 * torch.randn_like(p))
     inputs = generation_batch(trainer)
-    loss = trainer._compute_loss(trainer.model, inputs)
+    loss = trainer.compute_loss(trainer.model, inputs)
     expected, _, _ = independent_loss(trainer.model, inputs, "fpo", kl_beta=0.1)
     assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
     assert trainer._metrics["train"]["kl"][-1] > 0
@@ -288,14 +288,23 @@ def test_stopping_and_resuming_reproduces_the_uninterrupted_run(tokenizer, tmp_p
     assert not torch.equal(full.model.embed_tokens.weight, untrained.embed_tokens.weight)
 
 
-def test_evaluation_during_training_logs_task_reward(tokenizer, tmp_path):
+def answer_value(completions, answer, **kwargs):
+    """The row's answer as a number: a reward whose mean over an evaluation is known without generating."""
+    return [float(a) for a in answer]
+
+
+def test_evaluation_during_training_scores_every_eval_prompt(tokenizer, tmp_path):
     trainer = make_trainer(
-        tokenizer, tmp_path, max_steps=2, eval_strategy="steps", eval_steps=1, per_device_eval_batch_size=8,
-        eval_dataset=prompts_dataset(8),
+        tokenizer, tmp_path, reward=answer_value, max_steps=2, eval_strategy="steps", eval_steps=1,
+        per_device_eval_batch_size=8, eval_dataset=prompts_dataset(8),
     )
     trainer.train()
     evals = [h for h in trainer.state.log_history if "eval_reward" in h]
-    assert len(evals) == 2 and "eval_rewards/count_sevens/mean" in evals[0]
+    assert len(evals) == 2
+    expected = sum(range(8)) / 8  # answers 0..7, each prompt scored num_generations times
+    for logged in evals:
+        assert logged["eval_reward"] == pytest.approx(expected)
+        assert logged["eval_rewards/answer_value/mean"] == pytest.approx(expected)
 
 
 def sequential_order_probability(model, prompt: list[int], completion: list[int], order, mask_id: int) -> float:
@@ -349,12 +358,16 @@ def test_drift_monitor_logs_the_elbo_and_bound_of_its_orders(tokenizer, tmp_path
     assert logged["gap"] == pytest.approx(expected_bound - expected_elbo, abs=1e-4)
 
 
-def test_training_logs_the_drift_monitor_and_the_step_times(tokenizer, tmp_path):
-    trainer = make_trainer(tokenizer, tmp_path, drift_num_orders=4, drift_num_sequences=4)
+def test_the_drift_monitor_runs_every_drift_every_batches_and_logs_a_consistent_gap(tokenizer, tmp_path):
+    trainer = make_trainer(tokenizer, tmp_path, drift_num_orders=4, drift_num_sequences=4, drift_every=2, max_steps=4)
     trainer.train()
-    logs = [h for h in trainer.state.log_history if "drift/gap" in h]
-    assert len(logs) == 2
-    assert {"drift/elbo", "drift/order_bound", "time/generation", "time/scoring", "time/update"} <= set(logs[0])
+    logs = [h for h in trainer.state.log_history if "reward" in h]
+    assert [h["step"] for h in logs if "drift/gap" in h] == [1, 3]  # generation batches 0 and 2 of 0..3
+    for h in logs:
+        assert h["time/generation"] > 0 and h["time/scoring"] > 0 and h["time/update"] > 0
+        if "drift/gap" in h:
+            assert h["drift/gap"] >= 0
+            assert h["drift/gap"] == pytest.approx(h["drift/order_bound"] - h["drift/elbo"], abs=1e-4)
 
 
 def test_lora_adapters_train_and_the_base_is_the_reference(tokenizer, tmp_path):
@@ -468,11 +481,16 @@ def test_reward_fn_shorthand_and_hub_style_loading(tokenizer, tmp_path):
         str(tmp_path / "model"), reward_fn=count_sevens,
         args=DiPODConfig(output_dir=str(tmp_path / "out"), max_completion_length=8, block_length=4, diffusion_steps=8,
                          num_generations=4, per_device_train_batch_size=8, max_steps=1, report_to="none",
-                         save_strategy="no", disable_tqdm=True),
+                         save_strategy="no", disable_tqdm=True, learning_rate=1e-2),
         train_dataset=prompts_dataset(),
     )
+    # the path's weights and tokenizer were loaded
+    assert trainer.processing_class.get_vocab() == tokenizer.get_vocab()
+    for (name, loaded), saved in zip(trainer.model.named_parameters(), model.parameters()):
+        assert torch.equal(loaded, saved), name
     trainer.train()
-    assert trainer.state.global_step == 1 and os.path.isdir(tmp_path / "model")
+    assert trainer.state.global_step == 1
+    assert not torch.equal(trainer.model.embed_tokens.weight, model.embed_tokens.weight)
 
 
 @pytest.mark.parametrize("objective", ["fpo", "diffu_grpo", "spg"])

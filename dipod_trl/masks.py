@@ -1,0 +1,200 @@
+"""Random masks of completion tokens for Monte-Carlo likelihood estimates, and random generation orders.
+
+A [`MaskDraw`] says which positions each Monte-Carlo sample masks and its weight, so that the old, current and
+reference policies can be scored on identical masks, as the FPO ratio requires. With one generator per row (and the
+run's widest prompt and completion), a row's masks do not depend on how the batch is padded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .randomness import Generators, random_uniform
+
+ESTIMATORS = ("mc", "antithetic", "stratified", "block_random", "one_step")
+
+
+def check_num_samples(num_samples: int, estimator: str, *, names=("num_samples", "estimator")) -> None:
+    """Refuse a sample count the estimator cannot use; `names` are the caller's names of the two arguments."""
+    count, kind = names
+    if num_samples < 1:
+        raise ValueError(f"{count} (K) must be >= 1, got {num_samples}.")
+    if estimator == "antithetic" and num_samples % 2 != 0:
+        raise ValueError(f"{count} must be even for {kind}='antithetic' (pairs of masks), got {num_samples}.")
+
+
+@dataclass
+class MaskDraw:
+    """The masks of `K` Monte-Carlo samples for a batch of `B` completions of (padded) length `C`.
+
+    Attributes:
+        completion_masks: bool (B, K, C), True where the sample masks a completion token.
+        weights: float (B, K), the factor applied to a sample's sum of masked-token log-probabilities (`L / l` for the
+            ELBO, 1 for the one-step estimate); 0 for an empty completion.
+        prompt_masks: bool (B, K, P) or None, prompt positions masked as well (d1's `p_mask_prompt`).
+        context_masks: bool (B, K, C) or None, completion positions shown as mask tokens but not scored: the later
+            blocks of `block_random`, and canvas positions past the first EOS (which are then attended).
+    """
+
+    completion_masks: torch.Tensor
+    weights: torch.Tensor
+    prompt_masks: torch.Tensor | None = None
+    context_masks: torch.Tensor | None = None
+
+    @property
+    def num_samples(self) -> int:
+        return self.completion_masks.shape[1]
+
+    def to(self, device) -> MaskDraw:
+        optional = [None if m is None else m.to(device) for m in (self.prompt_masks, self.context_masks)]
+        return MaskDraw(self.completion_masks.to(device), self.weights.to(device), *optional)
+
+    def __getitem__(self, index) -> MaskDraw:
+        """Select rows (the batch dimension), e.g. to split a generation batch into micro-batches."""
+        optional = [None if m is None else m[index] for m in (self.prompt_masks, self.context_masks)]
+        return MaskDraw(self.completion_masks[index], self.weights[index], *optional)
+
+
+def _uniform(shape, generator: Generators, device, width: int | None = None, align: str = "left") -> torch.Tensor:
+    """Uniform numbers whose last dimension is cut from a draw of at least `width` numbers.
+
+    Drawing a fixed width keeps a row's numbers independent of how wide the batch is padded (with per-row
+    generators, a row then gets the same masks in any batch): completions are right-padded, so their numbers are
+    taken from the left; prompts are left-padded and take theirs from the right.
+    """
+    length = shape[-1]
+    full = random_uniform((*shape[:-1], max(length, width or 0)), generator, device)
+    return full[..., :length] if align == "left" else full[..., full.shape[-1] - length:]
+
+
+def _random_ranks(valid: torch.Tensor, generator: Generators, width: int | None = None) -> torch.Tensor:
+    """A uniformly random order of each row's valid positions: rank 0..n-1 on valid positions, >= n elsewhere."""
+    keys = _uniform(valid.shape, generator, valid.device, width).masked_fill(~valid, 2.0)
+    return keys.argsort(dim=-1).argsort(dim=-1)
+
+
+def draw_masks(
+    completion_mask: torch.Tensor,
+    num_samples: int,
+    *,
+    estimator: str = "mc",
+    generator: Generators = None,
+    prompt_attention_mask: torch.Tensor | None = None,
+    p_mask_prompt: float = 0.0,
+    completion_width: int | None = None,
+    prompt_width: int | None = None,
+    block_length: int | None = None,
+    mask_padding: bool = False,
+) -> MaskDraw:
+    """Draw the masks of `num_samples` Monte-Carlo samples per row.
+
+    Estimators (all unbiased for the ELBO except `one_step`):
+
+    * `mc`: `l` uniform on `1..L`, then a uniformly random subset of `l` completion tokens, weight `L / l`.
+    * `antithetic`: samples come in pairs that share one random order `pi`: `pi[:l]` and `pi[l-1:]` (sizes `l` and
+      `L - l + 1`, both uniform on `1..L`). The pair covers every token, overlapping in one, so a sample that masks
+      little (high variance) is paired with one that masks much. `num_samples` must be even.
+    * `stratified`: sample `k` of `K` draws its mask ratio from the `k`-th of `K` equal strata of (0, 1]
+      (LLaDA-1.5's VRPO); the average over the `K` samples stays unbiased.
+    * `block_random`: SPG's block-wise estimate of the semi-autoregressive ELBO (SPG's `forward_type
+      block_random`). Each sample picks one block `k` of `block_length` positions uniformly among the blocks that
+      hold completion tokens, masks `l` uniform on `1..L_k` of its `L_k` completion tokens, shows every later block
+      and every position past the first EOS as mask tokens (not scored), and weighs the masked tokens by
+      `K_c * L_k / l` (`K_c` blocks). Its mean is `sum_k ELBO_k`, the ELBO of generating block after block (each
+      block's ELBO given the blocks before it, later ones masked): the mean log-likelihood over generation orders
+      that finish a block before starting the next. (SPG's own code also scores the later blocks' tokens and
+      averages over every scored token, which estimates no bound; the paper's recipes use this estimator.)
+    * `one_step`: d1's diffu-GRPO estimate: the whole completion masked, weight 1 (one sample per row is enough;
+      it is deterministic apart from prompt masking).
+
+    `mask_padding=True` also shows the positions after each completion (up to the width of `completion_mask`, the
+    generation canvas) as mask tokens, unscored: d1's one-step estimate masks its whole canvas this way.
+    `block_random` always does.
+
+    `p_mask_prompt > 0` also masks each real prompt token with that probability (as d1 does). The result is then a
+    biased, regularised variant of the estimate rather than a bound on the likelihood.
+
+    `generator` may be one generator per row; with `completion_width` / `prompt_width` (the longest completion and
+    prompt the run allows) a row's masks then do not depend on how the batch is padded.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
+    check_num_samples(num_samples, estimator)
+    if not 0.0 <= p_mask_prompt < 1.0:
+        raise ValueError(f"p_mask_prompt must be in [0, 1), got {p_mask_prompt}.")
+    if estimator == "block_random" and (block_length is None or block_length < 1):
+        raise ValueError(f"estimator='block_random' needs a positive block_length, got {block_length}.")
+
+    valid = completion_mask.bool().unsqueeze(1).expand(-1, num_samples, -1)  # (B, K, C)
+    batch, _, length = valid.shape
+    device = completion_mask.device
+    lengths = completion_mask.long().sum(-1, keepdim=True).expand(-1, num_samples)  # (B, K)
+
+    context = ~valid if mask_padding else None
+    if estimator == "one_step":
+        masks = valid.clone()
+        weights = (lengths > 0).float()
+    elif estimator == "block_random":
+        masks, weights, context = _block_random(valid, block_length, generator, completion_width)
+    else:
+        ranks = _random_ranks(valid, generator, completion_width)
+        if estimator == "mc":
+            u = random_uniform((batch, num_samples), generator, device)
+        elif estimator == "stratified":
+            strata = torch.arange(num_samples, device=device).unsqueeze(0)
+            u = (strata + random_uniform((batch, num_samples), generator, device)) / num_samples
+        else:  # antithetic: one draw per pair; the partner reuses the order of its first sample
+            u = random_uniform((batch, num_samples // 2), generator, device)
+            ranks = ranks[:, 0::2].repeat_interleave(2, dim=1)
+        # l = ceil(u * L) is uniform on 1..L for u uniform on (0, 1]; clamp guards u == 0 exactly.
+        num_masked = torch.ceil(u * lengths[:, : u.shape[1]]).long().clamp(min=1)
+        if estimator == "antithetic":
+            first = ranks[:, 0::2] < num_masked.unsqueeze(-1)
+            second = (ranks[:, 1::2] >= (num_masked - 1).unsqueeze(-1)) & valid[:, 1::2]
+            masks = torch.stack([first, second], dim=2).view(batch, num_samples, length)
+            num_masked = torch.stack([num_masked, lengths[:, 0::2] - num_masked + 1], dim=2).view(batch, num_samples)
+        else:
+            masks = ranks < num_masked.unsqueeze(-1)
+        masks = masks & valid
+        weights = torch.where(lengths > 0, lengths.float() / num_masked.clamp(min=1).float(), 0.0)
+
+    prompt_masks = None
+    if p_mask_prompt > 0:
+        if prompt_attention_mask is None:
+            raise ValueError("p_mask_prompt > 0 needs prompt_attention_mask (which prompt positions are real tokens).")
+        prompt_valid = prompt_attention_mask.bool().unsqueeze(1).expand(-1, num_samples, -1)
+        draws = _uniform(prompt_valid.shape, generator, device, prompt_width, align="right")
+        prompt_masks = (draws < p_mask_prompt) & prompt_valid
+    return MaskDraw(masks, weights.to(device), prompt_masks, context)
+
+
+def _block_random(valid: torch.Tensor, block_length: int, generator: Generators, width: int | None):
+    """`block_random`'s scored masks, weights and context masks (see [`draw_masks`]) for valid positions (B, K, C)."""
+    batch, num_samples, length = valid.shape
+    device = valid.device
+    block_of = torch.arange(length, device=device) // block_length  # (C,)
+    num_blocks = int(block_of[-1].item()) + 1 if length else 0
+    per_block = torch.zeros(batch, num_samples, num_blocks, device=device, dtype=torch.long)
+    per_block.index_add_(2, block_of, valid.long())  # completion tokens per block
+    nonempty = per_block > 0
+    num_nonempty = nonempty.sum(-1)  # K_c
+    # block k: the r-th non-empty block, r uniform on 0..K_c-1
+    u_block, u_count = random_uniform((batch, num_samples, 2), generator, device).unbind(-1)
+    r = torch.minimum((u_block * num_nonempty).long(), (num_nonempty - 1).clamp(min=0))
+    chosen = (nonempty & (nonempty.long().cumsum(-1) == (r + 1).unsqueeze(-1))).float().argmax(-1)  # (B, K)
+    in_block = block_of.view(1, 1, -1) == chosen.unsqueeze(-1)
+    block_tokens = per_block.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)  # L_k
+    num_masked = torch.ceil(u_count * block_tokens).long().clamp(min=1)  # uniform on 1..L_k
+    ranks = _random_ranks(valid & in_block, generator, width)
+    masks = (ranks < num_masked.unsqueeze(-1)) & valid & in_block
+    context = (block_of.view(1, 1, -1) > chosen.unsqueeze(-1)) | ~valid
+    weights = torch.where(num_nonempty > 0, num_nonempty * block_tokens / num_masked.float(), 0.0)
+    return masks, weights.float(), context & ~masks
+
+
+def random_orders(completion_mask: torch.Tensor, num_orders: int, generator: Generators = None) -> torch.Tensor:
+    """`num_orders` uniformly random generation orders per row, valid positions first. Shape (B, K, C)."""
+    valid = completion_mask.bool().unsqueeze(1).expand(-1, num_orders, -1)
+    return _random_ranks(valid, generator).argsort(dim=-1)
