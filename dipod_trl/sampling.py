@@ -227,7 +227,7 @@ _WARNED_NO_CACHE: set[str] = set()
 
 def _cache_supported(lm: DiffusionLM) -> bool:
     """Whether the model serves the block cache; warns once per model class when it does not."""
-    if lm.supports_kv_cache:
+    if lm.supports_block_kv_cache:
         return True
     name = type(unwrap_model(lm.model)).__name__
     if name not in _WARNED_NO_CACHE:

@@ -48,7 +48,7 @@ from .likelihood import (
     order_log_likelihoods,
     random_orders,
 )
-from .models.adapters import as_diffusion_lm, load_diffusion_model, load_diffusion_tokenizer
+from .models import as_diffusion_lm, load_diffusion_model, load_diffusion_tokenizer
 from .objectives import (
     diffu_grpo_loss,
     dipod_term,

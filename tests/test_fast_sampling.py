@@ -7,7 +7,7 @@ import torch
 
 import dipod_trl
 from dipod_trl.models import DiffusionLM, TinyMDLMForMaskedDiffusion
-from dipod_trl.models.adapters import padded_positions
+from dipod_trl.models.protocol import padded_positions
 from dipod_trl.sampling import _WARNED_NO_CACHE
 
 from .conftest import make_tiny_model
