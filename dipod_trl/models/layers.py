@@ -18,7 +18,7 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .kv_cache import BlockKVCache, span_start
-from .published import resolve_auto_map
+from .published import complete_for_published_code
 from .protocol import MASKED_LM_TRAITS, FamilyTraits, padded_positions
 
 
@@ -192,11 +192,11 @@ class DiffusionPreTrainedModel(PreTrainedModel):
         _set_submodule(self, self.output_embeddings_path, value)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, then `auto_map` resolved (see `published.py`) so that the published code
-        loads the folder under transformers 4.x."""
+        """`PreTrainedModel.save_pretrained`, then the folder completed (see `published.py`) so that the published code
+        loads it under transformers 4.x."""
         super().save_pretrained(save_directory, *args, **kwargs)
         if self.published_code_repo is not None and kwargs.get("is_main_process", True):
-            resolve_auto_map(str(save_directory), self.name_or_path, self.published_code_repo)
+            complete_for_published_code(str(save_directory), self.config, self.name_or_path, self.published_code_repo)
 
     def forward(
         self,

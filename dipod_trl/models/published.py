@@ -6,9 +6,12 @@ this package would otherwise break both: our classes write back the `auto_map` t
 it names (a stale reference: 4.x fails looking for `configuration_llada.py`), and transformers 5 names the generic
 fast tokenizer `TokenizersBackend`, a class 4.x does not have. So after each save:
 
-- every `auto_map` reference is resolved: the module file is copied from where the model was loaded (a local folder
-  or a hub repository that ships it), else the reference points at the family's published code on the hub
-  (`GSAI-ML/LLaDA-8B-Instruct--modeling_llada.LLaDAModelLM`, transformers' syntax for code in another repository);
+- every `auto_map` reference is resolved: the module file (and the modules it imports) is copied from where the
+  model was loaded (a local folder or a hub repository that ships it), else the reference points at the family's
+  published code on the hub (`GSAI-ML/LLaDA-8B-Instruct--modeling_llada.LLaDAModelLM`, transformers' syntax for code
+  in another repository);
+- `generation_config.json`, which the published Dream code reads when loading, is kept from the source (or written
+  from the config's special ids);
 - `tokenizer_config.json` names a tokenizer class 4.x has (LLaDA's `PreTrainedTokenizerFast`, Dream's
   `Qwen2Tokenizer`) and no remote tokenizer code (both are standard classes), and drops keys only transformers 5
   writes.
@@ -18,12 +21,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 from transformers import Qwen2Tokenizer, TokenizersBackend
 from transformers.utils import cached_file
 
 CONFIG_NAME, TOKENIZER_CONFIG_NAME = "config.json", "tokenizer_config.json"
+GENERATION_CONFIG_NAME = "generation_config.json"
 # tokenizer_config.json keys that transformers 5 writes and 4.x would pass to the tokenizer as unknown arguments
 V5_ONLY_TOKENIZER_KEYS = ("backend", "is_local", "local_files_only")
 
@@ -35,7 +40,7 @@ def _module_files(auto_map: dict) -> set[str]:
 
 
 def _fetch_module(source: str | None, filename: str) -> str | None:
-    """The path of `filename` in the folder or hub repository `source`, or None where it is not to be had."""
+    """The path of the file `filename` in the folder or hub repository `source`, or None where it is not to be had."""
     if not source:
         return None
     if os.path.isdir(source):
@@ -48,32 +53,60 @@ def _fetch_module(source: str | None, filename: str) -> str | None:
         return None
 
 
-def resolve_auto_map(save_directory: str, source: str | None, code_repo: str) -> None:
-    """Make every `auto_map` entry of `save_directory/config.json` loadable: copy the module files from `source`
-    (where the model was loaded from); where one cannot be had, point all entries at `code_repo` on the hub."""
-    path = os.path.join(save_directory, CONFIG_NAME)
-    with open(path) as f:
-        config = json.load(f)
-    auto_map = config.get("auto_map")
-    if not auto_map:
-        return
-    missing = []
-    for filename in sorted(_module_files(auto_map)):
+def _relative_imports(path: str) -> set[str]:
+    """The package-relative modules a module file imports (`from .generation_utils import ...`), as file names."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    names = re.findall(r"^\s*from\s+\.(\w+)\s+import", text, flags=re.MULTILINE)
+    names += re.findall(r"^\s*import\s+\.(\w+)\s*$", text, flags=re.MULTILINE)
+    return {f"{name}.py" for name in names}
+
+
+def _copy_modules(save_directory: str, source: str | None, filenames: set[str]) -> bool:
+    """Copy `filenames` and what they import from `source` into `save_directory`; False when one cannot be had."""
+    pending, seen = set(filenames), set()
+    while pending:
+        filename = pending.pop()
+        seen.add(filename)
         target = os.path.join(save_directory, filename)
         found = target if os.path.isfile(target) else _fetch_module(source, filename)
         if found is None:
-            missing.append(filename)
-        elif found != target:
+            return False
+        if found != target:
             shutil.copyfile(found, target)
-    if not missing:
+        pending |= _relative_imports(target) - seen
+    return True
+
+
+def _point_at_repo(auto_map: dict, code_repo: str) -> dict:
+    def ref(value):
+        return value if not value or "--" in value else f"{code_repo}--{value}"
+
+    return {key: [ref(v) for v in value] if isinstance(value, list) else ref(value) for key, value in auto_map.items()}
+
+
+def complete_for_published_code(save_directory: str, config, source: str | None, code_repo: str) -> None:
+    """Make `save_directory` loadable by the published code: every `auto_map` entry of its config.json resolvable
+    (module files copied from `source`, where the model was loaded from; else all entries pointing at `code_repo`
+    on the hub), and a generation_config.json."""
+    generation_config = os.path.join(save_directory, GENERATION_CONFIG_NAME)
+    if not os.path.isfile(generation_config):
+        found = _fetch_module(source, GENERATION_CONFIG_NAME)
+        if found is not None:
+            shutil.copyfile(found, generation_config)
+        else:
+            ids = {key: getattr(config, key, None) for key in ("bos_token_id", "eos_token_id", "pad_token_id")}
+            with open(generation_config, "w") as f:
+                f.write(json.dumps(ids, indent=2) + "\n")
+    path = os.path.join(save_directory, CONFIG_NAME)
+    with open(path) as f:
+        saved = json.load(f)
+    auto_map = saved.get("auto_map")
+    if not auto_map or _copy_modules(save_directory, source, _module_files(auto_map)):
         return
-    config["auto_map"] = {
-        key: [f"{code_repo}--{r}" if r and "--" not in r else r for r in value] if isinstance(value, list)
-        else value if "--" in value else f"{code_repo}--{value}"
-        for key, value in auto_map.items()
-    }
+    saved["auto_map"] = _point_at_repo(auto_map, code_repo)
     with open(path, "w") as f:
-        f.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        f.write(json.dumps(saved, indent=2, sort_keys=True) + "\n")
 
 
 def make_tokenizer_config_portable(save_directory: str, tokenizer_class: str) -> None:
