@@ -41,7 +41,8 @@ def assert_loadable_by_published_code(folder: Path, family: str) -> None:
     assert set(auto_map) == set(_read(FIXTURES / f"{family}_tiny", "config.json")["auto_map"])
     for ref in auto_map.values():
         repo, _, local = ref.rpartition("--")
-        assert repo == model_class.published_code_repo or (not repo and (folder / f"{local.split('.')[0]}.py").is_file())
+        module_file = folder / f"{local.split('.')[0]}.py"
+        assert repo == model_class.published_code_repo or (not repo and module_file.is_file())
     tokenizer_config = _read(folder, "tokenizer_config.json")
     assert tokenizer_config["tokenizer_class"] == tokenizer_class
     assert not {"auto_map", "backend", "is_local", "local_files_only"} & tokenizer_config.keys()
