@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from trl.trainer.utils import pad
 
 from .finite import check_finite_fields
-from .models.adapters import as_diffusion_lm
+from .models import as_diffusion_lm
 from .options import FastDecodingArguments
 from .randomness import SEED_STRIDE
 from .sampling import generate

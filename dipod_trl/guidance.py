@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .models.adapters import DiffusionLM
+from .models import DiffusionLM
 
 
 def model_logits(

@@ -31,7 +31,7 @@ import torch.utils.checkpoint
 
 from .guidance import model_logits
 from .masks import ESTIMATORS, MaskDraw, draw_masks, random_orders
-from .models.adapters import as_diffusion_lm
+from .models import as_diffusion_lm
 from .randomness import Generators
 
 

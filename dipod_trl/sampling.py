@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .guidance import model_logits
-from .models.adapters import DiffusionLM, as_diffusion_lm, unwrap_model
+from .models import DiffusionLM, as_diffusion_lm, unwrap_model
 from .options import FastDecodingArguments, check_fast_decoding  # noqa: F401 (the generate command's)
 from .randomness import Generators, generators_of_rows, random_uniform
 
@@ -146,7 +146,7 @@ _WARNED_NO_CACHE: set[str] = set()
 
 def _cache_supported(lm: DiffusionLM) -> bool:
     """Whether the model serves the block cache; warns once per model class when it does not."""
-    if lm.supports_kv_cache:
+    if lm.supports_block_kv_cache:
         return True
     name = type(unwrap_model(lm.model)).__name__
     if name not in _WARNED_NO_CACHE:

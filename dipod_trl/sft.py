@@ -18,7 +18,7 @@ from trl.trainer.utils import pad
 from .checkpoints import complete_checkpoint
 from .config import apply_device_defaults
 from .likelihood import masked_diffusion_sft_loss
-from .models.adapters import as_diffusion_lm
+from .models import as_diffusion_lm
 from .options import OneSampleElboArguments
 from .redaction import hub_token_to_environment, saving_without_secrets
 from .tasks import tokenize_prompt

@@ -57,7 +57,7 @@ from .input_checks import (
 )
 from .likelihood import MaskDraw, masked_token_logps
 from .masks import random_orders
-from .models.adapters import as_diffusion_lm, load_diffusion_model, load_diffusion_tokenizer
+from .models import as_diffusion_lm, load_diffusion_model, load_diffusion_tokenizer
 from .objectives import LossInputs, dipod_term, group_relative_advantages, objective_class
 from .randomness import SEED_STRIDE
 from .redaction import hub_token_to_environment, saving_without_secrets

@@ -7,7 +7,7 @@ import torch
 
 import dipod_trl
 from dipod_trl.models import DiffusionLM, TinyMDLMForMaskedDiffusion
-from dipod_trl.models.adapters import padded_positions
+from dipod_trl.models.protocol import padded_positions
 from dipod_trl.sampling import _WARNED_NO_CACHE
 
 from .conftest import make_tiny_model
@@ -72,27 +72,60 @@ SCHEDULES = [dict(gen_length=12, block_length=4, steps=12), dict(gen_length=12, 
              dict(gen_length=8, block_length=8, steps=8)]
 
 
+def one_layer_model(tokenizer, seed=3):
+    """In a one-layer model the cached keys/values are functions of the tokens alone, and the tokens outside the
+    current block do not change while it is decoded: so the cache, refreshed or not, must give exact decoding."""
+    return make_tiny_model(len(tokenizer), seed=seed, num_hidden_layers=1, pad_token_id=tokenizer.pad_token_id,
+                           eos_token_id=tokenizer.eos_token_id)
+
+
 @pytest.mark.parametrize("kv_cache", ["prefix", "dual"])
 @pytest.mark.parametrize("schedule", SCHEDULES)
-def test_cache_refreshed_every_step_equals_exact_decoding(tiny_lm, tokenizer, kv_cache, schedule):
-    """cache_refresh_steps=1 is exact decoding token for token (greedy), also with early stopping at EOS."""
+def test_cache_refreshed_inside_blocks_equals_exact_decoding_on_one_layer(tokenizer, kv_cache, schedule):
+    """Span forwards and mid-block refreshes interleave, with rows stopping at EOS ids the model produces (their cache
+    leaves with them): token for token the exact decoding."""
+    model = one_layer_model(tokenizer)
     prompt_ids, mask = padded_batch(tokenizer)
-    exact, _ = dipod_trl.generate(tiny_lm, prompt_ids, mask, **schedule, eos_token_ids=[40, 41])
-    cached, _, stats = dipod_trl.generate(tiny_lm, prompt_ids, mask, **schedule, eos_token_ids=[40, 41],
-                                          kv_cache=kv_cache, cache_refresh_steps=1, return_stats=True)
-    assert torch.equal(cached, exact)
-    assert stats.span_forwards == 0
+    eos = dict(eos_token_ids=[40, 41, 42])
+    exact, exact_mask = dipod_trl.generate(model, prompt_ids, mask, **schedule, **eos)
+    cached, cached_mask, stats = dipod_trl.generate(model, prompt_ids, mask, **schedule, **eos, kv_cache=kv_cache,
+                                                    cache_refresh_steps=2, return_stats=True)
+    assert torch.equal(cached, exact) and torch.equal(cached_mask, exact_mask)
+    blocks = schedule["gen_length"] // schedule["block_length"]
+    assert stats.span_forwards > 0 and stats.full_forwards > blocks  # both paths ran, refreshes inside blocks too
 
 
-def test_cache_refreshed_every_step_equals_exact_sampling(tiny_lm, tokenizer):
+def test_cache_with_refresh_equals_exact_sampling_on_one_layer(tokenizer):
     """With temperature and per-row generators too: the cached path draws the same random numbers."""
+    model = one_layer_model(tokenizer)
     prompt_ids, mask = padded_batch(tokenizer)
     schedule = dict(gen_length=12, block_length=4, steps=12, temperature=1.0, remasking="random")
     runs = []
-    for kwargs in ({}, {"kv_cache": "dual", "cache_refresh_steps": 1}):
+    for kwargs in ({}, {"kv_cache": "dual", "cache_refresh_steps": 2, "return_stats": True}):
         generators = [torch.Generator().manual_seed(s) for s in range(len(PROMPTS))]
-        runs.append(dipod_trl.generate(tiny_lm, prompt_ids, mask, **schedule, generator=generators, **kwargs)[0])
-    assert torch.equal(runs[0], runs[1])
+        runs.append(dipod_trl.generate(model, prompt_ids, mask, **schedule, generator=generators, **kwargs))
+    assert torch.equal(runs[0][0], runs[1][0])
+    assert runs[1][2].span_forwards > 0
+
+
+def test_a_deeper_model_with_a_stale_cache_computes_other_logits(tiny_lm, tokenizer):
+    """The one-layer equality is not a cache that is never read: with two layers, span logits over a cache of a
+    partly decoded block differ from the full forward's."""
+    lm = DiffusionLM(tiny_lm, mask_token_id=tiny_lm.config.mask_token_id)
+    ids, mask = random_canvas(tokenizer, tiny_lm)
+    with torch.no_grad():
+        _, cache = lm.logits_and_cache(ids, mask)
+        decoded = ids.clone()
+        decoded[:, 13:17] = 50  # the block's tokens change; the cache still holds the masked ones
+        stale = lm.span_logits(decoded, mask, cache, 13, 17)
+        exact = lm.logits(decoded, mask)[:, 13:17]
+    one = DiffusionLM(one_layer_model(tokenizer), mask_token_id=tiny_lm.config.mask_token_id)
+    with torch.no_grad():
+        _, one_cache = one.logits_and_cache(ids, mask)
+        one_span = one.span_logits(decoded, mask, one_cache, 13, 17)
+        one_exact = one.logits(decoded, mask)[:, 13:17]
+    assert (stale - exact).abs().max() > 1e-3
+    torch.testing.assert_close(one_span, one_exact, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("shift_logits", [False, True])
@@ -103,7 +136,7 @@ def test_one_layer_model_cache_is_exact_without_refresh(tokenizer, kv_cache, sch
     current block do not change while it is decoded: so the cache, never refreshed inside a block, must give exact
     decoding. This checks that span forwards read the right cached positions, also through the adapter's handling of
     shifted logits (Dream-style: position i scored from hidden state i-1)."""
-    model = make_tiny_model(len(tokenizer), seed=3, num_hidden_layers=1, eos_token_id=tokenizer.eos_token_id)
+    model = one_layer_model(tokenizer)
     model = DiffusionLM(model, mask_token_id=model.config.mask_token_id, shift_logits=shift_logits)
     prompt_ids, mask = padded_batch(tokenizer)
     exact, _ = dipod_trl.generate(model, prompt_ids, mask, **schedule, stop_at_eos=False)
@@ -251,13 +284,13 @@ def test_config_refuses_bad_fast_decoding_values(overrides, match):
 
 
 def test_trainer_generates_with_the_cache_scores_exactly_and_logs_forwards(tokenizer, tmp_path):
-    """The trainer passes the options to the sampler (refreshing every step gives the exact generation batch, scores
-    included: scoring never uses the cache) and logs the forward counts of its rollouts."""
+    """The trainer passes the options to the sampler (on a one-layer model the cache with refreshes gives the exact
+    generation batch, scores included: scoring never uses the cache) and logs the forward counts of its rollouts."""
     from tests.test_trainer import generation_batch, make_trainer
 
     batches = []
-    for fast in ({}, dict(kv_cache="dual", cache_refresh_steps=1)):
-        trainer = make_trainer(tokenizer, tmp_path, drift_num_orders=0, **fast)
+    for fast in ({}, dict(kv_cache="dual", cache_refresh_steps=2)):
+        trainer = make_trainer(tokenizer, tmp_path, model=one_layer_model(tokenizer), drift_num_orders=0, **fast)
         batches.append(generation_batch(trainer))
     assert batches[0].keys() == batches[1].keys()
     for key, value in batches[0].items():
@@ -276,14 +309,12 @@ def test_trainer_generates_with_the_cache_scores_exactly_and_logs_forwards(token
 def test_generate_command_takes_the_fast_decoding_options(tokenizer, tmp_path, capsys):
     from dipod_trl import cli
 
-    model = make_tiny_model(len(tokenizer), seed=1, pad_token_id=tokenizer.pad_token_id,
-                            eos_token_id=tokenizer.eos_token_id)
-    model.save_pretrained(tmp_path)
+    one_layer_model(tokenizer, seed=1).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     base = ["generate", "--model", str(tmp_path), "--prompt", "sort: 93151", "sort: 4", "--gen_length", "8",
             "--block_length", "4", "--steps", "8"]
     exact = cli.main(base)
-    assert cli.main(base + ["--kv_cache", "prefix", "--cache_refresh_steps", "1"]) == exact
+    assert cli.main(base + ["--kv_cache", "prefix", "--cache_refresh_steps", "2"]) == exact  # exact on one layer
     assert cli.main(base + ["--confidence_threshold", "1.0"]) == exact
     with pytest.raises(ValueError, match="kv_cache must be None, 'prefix' or 'dual', got 'duel'"):
         cli.main(base + ["--kv_cache", "duel"])

@@ -6,11 +6,17 @@ from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, BertCon
 
 import dipod_trl
 from dipod_trl.models import (
+    LLADA_MASK_TOKEN_ID,
+    FamilyTraits,
+    LLaDAConfig,
+    LLaDAModelLM,
     TinyMDLMConfig,
     TinyMDLMForMaskedDiffusion,
     as_diffusion_lm,
     check_tokenizer_has_mask,
+    family_traits,
     load_diffusion_model,
+    register_auto_classes,
 )
 
 
@@ -125,12 +131,28 @@ def test_a_tokenizer_without_mask_token_is_a_clear_error():
         dipod_trl.generate(bert, torch.tensor([[4, 5]]), gen_length=2, block_length=2, steps=2, tokenizer=tokenizer)
 
 
-def test_llada_is_recognised_by_model_type_with_its_mask_id(tiny_lm):
-    class LLaDAConfig(TinyMDLMConfig):
-        model_type = "llada"
+class ForeignLLaDA(torch.nn.Module):
+    """LLaDA as another class than ours implements it (the published remote code): only the config says LLaDA, and
+    it names no mask token."""
 
-    config = LLaDAConfig(vocab_size=8)
-    config.mask_token_id = None
-    model = TinyMDLMForMaskedDiffusion(TinyMDLMConfig(vocab_size=8))
-    model.config = config
-    assert as_diffusion_lm(model).mask_token_id == 126336
+    def __init__(self):
+        super().__init__()
+        self.config = TinyMDLMConfig(vocab_size=8)
+        self.config.model_type, self.config.mask_token_id, self.config.eos_token_id = "llada", None, None
+
+
+def test_a_foreign_class_gets_its_model_types_traits_and_a_native_class_its_own():
+    lm = as_diffusion_lm(ForeignLLaDA())
+    assert lm.mask_token_id == LLADA_MASK_TOKEN_ID and not lm.shift_logits
+    assert lm.eos_token_ids == ()  # LLaDA's own stop ids lie outside this 8-token vocabulary
+    assert not lm.supports_block_kv_cache  # the capability is the class's, never inferred from model_type
+    assert family_traits(LLaDAModelLM(LLaDAConfig(d_model=8, n_heads=2, n_layers=1, mlp_hidden_size=8))) is \
+        LLaDAModelLM.diffusion_traits
+    assert family_traits(tiny_bert(with_mask_token=True)[0]) == FamilyTraits()  # masked LM: no quirks
+
+
+def test_registering_auto_classes_again_changes_nothing(tmp_path, tiny_lm):
+    tiny_lm.save_pretrained(tmp_path)
+    register_auto_classes()
+    register_auto_classes()
+    assert type(AutoModel.from_pretrained(tmp_path)) is TinyMDLMForMaskedDiffusion

@@ -284,27 +284,20 @@ def test_bf16_weights_give_the_float32_logits_to_bf16_precision(path):
 @pytest.mark.parametrize("path", [LLADA, DREAM])
 @pytest.mark.parametrize("kv_cache", ["prefix", "dual"])
 def test_fast_decoding_with_the_block_cache_on_llada_and_dream(path, kv_cache):
-    """The sampler's block cache on our LLaDA and Dream (Dream through the adapter's shift): refreshed every step it is
-    exact decoding token for token on a left-padded batch; without refresh it computes fewer positions."""
+    """The sampler's block cache on our LLaDA and Dream (Dream through the adapter's shift), on one layer of the
+    fixture: there the keys and values outside the span depend only on their own (unchanged) tokens while a block is
+    decoded, so the cache, refreshed inside blocks or not, must give exact decoding token for token on a left-padded
+    batch, while computing fewer positions."""
     tokenizer = load_diffusion_tokenizer(path)
     tokenizer.padding_side = "left"
-    model = load_diffusion_model(path).eval()
     batch = tokenizer(["sort: 31415", "sort: 9"], return_tensors="pt", padding=True)
-    schedule = dict(gen_length=8, block_length=4, steps=8)
-    exact, _, exact_stats = dipod_trl.generate(model, batch.input_ids, batch.attention_mask, tokenizer=tokenizer,
-                                               stop_at_eos=False, return_stats=True, **schedule)
-    cached, _, stats = dipod_trl.generate(model, batch.input_ids, batch.attention_mask, tokenizer=tokenizer,
-                                          stop_at_eos=False, kv_cache=kv_cache, cache_refresh_steps=1,
-                                          return_stats=True, **schedule)
-    assert torch.equal(cached, exact)
-    assert stats.span_forwards == 0
-    # One layer: the keys and values outside the span depend only on their own (unchanged) tokens while a block is
-    # decoded, so the cache without refresh is exact too; this runs the span path (and Dream's shift) for real.
+    schedule = dict(gen_length=8, block_length=4, steps=8, tokenizer=tokenizer, stop_at_eos=False, return_stats=True)
     layers = {"n_layers": 1} if path == LLADA else {"num_hidden_layers": 1}
     one_layer = load_diffusion_model(path, **layers).eval()
-    exact, _, exact_stats = dipod_trl.generate(one_layer, batch.input_ids, batch.attention_mask, tokenizer=tokenizer,
-                                               stop_at_eos=False, return_stats=True, **schedule)
-    fast, _, fast_stats = dipod_trl.generate(one_layer, batch.input_ids, batch.attention_mask, tokenizer=tokenizer,
-                                             stop_at_eos=False, kv_cache=kv_cache, return_stats=True, **schedule)
-    assert torch.equal(fast, exact)
-    assert fast_stats.span_forwards > 0 and fast_stats.positions < exact_stats.positions
+    exact, _, exact_stats = dipod_trl.generate(one_layer, batch.input_ids, batch.attention_mask, **schedule)
+    for refresh in (None, 2):
+        fast, _, stats = dipod_trl.generate(one_layer, batch.input_ids, batch.attention_mask, **schedule,
+                                            kv_cache=kv_cache, cache_refresh_steps=refresh)
+        assert torch.equal(fast, exact), refresh
+        assert stats.span_forwards > 0 and stats.positions < exact_stats.positions
+        assert stats.full_forwards == (2 if refresh is None else 4)  # a refresh at step 2 of each 4-step block

@@ -16,20 +16,14 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from .kv_cache import BlockKVCache, span_start
-from .llada import (
-    DiffusionLMOutput,
-    RMSNorm,
-    apply_rotary,
-    attention_keep_mask,
-    bidirectional_attention,
-    default_positions,
-    rotary_cos_sin,
-)
+from .kv_cache import BlockKVCache
+from .layers import DiffusionPreTrainedModel, RMSNorm, apply_rotary, bidirectional_attention
+from .protocol import FamilyTraits
+from .published import DreamTokenizer
 
 
 class DreamConfig(PreTrainedConfig):
@@ -137,23 +131,24 @@ class DreamBaseModel(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
 
-class DreamModel(PreTrainedModel):
+class DreamModel(DiffusionPreTrainedModel):
     """Dream: `forward(input_ids, attention_mask=None, position_ids=None)` returns next-position logits
     (`logits[:, i]` scores the token at position i + 1; [`as_diffusion_lm`] aligns them).
 
     `attention_mask` is a (batch, length) padding mask (positions then default to the running count of attended
-    tokens) or the published (batch, 1, query, key) boolean mask. With `use_cache=True` the output carries a
-    [`BlockKVCache`]; `past_key_values=cache, cache_position=torch.arange(start, end)` recomputes only a span.
+    tokens) or the published (batch, 1, query, key) boolean mask; the block key/value cache as in
+    [`DiffusionPreTrainedModel`].
     """
 
     config_class = DreamConfig
     base_model_prefix = "model"
-    main_input_name = "input_ids"
-    supports_gradient_checkpointing = True
-    supports_block_kv_cache = True
-    _supports_sdpa = True
     _no_split_modules = ["DreamDecoderLayer"]
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    input_embeddings_path = "model.embed_tokens"
+    output_embeddings_path = "lm_head"
+    diffusion_traits = FamilyTraits(shift_logits=True, pairwise_attention_mask=True)
+    family_tokenizer_class = DreamTokenizer
+    published_code_repo = "Dream-org/Dream-v0-Instruct-7B"
 
     def __init__(self, config: DreamConfig):
         super().__init__(config)
@@ -161,52 +156,11 @@ class DreamModel(PreTrainedModel):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
-    def _init_weights(self, module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, RMSNorm):
-            nn.init.ones_(module.weight)
+    def blocks(self) -> nn.ModuleList:
+        return self.model.layers
 
-    def get_input_embeddings(self):
-        return self.model.embed_tokens
+    def head_dim_and_theta(self) -> tuple[int, float]:
+        return self.config.hidden_size // self.config.num_attention_heads, self.config.rope_theta
 
-    def set_input_embeddings(self, value):
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self):
-        return self.lm_head
-
-    def set_output_embeddings(self, value):
-        self.lm_head = value
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.Tensor | str | None = None,
-        position_ids: torch.LongTensor | None = None,
-        past_key_values: BlockKVCache | None = None,
-        use_cache: bool | None = None,
-        cache_position: torch.LongTensor | None = None,
-        cache: BlockKVCache | None = None,
-        **kwargs,
-    ) -> DiffusionLMOutput:
-        if isinstance(attention_mask, str):  # the published sampler's "full": nothing masked
-            attention_mask = None
-        past_key_values = past_key_values if past_key_values is not None else cache
-        start = span_start(cache_position) if past_key_values is not None else None
-        length = input_ids.shape[1]
-        if position_ids is None:
-            full_length = attention_mask.shape[-1] if attention_mask is not None else (start or 0) + length
-            position_ids = default_positions(attention_mask, full_length, input_ids.device)
-            position_ids = position_ids[:, (start or 0) : (start or 0) + length]
-        head_dim = self.config.hidden_size // self.config.num_attention_heads
-        cos, sin = rotary_cos_sin(position_ids, head_dim, self.config.rope_theta)
-        x = self.model.embed_tokens(input_ids)
-        mask = attention_keep_mask(attention_mask, length, start or 0, x.dtype)
-        cache = past_key_values if start is not None else (BlockKVCache() if use_cache else None)
-        for layer in self.model.layers:
-            x = layer(x, cos, sin, mask, cache=cache, start=start)
-        logits = self.lm_head(self.model.norm(x))
-        return DiffusionLMOutput(logits=logits, cache=cache if start is None else None)
+    def output_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.model.norm(hidden))

@@ -14,16 +14,21 @@ row's); activation checkpointing works through `gradient_checkpointing_enable()`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import PreTrainedConfig
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.utils import ModelOutput
 
-from .kv_cache import BlockKVCache, span_start
+from .kv_cache import BlockKVCache
+from .layers import DiffusionPreTrainedModel, RMSNorm, apply_rotary, bidirectional_attention
+from .protocol import FamilyTraits
+from .published import LLaDATokenizer
+
+LLADA_MASK_TOKEN_ID = 126336
+# LLaDA ends a completion with <|endoftext|> (EOS, 126081) or, in chat turns, <|eot_id|> (EOT, 126348); its sampler
+# fills the rest of the canvas with EOS.
+LLADA_STOP_TOKENS = {"<|endoftext|>": 126081, "<|eot_id|>": 126348}
 
 # Values of the published config keys that this implementation covers (every released LLaDA checkpoint uses them).
 _SUPPORTED = {
@@ -37,17 +42,6 @@ _SUPPORTED = {
     "scale_logits": (False,),
     "block_group_size": (1,),
 }
-
-
-@dataclass
-class DiffusionLMOutput(ModelOutput):
-    """Logits aligned with the inputs, and the [`BlockKVCache`] of a full forward run with `use_cache=True`.
-
-    transformers 5 names the cache field `cache`; `output.past_key_values` reads the same field.
-    """
-
-    logits: torch.Tensor | None = None
-    cache: BlockKVCache | None = None
 
 
 class LLaDAConfig(PreTrainedConfig):
@@ -77,7 +71,7 @@ class LLaDAConfig(PreTrainedConfig):
     include_qkv_bias: bool = False
     init_std: float = 0.02
     init_device: str | None = "cpu"
-    mask_token_id: int = 126336
+    mask_token_id: int = LLADA_MASK_TOKEN_ID
     eos_token_id: int | list[int] | None = 126081
     pad_token_id: int | None = 126081
     bos_token_id: int | None = None
@@ -117,92 +111,6 @@ class LLaDAConfig(PreTrainedConfig):
         return self.mlp_hidden_size if self.mlp_hidden_size is not None else self.mlp_ratio * self.d_model
 
 
-class RMSNorm(nn.Module):
-    """Root-mean-square norm computed in float32, then scaled by the weight in the input's dtype (as published)."""
-
-    def __init__(self, size: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(size))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * normed.to(x.dtype)
-
-
-def rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """float32 cos/sin of shape (batch, 1, length, head_dim) for the rotary embedding at `position_ids`."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim)
-    angles = position_ids.float().unsqueeze(-1) * inv_freq
-    angles = torch.cat((angles, angles), dim=-1).unsqueeze(1)
-    return angles.cos(), angles.sin()
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate `x` (batch, heads, length, head_dim) in float32 and return it in its own dtype."""
-    x32 = x.float()
-    x1, x2 = x32.chunk(2, dim=-1)
-    return (x32 * cos + torch.cat((-x2, x1), dim=-1) * sin).to(x.dtype)
-
-
-def default_positions(attention_mask: torch.Tensor | None, length: int, device) -> torch.Tensor:
-    """Positions counted from each row's first real token (0 for a row without padding)."""
-    if attention_mask is None or attention_mask.dim() != 2:
-        return torch.arange(length, device=device).unsqueeze(0)
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def attention_keep_mask(
-    attention_mask: torch.Tensor | None, query_length: int, start: int, dtype: torch.dtype
-) -> torch.Tensor | None:
-    """The SDPA mask of queries `[start, start + query_length)` over all keys, or None when nothing is masked.
-
-    A (batch, keys) padding mask masks padded keys; each query keeps its own key so that no attention row is empty (an
-    empty row is NaN and would leak through the values). A (batch, 1, queries, keys) boolean mask is used as given
-    (Dream's published convention); a float one is an additive bias.
-    """
-    if attention_mask is None:
-        return None
-    if attention_mask.dim() == 4:
-        mask = attention_mask
-        if mask.shape[-2] != query_length:
-            mask = mask[..., start : start + query_length, :]
-        return mask if mask.dtype == torch.bool else mask.to(dtype)
-    if attention_mask.dim() != 2:
-        raise ValueError(
-            f"attention_mask must be (batch, length) or (batch, 1, query, key), got {tuple(attention_mask.shape)}."
-        )
-    if bool(attention_mask.all()):
-        return None  # no padding: leave SDPA free to pick the fused kernels
-    keys = attention_mask.shape[-1]
-    own_key = torch.arange(keys, device=attention_mask.device) == torch.arange(
-        start, start + query_length, device=attention_mask.device
-    ).unsqueeze(-1)
-    return attention_mask.bool()[:, None, None, :] | own_key
-
-
-def bidirectional_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    mask: torch.Tensor | None,
-    layer: int,
-    cache: BlockKVCache | None,
-    start: int | None,
-    dropout: float = 0.0,
-) -> torch.Tensor:
-    """Full attention over all keys. A full forward with a cache records this layer's keys/values into it; a span
-    forward (`start` set) reads the keys/values outside the span from it."""
-    if cache is not None and start is None:
-        cache.store(layer, k, v)
-    elif cache is not None:
-        k, v = cache.with_span(layer, k, v, start)
-    return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=q.shape[1] != k.shape[1]
-    )
-
-
 class LLaDALlamaBlock(GradientCheckpointingLayer):
     """Pre-norm block: full attention, then a SiLU-gated MLP (`ff_out(silu(ff_proj(x)) * up_proj(x))`)."""
 
@@ -211,7 +119,6 @@ class LLaDALlamaBlock(GradientCheckpointingLayer):
         self.layer_idx = layer_idx
         self.n_heads, self.n_kv_heads = config.n_heads, config.n_kv_heads
         self.head_dim = config.d_model // config.n_heads
-        self.rope_theta = config.rope_theta
         qkv_bias = config.include_bias or config.include_qkv_bias
         self.attn_norm = RMSNorm(config.d_model, config.rms_norm_eps)
         self.q_proj = nn.Linear(config.d_model, config.d_model, bias=qkv_bias)
@@ -253,73 +160,35 @@ class LLaDAModel(nn.Module):
             self.transformer["ff_out"] = nn.Linear(config.d_model, vocab, bias=config.include_bias)
 
 
-class LLaDAModelLM(PreTrainedModel):
+class LLaDAModelLM(DiffusionPreTrainedModel):
     """LLaDA: `forward(input_ids, attention_mask=None, position_ids=None)` returns logits aligned with the inputs
-    (`logits[:, i]` scores the token at position i), over `embedding_size` ids.
-
-    Positions default to the running count of attended tokens, so left padding does not shift them. With
-    `use_cache=True` the output's `past_key_values` is a [`BlockKVCache`]; a forward over a span of the sequence
-    with `past_key_values=cache, cache_position=torch.arange(start, end)` recomputes only the span (see `kv_cache`).
+    (`logits[:, i]` scores the token at position i), over `embedding_size` ids; padding, positions and the block
+    key/value cache as in [`DiffusionPreTrainedModel`].
     """
 
     config_class = LLaDAConfig
     base_model_prefix = "model"
-    main_input_name = "input_ids"
-    supports_gradient_checkpointing = True
-    supports_block_kv_cache = True
-    _supports_sdpa = True
     _no_split_modules = ["LLaDALlamaBlock"]
+    input_embeddings_path = "model.transformer.wte"
+    output_embeddings_path = "model.transformer.ff_out"
+    init_std_key = "init_std"
+    diffusion_traits = FamilyTraits(default_mask_token_id=LLADA_MASK_TOKEN_ID,
+                                    stop_tokens=tuple(LLADA_STOP_TOKENS.items()))
+    family_tokenizer_class = LLaDATokenizer
+    published_code_repo = "GSAI-ML/LLaDA-8B-Instruct"
 
     def __init__(self, config: LLaDAConfig):
         super().__init__(config)
         self.model = LLaDAModel(config)
         self.post_init()
 
-    def _init_weights(self, module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, RMSNorm):
-            nn.init.ones_(module.weight)
+    def blocks(self) -> nn.ModuleList:
+        return self.model.transformer.blocks
 
-    def get_input_embeddings(self):
-        return self.model.transformer.wte
+    def head_dim_and_theta(self) -> tuple[int, float]:
+        return self.config.d_model // self.config.n_heads, self.config.rope_theta
 
-    def set_input_embeddings(self, value):
-        self.model.transformer.wte = value
-
-    def get_output_embeddings(self):
-        return None if self.config.weight_tying else self.model.transformer.ff_out
-
-    def set_output_embeddings(self, value):
-        self.model.transformer.ff_out = value
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        past_key_values: BlockKVCache | None = None,
-        use_cache: bool | None = None,
-        cache_position: torch.LongTensor | None = None,
-        cache: BlockKVCache | None = None,
-        **kwargs,
-    ) -> DiffusionLMOutput:
+    def output_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         transformer = self.model.transformer
-        past_key_values = past_key_values if past_key_values is not None else cache
-        start = span_start(cache_position) if past_key_values is not None else None
-        length = input_ids.shape[1]
-        if position_ids is None:
-            full_length = attention_mask.shape[-1] if attention_mask is not None else (start or 0) + length
-            position_ids = default_positions(attention_mask, full_length, input_ids.device)
-            position_ids = position_ids[:, (start or 0) : (start or 0) + length]
-        cos, sin = rotary_cos_sin(position_ids, self.config.d_model // self.config.n_heads, self.config.rope_theta)
-        x = transformer.wte(input_ids)
-        mask = attention_keep_mask(attention_mask, length, start or 0, x.dtype)
-        cache = past_key_values if start is not None else (BlockKVCache() if use_cache else None)
-        for block in transformer.blocks:
-            x = block(x, cos, sin, mask, cache=cache, start=start)
-        x = transformer.ln_f(x)
-        logits = F.linear(x, transformer.wte.weight) if self.config.weight_tying else transformer.ff_out(x)
-        return DiffusionLMOutput(logits=logits, cache=cache if start is None else None)
+        hidden = transformer.ln_f(hidden)
+        return F.linear(hidden, transformer.wte.weight) if self.config.weight_tying else transformer.ff_out(hidden)

@@ -1,5 +1,5 @@
-"""From a checkpoint on disk (or the hub) to a model: adapter-only LoRA outputs, merging them, and bitsandbytes
-quantisation from TRL's `ModelConfig` keys.
+"""From a checkpoint on disk (or the hub) to a model and tokenizer: the class each family loads with, the Auto-class
+registration, adapter-only LoRA outputs, merging them, and bitsandbytes quantisation from TRL's `ModelConfig` keys.
 
 A LoRA run saves only its adapters: a directory with `adapter_config.json` (which names the base model) and the
 adapter weights. [`load_diffusion_model`] recognises such a directory and returns the base model with the adapters
@@ -11,6 +11,23 @@ from __future__ import annotations
 import os
 from dataclasses import fields
 
+import torch
+from accelerate import PartialState
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    PreTrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import cached_file, logging
+
+from .adapters import NATIVE_MODELS
+
+logger = logging.get_logger(__name__)
+
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 QUANTIZATION_KEYS = ("load_in_4bit", "load_in_8bit")
 BNB_4BIT_KEYS = ("bnb_4bit_quant_type", "use_bnb_nested_quant", "bnb_4bit_quant_storage")
@@ -20,8 +37,6 @@ def _has_file(name_or_path: str, filename: str, **hub_kwargs) -> bool:
     """Whether a local directory or hub repository holds `filename` (a missing file is not an error)."""
     if os.path.isdir(name_or_path):
         return os.path.isfile(os.path.join(name_or_path, filename))
-    from transformers.utils import cached_file
-
     try:
         return cached_file(name_or_path, filename, _raise_exceptions_for_missing_entries=False,
                            _raise_exceptions_for_connection_errors=False, **hub_kwargs) is not None
@@ -36,7 +51,7 @@ def is_adapter_checkpoint(name_or_path: str, revision: str | None = None) -> boo
 
 def adapter_base_model(name_or_path: str) -> str:
     """The base model an adapter checkpoint was trained on, as its `adapter_config.json` names it."""
-    from peft import PeftConfig
+    from peft import PeftConfig  # peft (and the bitsandbytes it pulls in) only where adapters are read
 
     base = PeftConfig.from_pretrained(name_or_path).base_model_name_or_path
     if not base:
@@ -54,6 +69,78 @@ def adapter_base_model(name_or_path: str) -> str:
     return base
 
 
+def register_auto_classes() -> None:
+    """Register the native families with `AutoConfig`, `AutoModel` and `AutoModelForMaskedLM` under their official
+    `model_type`, so that `AutoModel.from_pretrained(dir)` loads LLaDA, Dream and tiny checkpoints with this package's
+    classes, offline and without remote code (not their `auto_map`). Idempotent; `dipod_trl.models` calls it once."""
+    for model_type, model_class in NATIVE_MODELS.items():
+        AutoConfig.register(model_type, model_class.config_class, exist_ok=True)
+        AutoModel.register(model_class.config_class, model_class, exist_ok=True)
+        AutoModelForMaskedLM.register(model_class.config_class, model_class, exist_ok=True)
+
+
+_remote_code_noted = False
+
+
+def _note_remote_code_unused(name_or_path: str, model_type: str) -> None:
+    global _remote_code_noted
+    if not _remote_code_noted:
+        _remote_code_noted = True
+        logger.warning(
+            f"trust_remote_code=True is not needed for {name_or_path} ({model_type}): it loads with dipod_trl's own "
+            "implementation, and no code from the checkpoint runs."
+        )
+
+
+def _model_type(name_or_path: str, hub_kwargs: dict) -> str:
+    return PreTrainedConfig.get_config_dict(name_or_path, **hub_kwargs)[0].get("model_type", "")
+
+
+def load_diffusion_model(
+    name_or_path: str,
+    *,
+    trust_remote_code: bool = False,
+    **model_init_kwargs,
+) -> PreTrainedModel:
+    """Load a diffusion LM by hub id or local directory with the class its family needs.
+
+    LLaDA, Dream and the tiny model load with this package's implementations (picked by `model_type`), never with
+    the checkpoint's remote code, even when the caller passes `trust_remote_code=True`. Standard masked LMs load with
+    `AutoModelForMaskedLM`; `trust_remote_code` applies to them and to other families only. A directory of LoRA
+    adapters loads as its base model with the adapters on top.
+    """
+    if is_adapter_checkpoint(name_or_path, model_init_kwargs.get("revision")):  # LoRA output: base + adapters
+        return load_adapter_model(name_or_path, trust_remote_code=trust_remote_code, **model_init_kwargs)
+    hub_kwargs = {k: model_init_kwargs[k] for k in ("revision", "token", "cache_dir") if k in model_init_kwargs}
+    model_type = _model_type(name_or_path, hub_kwargs)
+    if model_type in NATIVE_MODELS:
+        if trust_remote_code and model_type != "tiny_mdlm":
+            _note_remote_code_unused(name_or_path, model_type)
+        return NATIVE_MODELS[model_type].from_pretrained(name_or_path, **model_init_kwargs)
+    kwargs = {"trust_remote_code": trust_remote_code, **model_init_kwargs}
+    return AutoModelForMaskedLM.from_pretrained(name_or_path, **kwargs)
+
+
+def load_diffusion_tokenizer(
+    name_or_path: str, *, trust_remote_code: bool = False, **kwargs
+) -> PreTrainedTokenizerBase:
+    """The tokenizer of a diffusion LM, left-padding: LLaDA's and Dream's with their family's tokenizer class (Dream's
+    remote-code `DreamTokenizer` is a copy of Qwen2's; both save folders transformers 4.x reads, see `published.py`),
+    every other family's through `AutoTokenizer`."""
+    kwargs.setdefault("padding_side", "left")
+    hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir") if k in kwargs}
+    try:
+        model_type = _model_type(name_or_path, hub_kwargs)
+    except OSError:  # a tokenizer-only directory
+        model_type = ""
+    family = NATIVE_MODELS.get(model_type)
+    if family is not None and family.family_tokenizer_class is not None:
+        return family.family_tokenizer_class.from_pretrained(name_or_path, **kwargs)
+    if family is not None:
+        trust_remote_code = False
+    return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+
+
 def load_adapter_model(name_or_path: str, *, trust_remote_code: bool = False, is_trainable: bool = True,
                        **model_init_kwargs):
     """The base model named in the adapter config, loaded like any diffusion LM, with the adapters on top.
@@ -63,8 +150,6 @@ def load_adapter_model(name_or_path: str, *, trust_remote_code: bool = False, is
     """
     from peft import PeftModel
 
-    from .adapters import load_diffusion_model
-
     revision = model_init_kwargs.pop("revision", None)  # the adapters' revision, not the base model's
     base = load_diffusion_model(adapter_base_model(name_or_path), trust_remote_code=trust_remote_code,
                                 **model_init_kwargs)
@@ -73,8 +158,6 @@ def load_adapter_model(name_or_path: str, *, trust_remote_code: bool = False, is
 
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False, **kwargs):
     """The checkpoint's tokenizer; for an adapter checkpoint saved without one, its base model's."""
-    from .adapters import load_diffusion_tokenizer
-
     source = name_or_path
     if is_adapter_checkpoint(name_or_path) and not _has_file(name_or_path, "tokenizer_config.json"):
         source = adapter_base_model(name_or_path)
@@ -109,15 +192,12 @@ def quantization_kwargs(model_args) -> dict:
         )
     if not requested:
         return {}
-    import torch
-
     if not torch.cuda.is_available():
         raise ValueError(
             f"{requested[0]}: bitsandbytes quantisation needs a CUDA GPU and none is visible. Remove {requested[0]} "
             "(and the bnb_* keys) to load the model unquantised, or run on a GPU machine."
         )
-    from accelerate import PartialState
-    from trl.trainer.utils import get_quantization_config
+    from trl.trainer.utils import get_quantization_config  # TRL's trainer package; imported only to quantise
 
     return {"quantization_config": get_quantization_config(model_args),
             "device_map": {"": PartialState().local_process_index}}

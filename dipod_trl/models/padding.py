@@ -17,8 +17,6 @@ import weakref
 
 import torch
 
-from .adapters import unwrap_model
-
 # model -> whether it honours attention_mask; an architectural fact, probed once per model object
 _HONOURS_MASK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 # change of a real position's probabilities above which the masked-out token was seen (an honouring model gives 0)
@@ -26,8 +24,11 @@ PROBE_TOLERANCE = 1e-4
 
 
 def honours_attention_mask(lm) -> bool:
-    """Whether the model behind the [`DiffusionLM`] `lm` ignores tokens that `attention_mask` masks out (cached)."""
-    base = unwrap_model(lm.model)
+    """Whether the model behind the [`DiffusionLM`] `lm` ignores tokens that `attention_mask` masks out (cached).
+
+    `lm` is used through its interface only (`unwrapped`, `logits`, `config`, `mask_token_id`), so this module sits
+    below the protocol that calls it."""
+    base = lm.unwrapped
     known = _HONOURS_MASK.get(base)
     if known is None:
         _HONOURS_MASK[base] = True  # the probe's own forward passes take the model at its word
