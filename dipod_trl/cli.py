@@ -308,11 +308,12 @@ def load_for_inference(path: str, trust_remote_code: bool):
 
 def evaluate(argv: list[str]) -> dict:
     """`dipod eval`: accuracy of a model (or a sweep of checkpoints) on a task's test split; prints the summaries."""
-    from .evaluation import EvalArguments, run_evaluation
+    from .evaluation.arguments import EvalArguments
+    from .evaluation.evaluator import run_evaluation
 
     (args,) = parse_recipe([EvalArguments], argv)
     if args.checkpoints:
-        from .sweep import run_sweep
+        from .evaluation.sweep import run_sweep
 
         return run_sweep(args, load_for_inference)
     return run_evaluation(args, load_for_inference)

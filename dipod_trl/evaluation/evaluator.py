@@ -1,221 +1,43 @@
 """Task evaluation as the paper does it: batched generation over a test split, scored by the project's rules and by
-d1's (the published tables' parser), with records that are reused only by the run that wrote them.
+d1's (the published tables' parser), each example's record kept in the run's record store (`records`).
 
-Each example's record (question, generations, ground truth, scores) is appended to a JSON-lines file as soon as its
-batch is done. A record carries its run's setup (model, task, split, prompt layout, sampler settings, seed) and its
-example index and question; an evaluation reuses exactly the records of its own setup and examples, so an interrupted
-run resumes without redoing work, while another model, other sampler settings or another dataset never borrow its
-results. Under `accelerate launch` the examples are sharded over the processes (each writes a part file, the main
-process merges them); sampling uses one generator per example, so records do not depend on batching or sharding.
+Under `accelerate launch` the examples are sharded over the processes; sampling uses one generator per example, so
+records do not depend on batching or sharding.
 """
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 from trl.trainer.utils import pad
 
-from .models.adapters import as_diffusion_lm
-from .sampling import FAST_DECODING_HELP, generate, validate_fast_decoding
-from .tasks import PROMPT_STYLES, tokenize_prompt
-
-SCORINGS = ("both", "d1", "project")
+from ..models.adapters import as_diffusion_lm
+from ..sampling import generate
+from ..tasks import tokenize_prompt
+from .arguments import EvalArguments, fast_decoding_of
+from .d1_files import d1_subset, write_d1_generations
+from .records import (
+    _merge_parts,
+    _question_text,
+    _with_fast_decoding,
+    finished_records,
+    model_id,
+    repair_partial_line,
+    run_setup,
+    setup_key,
+)
 
 
 def process_state() -> PartialState:
     """This process's place among those `accelerate launch` started; without CUDA the processes join a gloo group
     (accelerate's CPU launcher needs `cpu=True` for that)."""
     return PartialState(cpu=not torch.cuda.is_available())
-
-
-@dataclass
-class EvalArguments:
-    """Arguments of `dipod eval`: one model (`--model`) or a checkpoint sweep (`--checkpoints`)."""
-
-    task: str = field(metadata={"help": "Task to evaluate: gsm8k, math500, countdown, sudoku or digit_sort."})
-    model: str | None = field(
-        default=None, metadata={"help": "Model directory or hub id (LLaDA and Dream load without remote code)."}
-    )
-    checkpoints: list[str] | None = field(
-        default=None,
-        metadata={"help": "Checkpoint directories to sweep (e.g. DIR/checkpoint-*, globs are expanded): each is "
-                  "evaluated at every --gen_length; writes d1's JSON files, a summary table and a plot."},
-    )
-    dataset_source: str | None = field(default=None, metadata={"help": "Hub id or local file; default: the task's."})
-    split: str = field(default="test", metadata={"help": "Dataset split to evaluate."})
-    num_examples: int | None = field(default=None, metadata={"help": "Evaluate only the first N examples."})
-    scoring: str = field(
-        default="both",
-        metadata={"help": "`project` (the project's strict rules), `d1` (d1's evaluation parser, as the published "
-                  "tables) or `both`."},
-    )
-    prompt_style: str | None = field(
-        default=None,
-        metadata={"help": f"Prompt layout, one of {PROMPT_STYLES}. Default: d1's evaluation prompts (`d1_eval`) when "
-                  "d1 scoring is asked for and the task has it, else `project`."},
-    )
-    few_shot: int = field(default=0, metadata={"help": "Worked examples before each question (Sudoku: up to 3)."})
-    d1_subset: bool = field(
-        default=False,
-        metadata={"help": "Evaluate the examples d1's evaluation draws: 256 rows of the Countdown and Sudoku test "
-                  "files (NumPy's seed 42, as d1's `subsample`; give d1's files as --dataset_source), all of GSM8K "
-                  "and MATH-500."},
-    )
-    gen_length: list[int] = field(
-        default_factory=lambda: [256], metadata={"help": "Completion length(s), the generation canvas."}
-    )
-    block_length: int = field(default=32, metadata={"help": "Semi-autoregressive block length."})
-    steps: int | None = field(
-        default=None, metadata={"help": "Denoising steps per completion; default: gen_length / 2 (d1's evaluation)."}
-    )
-    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature; 0 is greedy (the paper's eval)."})
-    remasking: str = field(default="low_confidence", metadata={"help": "Remasking rule of the sampler."})
-    num_generations: int = field(default=1, metadata={"help": "Generations per question (accuracy averages them)."})
-    batch_size: int = field(default=16, metadata={"help": "Questions generated per batch (per process)."})
-    output: str | None = field(
-        default=None,
-        metadata={"help": "JSON-lines file of records (one model). Default: <model dir>/eval/<task>_<split>_<setup>"
-                  ".jsonl, or ./eval/<hub id>/... for a hub model; <setup> is a hash of the settings."},
-    )
-    output_dir: str | None = field(
-        default=None, metadata={"help": "Folder of a sweep's results; default: <checkpoints' folder>/eval_<task>."}
-    )
-    seed: int = field(default=0, metadata={"help": "Seed of the sampler's generators (matters when temperature > 0)."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow hub models that ship modeling code."})
-    kv_cache: str | None = field(default=None, metadata={"help": FAST_DECODING_HELP["kv_cache"]})
-    cache_refresh_steps: int | None = field(default=None, metadata={"help": FAST_DECODING_HELP["cache_refresh_steps"]})
-    confidence_threshold: float | None = field(
-        default=None, metadata={"help": FAST_DECODING_HELP["confidence_threshold"]}
-    )
-
-    def __post_init__(self):
-        validate_fast_decoding(**fast_decoding_of(self))
-        if isinstance(self.gen_length, int):
-            self.gen_length = [self.gen_length]
-        for name in ("batch_size", "num_generations", "block_length"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}; e.g. --{name} 1.")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}; or leave it out for gen_length / 2.")
-        if not self.gen_length or min(self.gen_length) < 1:
-            raise ValueError(f"gen_length must be one or more positive lengths, got {self.gen_length}.")
-        if self.num_examples is not None and self.num_examples < 1:
-            raise ValueError(f"num_examples must be at least 1, got {self.num_examples}; leave it out for all.")
-        if self.scoring not in SCORINGS:
-            raise ValueError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}.")
-        if (self.model is None) == (not self.checkpoints):
-            raise ValueError("give either --model (one model) or --checkpoints (a sweep), not both or neither.")
-        if self.checkpoints and self.output is not None:
-            raise ValueError("--output names one model's records file; a sweep writes under --output_dir.")
-        if self.model is not None and self.output_dir is not None:
-            raise ValueError("--output_dir is the folder of a --checkpoints sweep; for one model use --output FILE.")
-        if self.model is not None and len(self.gen_length) > 1 and self.output is not None:
-            raise ValueError("--output names one file; with several --gen_length leave it out (one file per length).")
-
-    def steps_for(self, gen_length: int) -> int:
-        return self.steps if self.steps is not None else max(gen_length // 2, 1)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Records
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def fast_decoding_of(args) -> dict:
-    """The fast-decoding options of `args` (all None: exact decoding)."""
-    return {name: getattr(args, name) for name in ("kv_cache", "cache_refresh_steps", "confidence_threshold")}
-
-
-def _with_fast_decoding(run: dict | None, fast_decoding: dict | None) -> dict | None:
-    """The run's setup plus the fast-decoding options that are on: records of fast and exact decoding never mix,
-    while exact decoding keeps the setup (and records) it always had."""
-    on = {name: value for name, value in (fast_decoding or {}).items() if value is not None}
-    return {**(run or {}), **on} if on else run
-
-
-def model_id(model) -> str:
-    """How a record names its model: the absolute path of a local directory, else the hub id."""
-    name = str(getattr(model, "name_or_path", "") or getattr(getattr(model, "config", None), "_name_or_path", ""))
-    return os.path.abspath(name) if name and os.path.isdir(name) else name
-
-
-def setup_key(setup: dict) -> str:
-    """A short stable hash of a run's setup (the file name's tag, and the test of which records belong to a run)."""
-    return hashlib.sha256(json.dumps(setup, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def repair_partial_line(path: str) -> None:
-    """Cut a last line that an interruption left without its newline, so the next record starts on a line of its own."""
-    if not os.path.exists(path) or os.path.getsize(path) == 0:
-        return
-    with open(path, "rb+") as f:
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) == b"\n":
-            return
-        f.seek(0)
-        f.truncate(f.read().rfind(b"\n") + 1)
-
-
-def read_records(path: str, key: str) -> dict[int, dict]:
-    """Whole records of the run `key` in `path` and its unmerged part files, by example index."""
-    records = {}
-    for name in [path, *sorted(glob.glob(glob.escape(path) + ".part*"))]:
-        if not os.path.exists(name):
-            continue
-        with open(name) as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut off by an interruption: redone
-                if isinstance(record, dict) and record.get("setup_key") == key:
-                    records[record["index"]] = record
-    return records
-
-
-def run_setup(model_name: str, *, gen_length, block_length, steps, temperature, remasking, num_generations, seed,
-              scorings, run: dict | None = None) -> dict:
-    """What identifies a run's records: the model, the sampler settings, the seed, the scorings, and `run` (task,
-    split, prompt layout...)."""
-    return {"model": model_name, "gen_length": gen_length, "block_length": block_length, "steps": steps,
-            "temperature": temperature, "remasking": remasking, "num_generations": num_generations, "seed": seed,
-            "scorings": sorted(scorings), **(run or {})}
-
-
-def finished_records(path: str, key: str, questions: list[str]) -> dict[int, dict]:
-    """The records of run `key` for these examples: index in range and the same question."""
-    return {i: r for i, r in read_records(path, key).items() if i < len(questions) and r["question"] == questions[i]}
-
-
-def _merge_parts(path: str) -> None:
-    """Append the processes' part files to the main file and remove them (main process only)."""
-    parts = sorted(glob.glob(glob.escape(path) + ".part*"))
-    if not parts:
-        return
-    repair_partial_line(path)
-    with open(path, "a") as out:
-        for part in parts:
-            repair_partial_line(part)
-            with open(part) as f:
-                out.write(f.read())
-    for part in parts:
-        os.remove(part)
-
-
-def _question_text(prompt) -> str:
-    """The last user message of a conversational prompt (a prefilled answer opening follows it), or the text."""
-    if isinstance(prompt, list):
-        return next(m["content"] for m in reversed(prompt) if m["role"] == "user")
-    return prompt
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -396,28 +218,6 @@ def evaluate_records(
     return summary, ordered
 
 
-def write_d1_generations(records: list[dict], path: str, *, model_path: str, checkpoint_path: str, gen_length: int,
-                         steps: int, block_length: int, wall_time: float = 0.0) -> None:
-    """d1's evaluation file: one entry per generation with d1's question and ground truth and the raw canvas text,
-    so d1's own parser (`parse_and_get_acc.py`) reads it as it reads d1's. A task d1 did not evaluate keeps its own
-    question and ground-truth column(s)."""
-    def d1_fields(r):
-        if "d1" in r:
-            return r["d1"]["question"], r["d1"]["ground_truth"]
-        truth = r["ground_truth"]
-        return r["question"], next(iter(truth.values())) if len(truth) == 1 else truth
-
-    generations = [
-        {"question": d1_fields(r)[0], "prompt_input": r["prompt_input"], "generations": text,
-         "ground_truth": d1_fields(r)[1]}
-        for r in records for text in r["raw_generations"]
-    ]
-    with open(path, "w") as f:
-        json.dump({"generations": generations, "metrics": {"wall_time": wall_time, "total_processed": len(generations)},
-                   "model_path": model_path, "checkpoint_path": checkpoint_path, "gen_length": gen_length,
-                   "diffusion_steps": steps, "block_length": block_length}, f, indent=2)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # `dipod eval`
 # ---------------------------------------------------------------------------------------------------------------------
@@ -474,7 +274,7 @@ def local_name(model: str) -> str:
 
 
 def load_eval_dataset(args: EvalArguments, task, prompt_style: str):
-    from .tasks import load_task
+    from ..tasks import load_task
 
     dataset = load_task(task.name, args.dataset_source, args.split, prompt_style=prompt_style, few_shot=args.few_shot)
     if args.d1_subset:
@@ -484,24 +284,9 @@ def load_eval_dataset(args: EvalArguments, task, prompt_style: str):
 
 D1_SUBSAMPLE = {"countdown": 256, "sudoku": 256}  # d1's `num_evals`; GSM8K and MATH-500 are evaluated whole
 
-
-def d1_subset(dataset, task: str):
-    """The rows d1's evaluation scores, in its order: `np.random.seed(42)` then `choice(len, n, replace=False)` (its
-    `subsample`; checked against the puzzles of the release's Sudoku generation files)."""
-    import numpy as np
-
-    if task not in D1_SUBSAMPLE:
-        return dataset
-    n = D1_SUBSAMPLE[task]
-    if len(dataset) < n:
-        raise ValueError(f"d1_subset: d1 draws {n} {task} rows, but the dataset has {len(dataset)}; pass d1's test "
-                         "file as --dataset_source.")
-    return dataset.select(np.random.RandomState(42).choice(len(dataset), n, replace=False).tolist())
-
-
 def run_evaluation(args: EvalArguments, load_model: Callable) -> dict:
     """`dipod eval --model`: each length's summary, printed; returns the summary (of the last length)."""
-    from .tasks import get_task
+    from ..tasks import get_task
 
     task = get_task(args.task)
     _, _, style = scoring_plan(task, args.scoring, args.prompt_style)

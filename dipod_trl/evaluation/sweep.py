@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable
 
-from .evaluation import (
+from .evaluator import (
     EvalArguments,
     _question_text,
     _summarise,
@@ -69,7 +69,7 @@ def checkpoint_name(path: str) -> str:
 
 def run_sweep(args: EvalArguments, load_model: Callable) -> list[dict]:
     """Evaluate every checkpoint at every length; returns the summary rows (also written as CSV, markdown, PNG)."""
-    from .tasks import get_task
+    from ..tasks import get_task
 
     state = process_state()
     task = get_task(args.task)
