@@ -26,7 +26,7 @@ def write_d1_generations(records: list[dict], path: str, *, model_path: str, che
                    "diffusion_steps": steps, "block_length": block_length}, f, indent=2)
 
 
-
+D1_SUBSAMPLE = {"countdown": 256, "sudoku": 256}  # d1's `num_evals`; GSM8K and MATH-500 are evaluated whole
 
 
 def d1_subset(dataset, task: str):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 
 import torch
@@ -21,7 +20,7 @@ from ..models.adapters import as_diffusion_lm
 from ..sampling import generate
 from ..tasks import tokenize_prompt
 from .arguments import EvalArguments, fast_decoding_of
-from .d1_files import d1_subset, write_d1_generations
+from .d1_files import d1_subset
 from .records import (
     _merge_parts,
     _question_text,
@@ -280,32 +279,3 @@ def load_eval_dataset(args: EvalArguments, task, prompt_style: str):
     if args.d1_subset:
         dataset = d1_subset(dataset, task.name)
     return dataset if args.num_examples is None else dataset.select(range(min(args.num_examples, len(dataset))))
-
-
-D1_SUBSAMPLE = {"countdown": 256, "sudoku": 256}  # d1's `num_evals`; GSM8K and MATH-500 are evaluated whole
-
-def run_evaluation(args: EvalArguments, load_model: Callable) -> dict:
-    """`dipod eval --model`: each length's summary, printed; returns the summary (of the last length)."""
-    from ..tasks import get_task
-
-    task = get_task(args.task)
-    _, _, style = scoring_plan(task, args.scoring, args.prompt_style)
-    dataset = load_eval_dataset(args, task, style)
-    model, tokenizer = load_model(args.model, args.trust_remote_code)
-    model = model.to(process_state().device)
-    summary = {}
-    for gen_length in args.gen_length:
-        start = time.time()
-        summary, output, records = evaluate_model(args, model, tokenizer, dataset, task, gen_length, args.output,
-                                                  local_name(args.model))
-        if process_state().is_main_process:
-            write_d1_generations(records, os.path.splitext(output)[0] + "_generations.json",
-                                 model_path=local_name(args.model), checkpoint_path="", gen_length=gen_length,
-                                 steps=args.steps_for(gen_length), block_length=args.block_length,
-                                 wall_time=time.time() - start)
-            scores = ", ".join(f"{name} {summary[f'accuracy_{name}']:.4f}" for name in ("d1", "project")
-                               if f"accuracy_{name}" in summary)
-            print(f"{args.task} ({args.split}, {summary['num_examples']} examples, gen_length {gen_length}, "
-                  f"{style} prompts): accuracy {summary['accuracy']:.4f} ({scores}) in {time.time() - start:.0f}s")
-            print(f"records: {output} (d1's layout: {os.path.splitext(output)[0]}_generations.json)")
-    return summary

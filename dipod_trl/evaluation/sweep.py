@@ -20,19 +20,10 @@ import re
 import time
 from collections.abc import Callable
 
-from .evaluator import (
-    EvalArguments,
-    _question_text,
-    _summarise,
-    eval_plan,
-    evaluate_model,
-    finished_records,
-    load_eval_dataset,
-    process_state,
-    scoring_plan,
-    setup_key,
-    write_d1_generations,
-)
+from .arguments import EvalArguments
+from .d1_files import write_d1_generations
+from .evaluator import _summarise, eval_plan, evaluate_model, load_eval_dataset, process_state, scoring_plan
+from .records import _question_text, finished_records, setup_key
 
 
 def expand_checkpoints(patterns: list[str]) -> list[str]:
