@@ -157,28 +157,29 @@ def run_evaluation(args: EvalArguments, load_model: Callable) -> dict:
     import time
 
     from .evaluation.d1_files import write_d1_generations
-    from .evaluation.evaluator import evaluate_model, load_eval_dataset, local_name, process_state, scoring_plan
+    from .evaluation.evaluator import evaluate_model, load_eval_dataset, process_state, scoring_plan
+    from .evaluation.records import model_name
     from .tasks import get_task
 
     task = get_task(args.task)
-    _, _, style = scoring_plan(task, args.scoring, args.prompt_style)
-    dataset = load_eval_dataset(args, task, style)
+    scoring = scoring_plan(task, args.scoring, args.prompt_style)
+    dataset = load_eval_dataset(args, task, scoring.prompt_style)
     model, tokenizer = load_model(args.model, args.trust_remote_code)
     model = model.to(process_state().device)
     summary = {}
     for gen_length in args.gen_length:
         start = time.time()
         summary, output, records = evaluate_model(args, model, tokenizer, dataset, task, gen_length, args.output,
-                                                  local_name(args.model))
+                                                  model_name(args.model), scoring)
         if process_state().is_main_process:
             write_d1_generations(records, os.path.splitext(output)[0] + "_generations.json",
-                                 model_path=local_name(args.model), checkpoint_path="", gen_length=gen_length,
+                                 model_path=model_name(args.model), checkpoint_path="", gen_length=gen_length,
                                  steps=args.steps_for(gen_length), block_length=args.block_length,
                                  wall_time=time.time() - start)
             scores = ", ".join(f"{name} {summary[f'accuracy_{name}']:.4f}" for name in ("d1", "project")
                                if f"accuracy_{name}" in summary)
             print(f"{args.task} ({args.split}, {summary['num_examples']} examples, gen_length {gen_length}, "
-                  f"{style} prompts): accuracy {summary['accuracy']:.4f} ({scores}) in {time.time() - start:.0f}s")
+                  f"{scoring.prompt_style} prompts): accuracy {summary['accuracy']:.4f} ({scores}) in {time.time() - start:.0f}s")
             print(f"records: {output} (d1's layout: {os.path.splitext(output)[0]}_generations.json)")
     return summary
 

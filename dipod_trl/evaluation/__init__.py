@@ -8,6 +8,10 @@
 """
 
 from .arguments import EvalArguments
-from .evaluator import evaluate_records, evaluate_task
+from .d1_files import d1_subset, write_d1_generations
+from .evaluator import ScoringPlan, eval_plan, evaluate_model, evaluate_records, evaluate_task, scoring_plan
+from .records import read_records, setup_key
+from .sweep import run_sweep
 
-__all__ = ["EvalArguments", "evaluate_records", "evaluate_task"]
+__all__ = ["EvalArguments", "ScoringPlan", "d1_subset", "eval_plan", "evaluate_model", "evaluate_records",
+           "evaluate_task", "read_records", "run_sweep", "scoring_plan", "setup_key", "write_d1_generations"]

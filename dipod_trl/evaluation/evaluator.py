@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from accelerate import PartialState
@@ -22,14 +23,14 @@ from ..tasks import tokenize_prompt
 from .arguments import EvalArguments, fast_decoding_of
 from .d1_files import d1_subset
 from .records import (
-    _merge_parts,
-    _question_text,
-    _with_fast_decoding,
     finished_records,
-    model_id,
+    merge_part_files,
+    model_name_of,
+    question_text,
     repair_partial_line,
     run_setup,
     setup_key,
+    with_fast_decoding,
 )
 
 
@@ -97,7 +98,7 @@ def _score_batch(rows, indices, clean, raw, prompt_texts, scorers, weights, d1_r
     return records
 
 
-def _summarise(records: list[dict], scorings: list[str], num_generations: int) -> dict:
+def summarise(records: list[dict], scorings: list[str], num_generations: int) -> dict:
     summary = {"num_examples": len(records), "num_generations": num_generations}
     for name in scorings:
         total = weight = 0.0
@@ -148,18 +149,18 @@ def evaluate_records(
     `fast_decoding` (`kv_cache`, `cache_refresh_steps`, `confidence_threshold`) goes to `generate` and, when on, into
     the setup.
     """
-    run = _with_fast_decoding(run, fast_decoding)
+    run = with_fast_decoding(run, fast_decoding)
     if batch_size < 1 or num_generations < 1:
         raise ValueError(f"batch_size and num_generations must be at least 1, got {batch_size} and {num_generations}.")
     scorers = {"project": scorers} if callable(scorers) else dict(scorers)
     weights = weights or {}
     state = process_state()
     lm = as_diffusion_lm(model, tokenizer)
-    setup = run_setup(model_name or model_id(model), gen_length=gen_length, block_length=block_length, steps=steps,
+    setup = run_setup(model_name or model_name_of(model), gen_length=gen_length, block_length=block_length, steps=steps,
                       temperature=temperature, remasking=remasking, num_generations=num_generations, seed=seed,
                       scorings=list(scorers), run=run)
     key = setup_key(setup)
-    questions = [_question_text(p) for p in dataset["prompt"]]
+    questions = [question_text(p) for p in dataset["prompt"]]
     records = finished_records(output_path, key, questions) if output_path else {}
     todo = [i for i in range(len(dataset)) if i not in records][state.process_index :: state.num_processes]
     if state.num_processes > 1:
@@ -203,14 +204,14 @@ def evaluate_records(
         if output_path:
             state.wait_for_everyone()
             if state.is_main_process:
-                _merge_parts(output_path)
+                merge_part_files(output_path)
             state.wait_for_everyone()
     missing = sorted(set(range(len(dataset))) - set(records))
     if missing:
         raise RuntimeError(f"evaluation: no record for examples {missing[:10]} ({len(missing)} in all); rerun to "
                            "generate them (finished records are reused).")
     ordered = [records[i] for i in sorted(records)]
-    summary = _summarise(ordered, list(scorers), num_generations)
+    summary = summarise(ordered, list(scorers), num_generations)
     if output_path and state.is_main_process:
         with open(os.path.splitext(output_path)[0] + "_summary.json", "w") as f:
             json.dump({**summary, "setup": setup}, f, indent=2)
@@ -222,8 +223,16 @@ def evaluate_records(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def scoring_plan(task, scoring: str, prompt_style: str | None) -> tuple[dict, dict, str]:
-    """`(scorers, weights, prompt_style)` of a task under `--scoring` (d1's scoring where the task has it)."""
+class ScoringPlan(NamedTuple):
+    """How a run scores: the scorers by name, the per-row weights of a scoring, the prompt layout."""
+
+    scorers: dict[str, Callable]
+    weights: dict[str, Callable[[dict], float]]
+    prompt_style: str
+
+
+def scoring_plan(task, scoring: str, prompt_style: str | None) -> ScoringPlan:
+    """The scorers, weights and prompt layout of a task under `--scoring` (d1's scoring where the task has it)."""
     has_d1 = task.d1_accuracy is not None
     if scoring == "d1" and not has_d1:
         raise ValueError(f"scoring: {task.name} has no d1 scoring (d1 did not evaluate it); use --scoring project.")
@@ -231,7 +240,7 @@ def scoring_plan(task, scoring: str, prompt_style: str | None) -> tuple[dict, di
     scorers = {name: task.accuracy if name == "project" else task.d1_accuracy for name in names}
     weights = {"d1": task.d1_weight} if "d1" in names and task.d1_weight is not None else {}
     style = prompt_style or ("d1_eval" if "d1" in names else "project")
-    return scorers, weights, style
+    return ScoringPlan(scorers, weights, style)
 
 
 def default_output(model: str, task: str, split: str, key: str) -> str:
@@ -240,36 +249,33 @@ def default_output(model: str, task: str, split: str, key: str) -> str:
 
 
 def evaluate_model(args: EvalArguments, model, tokenizer, dataset, task, gen_length: int, output: str | None,
-                   model_name: str, progress: bool = True) -> tuple[dict, str, list[dict]]:
-    """One model at one length: `(summary, records file, records in dataset order)`."""
-    scorers, weights, style = scoring_plan(task, args.scoring, args.prompt_style)
-    plan = eval_plan(args, task, gen_length, model_name)
+                   model_name: str, scoring: ScoringPlan, progress: bool = True) -> tuple[dict, str, list[dict]]:
+    """One model at one length, scored by the run's `scoring_plan`: `(summary, records file, records in dataset
+    order)`."""
+    plan = eval_plan(args, task, gen_length, model_name, scoring)
     output = output or default_output(model_name, task.name, args.split, setup_key(plan["setup"]))
     summary, records = evaluate_records(
-        model, tokenizer, dataset, scorers, gen_length=gen_length, block_length=args.block_length,
+        model, tokenizer, dataset, scoring.scorers, gen_length=gen_length, block_length=args.block_length,
         steps=args.steps_for(gen_length), temperature=args.temperature, remasking=args.remasking,
         num_generations=args.num_generations, batch_size=args.batch_size, output_path=output, seed=args.seed,
-        progress=progress, run=plan["run"], weights=weights, d1_record=task.d1_record, model_name=model_name,
+        progress=progress, run=plan["run"], weights=scoring.weights, d1_record=task.d1_record, model_name=model_name,
         fast_decoding=fast_decoding_of(args),
     )
     return summary, output, records
 
 
-def eval_plan(args: EvalArguments, task, gen_length: int, model_name: str) -> dict:
-    """The `run` part and the whole setup of `dipod eval` for one model and length."""
-    scorers, _, style = scoring_plan(task, args.scoring, args.prompt_style)
-    run = {"task": task.name, "split": args.split, "dataset_source": args.dataset_source, "prompt_style": style,
+def eval_plan(args: EvalArguments, task, gen_length: int, model_name: str, scoring: ScoringPlan | None = None) -> dict:
+    """The `run` part and the whole setup of `dipod eval` for one model and length (`scoring`: the run's
+    `scoring_plan`, computed here when not given)."""
+    scoring = scoring or scoring_plan(task, args.scoring, args.prompt_style)
+    run = {"task": task.name, "split": args.split, "dataset_source": args.dataset_source,
+           "prompt_style": scoring.prompt_style,
            "few_shot": args.few_shot, "d1_subset": args.d1_subset}
-    run = _with_fast_decoding(run, fast_decoding_of(args))
+    run = with_fast_decoding(run, fast_decoding_of(args))
     setup = run_setup(model_name, gen_length=gen_length, block_length=args.block_length,
                       steps=args.steps_for(gen_length), temperature=args.temperature, remasking=args.remasking,
-                      num_generations=args.num_generations, seed=args.seed, scorings=list(scorers), run=run)
+                      num_generations=args.num_generations, seed=args.seed, scorings=list(scoring.scorers), run=run)
     return {"run": run, "setup": setup}
-
-
-def local_name(model: str) -> str:
-    """A model argument as records name it: the absolute path of a local directory, else the hub id."""
-    return os.path.abspath(model) if os.path.isdir(model) else model
 
 
 def load_eval_dataset(args: EvalArguments, task, prompt_style: str):

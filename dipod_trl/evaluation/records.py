@@ -13,17 +13,23 @@ import hashlib
 import json
 import os
 
-def _with_fast_decoding(run: dict | None, fast_decoding: dict | None) -> dict | None:
+
+def with_fast_decoding(run: dict | None, fast_decoding: dict | None) -> dict | None:
     """The run's setup plus the fast-decoding options that are on: records of fast and exact decoding never mix,
     while exact decoding keeps the setup (and records) it always had."""
     on = {name: value for name, value in (fast_decoding or {}).items() if value is not None}
     return {**(run or {}), **on} if on else run
 
 
-def model_id(model) -> str:
-    """How a record names its model: the absolute path of a local directory, else the hub id."""
-    name = str(getattr(model, "name_or_path", "") or getattr(getattr(model, "config", None), "_name_or_path", ""))
-    return os.path.abspath(name) if name and os.path.isdir(name) else name
+def model_name(path_or_id: str) -> str:
+    """How a record names a model: the absolute path of a local directory, else the hub id."""
+    return os.path.abspath(path_or_id) if path_or_id and os.path.isdir(path_or_id) else path_or_id
+
+
+def model_name_of(model) -> str:
+    """`model_name` of a loaded model, from the directory or hub id it was loaded from."""
+    return model_name(str(getattr(model, "name_or_path", "") or
+                          getattr(getattr(model, "config", None), "_name_or_path", "")))
 
 
 def setup_key(setup: dict) -> str:
@@ -74,7 +80,7 @@ def finished_records(path: str, key: str, questions: list[str]) -> dict[int, dic
     return {i: r for i, r in read_records(path, key).items() if i < len(questions) and r["question"] == questions[i]}
 
 
-def _merge_parts(path: str) -> None:
+def merge_part_files(path: str) -> None:
     """Append the processes' part files to the main file and remove them (main process only)."""
     parts = sorted(glob.glob(glob.escape(path) + ".part*"))
     if not parts:
@@ -89,7 +95,7 @@ def _merge_parts(path: str) -> None:
         os.remove(part)
 
 
-def _question_text(prompt) -> str:
+def question_text(prompt) -> str:
     """The last user message of a conversational prompt (a prefilled answer opening follows it), or the text."""
     if isinstance(prompt, list):
         return next(m["content"] for m in reversed(prompt) if m["role"] == "user")

@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 from .arguments import EvalArguments
 from .d1_files import write_d1_generations
-from .evaluator import _summarise, eval_plan, evaluate_model, load_eval_dataset, process_state, scoring_plan
-from .records import _question_text, finished_records, setup_key
+from .evaluator import eval_plan, evaluate_model, load_eval_dataset, process_state, scoring_plan, summarise
+from .records import finished_records, question_text, setup_key
 
 
 def expand_checkpoints(patterns: list[str]) -> list[str]:
@@ -67,14 +67,15 @@ def run_sweep(args: EvalArguments, load_model: Callable) -> list[dict]:
     checkpoints = expand_checkpoints(args.checkpoints)
     out_dir = args.output_dir or os.path.join(os.path.dirname(checkpoints[0]), f"eval_{task.name}")
     os.makedirs(os.path.join(out_dir, "records"), exist_ok=True)
-    scorers, _, style = scoring_plan(task, args.scoring, args.prompt_style)
-    dataset = load_eval_dataset(args, task, style)
-    questions = [_question_text(p) for p in dataset["prompt"]]
+    scoring = scoring_plan(task, args.scoring, args.prompt_style)
+    scorers = scoring.scorers
+    dataset = load_eval_dataset(args, task, scoring.prompt_style)
+    questions = [question_text(p) for p in dataset["prompt"]]
     rows = []
     for checkpoint in checkpoints:
         name = checkpoint_name(checkpoint)
         paths = {n: os.path.join(out_dir, "records", f"{name}_{n}.jsonl") for n in args.gen_length}
-        keys = {n: setup_key(eval_plan(args, task, n, checkpoint)["setup"]) for n in args.gen_length}
+        keys = {n: setup_key(eval_plan(args, task, n, checkpoint, scoring)["setup"]) for n in args.gen_length}
         done = {n: finished_records(paths[n], keys[n], questions) for n in args.gen_length}
         model = tokenizer = None
         if any(len(done[n]) < len(dataset) for n in args.gen_length):
@@ -84,10 +85,10 @@ def run_sweep(args: EvalArguments, load_model: Callable) -> list[dict]:
             start = time.time()
             if len(done[gen_length]) == len(dataset):
                 records = [done[gen_length][i] for i in range(len(dataset))]
-                summary = _summarise(records, list(scorers), args.num_generations)
+                summary = summarise(records, list(scorers), args.num_generations)
             else:
                 summary, _, records = evaluate_model(args, model, tokenizer, dataset, task, gen_length,
-                                                     paths[gen_length], checkpoint, progress=False)
+                                                     paths[gen_length], checkpoint, scoring, progress=False)
             steps = args.steps_for(gen_length)
             if state.is_main_process:
                 write_d1_generations(
