@@ -102,34 +102,14 @@ def sft(argv: list[str]):
 
 
 def _sft(model_args, task_args, config, checkpoint):
-    from .lora import diffusion_peft_config
+    from .lora import with_lora_adapters
     from .model_setup import load_model_and_tokenizer
     from .sft import MaskedDiffusionSFTTrainer
-    from .task_data import load_datasets
+    from .task_data import sft_datasets
 
-    train_data, eval_data = load_datasets(task_args)
-    if len(train_data) == 0:
-        raise ValueError("the SFT dataset has no rows; check task, dataset_source, train_split and num_train_examples.")
-    if "completion" not in train_data.column_names:
-        from .tasks import TASKS
-
-        with_targets = sorted(name for name, task in TASKS.items() if task.sft_completion is not None)
-        if task_args.task not in with_targets:
-            raise ValueError(
-                f"the SFT data has no 'completion' column (columns: {train_data.column_names}); give a "
-                f"dataset_source with prompt and completion columns, or a task among {with_targets}."
-            )
-        make = TASKS[task_args.task].sft_completion
-        train_data = train_data.map(lambda row: {"completion": make(row)})
-        eval_data = eval_data.map(lambda row: {"completion": make(row)}) if eval_data is not None else None
+    train_data, eval_data = sft_datasets(task_args)
     model, tokenizer = load_model_and_tokenizer(model_args, trust_remote_code=False)
-    peft_config = diffusion_peft_config(model_args)
-    if peft_config is not None:
-        from peft import get_peft_model, prepare_model_for_kbit_training
-
-        if model_args.load_in_4bit or model_args.load_in_8bit:  # QLoRA: norms in float32, inputs that need grads
-            model = prepare_model_for_kbit_training(model, config.gradient_checkpointing)
-        model = get_peft_model(model, peft_config)
+    model = with_lora_adapters(model, model_args, bool(config.activation_checkpointing))
     trainer = MaskedDiffusionSFTTrainer(model, config, train_dataset=train_data, eval_dataset=eval_data,
                                         processing_class=tokenizer)
     trainer.train(resume_from_checkpoint=checkpoint)

@@ -20,3 +20,17 @@ def diffusion_peft_config(model_args):
     if config.target_modules is None and not config.target_parameters:
         config.target_modules = "all-linear"
     return config
+
+
+def with_lora_adapters(model, model_args, activation_checkpointing: bool = False):
+    """`model` with the recipe's LoRA adapters (itself without `use_peft`), for a trainer that does not add them itself
+    (SFT; `DiPODTrainer` takes the config). A quantised model is prepared for QLoRA first: norms in float32, inputs
+    that need gradients."""
+    config = diffusion_peft_config(model_args)
+    if config is None:
+        return model
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if model_args.load_in_4bit or model_args.load_in_8bit:
+        model = prepare_model_for_kbit_training(model, activation_checkpointing)
+    return get_peft_model(model, config)

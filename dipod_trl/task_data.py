@@ -74,3 +74,24 @@ def load_datasets(task_args: TaskArguments):
     return _limit(train, task_args.num_train_examples), (
         _limit(evaluation, task_args.num_eval_examples) if evaluation is not None else None
     )
+
+
+def sft_datasets(task_args: TaskArguments):
+    """The train (and eval) datasets of an SFT recipe, with a `completion` column: the dataset's own, or the task's
+    SFT target for each row."""
+    from .tasks import TASKS
+
+    train_data, eval_data = load_datasets(task_args)
+    if len(train_data) == 0:
+        raise ValueError("the SFT dataset has no rows; check task, dataset_source, train_split and num_train_examples.")
+    if "completion" not in train_data.column_names:
+        with_targets = sorted(name for name, task in TASKS.items() if task.sft_completion is not None)
+        if task_args.task not in with_targets:
+            raise ValueError(
+                f"the SFT data has no 'completion' column (columns: {train_data.column_names}); give a "
+                f"dataset_source with prompt and completion columns, or a task among {with_targets}."
+            )
+        make = TASKS[task_args.task].sft_completion
+        train_data = train_data.map(lambda row: {"completion": make(row)})
+        eval_data = eval_data.map(lambda row: {"completion": make(row)}) if eval_data is not None else None
+    return train_data, eval_data
