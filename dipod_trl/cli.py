@@ -159,7 +159,8 @@ def run_evaluation(args: EvalArguments, load_model: Callable) -> dict:
             scores = ", ".join(f"{name} {summary[f'accuracy_{name}']:.4f}" for name in ("d1", "project")
                                if f"accuracy_{name}" in summary)
             print(f"{args.task} ({args.split}, {summary['num_examples']} examples, gen_length {gen_length}, "
-                  f"{scoring.prompt_style} prompts): accuracy {summary['accuracy']:.4f} ({scores}) in {time.time() - start:.0f}s")
+                  f"{scoring.prompt_style} prompts): accuracy {summary['accuracy']:.4f} ({scores}) in "
+                  f"{time.time() - start:.0f}s")
             print(f"records: {output} (d1's layout: {os.path.splitext(output)[0]}_generations.json)")
     return summary
 

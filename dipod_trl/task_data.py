@@ -35,8 +35,11 @@ class TaskArguments:
     reward_funcs: list[str] | None = field(
         default=None,
         metadata={
-            "help": "Reward functions by name in `reward_models` (weights: `reward_weights`), or `judge` for an LLM "
-            "judge served with `vllm serve` (see judge_base_url). Default: the task's d1 reward mix with d1's weights."
+            "help": "Reward functions (weights: `reward_weights`), each one of: a function of `reward_models`; "
+            "`judge` for an LLM judge served with `vllm serve` (see judge_base_url); an import path "
+            "(`my_rewards:f` or `my_rewards.f`, the working directory is importable); a sequence-classification "
+            "reward model by local directory or hub id, as `trl grpo` takes them. Default: the task's d1 reward mix "
+            "with d1's weights."
         },
     )
     judge_base_url: str | None = field(

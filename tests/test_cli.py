@@ -12,6 +12,8 @@ import torch
 from dipod_trl import cli
 from dipod_trl.evaluation import evaluate_task
 from dipod_trl.recipe import parse_recipe
+from dipod_trl.rewards import resolve_rewards
+from dipod_trl.task_data import TaskArguments
 from dipod_trl.tasks.digit_sort import load as load_digit_sort
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -302,7 +304,7 @@ def test_every_recipe_parses_into_the_config_it_documents(name):
     from dipod_trl.sft import MaskedSFTConfig
 
     config_type = MaskedSFTConfig if name == "tiny_sft" else DiPODConfig
-    model, task, config = parse_recipe([ModelConfig, cli.TaskArguments, config_type],
+    model, task, config = parse_recipe([ModelConfig, TaskArguments, config_type],
                                        [os.path.join(RECIPES, f"{name}.yaml"), "--bf16", "false"])
     assert task.task is not None and model.model_name_or_path
     if name.startswith("diffu_grpo/"):  # d1's settings (recipes/paper/ are checked against the release itself)
@@ -323,15 +325,15 @@ def test_unknown_command_is_an_error():
 def test_reward_names_resolve_to_reward_models_or_the_judge(monkeypatch):
     import reward_models
 
-    args = cli.TaskArguments(task="gsm8k", reward_funcs=["gsm8k_accuracy", "judge"], judge_model="m")
+    args = TaskArguments(task="gsm8k", reward_funcs=["gsm8k_accuracy", "judge"], judge_model="m")
     monkeypatch.setenv("DIPOD_JUDGE_URL", "http://127.0.0.1:9/v1")
-    funcs, weights = cli.resolve_rewards(args, [1.0, 0.5])
+    funcs, weights = resolve_rewards(args, [1.0, 0.5])
     assert funcs[0] is reward_models.gsm8k_accuracy and isinstance(funcs[1], reward_models.JudgeReward)
     assert weights == [1.0, 0.5]
-    default_funcs, default_weights = cli.resolve_rewards(cli.TaskArguments(task="gsm8k"), None)
+    default_funcs, default_weights = resolve_rewards(TaskArguments(task="gsm8k"), None)
     assert reward_models.gsm8k_accuracy in default_funcs and default_weights[-1] == 2.0  # d1's mix
-    with pytest.raises(ValueError, match="'gsm8k_acc' is neither"):
-        cli.resolve_rewards(cli.TaskArguments(task="gsm8k", reward_funcs=["gsm8k_acc"]), None)
+    with pytest.raises(ValueError, match="'gsm8k_acc' resolves to nothing"):
+        resolve_rewards(TaskArguments(task="gsm8k", reward_funcs=["gsm8k_acc"]), None)
 
 
 def test_the_dipod_executable_exits_zero_after_a_command(sft_checkpoint, tmp_path):
