@@ -87,7 +87,7 @@ def _train(model_args, task_args, config, checkpoint):
     config.reward_weights = weights
     trainer = DiPODTrainer(
         model, funcs, args=config, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer,
-        peft_config=diffusion_peft_config(model_args),
+        peft_config=diffusion_peft_config(model_args, model),
     )
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(config.output_dir)
