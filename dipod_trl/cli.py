@@ -7,13 +7,17 @@
     dipod merge ADAPTER_DIR OUTPUT_DIR           fold LoRA adapters into their base model, save the full model
     dipod demo [--seeds 0 1 2 ...]               the offline demo on the built-in tiny model
     dipod control RECIPE.yaml [--key value ...]  flow-matching policies on gymnasium (needs the `control` extra)
+    dipod --version                              the installed versions of dipod-trl, TRL, transformers and torch
 
 Recipe keys map one to one onto the fields of TRL's `ModelConfig` (model, LoRA), `TaskArguments` (data, rewards) and
 `DiPODConfig` / `MaskedSFTConfig` (training); every command prints its fields with `--help`.
+
+Only the chosen command imports what it needs (torch, transformers, TRL), so `dipod --help` answers at once.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .output_dir import OutputArguments
+from .model_setup import DTYPE_HELP
 from .recipe import parse_recipe
 from .task_data import TaskArguments
 
@@ -28,6 +33,40 @@ if TYPE_CHECKING:
     from .evaluation.arguments import EvalArguments
 
 COMMANDS = ("train", "sft", "eval", "generate", "merge", "demo", "control")
+USAGE = {
+    "train": "dipod train RECIPE.yaml [--key value ...]   (or: accelerate launch -m dipod_trl RECIPE.yaml ...)",
+    "sft": "dipod sft RECIPE.yaml [--key value ...]",
+    "eval": "dipod eval (--model DIR | --checkpoints DIR/checkpoint-*) --task TASK [--key value ...]",
+    "generate": "dipod generate --model DIR --prompt TEXT [TEXT ...] [--key value ...]",
+    "demo": "dipod demo [RECIPE.yaml] [--key value ...]",
+}
+
+
+def version() -> str:
+    """The installed versions of dipod-trl and of what it builds on, read without importing them."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    from . import __version__
+
+    def of(package):
+        try:
+            return installed(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"dipod-trl {__version__} (trl {of('trl')}, transformers {of('transformers')}, torch {of('torch')})"
+
+
+def parse_command(command: str, dataclass_types, argv: list[str], help_order=None, refused=None):
+    """`parse_recipe` for `dipod COMMAND`; with `-h`/`--help`, print the command's keys grouped (`help_order`: the
+    order of the groups, the command's own keys first; `refused`: inherited keys the command refuses) and exit."""
+    if "-h" in argv or "--help" in argv:
+        from .recipe_help import recipe_help_parser
+
+        recipe_help_parser(f"dipod {command}", USAGE[command], help_order or dataclass_types, refused).print_help()
+        raise SystemExit(0)
+    return parse_recipe(dataclass_types, argv)
 
 
 def _finish_distributed() -> None:
@@ -52,13 +91,14 @@ def claimed_output_dir(config, output_args):
         yield checkpoint
 
 
-def _run_recipe(argv: list[str], config_class, run):
+def _run_recipe(command: str, argv: list[str], config_class, run, refused=None):
     """Parse a training recipe, hold its output directory while `run(model_args, task_args, config, checkpoint)`
     trains, then leave the process group; returns the trainer."""
     from trl import ModelConfig
 
-    model_args, task_args, config, output_args = parse_recipe(
-        [ModelConfig, TaskArguments, config_class, OutputArguments], argv
+    model_args, task_args, config, output_args = parse_command(
+        command, [ModelConfig, TaskArguments, config_class, OutputArguments], argv,
+        help_order=[config_class, TaskArguments, ModelConfig, OutputArguments], refused=refused,
     )
     with claimed_output_dir(config, output_args) as checkpoint:
         trainer = run(model_args, task_args, config, checkpoint)
@@ -68,9 +108,10 @@ def _run_recipe(argv: list[str], config_class, run):
 
 def train(argv: list[str]):
     """RL with DiPOD from a recipe; returns the trainer."""
+    from .config import _UNSUPPORTED as REFUSED_GRPO_KEYS
     from .config import DiPODConfig
 
-    return _run_recipe(argv, DiPODConfig, _train)
+    return _run_recipe("train", argv, DiPODConfig, _train, refused=REFUSED_GRPO_KEYS)
 
 
 def _train(model_args, task_args, config, checkpoint):
@@ -98,7 +139,7 @@ def sft(argv: list[str]):
     """Masked-diffusion SFT from a recipe; returns the trainer."""
     from .sft import MaskedSFTConfig
 
-    return _run_recipe(argv, MaskedSFTConfig, _sft)
+    return _run_recipe("sft", argv, MaskedSFTConfig, _sft)
 
 
 def _sft(model_args, task_args, config, checkpoint):
@@ -121,14 +162,16 @@ def _sft(model_args, task_args, config, checkpoint):
 def evaluate(argv: list[str]) -> dict:
     """`dipod eval`: accuracy of a model (or a sweep of checkpoints) on a task's test split; prints the summaries."""
     from .evaluation.arguments import EvalArguments
-    from .model_setup import load_for_inference
+    from .model_setup import check_dtype, load_for_inference
 
-    (args,) = parse_recipe([EvalArguments], argv)
+    (args,) = parse_command("eval", [EvalArguments], argv)
+    check_dtype(args.dtype)
+    load = functools.partial(load_for_inference, dtype=args.dtype)
     if args.checkpoints:
         from .evaluation.sweep import run_sweep
 
-        return run_sweep(args, load_for_inference)
-    return run_evaluation(args, load_for_inference)
+        return run_sweep(args, load)
+    return run_evaluation(args, load)
 
 
 def run_evaluation(args: EvalArguments, load_model: Callable) -> dict:
@@ -179,15 +222,16 @@ class GenerateArguments:
     remasking: str = field(default="low_confidence", metadata={"help": "Remasking rule."})
     cfg_scale: float = field(default=0.0, metadata={"help": "Classifier-free guidance scale."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow hub models that ship modeling code."})
+    dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
 
 
 def generate_command(argv: list[str]) -> list[str]:
+    from .model_setup import check_dtype, load_for_inference
     from .sampling import FastDecodingArguments, generate
 
-    from .model_setup import load_for_inference
-
-    args, fast = parse_recipe([GenerateArguments, FastDecodingArguments], argv)
-    model, tokenizer = load_for_inference(args.model, args.trust_remote_code)
+    args, fast = parse_command("generate", [GenerateArguments, FastDecodingArguments], argv)
+    check_dtype(args.dtype)
+    model, tokenizer = load_for_inference(args.model, args.trust_remote_code, dtype=args.dtype)
     if args.chat:
         batch = tokenizer.apply_chat_template([[{"role": "user", "content": p}] for p in args.prompt],
                                               add_generation_prompt=True, return_dict=True, return_tensors="pt",
@@ -224,7 +268,7 @@ def merge(argv: list[str]) -> str:
 def demo(argv: list[str]) -> dict:
     from .demo import DemoConfig, run_demo
 
-    (config,) = parse_recipe([DemoConfig], argv)
+    (config,) = parse_command("demo", [DemoConfig], argv)
     return run_demo(config)
 
 
@@ -238,6 +282,9 @@ def main(argv: list[str] | None = None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
+        return None
+    if argv[0] in ("-V", "--version"):
+        print(version())
         return None
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:

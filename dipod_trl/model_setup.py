@@ -3,6 +3,16 @@ model) or for inference (eval mode, on the GPU when there is one)."""
 
 from __future__ import annotations
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPE_HELP = ("Weights' dtype at load: `auto` (as the checkpoint stores them, the default), `float32`, `bfloat16` or "
+              "`float16`.")
+
+
+def check_dtype(dtype: str) -> None:
+    """Refuse a `--dtype` outside `DTYPES`, naming the valid ones, before anything loads."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}; e.g. --dtype bfloat16.")
+
 
 def load_model_and_tokenizer(model_args, trust_remote_code: bool):
     """The model and tokenizer of a recipe. `model_name_or_path: tiny` builds the built-in tiny model, untrained."""
@@ -40,17 +50,20 @@ def load_model_and_tokenizer(model_args, trust_remote_code: bool):
     return model, tokenizer
 
 
-def load_for_inference(path: str, trust_remote_code: bool):
-    """A checkpoint in eval mode (on the GPU when there is one) and its left-padding tokenizer."""
+def load_for_inference(path: str, trust_remote_code: bool, dtype: str = "auto"):
+    """A checkpoint in eval mode (on the GPU when there is one), its weights in `dtype` (one of `DTYPES`), and its
+    left-padding tokenizer."""
     import torch
 
+    check_dtype(dtype)
     from .checkpoints import check_model_source, explain_load_failure
     from .models import load_diffusion_model
     from .models.loading import load_tokenizer
 
     check_model_source(path)
     try:
-        model = load_diffusion_model(path, trust_remote_code=trust_remote_code).eval()
+        model = load_diffusion_model(path, trust_remote_code=trust_remote_code,
+                                     dtype=dtype if dtype == "auto" else getattr(torch, dtype)).eval()
     except OSError as error:
         raise explain_load_failure(path, error) from error
     if torch.cuda.is_available():

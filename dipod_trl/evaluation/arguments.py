@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..model_setup import DTYPE_HELP
 from ..sampling import FAST_DECODING_HELP, validate_fast_decoding
 from ..tasks import PROMPT_STYLES
 
@@ -64,6 +65,7 @@ class EvalArguments:
     )
     seed: int = field(default=0, metadata={"help": "Seed of the sampler's generators (matters when temperature > 0)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow hub models that ship modeling code."})
+    dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
     kv_cache: str | None = field(default=None, metadata={"help": FAST_DECODING_HELP["kv_cache"]})
     cache_refresh_steps: int | None = field(default=None, metadata={"help": FAST_DECODING_HELP["cache_refresh_steps"]})
     confidence_threshold: float | None = field(

@@ -272,6 +272,8 @@ def eval_plan(args: EvalArguments, task, gen_length: int, model_name: str, scori
            "prompt_style": scoring.prompt_style,
            "few_shot": args.few_shot, "d1_subset": args.d1_subset}
     run = with_fast_decoding(run, fast_decoding_of(args))
+    if args.dtype != "auto":  # records of another precision are another run's; `auto` keeps the setup it always had
+        run = {**run, "dtype": args.dtype}
     setup = run_setup(model_name, gen_length=gen_length, block_length=args.block_length,
                       steps=args.steps_for(gen_length), temperature=args.temperature, remasking=args.remasking,
                       num_generations=args.num_generations, seed=args.seed, scorings=list(scoring.scorers), run=run)
