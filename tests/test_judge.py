@@ -368,13 +368,14 @@ def test_constructor_validation():
 
 
 def test_a_recipe_judge_scores_unparsable_replies_none_only_when_rewards_may_be_skipped(server, monkeypatch):
-    from dipod_trl import cli
+    from dipod_trl.rewards import resolve_rewards
+    from dipod_trl.task_data import TaskArguments
 
     server.fixed_reply = "I cannot judge this response."
     monkeypatch.setenv("DIPOD_JUDGE_URL", server.url)
-    args = cli.TaskArguments(task="gsm8k", reward_funcs=["judge"], judge_model=MODEL_NAME)
-    (strict,), _ = cli.resolve_rewards(args, None)
+    args = TaskArguments(task="gsm8k", reward_funcs=["judge"], judge_model=MODEL_NAME)
+    (strict,), _ = resolve_rewards(args, None)
     with pytest.raises(JudgeReplyError, match="I cannot judge this response"):
         strict(prompts=PROMPTS, completions=COMPLETIONS)
-    (skipping,), _ = cli.resolve_rewards(args, None, reward_nan_policy="skip")
+    (skipping,), _ = resolve_rewards(args, None, reward_nan_policy="skip")
     assert skipping(prompts=PROMPTS, completions=COMPLETIONS) == [None, None]
