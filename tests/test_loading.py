@@ -127,7 +127,7 @@ def test_4bit_keys_without_load_in_4bit_are_an_error_not_ignored():
 
 def test_training_goes_on_from_an_adapter_directory_and_moves_only_the_adapters(lora_run, tmp_path):
     from dipod_trl import DiPODConfig, DiPODTrainer
-    from tests.test_trainer import count_sevens, prompts_dataset
+    from tests.conftest import count_sevens, prompts_dataset
 
     base_dir, adapter_dir, _, _ = lora_run
     args = DiPODConfig(output_dir=str(tmp_path), max_completion_length=8, block_length=4, diffusion_steps=8,
