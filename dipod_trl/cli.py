@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .output_dir import OutputArguments
 from .model_setup import DTYPE_HELP
+from .output_dir import OutputArguments
 from .recipe import parse_recipe
 from .task_data import TaskArguments
 
