@@ -18,6 +18,7 @@ Only the chosen command imports what it needs (torch, transformers, TRL), so `di
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -224,6 +225,11 @@ class GenerateArguments:
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow hub models that ship modeling code."})
     dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
 
+    def __post_init__(self):
+        from .finite import check_finite_fields
+
+        check_finite_fields(self)
+
 
 def generate_command(argv: list[str]) -> list[str]:
     from .model_setup import check_dtype, load_for_inference
@@ -252,17 +258,55 @@ def generate_command(argv: list[str]) -> list[str]:
 def merge(argv: list[str]) -> str:
     """`dipod merge ADAPTER_DIR OUTPUT_DIR`: fold LoRA adapters into their base model; save the model and tokenizer."""
     import argparse
+    import shutil
+    import tempfile
 
     from .models.loading import merge_adapters
 
     parser = argparse.ArgumentParser(prog="dipod merge", description=merge.__doc__)
     parser.add_argument("adapter_dir", help="Directory (or hub id) holding adapter_config.json and the adapters.")
-    parser.add_argument("output_dir", help="Where the merged model and its tokenizer are written.")
+    parser.add_argument("output_dir", help="Where the merged model and its tokenizer are written (a new or empty "
+                        "directory).")
+    parser.add_argument("--overwrite", action="store_true", help="Replace a non-empty output_dir: its old files are "
+                        "deleted once the merged model is written.")
     parser.add_argument("--trust_remote_code", action="store_true", help="Allow a base model that ships code.")
     args = parser.parse_args(argv)
-    merge_adapters(args.adapter_dir, args.output_dir, trust_remote_code=args.trust_remote_code)
-    print(f"merged {args.adapter_dir} -> {args.output_dir}")
-    return args.output_dir
+    output_dir = args.output_dir.rstrip(os.sep) or os.sep
+    if not _check_merge_output(args.adapter_dir, output_dir, args.overwrite):
+        merge_adapters(args.adapter_dir, output_dir, trust_remote_code=args.trust_remote_code)
+    else:  # merge beside it, then swap: the old folder stays whole if the merge fails, and no old file is left over
+        parent = os.path.dirname(os.path.abspath(output_dir))
+        staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output_dir)}.merging-")
+        try:
+            merge_adapters(args.adapter_dir, staging, trust_remote_code=args.trust_remote_code)
+            shutil.copymode(output_dir, staging)  # the folder's permissions, not mkdtemp's 0700
+            old = staging + ".old"
+            os.replace(output_dir, old)
+            os.replace(staging, output_dir)
+            shutil.rmtree(old)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    print(f"merged {args.adapter_dir} -> {output_dir}")
+    return output_dir
+
+
+def _check_merge_output(adapter_dir: str, output_dir: str, overwrite: bool) -> bool:
+    """Whether `output_dir` holds files to replace; refuses what would mix or lose files."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise FileExistsError(f"output_dir {output_dir!r} is a file; choose a directory for the merged model.")
+    existing = sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []
+    if not existing:
+        return False
+    adapters, output = os.path.realpath(adapter_dir), os.path.realpath(output_dir)
+    if os.path.isdir(adapter_dir) and (adapters + os.sep).startswith(output + os.sep):
+        where = "is the adapter directory" if adapters == output else f"holds the adapter directory {adapter_dir!r}"
+        raise ValueError(f"output_dir {output_dir!r} {where}: merging into it would mix the merged model with "
+                         "the adapters (or delete them). Choose another output_dir.")
+    if not overwrite:
+        shown = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
+        raise FileExistsError(f"output_dir {output_dir!r} is not empty ({shown}). Choose a new or empty directory, "
+                              "or pass --overwrite to replace its contents with the merged model.")
+    return True
 
 
 def demo(argv: list[str]) -> dict:

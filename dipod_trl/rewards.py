@@ -42,14 +42,14 @@ def resolve_rewards(task_args: TaskArguments, reward_weights, reward_nan_policy:
 
 
 def _judge(task_args: TaskArguments, on_unparsable: str = "raise"):
-    import os
-
     from reward_models import JudgeReward
 
     base_url = task_args.judge_base_url or os.environ.get("DIPOD_JUDGE_URL")
     if not base_url or not task_args.judge_model:
         raise ValueError("reward_funcs: the `judge` reward needs judge_base_url (or $DIPOD_JUDGE_URL) and judge_model.")
-    return JudgeReward(base_url, task_args.judge_model, on_unparsable=on_unparsable)
+    api_key = task_args.judge_api_key or os.environ.get("DIPOD_JUDGE_API_KEY")  # None: JudgeReward reads OPENAI_API_KEY
+    return JudgeReward(base_url, task_args.judge_model, on_unparsable=on_unparsable, api_key=api_key,
+                       timeout=task_args.judge_timeout)
 
 
 def reward_function(name: str):

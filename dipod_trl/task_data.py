@@ -47,6 +47,17 @@ class TaskArguments:
         metadata={"help": "OpenAI-compatible server of the `judge` reward (default: $DIPOD_JUDGE_URL)."},
     )
     judge_model: str | None = field(default=None, metadata={"help": "Model name the judge server serves."})
+    judge_api_key: str | None = field(
+        default=None,
+        metadata={"help": "API key of the judge server (vLLM's --api-key), sent as a bearer token; never saved or "
+                  "shown. Default: $DIPOD_JUDGE_API_KEY (what recipes/slurm/launch.sh sets), else $OPENAI_API_KEY. "
+                  "Prefer the environment to writing it in a recipe."},
+    )
+    judge_timeout: float = field(
+        default=60.0,
+        metadata={"help": "Seconds, wall clock, allowed for each judge request, retries included; then the request "
+                  "fails (or scores no reward with reward_nan_policy='skip')."},
+    )
 
 
 def _limit(dataset, n):

@@ -194,3 +194,13 @@ def tiny_bert(with_mask_token: bool):
     torch.manual_seed(0)
     config = BertConfig(vocab_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
     return BertForMaskedLM(config).eval(), tokenizer
+
+
+# Logits of a fixed batch with masks (saved and reloaded models must agree on them)
+
+IDS = torch.tensor([[5, 40, 41, 42, 108, 108, 108, 2], [9, 60, 61, 108, 108, 108, 2, 3]])  # 108: <mask>
+
+
+def _logits(model) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(IDS).logits

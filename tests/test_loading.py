@@ -12,15 +12,7 @@ from dipod_trl import cli
 from dipod_trl.model_setup import load_model_and_tokenizer
 from dipod_trl.models import TinyMDLMForMaskedDiffusion, load_diffusion_model
 from dipod_trl.models.loading import is_adapter_checkpoint, load_tokenizer, quantization_kwargs
-from tests.conftest import make_tiny_model
-
-IDS = torch.tensor([[5, 40, 41, 42, 108, 108, 108, 2], [9, 60, 61, 108, 108, 108, 2, 3]])  # 108: <mask>
-
-
-def _logits(model) -> torch.Tensor:
-    with torch.no_grad():
-        return model.eval()(IDS).logits
-
+from tests.conftest import _logits, make_tiny_model
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, tokenizer):

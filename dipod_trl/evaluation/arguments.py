@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..finite import check_finite_fields
 from ..model_setup import DTYPE_HELP
 from ..sampling import FAST_DECODING_HELP, validate_fast_decoding
 from ..tasks import PROMPT_STYLES
@@ -73,6 +74,7 @@ class EvalArguments:
     )
 
     def __post_init__(self):
+        check_finite_fields(self)
         validate_fast_decoding(**fast_decoding_of(self))
         if isinstance(self.gen_length, int):
             self.gen_length = [self.gen_length]

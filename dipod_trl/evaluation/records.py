@@ -56,13 +56,20 @@ def read_records(path: str, key: str) -> dict[int, dict]:
         if not os.path.exists(name):
             continue
         with open(name) as f:
-            for line in f:
+            for number, line in enumerate(f, start=1):
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut off by an interruption: redone
                 if isinstance(record, dict) and record.get("setup_key") == key:
-                    records[record["index"]] = record
+                    index = record.get("index")
+                    if not isinstance(index, int) or isinstance(index, bool):
+                        raise ValueError(
+                            f"{name}, line {number}: a record of this run has index={index!r}, not an example "
+                            "number; the file was edited or written by another program. Delete that line (its "
+                            "example is then evaluated again) or the file."
+                        )
+                    records[index] = record
     return records
 
 
