@@ -7,195 +7,67 @@
     dipod merge ADAPTER_DIR OUTPUT_DIR           fold LoRA adapters into their base model, save the full model
     dipod demo [--seeds 0 1 2 ...]               the offline demo on the built-in tiny model
     dipod control RECIPE.yaml [--key value ...]  flow-matching policies on gymnasium (needs the `control` extra)
+    dipod --version                              the installed versions of dipod-trl, TRL, transformers and torch
 
 Recipe keys map one to one onto the fields of TRL's `ModelConfig` (model, LoRA), `TaskArguments` (data, rewards) and
 `DiPODConfig` / `MaskedSFTConfig` (training); every command prints its fields with `--help`.
+
+Only the chosen command imports what it needs (torch, transformers, TRL), so `dipod --help` answers at once.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from .model_setup import DTYPE_HELP
 from .output_dir import OutputArguments
 from .recipe import parse_recipe
+from .task_data import TaskArguments
+
+if TYPE_CHECKING:
+    from .evaluation.arguments import EvalArguments
 
 COMMANDS = ("train", "sft", "eval", "generate", "merge", "demo", "control")
+USAGE = {
+    "train": "dipod train RECIPE.yaml [--key value ...]   (or: accelerate launch -m dipod_trl RECIPE.yaml ...)",
+    "sft": "dipod sft RECIPE.yaml [--key value ...]",
+    "eval": "dipod eval (--model DIR | --checkpoints DIR/checkpoint-*) --task TASK [--key value ...]",
+    "generate": "dipod generate --model DIR --prompt TEXT [TEXT ...] [--key value ...]",
+    "demo": "dipod demo [RECIPE.yaml] [--key value ...]",
+}
 
 
-@dataclass
-class TaskArguments:
-    """Which data to train on and how to score it."""
+def version() -> str:
+    """The installed versions of dipod-trl and of what it builds on, read without importing them."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
 
-    task: str | None = field(
-        default=None,
-        metadata={"help": "Task: gsm8k, math500, countdown, sudoku or digit_sort (the demo's synthetic task)."},
-    )
-    dataset_source: str | None = field(
-        default=None, metadata={"help": "Hub id or local file/directory; default: the task's own source."}
-    )
-    train_split: str = field(default="train", metadata={"help": "Split to train on."})
-    eval_split: str | None = field(
-        default=None, metadata={"help": "Held-out split evaluated during training (with eval_strategy != 'no')."}
-    )
-    num_train_examples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
-    num_eval_examples: int | None = field(default=None, metadata={"help": "Use only the first N held-out rows."})
-    prompt_style: str = field(
-        default="project",
-        metadata={"help": "Prompt layout: `project` (instructions in a system message), `d1` (d1's training prompts: "
-                  "everything in the user message); `d1_eval`, d1's evaluation prompts, is for `dipod eval`. See "
-                  "dipod_trl.tasks."},
-    )
-    few_shot: int = field(
-        default=0, metadata={"help": "Worked examples put before each question (SPG's Sudoku runs use 3; tasks "
-                             "without examples accept only 0)."}
-    )
-    reward_funcs: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "Reward functions by name in `reward_models` (weights: `reward_weights`), or `judge` for an LLM "
-            "judge served with `vllm serve` (see judge_base_url). Default: the task's d1 reward mix with d1's weights."
-        },
-    )
-    judge_base_url: str | None = field(
-        default=None,
-        metadata={"help": "OpenAI-compatible server of the `judge` reward (default: $DIPOD_JUDGE_URL)."},
-    )
-    judge_model: str | None = field(default=None, metadata={"help": "Model name the judge server serves."})
-    judge_api_key: str | None = field(
-        default=None,
-        metadata={"help": "API key of the judge server (vLLM's --api-key), sent as a bearer token; never saved or "
-                  "shown. Default: $DIPOD_JUDGE_API_KEY (what recipes/slurm/launch.sh sets), else $OPENAI_API_KEY. "
-                  "Prefer the environment to writing it in a recipe."},
-    )
-    judge_timeout: float = field(
-        default=60.0,
-        metadata={"help": "Seconds, wall clock, allowed for each judge request, retries included; then the request "
-                  "fails (or scores no reward with reward_nan_policy='skip')."},
-    )
+    from . import __version__
+
+    def of(package):
+        try:
+            return installed(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"dipod-trl {__version__} (trl {of('trl')}, transformers {of('transformers')}, torch {of('torch')})"
 
 
-def _limit(dataset, n):
-    return dataset if n is None else dataset.select(range(min(n, len(dataset))))
+def parse_command(command: str, dataclass_types, argv: list[str], help_order=None, refused=None):
+    """`parse_recipe` for `dipod COMMAND`; with `-h`/`--help`, print the command's keys grouped (`help_order`: the
+    order of the groups, the command's own keys first; `refused`: inherited keys the command refuses) and exit."""
+    if "-h" in argv or "--help" in argv:
+        from .recipe_help import recipe_help_parser
 
-
-def load_datasets(task_args: TaskArguments):
-    """The train (and eval) datasets of a recipe."""
-    from .tasks import load_source, load_task
-
-    if task_args.task is not None:
-        if task_args.prompt_style == "d1_eval":
-            raise ValueError(
-                "prompt_style: 'd1_eval' opens the answer with <reasoning> for `dipod eval`; TRL's trainer adds its "
-                "own generation prompt after it. Train with 'd1' (d1's training prompts) or 'project'."
-            )
-        options = {"prompt_style": task_args.prompt_style, "few_shot": task_args.few_shot}
-        train = load_task(task_args.task, task_args.dataset_source, task_args.train_split, **options)
-        evaluation = (
-            load_task(task_args.task, task_args.dataset_source, task_args.eval_split, **options)
-            if task_args.eval_split else None
-        )
-    elif task_args.dataset_source is not None:
-        train = load_source(task_args.dataset_source, task_args.train_split)
-        evaluation = load_source(task_args.dataset_source, task_args.eval_split) if task_args.eval_split else None
-    else:
-        raise ValueError("task or dataset_source: a recipe needs a task name or a dataset to train on.")
-    return _limit(train, task_args.num_train_examples), (
-        _limit(evaluation, task_args.num_eval_examples) if evaluation is not None else None
-    )
-
-
-def resolve_rewards(task_args: TaskArguments, reward_weights, reward_nan_policy: str = "error"):
-    """`(reward_funcs, reward_weights)`: the named functions, or the task's default mix.
-
-    A judge reply without a score stops the run showing the reply, unless `reward_nan_policy` is 'skip' (then it is no
-    reward, like a None from any other function)."""
-    import reward_models
-
-    from .tasks import get_task
-
-    if task_args.reward_funcs:
-        funcs = []
-        for name in task_args.reward_funcs:
-            if name == "judge":
-                funcs.append(_judge(task_args, "default" if reward_nan_policy == "skip" else "raise"))
-            elif callable(getattr(reward_models, name, None)):
-                funcs.append(getattr(reward_models, name))
-            else:
-                raise ValueError(f"reward_funcs: {name!r} is neither 'judge' nor a function of reward_models.")
-        return funcs, reward_weights
-    if task_args.task is not None:
-        funcs, weights = get_task(task_args.task).rewards()
-        return funcs, reward_weights if reward_weights is not None else weights
-    raise ValueError("reward_funcs: name the reward functions when training on a dataset_source without a task.")
-
-
-def _judge(task_args: TaskArguments, on_unparsable: str = "raise"):
-    from reward_models import JudgeReward
-
-    base_url = task_args.judge_base_url or os.environ.get("DIPOD_JUDGE_URL")
-    if not base_url or not task_args.judge_model:
-        raise ValueError("reward_funcs: the `judge` reward needs judge_base_url (or $DIPOD_JUDGE_URL) and judge_model.")
-    api_key = task_args.judge_api_key or os.environ.get("DIPOD_JUDGE_API_KEY")  # None: JudgeReward reads OPENAI_API_KEY
-    return JudgeReward(base_url, task_args.judge_model, on_unparsable=on_unparsable, api_key=api_key,
-                       timeout=task_args.judge_timeout)
-
-
-def load_model_and_tokenizer(model_args, trust_remote_code: bool):
-    """The model and tokenizer of a recipe. `model_name_or_path: tiny` builds the built-in tiny model, untrained."""
-    import torch
-
-    from .checkpoints import check_model_source, explain_load_failure
-    from .models import build_tiny_model, build_tiny_tokenizer, load_diffusion_model
-    from .models.loading import is_adapter_checkpoint, load_tokenizer, quantization_kwargs
-
-    name = model_args.model_name_or_path
-    if name is None:
-        raise ValueError("model_name_or_path: the recipe names no model.")
-    quantization = quantization_kwargs(model_args)
-    if name == "tiny":
-        if quantization:
-            raise ValueError("load_in_4bit/load_in_8bit: the built-in tiny model is built in memory, not loaded; "
-                             "quantise a saved checkpoint instead.")
-        tokenizer = build_tiny_tokenizer()
-        return build_tiny_model(tokenizer), tokenizer
-    check_model_source(name)
-    if model_args.use_peft and is_adapter_checkpoint(name, model_args.model_revision):
-        raise ValueError(f"use_peft: {name} already holds LoRA adapters, which train on as they are; use_peft would "
-                         "stack new ones on top. Remove use_peft, or merge first with `dipod merge`.")
-    kwargs = {"revision": model_args.model_revision}
-    if model_args.dtype not in (None, "auto"):
-        kwargs["dtype"] = getattr(torch, model_args.dtype)
-    if model_args.attn_implementation is not None:
-        kwargs["attn_implementation"] = model_args.attn_implementation
-    kwargs.update(quantization)
-    try:
-        model = load_diffusion_model(name, trust_remote_code=trust_remote_code, **kwargs)
-    except OSError as error:
-        raise explain_load_failure(name, error) from error
-    tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code, padding_side="left")
-    return model, tokenizer
-
-
-def diffusion_peft_config(model_args):
-    """TRL's LoRA config from the recipe's `use_peft`/`lora_*` keys, fitted to a masked diffusion LM.
-
-    TRL's `lora_task_type` defaults to CAUSAL_LM, whose PEFT wrapper needs the generation hooks of a causal LM; a
-    diffusion LM gets the plain `PeftModel` (no task type). Without `lora_target_modules`, every linear layer but the
-    output head gets an adapter (PEFT knows no default modules for these architectures).
-    """
-    from trl import get_peft_config
-
-    config = get_peft_config(model_args)
-    if config is None:
-        return None
-    if config.task_type == "CAUSAL_LM":
-        config.task_type = None
-    if config.target_modules is None and not config.target_parameters:
-        config.target_modules = "all-linear"
-    return config
+        recipe_help_parser(f"dipod {command}", USAGE[command], help_order or dataclass_types, refused).print_help()
+        raise SystemExit(0)
+    return parse_recipe(dataclass_types, argv)
 
 
 def _finish_distributed() -> None:
@@ -220,13 +92,14 @@ def claimed_output_dir(config, output_args):
         yield checkpoint
 
 
-def _run_recipe(argv: list[str], config_class, run):
+def _run_recipe(command: str, argv: list[str], config_class, run, refused=None):
     """Parse a training recipe, hold its output directory while `run(model_args, task_args, config, checkpoint)`
     trains, then leave the process group; returns the trainer."""
     from trl import ModelConfig
 
-    model_args, task_args, config, output_args = parse_recipe(
-        [ModelConfig, TaskArguments, config_class, OutputArguments], argv
+    model_args, task_args, config, output_args = parse_command(
+        command, [ModelConfig, TaskArguments, config_class, OutputArguments], argv,
+        help_order=[config_class, TaskArguments, ModelConfig, OutputArguments], refused=refused,
     )
     with claimed_output_dir(config, output_args) as checkpoint:
         trainer = run(model_args, task_args, config, checkpoint)
@@ -236,12 +109,17 @@ def _run_recipe(argv: list[str], config_class, run):
 
 def train(argv: list[str]):
     """RL with DiPOD from a recipe; returns the trainer."""
+    from .config import _UNSUPPORTED as REFUSED_GRPO_KEYS
     from .config import DiPODConfig
 
-    return _run_recipe(argv, DiPODConfig, _train)
+    return _run_recipe("train", argv, DiPODConfig, _train, refused=REFUSED_GRPO_KEYS)
 
 
 def _train(model_args, task_args, config, checkpoint):
+    from .lora import diffusion_peft_config
+    from .model_setup import load_model_and_tokenizer
+    from .rewards import resolve_rewards
+    from .task_data import load_datasets
     from .trainer import DiPODTrainer, check_train_dataset
 
     train_data, eval_data = load_datasets(task_args)
@@ -251,7 +129,7 @@ def _train(model_args, task_args, config, checkpoint):
     config.reward_weights = weights
     trainer = DiPODTrainer(
         model, funcs, args=config, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer,
-        peft_config=diffusion_peft_config(model_args),
+        peft_config=diffusion_peft_config(model_args, model),
     )
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(config.output_dir)
@@ -262,35 +140,18 @@ def sft(argv: list[str]):
     """Masked-diffusion SFT from a recipe; returns the trainer."""
     from .sft import MaskedSFTConfig
 
-    return _run_recipe(argv, MaskedSFTConfig, _sft)
+    return _run_recipe("sft", argv, MaskedSFTConfig, _sft)
 
 
 def _sft(model_args, task_args, config, checkpoint):
+    from .lora import with_lora_adapters
+    from .model_setup import load_model_and_tokenizer
     from .sft import MaskedDiffusionSFTTrainer
+    from .task_data import sft_datasets
 
-    train_data, eval_data = load_datasets(task_args)
-    if len(train_data) == 0:
-        raise ValueError("the SFT dataset has no rows; check task, dataset_source, train_split and num_train_examples.")
-    if "completion" not in train_data.column_names:
-        from .tasks import TASKS
-
-        with_targets = sorted(name for name, task in TASKS.items() if task.sft_completion is not None)
-        if task_args.task not in with_targets:
-            raise ValueError(
-                f"the SFT data has no 'completion' column (columns: {train_data.column_names}); give a "
-                f"dataset_source with prompt and completion columns, or a task among {with_targets}."
-            )
-        make = TASKS[task_args.task].sft_completion
-        train_data = train_data.map(lambda row: {"completion": make(row)})
-        eval_data = eval_data.map(lambda row: {"completion": make(row)}) if eval_data is not None else None
+    train_data, eval_data = sft_datasets(task_args)
     model, tokenizer = load_model_and_tokenizer(model_args, trust_remote_code=False)
-    peft_config = diffusion_peft_config(model_args)
-    if peft_config is not None:
-        from peft import get_peft_model, prepare_model_for_kbit_training
-
-        if model_args.load_in_4bit or model_args.load_in_8bit:  # QLoRA: norms in float32, inputs that need grads
-            model = prepare_model_for_kbit_training(model, config.gradient_checkpointing)
-        model = get_peft_model(model, peft_config)
+    model = with_lora_adapters(model, model_args, bool(config.activation_checkpointing))
     trainer = MaskedDiffusionSFTTrainer(model, config, train_dataset=train_data, eval_dataset=eval_data,
                                         processing_class=tokenizer)
     trainer.train(resume_from_checkpoint=checkpoint)
@@ -299,35 +160,53 @@ def _sft(model_args, task_args, config, checkpoint):
     return trainer
 
 
-def load_for_inference(path: str, trust_remote_code: bool):
-    """A checkpoint in eval mode (on the GPU when there is one) and its left-padding tokenizer."""
-    import torch
-
-    from .checkpoints import check_model_source, explain_load_failure
-    from .models import load_diffusion_model
-    from .models.loading import load_tokenizer
-
-    check_model_source(path)
-    try:
-        model = load_diffusion_model(path, trust_remote_code=trust_remote_code).eval()
-    except OSError as error:
-        raise explain_load_failure(path, error) from error
-    if torch.cuda.is_available():
-        model = model.cuda()
-    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, padding_side="left")
-    return model, tokenizer
-
-
 def evaluate(argv: list[str]) -> dict:
     """`dipod eval`: accuracy of a model (or a sweep of checkpoints) on a task's test split; prints the summaries."""
-    from .evaluation import EvalArguments, run_evaluation
+    from .evaluation.arguments import EvalArguments
+    from .model_setup import check_dtype, load_for_inference
 
-    (args,) = parse_recipe([EvalArguments], argv)
+    (args,) = parse_command("eval", [EvalArguments], argv)
+    check_dtype(args.dtype)
+    load = functools.partial(load_for_inference, dtype=args.dtype)
     if args.checkpoints:
-        from .sweep import run_sweep
+        from .evaluation.sweep import run_sweep
 
-        return run_sweep(args, load_for_inference)
-    return run_evaluation(args, load_for_inference)
+        return run_sweep(args, load)
+    return run_evaluation(args, load)
+
+
+def run_evaluation(args: EvalArguments, load_model: Callable) -> dict:
+    """`dipod eval --model`: each length's summary, printed; returns the summary (of the last length)."""
+    import os
+    import time
+
+    from .evaluation.d1_files import write_d1_generations
+    from .evaluation.evaluator import evaluate_model, load_eval_dataset, process_state, scoring_plan
+    from .evaluation.records import model_name
+    from .tasks import get_task
+
+    task = get_task(args.task)
+    scoring = scoring_plan(task, args.scoring, args.prompt_style)
+    dataset = load_eval_dataset(args, task, scoring.prompt_style)
+    model, tokenizer = load_model(args.model, args.trust_remote_code)
+    model = model.to(process_state().device)
+    summary = {}
+    for gen_length in args.gen_length:
+        start = time.time()
+        summary, output, records = evaluate_model(args, model, tokenizer, dataset, task, gen_length, args.output,
+                                                  model_name(args.model), scoring)
+        if process_state().is_main_process:
+            write_d1_generations(records, os.path.splitext(output)[0] + "_generations.json",
+                                 model_path=model_name(args.model), checkpoint_path="", gen_length=gen_length,
+                                 steps=args.steps_for(gen_length), block_length=args.block_length,
+                                 wall_time=time.time() - start)
+            scores = ", ".join(f"{name} {summary[f'accuracy_{name}']:.4f}" for name in ("d1", "project")
+                               if f"accuracy_{name}" in summary)
+            print(f"{args.task} ({args.split}, {summary['num_examples']} examples, gen_length {gen_length}, "
+                  f"{scoring.prompt_style} prompts): accuracy {summary['accuracy']:.4f} ({scores}) in "
+                  f"{time.time() - start:.0f}s")
+            print(f"records: {output} (d1's layout: {os.path.splitext(output)[0]}_generations.json)")
+    return summary
 
 
 @dataclass
@@ -344,6 +223,7 @@ class GenerateArguments:
     remasking: str = field(default="low_confidence", metadata={"help": "Remasking rule."})
     cfg_scale: float = field(default=0.0, metadata={"help": "Classifier-free guidance scale."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow hub models that ship modeling code."})
+    dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
 
     def __post_init__(self):
         from .finite import check_finite_fields
@@ -352,10 +232,12 @@ class GenerateArguments:
 
 
 def generate_command(argv: list[str]) -> list[str]:
+    from .model_setup import check_dtype, load_for_inference
     from .sampling import FastDecodingArguments, generate
 
-    args, fast = parse_recipe([GenerateArguments, FastDecodingArguments], argv)
-    model, tokenizer = load_for_inference(args.model, args.trust_remote_code)
+    args, fast = parse_command("generate", [GenerateArguments, FastDecodingArguments], argv)
+    check_dtype(args.dtype)
+    model, tokenizer = load_for_inference(args.model, args.trust_remote_code, dtype=args.dtype)
     if args.chat:
         batch = tokenizer.apply_chat_template([[{"role": "user", "content": p}] for p in args.prompt],
                                               add_generation_prompt=True, return_dict=True, return_tensors="pt",
@@ -430,7 +312,7 @@ def _check_merge_output(adapter_dir: str, output_dir: str, overwrite: bool) -> b
 def demo(argv: list[str]) -> dict:
     from .demo import DemoConfig, run_demo
 
-    (config,) = parse_recipe([DemoConfig], argv)
+    (config,) = parse_command("demo", [DemoConfig], argv)
     return run_demo(config)
 
 
@@ -444,6 +326,9 @@ def main(argv: list[str] | None = None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
+        return None
+    if argv[0] in ("-V", "--version"):
+        print(version())
         return None
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:

@@ -12,9 +12,7 @@ from datasets import Dataset, load_dataset
 from dipod_trl import DiPODConfig, DiPODTrainer, cli
 from dipod_trl.evaluation import read_records
 from dipod_trl.trainer import RewardFunctionError
-from tests.conftest import make_tiny_model
-from tests.test_output_dir import FAST, TINY
-from tests.test_trainer import count_sevens, make_trainer, prompts_dataset, text_hash
+from tests.conftest import FAST, TINY, count_sevens, make_tiny_model, make_trainer, prompts_dataset, text_hash
 
 
 @pytest.mark.parametrize("rows", [0, 1])

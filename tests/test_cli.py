@@ -3,6 +3,7 @@ resumes, generation, and the errors a typo in a recipe gives."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -12,6 +13,8 @@ import torch
 from dipod_trl import cli
 from dipod_trl.evaluation import evaluate_task
 from dipod_trl.recipe import parse_recipe
+from dipod_trl.rewards import resolve_rewards
+from dipod_trl.task_data import TaskArguments
 from dipod_trl.tasks.digit_sort import load as load_digit_sort
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -281,6 +284,73 @@ def test_generate_command_prints_completions(sft_checkpoint, capsys):
     assert ">>> sort: 93151" in capsys.readouterr().out
 
 
+def test_eval_and_generate_load_in_the_dtype_asked_for(sft_checkpoint, tmp_path, capsys):
+    from dipod_trl.model_setup import load_for_inference
+
+    for dtype, expected in (("auto", torch.float32), ("bfloat16", torch.bfloat16), ("float16", torch.float16)):
+        model, _ = load_for_inference(sft_checkpoint, False, dtype=dtype)  # the checkpoint is stored in float32
+        assert {p.dtype for p in model.parameters()} == {expected}
+    for command in (["generate", "--prompt", "sort: 93151"], ["eval", "--task", "digit_sort"]):
+        with pytest.raises(ValueError, match="dtype must be one of auto, float32, bfloat16, float16, got 'float64'"):
+            cli.main([command[0], "--model", sft_checkpoint, *command[1:], "--dtype", "float64"])
+    texts = cli.main(["generate", "--model", sft_checkpoint, "--prompt", "sort: 93151", "--gen_length", "8",
+                      "--block_length", "4", "--steps", "8", "--dtype", "bfloat16"])
+    assert len(texts) == 1
+    # Records of another precision are another run's: the setup says which.
+    common = ["eval", "--model", sft_checkpoint, "--task", "digit_sort", "--num_examples", "4", "--gen_length", "8",
+              "--block_length", "4", "--steps", "8"]
+    cli.main([*common, "--output", str(tmp_path / "auto.jsonl")])
+    cli.main([*common, "--dtype", "bfloat16", "--output", str(tmp_path / "bf16.jsonl")])
+    setups = [json.loads((tmp_path / name).read_text().splitlines()[0])["setup"]
+              for name in ("auto.jsonl", "bf16.jsonl")]
+    assert "dtype" not in setups[0] and setups[1]["dtype"] == "bfloat16"
+    assert {k: v for k, v in setups[1].items() if k != "dtype"} == setups[0]
+
+
+def test_version_and_help_answer_without_importing_torch():
+    code = ("import sys; from dipod_trl import cli; cli.main(['--version']); cli.main(['--help']); "
+            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("dipod-trl 0.1.0 (trl 1.16.") and "torch 2." in lines[0]
+    assert "dipod train RECIPE.yaml" in result.stdout and lines[-1] == "[]"
+    dipod = os.path.join(os.path.dirname(sys.executable), "dipod")
+    assert subprocess.run([dipod, "--version"], capture_output=True, text=True).stdout == lines[0] + "\n"
+
+
+def test_train_help_names_the_command_puts_dipods_keys_first_and_sets_refused_keys_apart(capsys):
+    from dataclasses import fields
+
+    from trl import ModelConfig
+
+    from dipod_trl.config import DiPODConfig
+    from dipod_trl.output_dir import OutputArguments
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["train", "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: dipod train RECIPE.yaml [--key value ...]")
+    headings = [line for line in out.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert headings == ["options:", "DiPODConfig (dipod_trl):", "TaskArguments (dipod_trl):", "ModelConfig (trl):",
+                        "OutputArguments (dipod_trl):", "GRPOConfig (trl):", "TrainingArguments (transformers):",
+                        "refused: keys of the parent config this trainer does not support:"]
+    every_key = {f.name for cls in (DiPODConfig, TaskArguments, ModelConfig, OutputArguments) for f in fields(cls)
+                 if f.init}
+    listed = [key for key in re.findall(r"^  --(\w+)", out, re.MULTILINE)
+              if not (key.startswith("no_") and key[3:] in every_key)]  # the parser's --no_KEY of a true default
+    assert sorted(listed) == sorted(every_key)  # each key once
+    assert listed.index("dipod_beta") < listed.index("task") < listed.index("learning_rate")
+    supported, refused = out.split("refused: keys of the parent config")
+    for key in ("use_vllm", "loss_type", "top_p", "importance_sampling_level"):
+        assert f"--{key} " in refused and f"--{key} " not in supported
+    assert "REFUSED (must stay False): vLLM does not serve masked diffusion LMs" in " ".join(refused.split())
+    with pytest.raises(SystemExit):
+        cli.main(["eval", "--help"])
+    assert capsys.readouterr().out.startswith("usage: dipod eval (--model DIR | --checkpoints")
+
+
 def test_a_recipe_key_that_does_not_exist_names_it_and_suggests_the_closest(tmp_path):
     recipe = tmp_path / "typo.yaml"
     recipe.write_text("model_name_or_path: tiny\ntask: digit_sort\ndipod_betta: 0.1\nlearning_rat: 1e-5\n")
@@ -302,7 +372,7 @@ def test_every_recipe_parses_into_the_config_it_documents(name):
     from dipod_trl.sft import MaskedSFTConfig
 
     config_type = MaskedSFTConfig if name == "tiny_sft" else DiPODConfig
-    model, task, config = parse_recipe([ModelConfig, cli.TaskArguments, config_type],
+    model, task, config = parse_recipe([ModelConfig, TaskArguments, config_type],
                                        [os.path.join(RECIPES, f"{name}.yaml"), "--bf16", "false"])
     assert task.task is not None and model.model_name_or_path
     if name.startswith("diffu_grpo/"):  # d1's settings (recipes/paper/ are checked against the release itself)
@@ -323,15 +393,15 @@ def test_unknown_command_is_an_error():
 def test_reward_names_resolve_to_reward_models_or_the_judge(monkeypatch):
     import reward_models
 
-    args = cli.TaskArguments(task="gsm8k", reward_funcs=["gsm8k_accuracy", "judge"], judge_model="m")
+    args = TaskArguments(task="gsm8k", reward_funcs=["gsm8k_accuracy", "judge"], judge_model="m")
     monkeypatch.setenv("DIPOD_JUDGE_URL", "http://127.0.0.1:9/v1")
-    funcs, weights = cli.resolve_rewards(args, [1.0, 0.5])
+    funcs, weights = resolve_rewards(args, [1.0, 0.5])
     assert funcs[0] is reward_models.gsm8k_accuracy and isinstance(funcs[1], reward_models.JudgeReward)
     assert weights == [1.0, 0.5]
-    default_funcs, default_weights = cli.resolve_rewards(cli.TaskArguments(task="gsm8k"), None)
+    default_funcs, default_weights = resolve_rewards(TaskArguments(task="gsm8k"), None)
     assert reward_models.gsm8k_accuracy in default_funcs and default_weights[-1] == 2.0  # d1's mix
-    with pytest.raises(ValueError, match="'gsm8k_acc' is neither"):
-        cli.resolve_rewards(cli.TaskArguments(task="gsm8k", reward_funcs=["gsm8k_acc"]), None)
+    with pytest.raises(ValueError, match="'gsm8k_acc' resolves to nothing"):
+        resolve_rewards(TaskArguments(task="gsm8k", reward_funcs=["gsm8k_acc"]), None)
 
 
 def test_the_dipod_executable_exits_zero_after_a_command(sft_checkpoint, tmp_path):

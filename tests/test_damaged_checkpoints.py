@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dipod_trl.checkpoints import COMPLETE_NAME, load_checkpoint_file, mark_complete, resolve_resume
-from tests.test_trainer import make_trainer
+from tests.conftest import make_trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # New completions every 2 steps: checkpoint-1 and checkpoint-3 fall inside a generation cycle, checkpoint-2 not.

@@ -9,21 +9,21 @@ import pytest
 from datasets import Dataset, DatasetDict
 
 import dipod_trl.tasks.source as source_module
-from dipod_trl.data import (
-    SUDOKU_SYSTEM_PROMPT,
-    SYSTEM_PROMPT,
-    SYSTEM_PROMPTS,
-    count_sudoku_solutions,
-    generate_sudoku_puzzles,
-    load_countdown,
-    load_gsm8k,
-    load_math500,
-    load_sudoku,
-    load_task,
-    make_conversational_prompt,
-    sudoku_split_of,
-)
+from dipod_trl.tasks import countdown, gsm8k, load_task, make_conversational_prompt, math500, sudoku
+from dipod_trl.tasks import split_of as sudoku_split_of
+from dipod_trl.tasks.base import FORMAT_PROMPT as SYSTEM_PROMPT
+from dipod_trl.tasks.countdown import load as load_countdown
+from dipod_trl.tasks.gsm8k import load as load_gsm8k
+from dipod_trl.tasks.math500 import load as load_math500
+from dipod_trl.tasks.sudoku import SYSTEM_PROMPT as SUDOKU_SYSTEM_PROMPT
+from dipod_trl.tasks.sudoku import count_solutions as count_sudoku_solutions
+from dipod_trl.tasks.sudoku import generate_puzzles as generate_sudoku_puzzles
+from dipod_trl.tasks.sudoku import load as load_sudoku
 from reward_models import countdown_accuracy, gsm8k_accuracy, math500_accuracy, sudoku_accuracy, sudoku_solved
+
+
+SYSTEM_PROMPTS = {module.__name__.rsplit(".", 1)[1]: module.SYSTEM_PROMPT
+                  for module in (gsm8k, math500, countdown, sudoku)}
 
 
 def write_jsonl(path, rows):
@@ -232,7 +232,7 @@ def test_generated_splits_are_disjoint_and_solvable():
 
 
 def test_digit_sort_splits_are_disjoint_seeded_and_sorted():
-    from dipod_trl.data import load_digit_sort
+    from dipod_trl.tasks.digit_sort import load as load_digit_sort
 
     train = load_digit_sort("train", num_examples=300, seed=1)
     test = load_digit_sort("test", num_examples=100, seed=1)

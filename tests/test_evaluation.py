@@ -12,7 +12,8 @@ import sys
 import pytest
 
 from dipod_trl import cli
-from dipod_trl.evaluation import _summarise, default_output, repair_partial_line, scoring_plan
+from dipod_trl.evaluation.evaluator import default_output, scoring_plan, summarise
+from dipod_trl.evaluation.records import repair_partial_line
 from dipod_trl.models import build_tiny_model, build_tiny_tokenizer
 from dipod_trl.tasks import get_task
 
@@ -115,7 +116,7 @@ def test_scoring_plans_use_d1_prompts_and_d1s_cell_weighting():
     puzzles = {"a": "1234341221430000", "b": "1000000000000000"}
     records = [{"scores": {"d1": [0.75]}, "weights": {"d1": weights["d1"]({"puzzle": puzzles["a"]})}},
                {"scores": {"d1": [0.0]}, "weights": {"d1": weights["d1"]({"puzzle": puzzles["b"]})}}]
-    assert _summarise(records, ["d1"], 1)["accuracy_d1"] == pytest.approx((0.75 * 4) / (4 + 15))
+    assert summarise(records, ["d1"], 1)["accuracy_d1"] == pytest.approx((0.75 * 4) / (4 + 15))
 
 
 def test_checkpoint_sweep_writes_table_plot_and_d1_files_and_resumes_without_loading(sft_run, tmp_path):
@@ -150,7 +151,7 @@ def test_checkpoint_sweep_writes_table_plot_and_d1_files_and_resumes_without_loa
 
     from dipod_trl.evaluation import EvalArguments
     from dipod_trl.recipe import parse_recipe
-    from dipod_trl.sweep import run_sweep
+    from dipod_trl.evaluation import run_sweep
 
     (args,) = parse_recipe([EvalArguments], argv[1:])
     assert run_sweep(args, must_not_load) == rows

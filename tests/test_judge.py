@@ -442,15 +442,16 @@ def test_constructor_validation():
 
 
 def test_a_recipe_judge_scores_unparsable_replies_none_only_when_rewards_may_be_skipped(server, monkeypatch):
-    from dipod_trl import cli
+    from dipod_trl.rewards import resolve_rewards
+    from dipod_trl.task_data import TaskArguments
 
     server.fixed_reply = "I cannot judge this response."
     monkeypatch.setenv("DIPOD_JUDGE_URL", server.url)
-    args = cli.TaskArguments(task="gsm8k", reward_funcs=["judge"], judge_model=MODEL_NAME)
-    (strict,), _ = cli.resolve_rewards(args, None)
+    args = TaskArguments(task="gsm8k", reward_funcs=["judge"], judge_model=MODEL_NAME)
+    (strict,), _ = resolve_rewards(args, None)
     with pytest.raises(JudgeReplyError, match="I cannot judge this response"):
         strict(prompts=PROMPTS, completions=COMPLETIONS)
-    (skipping,), _ = cli.resolve_rewards(args, None, reward_nan_policy="skip")
+    (skipping,), _ = resolve_rewards(args, None, reward_nan_policy="skip")
     assert skipping(prompts=PROMPTS, completions=COMPLETIONS) == [None, None]
 
 
@@ -460,6 +461,8 @@ def test_a_recipe_judge_scores_unparsable_replies_none_only_when_rewards_may_be_
 
 
 def test_an_api_key_is_sent_from_the_argument_the_environment_or_the_recipe(server, monkeypatch):
+    from dipod_trl.rewards import resolve_rewards
+
     from dipod_trl import cli
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
@@ -478,7 +481,7 @@ def test_an_api_key_is_sent_from_the_argument_the_environment_or_the_recipe(serv
         (task_args,) = cli.parse_recipe([cli.TaskArguments], [
             "--task", "digit_sort", "--reward_funcs", "judge", "--judge_base_url", server.url, "--judge_model",
             MODEL_NAME, "--judge_timeout", "5", *argv])
-        (reward,), _ = cli.resolve_rewards(task_args, None)
+        (reward,), _ = resolve_rewards(task_args, None)
         return reward
 
     assert recipe_judge("--judge_api_key", "sk-test-0123456789")(completions=["x"]) == [7.0]

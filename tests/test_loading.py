@@ -9,17 +9,10 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoTokenizer
 
 from dipod_trl import cli
+from dipod_trl.model_setup import load_model_and_tokenizer
 from dipod_trl.models import TinyMDLMForMaskedDiffusion, load_diffusion_model
 from dipod_trl.models.loading import is_adapter_checkpoint, load_tokenizer, quantization_kwargs
-from tests.conftest import make_tiny_model
-
-IDS = torch.tensor([[5, 40, 41, 42, 108, 108, 108, 2], [9, 60, 61, 108, 108, 108, 2, 3]])  # 108: <mask>
-
-
-def _logits(model) -> torch.Tensor:
-    with torch.no_grad():
-        return model.eval()(IDS).logits
-
+from tests.conftest import _logits, make_tiny_model
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, tokenizer):
@@ -113,7 +106,7 @@ def test_quantisation_without_cuda_is_an_error_naming_the_key(key):
         quantization_kwargs(_model_args(**{key: True}))
     # the recipe path: `dipod train/sft` build model kwargs from ModelConfig through the same function
     with pytest.raises(ValueError, match=key):
-        cli.load_model_and_tokenizer(_model_args(**{key: True}), trust_remote_code=False)
+        load_model_and_tokenizer(_model_args(**{key: True}), trust_remote_code=False)
 
 
 def test_4bit_keys_without_load_in_4bit_are_an_error_not_ignored():
@@ -126,7 +119,7 @@ def test_4bit_keys_without_load_in_4bit_are_an_error_not_ignored():
 
 def test_training_goes_on_from_an_adapter_directory_and_moves_only_the_adapters(lora_run, tmp_path):
     from dipod_trl import DiPODConfig, DiPODTrainer
-    from tests.test_trainer import count_sevens, prompts_dataset
+    from tests.conftest import count_sevens, prompts_dataset
 
     base_dir, adapter_dir, _, _ = lora_run
     args = DiPODConfig(output_dir=str(tmp_path), max_completion_length=8, block_length=4, diffusion_steps=8,
@@ -138,4 +131,4 @@ def test_training_goes_on_from_an_adapter_directory_and_moves_only_the_adapters(
     moved = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, start[n])}
     assert moved and all("lora_" in n for n in moved)
     with pytest.raises(ValueError, match="use_peft: .* already holds LoRA adapters"):
-        cli.load_model_and_tokenizer(_model_args(model_name_or_path=adapter_dir, use_peft=True), False)
+        load_model_and_tokenizer(_model_args(model_name_or_path=adapter_dir, use_peft=True), False)

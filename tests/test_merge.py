@@ -10,8 +10,7 @@ from peft import LoraConfig, get_peft_model
 
 from dipod_trl import cli
 from dipod_trl.models import TinyMDLMForMaskedDiffusion, load_diffusion_model
-from tests.conftest import make_tiny_model
-from tests.test_loading import _logits
+from tests.conftest import _logits, make_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM
+from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
 import dipod_trl
 from dipod_trl.models import (
@@ -18,6 +18,7 @@ from dipod_trl.models import (
     load_diffusion_model,
     register_auto_classes,
 )
+from tests.conftest import tiny_bert
 
 
 def test_tokenizer_covers_printable_ascii_and_the_special_tokens(tokenizer):
@@ -94,22 +95,6 @@ def test_the_dream_adapter_scores_each_position_with_the_previous_positions_logi
     # Realigned, position i's logits score the token at i (all tokens differ: no shift or a shift the wrong way
     # would predict the token one or two places further on).
     assert lm.logits(ids)[0, 1:].argmax(-1).tolist() == ids[0, 1:].tolist()
-
-
-def tiny_bert(with_mask_token: bool):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[SEP]", "[MASK]", "a", "b", "c", "d"])}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    specials = dict(pad_token="[PAD]", unk_token="[UNK]", eos_token="[SEP]")
-    if with_mask_token:
-        specials["mask_token"] = "[MASK]"
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, **specials)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
-    return BertForMaskedLM(config).eval(), tokenizer
 
 
 def test_any_hf_masked_lm_works_through_its_tokenizer_mask_token():

@@ -17,8 +17,7 @@ from dipod_trl.control import FlowPolicyConfig
 from dipod_trl.demo import DemoConfig
 from dipod_trl.evaluation import EvalArguments
 from dipod_trl.finite import NonFiniteError
-from tests.test_output_dir import FAST, TINY
-from tests.test_trainer import make_trainer
+from tests.conftest import FAST, TINY, make_trainer
 
 NAN, INF = float("nan"), float("inf")
 

@@ -13,11 +13,10 @@ from safetensors.torch import load_file
 
 from dipod_trl import cli
 from dipod_trl.control.cli import main as control_main
+from tests.conftest import FAST, TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(ROOT, "recipes", "tiny.yaml")
-FAST = ["--model_name_or_path", "tiny", "--per_device_train_batch_size", "8", "--num_generations", "4",
-        "--drift_num_orders", "0", "--logging_steps", "1", "--disable_tqdm", "true", "--save_steps", "1"]
+
 
 
 def train(out, *extra):

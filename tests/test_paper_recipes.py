@@ -11,9 +11,9 @@ import pytest
 import yaml
 from trl import ModelConfig
 
-from dipod_trl import cli
 from dipod_trl.config import DiPODConfig
 from dipod_trl.recipe import parse_recipe
+from dipod_trl.task_data import TaskArguments
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER = os.path.join(ROOT, "recipes", "paper")
@@ -176,7 +176,7 @@ NAMES = [f"{method}_{task}" for method in ("fpo", "spg") for task in ("gsm8k", "
 def parsed(name):
     path = os.path.join(PAPER, f"{name}.yaml")
     # bf16 needs CUDA to parse; the recipe's own value is checked from the YAML below.
-    objects = parse_recipe([ModelConfig, cli.TaskArguments, DiPODConfig], [path, "--bf16", "false"])
+    objects = parse_recipe([ModelConfig, TaskArguments, DiPODConfig], [path, "--bf16", "false"])
     with open(path) as f:
         return objects, yaml.safe_load(f)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dipod_trl.checkpoints import COMPLETE_NAME, mark_complete, resolve_resume
-from tests.test_trainer import StopAt, make_trainer
+from tests.conftest import StopAt, make_trainer
 
 
 def _interrupt_and_resume(tokenizer, tmp_path, stop, **common):

@@ -46,7 +46,7 @@ def test_trainer_loss_is_the_masked_diffusion_sft_loss_and_it_learns(tokenizer, 
 
 
 def test_a_tokenizer_without_mask_token_is_refused(tmp_path):
-    from tests.test_models import tiny_bert
+    from tests.conftest import tiny_bert
 
     bert, tokenizer = tiny_bert(with_mask_token=False)
     args = MaskedSFTConfig(output_dir=str(tmp_path), report_to="none")

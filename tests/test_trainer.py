@@ -7,71 +7,21 @@ import os
 import pytest
 import torch
 from datasets import Dataset
-from transformers import TrainerCallback
 
 import dipod_trl
 from dipod_trl import DiPODConfig, DiPODTrainer
 from dipod_trl.likelihood import MaskDraw
 from dipod_trl.trainer import RewardFunctionError
-from tests.conftest import make_tiny_model
-
-
-def prompts_dataset(n=16):
-    return Dataset.from_dict(
-        {
-            "prompt": [[{"role": "user", "content": f"{i}{(3 * i) % 10}{(7 * i) % 10}"}] for i in range(n)],
-            "answer": [str(i % 10) for i in range(n)],
-        }
-    )
-
-
-def count_sevens(completions, **kwargs):
-    """Share of completion characters that are '7': a reward a random tiny model can learn quickly."""
-    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
-    return [t.count("7") / max(len(t), 1) for t in texts]
-
-
-def text_hash(completions, **kwargs):
-    """A deterministic score with spread across any completions, so that every batch carries advantages."""
-    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
-    return [(sum(map(ord, t)) % 7) / 7 for t in texts]
-
-
-def make_trainer(tokenizer, tmp_path, reward=count_sevens, model=None, dataset=None, eval_dataset=None, **overrides):
-    config = dict(
-        output_dir=str(tmp_path / "run"),
-        max_completion_length=8,
-        block_length=4,
-        diffusion_steps=8,
-        num_generations=4,
-        per_device_train_batch_size=8,
-        max_steps=2,
-        learning_rate=1e-3,
-        logging_steps=1,
-        report_to="none",
-        save_strategy="no",
-        disable_tqdm=True,
-        seed=0,
-        drift_num_orders=2,
-        drift_num_sequences=2,
-    )
-    config.update(overrides)
-    model = model if model is not None else make_tiny_model(
-        len(tokenizer), seed=0, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        initializer_range=0.05,
-    ).train()
-    return DiPODTrainer(
-        model, reward, args=DiPODConfig(**config), train_dataset=dataset or prompts_dataset(),
-        eval_dataset=eval_dataset, processing_class=tokenizer,
-    )
-
-
-def generation_batch(trainer):
-    """One generation batch as the trainer builds it (rewards, advantages, masks, old/reference scores)."""
-    trainer.model.train()
-    batch_size = trainer.args.per_device_train_batch_size
-    rows = [trainer.train_dataset[i // trainer.num_generations] for i in range(batch_size)]
-    return trainer._generate_and_score_completions(rows)
+from tests.conftest import (
+    StopAt,
+    count_sevens,
+    generation_batch,
+    gradients,
+    make_tiny_model,
+    make_trainer,
+    prompts_dataset,
+    text_hash,
+)
 
 
 def independent_scores(model, inputs, iteration, objective):
@@ -132,10 +82,6 @@ def independent_loss(model, inputs, objective, eps=0.2, kl_beta=0.0, eubo_beta=1
             score = torch.stack(per_token).mean()
         total = total - lengths[j] * a * score
     return total / lengths.sum(), scores, lengths
-
-
-def gradients(model):
-    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
 
 
 @pytest.mark.parametrize("objective", ["fpo", "diffu_grpo", "spg"])
@@ -258,17 +204,6 @@ def test_a_short_run_raises_the_reward(tokenizer, tmp_path, objective):
     # The untrained model writes a '7' for ~1% of characters. The mean of 80 rewards in [0, 1] has a standard error
     # below 0.06, so going from < 0.1 to > 0.5 is more than 7 standard errors: learning, not luck.
     assert before < 0.1 and after > 0.5
-
-
-class StopAt(TrainerCallback):
-    """Simulates an interruption: training stops after `step` optimizer steps (after the checkpoint is written)."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
 
 
 def test_stopping_and_resuming_reproduces_the_uninterrupted_run(tokenizer, tmp_path):

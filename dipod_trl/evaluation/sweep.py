@@ -22,21 +22,11 @@ import time
 import warnings
 from collections.abc import Callable
 
-from .checkpoints import weights_problem
-
-from .evaluation import (
-    EvalArguments,
-    _question_text,
-    _summarise,
-    eval_plan,
-    evaluate_model,
-    finished_records,
-    load_eval_dataset,
-    process_state,
-    scoring_plan,
-    setup_key,
-    write_d1_generations,
-)
+from ..checkpoints import weights_problem
+from .arguments import EvalArguments
+from .d1_files import write_d1_generations
+from .evaluator import eval_plan, evaluate_model, load_eval_dataset, process_state, scoring_plan, summarise
+from .records import finished_records, question_text, setup_key
 
 
 def expand_checkpoints(patterns: list[str]) -> list[str]:
@@ -76,21 +66,22 @@ def checkpoint_name(path: str) -> str:
 
 def run_sweep(args: EvalArguments, load_model: Callable) -> list[dict]:
     """Evaluate every checkpoint at every length; returns the summary rows (also written as CSV, markdown, PNG)."""
-    from .tasks import get_task
+    from ..tasks import get_task
 
     state = process_state()
     task = get_task(args.task)
     checkpoints = expand_checkpoints(args.checkpoints)
     out_dir = args.output_dir or os.path.join(os.path.dirname(checkpoints[0]), f"eval_{task.name}")
     os.makedirs(os.path.join(out_dir, "records"), exist_ok=True)
-    scorers, _, style = scoring_plan(task, args.scoring, args.prompt_style)
-    dataset = load_eval_dataset(args, task, style)
-    questions = [_question_text(p) for p in dataset["prompt"]]
+    scoring = scoring_plan(task, args.scoring, args.prompt_style)
+    scorers = scoring.scorers
+    dataset = load_eval_dataset(args, task, scoring.prompt_style)
+    questions = [question_text(p) for p in dataset["prompt"]]
     rows, skipped = [], []
     try:
         for checkpoint in checkpoints:
-            result = _sweep_checkpoint(args, load_model, checkpoint, task, scorers, dataset, questions, out_dir,
-                                          state)
+            result = _sweep_checkpoint(args, load_model, checkpoint, task, scoring, dataset, questions, out_dir,
+                                       state)
             if isinstance(result, str):
                 skipped.append((checkpoint, result))
                 warnings.warn(f"skipping checkpoint {checkpoint}: {result}.", stacklevel=2)
@@ -104,12 +95,12 @@ def run_sweep(args: EvalArguments, load_model: Callable) -> list[dict]:
     return rows
 
 
-def _sweep_checkpoint(args, load_model, checkpoint, task, scorers, dataset, questions, out_dir, state) -> list | str:
+def _sweep_checkpoint(args, load_model, checkpoint, task, scoring, dataset, questions, out_dir, state) -> list | str:
     """The summary rows of one checkpoint at every length, or why it was skipped."""
-    rows = []
+    rows, scorers = [], scoring.scorers
     name = checkpoint_name(checkpoint)
     paths = {n: os.path.join(out_dir, "records", f"{name}_{n}.jsonl") for n in args.gen_length}
-    keys = {n: setup_key(eval_plan(args, task, n, checkpoint)["setup"]) for n in args.gen_length}
+    keys = {n: setup_key(eval_plan(args, task, n, checkpoint, scoring)["setup"]) for n in args.gen_length}
     done = {n: finished_records(paths[n], keys[n], questions) for n in args.gen_length}
     model = tokenizer = None
     if any(len(done[n]) < len(dataset) for n in args.gen_length):
@@ -125,10 +116,10 @@ def _sweep_checkpoint(args, load_model, checkpoint, task, scorers, dataset, ques
         start = time.time()
         if len(done[gen_length]) == len(dataset):
             records = [done[gen_length][i] for i in range(len(dataset))]
-            summary = _summarise(records, list(scorers), args.num_generations)
+            summary = summarise(records, list(scorers), args.num_generations)
         else:
             summary, _, records = evaluate_model(args, model, tokenizer, dataset, task, gen_length,
-                                                 paths[gen_length], checkpoint, progress=False)
+                                                 paths[gen_length], checkpoint, scoring, progress=False)
         steps = args.steps_for(gen_length)
         if state.is_main_process:
             write_d1_generations(
