@@ -163,6 +163,10 @@ def load_model_and_tokenizer(model_args, trust_remote_code: bool):
         model = load_diffusion_model(name, trust_remote_code=trust_remote_code, **kwargs)
     except OSError as error:
         raise explain_load_failure(name, error) from error
+    if model_args.load_in_4bit:
+        from .models.quantization import keep_4bit_layers_differentiable
+
+        keep_4bit_layers_differentiable(model)
     tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code, padding_side="left")
     return model, tokenizer
 

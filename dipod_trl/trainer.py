@@ -611,6 +611,17 @@ class DiPODTrainer(GRPOTrainer):
         folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         save_generation_state(self, os.path.join(self._get_output_dir(trial=trial), folder))
 
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        # PEFT's load_adapter upcasts the adapters to float32; GRPOTrainer trains QLoRA adapters in bf16 (it casts
+        # them at init), so cast back, or a resumed run would go on in another precision than the run it continues.
+        model = self.model if model is None else model
+        base = model.get_base_model() if is_peft_model(model) else model
+        if getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False):
+            for name, param in model.named_parameters():
+                if param.requires_grad and "lora_magnitude_vector" not in name:
+                    param.data = param.data.to(torch.bfloat16)
+
     def _load_optimizer_and_scheduler(self, checkpoint):
         if checkpoint is not None and not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
             check_optimizer_state(checkpoint)
