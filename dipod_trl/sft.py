@@ -17,6 +17,7 @@ from trl.trainer.utils import pad
 
 from .config import apply_device_defaults
 from .likelihood import masked_diffusion_sft_loss
+from .model_card import write_model_card
 from .models.adapters import as_diffusion_lm
 from .tasks import tokenize_prompt
 
@@ -105,6 +106,14 @@ class MaskedDiffusionSFTTrainer(Trainer):
             num_samples=self.args.elbo_num_samples,
         )
         return (loss, None) if return_outputs else loss
+
+    def create_model_card(self, model_name=None, dataset=None, **kwargs):
+        """A masked-diffusion card (SFT, a diffusion quick start, DiPOD's citation) instead of transformers' draft."""
+        write_model_card(self, model_name=model_name, dataset_name=dataset)
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        super().save_model(output_dir, _internal_call)
+        write_model_card(self, output_dir)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)

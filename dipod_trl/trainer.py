@@ -48,6 +48,7 @@ from .likelihood import (
     order_log_likelihoods,
     random_orders,
 )
+from .model_card import write_model_card
 from .models.adapters import as_diffusion_lm, load_diffusion_model, load_diffusion_tokenizer
 from .objectives import (
     diffu_grpo_loss,
@@ -605,6 +606,14 @@ class DiPODTrainer(GRPOTrainer):
         return output
 
     # ------------------------------------------------------------------ checkpoints
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        """DiPOD's card (paper, objective, `dipod_beta`, a diffusion quick start) instead of GRPO's."""
+        write_model_card(self, model_name=model_name, dataset_name=dataset_name)
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        super().save_model(output_dir, _internal_call)
+        write_model_card(self, output_dir)  # every saved model, checkpoints included, says what it is
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
