@@ -295,7 +295,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.cpu and not torch.cuda.is_available():
         raise SystemExit("gpu_check: no CUDA GPU is visible (torch.cuda.is_available() is False); check the driver "
                          "(nvidia-smi; CUDA 13 wheels need driver 580+) and CUDA_VISIBLE_DEVICES, or run --cpu.")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything it needs is made here
     shapes = SMALL if args.cpu else LLADA_8B
     report = Report(args.report, "cpu" if args.cpu else "gpu")
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as work:

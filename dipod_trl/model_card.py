@@ -96,7 +96,8 @@ A masked diffusion LM samples by unmasking a whole block at a time, not token by
 `transformers.pipeline("text-generation")` cannot run it. With dipod-trl installed (`pip install dipod-trl`):
 
 ```bash
-dipod generate --model {source} --prompt "What is 7 * 8?" --gen_length {gen_length} --block_length {block_length} --steps {steps}
+dipod generate --model {source} --prompt "What is 7 * 8?" \\
+    --gen_length {gen_length} --block_length {block_length} --steps {steps}
 ```
 
 ```python

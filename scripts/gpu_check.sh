@@ -11,4 +11,6 @@ python="${PYTHON:-}"
 if [ -z "$python" ]; then
     if [ -x .venv/bin/python ]; then python=.venv/bin/python; else python=python3; fi
 fi
+# Offline: everything the check needs is made on the spot (no hub lookups, no telemetry, no waiting on timeouts).
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-1}"
 exec "$python" -m dipod_trl.gpu_check "$@"

@@ -12,7 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "scripts")
 
 # A virtual environment whose python records every `-m pip` command, answers with its own prefix (where install.sh
-# writes its up-to-date stamp) when asked for it or for the installed package, and runs the version check with the real interpreter; it imports nothing.
+# writes its up-to-date stamp) when asked for it or for the installed package, and runs the version check with the
+# real interpreter; it imports nothing.
 RECORDING_PYTHON = """#!/usr/bin/env bash
 if [ "$1" = -m ] && [ "$2" = pip ]; then printf '%s\\n' "$*" >> "$PIP_RECORD"; exit 0; fi
 if [[ "$2" == *sys.prefix* || "$2" == *"import dipod_trl"* ]]; then cd "$(dirname "$0")/.." && pwd; exit 0; fi
@@ -47,7 +48,8 @@ def test_install_adds_the_gpu_extra_on_a_cuda_machine_only(tmp_path, variant, ex
     assert result.returncode == 0, result.stderr
     installs = [line for line in record.read_text().splitlines() if " -e " in line]
     assert installs == [f"-m pip install --quiet -e {extras}"]
-    assert (venv / ".dipod-trl-installed").read_text().endswith(f"-{extras[2:-1]}-torch\n")  # the stamp in its own prefix
+    # the up-to-date stamp goes into that environment's own prefix
+    assert (venv / ".dipod-trl-installed").read_text().endswith(f"-{extras[2:-1]}-torch\n")
 
 
 def test_judge_install_dry_run_prints_a_vllm_install_into_its_own_environment(tmp_path):

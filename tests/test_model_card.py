@@ -25,7 +25,7 @@ def code_block(card: str, language: str) -> str:
 
 def run_quick_start(card: str, capsys) -> list[str]:
     """Run the card's `dipod generate` line and its Python snippet; return what each printed."""
-    command = shlex.split(code_block(card, "bash"))
+    command = shlex.split(code_block(card, "bash").replace("\\\n", " "))  # as a shell joins continued lines
     assert command[:2] == ["dipod", "generate"]
     texts = cli.main(command[1:])
     exec(code_block(card, "python"), {})
@@ -51,7 +51,8 @@ def test_an_sft_run_writes_a_card_that_names_its_hub_base_model(tokenizer, tmp_p
     model = make_tiny_model(len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     model.config._name_or_path = "GSAI-ML/LLaDA-8B-Instruct"  # what from_pretrained records for a hub model
     data = Dataset.from_dict({"prompt": ["a", "bb"] * 4, "completion": ["xyz", "q"] * 4})
-    args = MaskedSFTConfig(output_dir=str(tmp_path / "sft"), max_steps=2, per_device_train_batch_size=4, max_completion_length=16,
+    args = MaskedSFTConfig(output_dir=str(tmp_path / "sft"), max_steps=2, per_device_train_batch_size=4,
+                           max_completion_length=16,
                            report_to="none", save_strategy="no", disable_tqdm=True, seed=0)
     trainer = MaskedDiffusionSFTTrainer(model, args, train_dataset=data, processing_class=tokenizer)
     trainer.train()

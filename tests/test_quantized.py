@@ -84,7 +84,8 @@ def test_nf4_load_quantises_the_blocks_and_keeps_the_output_head_and_embeddings(
     bf16 = load_diffusion_model(path, dtype=torch.bfloat16).eval()
     ids = _ids(fp32)
     reference = _logits(fp32, ids)
-    error_4bit, error_bf16 = _relative_error(_logits(model, ids), reference), _relative_error(_logits(bf16, ids), reference)
+    error_4bit = _relative_error(_logits(model, ids), reference)
+    error_bf16 = _relative_error(_logits(bf16, ids), reference)
     error_4bit_vs_bf16 = _relative_error(_logits(model, ids), _logits(bf16, ids))
     print(f"{Path(path).name}: logits' max relative error, NF4 vs fp32 {error_4bit:.4f}, NF4 vs bf16 "
           f"{error_4bit_vs_bf16:.4f}, bf16 vs fp32 {error_bf16:.4f}")
@@ -97,7 +98,8 @@ def _qlora_argv(path, output_dir, *extra):
               "task": "digit_sort", "reward_funcs": "exact_match_accuracy", "num_train_examples": 16,
               "max_completion_length": 4, "block_length": 4, "diffusion_steps": 4, "num_generations": 4,
               "per_device_train_batch_size": 4, "num_iterations": 2, "dipod_beta": 0.05, "learning_rate": 1e-2,
-              "max_steps": 2, "logging_steps": 1, "save_strategy": "steps", "save_steps": 1, "drift_num_orders": 0, "report_to": "none",
+              "max_steps": 2, "logging_steps": 1, "save_strategy": "steps", "save_steps": 1, "drift_num_orders": 0,
+              "report_to": "none",
               "disable_tqdm": True, "seed": 0, "output_dir": str(output_dir)}
     return [arg for key, value in values.items() for arg in (f"--{key}", str(value))] + list(extra)
 
