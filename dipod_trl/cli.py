@@ -14,6 +14,7 @@ Recipe keys map one to one onto the fields of TRL's `ModelConfig` (model, LoRA),
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -63,6 +64,17 @@ class TaskArguments:
         metadata={"help": "OpenAI-compatible server of the `judge` reward (default: $DIPOD_JUDGE_URL)."},
     )
     judge_model: str | None = field(default=None, metadata={"help": "Model name the judge server serves."})
+    judge_api_key: str | None = field(
+        default=None,
+        metadata={"help": "API key of the judge server (vLLM's --api-key), sent as a bearer token; never saved or "
+                  "shown. Default: $DIPOD_JUDGE_API_KEY (what recipes/slurm/launch.sh sets), else $OPENAI_API_KEY. "
+                  "Prefer the environment to writing it in a recipe."},
+    )
+    judge_timeout: float = field(
+        default=60.0,
+        metadata={"help": "Seconds, wall clock, allowed for each judge request, retries included; then the request "
+                  "fails (or scores no reward with reward_nan_policy='skip')."},
+    )
 
 
 def _limit(dataset, n):
@@ -121,14 +133,14 @@ def resolve_rewards(task_args: TaskArguments, reward_weights, reward_nan_policy:
 
 
 def _judge(task_args: TaskArguments, on_unparsable: str = "raise"):
-    import os
-
     from reward_models import JudgeReward
 
     base_url = task_args.judge_base_url or os.environ.get("DIPOD_JUDGE_URL")
     if not base_url or not task_args.judge_model:
         raise ValueError("reward_funcs: the `judge` reward needs judge_base_url (or $DIPOD_JUDGE_URL) and judge_model.")
-    return JudgeReward(base_url, task_args.judge_model, on_unparsable=on_unparsable)
+    api_key = task_args.judge_api_key or os.environ.get("DIPOD_JUDGE_API_KEY")  # None: JudgeReward reads OPENAI_API_KEY
+    return JudgeReward(base_url, task_args.judge_model, on_unparsable=on_unparsable, api_key=api_key,
+                       timeout=task_args.judge_timeout)
 
 
 def load_model_and_tokenizer(model_args, trust_remote_code: bool):
@@ -337,6 +349,11 @@ class GenerateArguments:
     cfg_scale: float = field(default=0.0, metadata={"help": "Classifier-free guidance scale."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow hub models that ship modeling code."})
 
+    def __post_init__(self):
+        from .finite import check_finite_fields
+
+        check_finite_fields(self)
+
 
 def generate_command(argv: list[str]) -> list[str]:
     from .sampling import FastDecodingArguments, generate
@@ -363,17 +380,55 @@ def generate_command(argv: list[str]) -> list[str]:
 def merge(argv: list[str]) -> str:
     """`dipod merge ADAPTER_DIR OUTPUT_DIR`: fold LoRA adapters into their base model; save the model and tokenizer."""
     import argparse
+    import shutil
+    import tempfile
 
     from .models.loading import merge_adapters
 
     parser = argparse.ArgumentParser(prog="dipod merge", description=merge.__doc__)
     parser.add_argument("adapter_dir", help="Directory (or hub id) holding adapter_config.json and the adapters.")
-    parser.add_argument("output_dir", help="Where the merged model and its tokenizer are written.")
+    parser.add_argument("output_dir", help="Where the merged model and its tokenizer are written (a new or empty "
+                        "directory).")
+    parser.add_argument("--overwrite", action="store_true", help="Replace a non-empty output_dir: its old files are "
+                        "deleted once the merged model is written.")
     parser.add_argument("--trust_remote_code", action="store_true", help="Allow a base model that ships code.")
     args = parser.parse_args(argv)
-    merge_adapters(args.adapter_dir, args.output_dir, trust_remote_code=args.trust_remote_code)
-    print(f"merged {args.adapter_dir} -> {args.output_dir}")
-    return args.output_dir
+    output_dir = args.output_dir.rstrip(os.sep) or os.sep
+    if not _check_merge_output(args.adapter_dir, output_dir, args.overwrite):
+        merge_adapters(args.adapter_dir, output_dir, trust_remote_code=args.trust_remote_code)
+    else:  # merge beside it, then swap: the old folder stays whole if the merge fails, and no old file is left over
+        parent = os.path.dirname(os.path.abspath(output_dir))
+        staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output_dir)}.merging-")
+        try:
+            merge_adapters(args.adapter_dir, staging, trust_remote_code=args.trust_remote_code)
+            shutil.copymode(output_dir, staging)  # the folder's permissions, not mkdtemp's 0700
+            old = staging + ".old"
+            os.replace(output_dir, old)
+            os.replace(staging, output_dir)
+            shutil.rmtree(old)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    print(f"merged {args.adapter_dir} -> {output_dir}")
+    return output_dir
+
+
+def _check_merge_output(adapter_dir: str, output_dir: str, overwrite: bool) -> bool:
+    """Whether `output_dir` holds files to replace; refuses what would mix or lose files."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise FileExistsError(f"output_dir {output_dir!r} is a file; choose a directory for the merged model.")
+    existing = sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []
+    if not existing:
+        return False
+    adapters, output = os.path.realpath(adapter_dir), os.path.realpath(output_dir)
+    if os.path.isdir(adapter_dir) and (adapters + os.sep).startswith(output + os.sep):
+        where = "is the adapter directory" if adapters == output else f"holds the adapter directory {adapter_dir!r}"
+        raise ValueError(f"output_dir {output_dir!r} {where}: merging into it would mix the merged model with "
+                         "the adapters (or delete them). Choose another output_dir.")
+    if not overwrite:
+        shown = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
+        raise FileExistsError(f"output_dir {output_dir!r} is not empty ({shown}). Choose a new or empty directory, "
+                              "or pass --overwrite to replace its contents with the merged model.")
+    return True
 
 
 def demo(argv: list[str]) -> dict:

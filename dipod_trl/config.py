@@ -9,11 +9,13 @@ error that says why, rather than silently ignored.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 from trl import GRPOConfig
 
+from .finite import check_finite_fields
 from .sampling import FAST_DECODING_HELP, validate_fast_decoding
 
 OBJECTIVES = ("fpo", "diffu_grpo", "spg")
@@ -283,9 +285,20 @@ class DiPODConfig(GRPOConfig):
     )
 
     def __post_init__(self):
+        check_finite_fields(self)
         apply_device_defaults(self)
         super().__post_init__()
         self._validate()
+        self._warn_if_greedy()
+
+    def _warn_if_greedy(self) -> None:
+        if self.temperature == 0 and self.remasking != "random":
+            warnings.warn(
+                f"temperature=0 with remasking={self.remasking!r} decodes greedily: the num_generations completions "
+                "of a prompt are identical, so every group-relative advantage is 0 (frac_reward_zero_std = 1) and "
+                "only the DiPOD term trains. Sample with temperature > 0 (e.g. 1.0) for RL.",
+                stacklevel=3,
+            )
 
     def _validate(self) -> None:
         def choice(name, options):

@@ -29,6 +29,7 @@ from reward_models import exact_match_accuracy
 
 from .config import DiPODConfig
 from .evaluation import evaluate_task
+from .finite import check_finite_fields
 from .models import build_tiny_model, build_tiny_tokenizer
 from .sft import MaskedDiffusionSFTTrainer, MaskedSFTConfig
 from .tasks.digit_sort import load as load_digit_sort
@@ -69,6 +70,7 @@ class DemoConfig:
     threads: int = field(default=0, metadata={"help": "torch threads (0: torch's default)."})
 
     def __post_init__(self):
+        check_finite_fields(self)
         if self.objective not in ("fpo", "spg"):
             raise ValueError(f"objective: the demo compares 'fpo' or 'spg' with and without DiPOD, not "
                              f"{self.objective!r}.")

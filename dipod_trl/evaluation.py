@@ -24,6 +24,7 @@ from accelerate import PartialState
 from tqdm.auto import tqdm
 from trl.trainer.utils import pad
 
+from .finite import check_finite_fields
 from .models.adapters import as_diffusion_lm
 from .sampling import FAST_DECODING_HELP, generate, validate_fast_decoding
 from .tasks import PROMPT_STYLES, tokenize_prompt
@@ -98,6 +99,7 @@ class EvalArguments:
     )
 
     def __post_init__(self):
+        check_finite_fields(self)
         validate_fast_decoding(**fast_decoding_of(self))
         if isinstance(self.gen_length, int):
             self.gen_length = [self.gen_length]
@@ -172,13 +174,20 @@ def read_records(path: str, key: str) -> dict[int, dict]:
         if not os.path.exists(name):
             continue
         with open(name) as f:
-            for line in f:
+            for number, line in enumerate(f, start=1):
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut off by an interruption: redone
                 if isinstance(record, dict) and record.get("setup_key") == key:
-                    records[record["index"]] = record
+                    index = record.get("index")
+                    if not isinstance(index, int) or isinstance(index, bool):
+                        raise ValueError(
+                            f"{name}, line {number}: a record of this run has index={index!r}, not an example "
+                            "number; the file was edited or written by another program. Delete that line (its "
+                            "example is then evaluated again) or the file."
+                        )
+                    records[index] = record
     return records
 
 

@@ -15,6 +15,31 @@ from dataclasses import fields
 import yaml
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last value silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        lines = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key == "<<" or not isinstance(key, (str, int, float, bool)):
+                continue
+            if key in lines:
+                raise ValueError(
+                    f"{key_node.start_mark.name}: key {key!r} is given twice (lines {lines[key]} and {line}); YAML "
+                    "would keep the last value silently. Delete one of them."
+                )
+            lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_recipe_file(path: str):
+    """The YAML document in `path`; a key given twice in a mapping is an error naming the key and its lines."""
+    with open(path) as f:
+        return yaml.load(f, Loader=_UniqueKeyLoader)
+
+
 def _field_names(dataclass_types) -> set[str]:
     return {f.name for cls in dataclass_types for f in fields(cls) if f.init}
 
@@ -95,8 +120,7 @@ def parse_recipe(dataclass_types, argv: list[str]):
         recipe = argv.pop(0)
         if not os.path.isfile(recipe):
             raise FileNotFoundError(f"recipe {recipe!r} does not exist.")
-        with open(recipe) as f:
-            values = yaml.safe_load(f) or {}
+        values = load_recipe_file(recipe) or {}
         if not isinstance(values, dict):
             raise ValueError(f"recipe {recipe!r} must be a YAML mapping of config keys to values.")
         check_keys(values.keys(), dataclass_types, f"recipe {recipe}")

@@ -19,6 +19,7 @@ from .config import apply_device_defaults
 from .likelihood import masked_diffusion_sft_loss
 from .model_card import write_model_card
 from .models.adapters import as_diffusion_lm
+from .redaction import hub_token_to_environment, saving_without_secrets
 from .tasks import tokenize_prompt
 
 
@@ -92,6 +93,7 @@ class MaskedDiffusionSFTTrainer(Trainer):
             raise ValueError("processing_class (the tokenizer) is required to tokenise prompts and completions.")
         as_diffusion_lm(model, processing_class)  # fails early, with the reason, on a model without a mask token
         collator = PromptCompletionCollator(processing_class, args.max_prompt_length, args.max_completion_length)
+        hub_token_to_environment(args)
         super().__init__(model=model, args=args, data_collator=collator, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
         self.model_accepts_loss_kwargs = False  # the loss is a per-row mean: let Trainer scale it for accumulation
@@ -120,3 +122,7 @@ class MaskedDiffusionSFTTrainer(Trainer):
         with torch.no_grad():
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
+
+    def _save(self, output_dir=None, state_dict=None):
+        with saving_without_secrets(self):  # training_args.bin: no hub_token in the run folder or a checkpoint
+            super()._save(output_dir, state_dict)

@@ -29,7 +29,7 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 from accelerate.utils import is_peft_model
-from datasets import Dataset, IterableDataset
+from datasets import Dataset, IterableDataset, Value
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -40,6 +40,7 @@ from trl.trainer.utils import is_async_callable, nanstd, pad
 
 from .checkpoints import check_optimizer_state, load_generation_state, save_generation_state
 from .config import DiPODConfig
+from .finite import check_finite
 from .likelihood import (
     MaskDraw,
     draw_masks,
@@ -58,7 +59,14 @@ from .objectives import (
     spg_eubo_per_token,
     spg_loss,
 )
+from .redaction import hub_token_to_environment, saving_without_secrets
 from .sampling import generate
+
+
+_NON_FINITE_HINT = (
+    "The last checkpoint holds the weights before it. Lower learning_rate (or max_grad_norm), check the rewards' "
+    "scale, then resume from that checkpoint."
+)
 
 
 class RewardFunctionError(RuntimeError):
@@ -84,6 +92,41 @@ def check_train_dataset(dataset, args) -> None:
         )
 
 
+CHAT_ROLES = ("system", "user", "assistant", "tool")
+
+
+def check_prompt_column(dataset, name: str) -> None:
+    """Refuse a `prompt` column that mixes plain-text and conversational prompts (the chat template would be applied
+    to some rows only), naming the first row of the other kind; warn about chat roles a chat template does not know
+    (`human`, `usr`...), which it would render as written or drop."""
+    if not isinstance(dataset, Dataset) or "prompt" not in dataset.column_names:
+        return
+    if isinstance(dataset.features["prompt"], Value):
+        return  # an Arrow string column: plain text only
+    first_kind, unknown = None, {}
+    for row, prompt in enumerate(dataset["prompt"]):
+        conversational = isinstance(prompt, list) and all(isinstance(m, dict) for m in prompt)
+        if first_kind is None:
+            first_kind = conversational
+        elif conversational != first_kind:
+            kinds = {True: "conversational (a list of messages)", False: "plain text"}
+            raise ValueError(
+                f"{name}: column 'prompt' mixes plain-text and conversational prompts: row 0 is {kinds[first_kind]}, "
+                f"row {row} is {kinds[conversational]}: {str(prompt)[:200]!r}. Make every prompt one kind, e.g. "
+                "[{'role': 'user', 'content': text}] for the plain ones."
+            )
+        for message in prompt if conversational else ():
+            if message.get("role") not in CHAT_ROLES:
+                unknown.setdefault(message.get("role"), row)
+    for role, row in unknown.items():
+        warnings.warn(
+            f"{name}: column 'prompt' has messages with role {role!r} (first in row {row}); chat templates expect "
+            f"{', '.join(CHAT_ROLES)} and render other roles as written, or not at all. Rename the role (e.g. "
+            "'human' -> 'user').",
+            stacklevel=3,
+        )
+
+
 def _check_reward_output(rewards, name: str, num_samples: int):
     """A reward function must return one number (or None) per sample; name it when it does not."""
     if isinstance(rewards, (torch.Tensor, np.ndarray)):
@@ -103,29 +146,59 @@ def _check_reward_output(rewards, name: str, num_samples: int):
     return rewards
 
 
-def _guard_reward_function(func, name: str):
-    """Wrap a reward function so that an exception or a malformed result names the function (and the sample)."""
+def _one_sample_calls(prompts, completions, kwargs):
+    """The arguments that call a reward function on each sample alone: `(index, kwargs)` pairs."""
+    per_sample = {k: v for k, v in kwargs.items() if isinstance(v, list) and len(v) == len(prompts)}
+    shared = {k: v for k, v in kwargs.items() if k not in per_sample}
+    for i in range(len(prompts)):
+        yield i, dict(prompts=[prompts[i]], completions=[completions[i]],
+                      **{k: [v[i]] for k, v in per_sample.items()}, **shared)
 
-    def guarded(prompts, completions, **kwargs):
-        try:
-            rewards = func(prompts=prompts, completions=completions, **kwargs)
-        except Exception as batch_error:
-            per_sample = {k: v for k, v in kwargs.items() if isinstance(v, list) and len(v) == len(prompts)}
-            shared = {k: v for k, v in kwargs.items() if k not in per_sample}
-            for i in range(len(prompts)):
-                try:
-                    func(prompts=[prompts[i]], completions=[completions[i]],
-                         **{k: [v[i]] for k, v in per_sample.items()}, **shared)
-                except Exception as sample_error:
-                    raise RewardFunctionError(
-                        f"reward function {name!r} raised {type(sample_error).__name__}: {sample_error} on "
-                        f"{_describe_sample(prompts, completions, i)}"
-                    ) from sample_error
-            raise RewardFunctionError(
-                f"reward function {name!r} raised {type(batch_error).__name__}: {batch_error} on a batch of "
-                f"{len(prompts)} samples (no single sample fails alone)"
-            ) from batch_error
-        return _check_reward_output(rewards, name, len(prompts))
+
+def _raised(name: str, error: Exception, where: str) -> RewardFunctionError:
+    return RewardFunctionError(f"reward function {name!r} raised {type(error).__name__}: {error} on {where}")
+
+
+def _raise_if_service_failed(name: str, error: Exception) -> None:
+    # The service behind the function failed, not a sample: asking again per sample would only wait out its
+    # deadline once more for each one.
+    if isinstance(error, ConnectionError):
+        raise RewardFunctionError(f"reward function {name!r} raised {type(error).__name__}: {error}") from error
+
+
+def _guard_reward_function(func, name: str):
+    """Wrap a reward function (sync or async) so that an exception or a malformed result names the function and the
+    sample: after a batch fails, each sample is scored alone to find the first that fails by itself."""
+    no_single = "a batch of {} samples (no single sample fails alone)"
+
+    if is_async_callable(func):
+        async def guarded(prompts, completions, **kwargs):
+            try:
+                rewards = await func(prompts=prompts, completions=completions, **kwargs)
+            except Exception as batch_error:
+                _raise_if_service_failed(name, batch_error)
+                for i, one in _one_sample_calls(prompts, completions, kwargs):
+                    try:
+                        await func(**one)
+                    except Exception as sample_error:
+                        where = _describe_sample(prompts, completions, i)
+                        raise _raised(name, sample_error, where) from sample_error
+                raise _raised(name, batch_error, no_single.format(len(prompts))) from batch_error
+            return _check_reward_output(rewards, name, len(prompts))
+    else:
+        def guarded(prompts, completions, **kwargs):
+            try:
+                rewards = func(prompts=prompts, completions=completions, **kwargs)
+            except Exception as batch_error:
+                _raise_if_service_failed(name, batch_error)
+                for i, one in _one_sample_calls(prompts, completions, kwargs):
+                    try:
+                        func(**one)
+                    except Exception as sample_error:
+                        where = _describe_sample(prompts, completions, i)
+                        raise _raised(name, sample_error, where) from sample_error
+                raise _raised(name, batch_error, no_single.format(len(prompts))) from batch_error
+            return _check_reward_output(rewards, name, len(prompts))
 
     guarded.__name__ = name
     return guarded
@@ -196,6 +269,7 @@ class DiPODTrainer(GRPOTrainer):
                 columns = getattr(ds, "column_names", None)
                 if isinstance(ds, (Dataset, IterableDataset)) and columns is not None and "prompt" not in columns:
                     raise ValueError(f"{name} has no 'prompt' column (columns: {columns}).")
+                check_prompt_column(ds, name)
         check_train_dataset(train_dataset, args)
 
         if isinstance(model, str):
@@ -221,6 +295,7 @@ class DiPODTrainer(GRPOTrainer):
         elif sync_ref and kl_beta != 0.0:
             raise NotImplementedError("sync_ref_model with a PEFT model is not supported (the reference is the base).")
         args.beta, args.sync_ref_model = 0.0, False
+        hub_token_to_environment(args)
         try:
             super().__init__(
                 model=model,
@@ -247,9 +322,7 @@ class DiPODTrainer(GRPOTrainer):
                 self.add_callback(SyncRefModelCallback(ref_model=self.ref_model, accelerator=self.accelerator))
 
         self.reward_funcs = [
-            _guard_reward_function(f, name)
-            if callable(f) and not isinstance(f, torch.nn.Module) and not is_async_callable(f)
-            else f
+            _guard_reward_function(f, name) if callable(f) and not isinstance(f, torch.nn.Module) else f
             for f, name in zip(self.reward_funcs, self.reward_func_names)
         ]
         self._generation_count = 0
@@ -294,7 +367,7 @@ class DiPODTrainer(GRPOTrainer):
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         device = self.accelerator.device
-        ids = [torch.tensor(p) for p in prompt_ids]
+        ids = [torch.tensor(p, dtype=torch.long) for p in prompt_ids]  # [] alone would be a float tensor
         padded = pad(ids, padding_value=self._tokenizer.pad_token_id, padding_side="left").to(device)
         attention = pad([torch.ones_like(p) for p in ids], padding_value=0, padding_side="left").to(device)
         with (
@@ -337,7 +410,7 @@ class DiPODTrainer(GRPOTrainer):
             where = _describe_sample(prompts, completions, local) if 0 <= local < len(prompts) else f"sample {row}"
             value = rewards_per_func[row, column].item()
             raise RewardFunctionError(
-                f"reward function {self.reward_func_names[column]!r} returned "
+                f"step {self.state.global_step + 1}: reward function {self.reward_func_names[column]!r} returned "
                 f"{'None/NaN' if value != value else value} for {where}. Return a finite float, or set "
                 "reward_nan_policy='skip' to ignore None/NaN rewards."
             )
@@ -355,9 +428,11 @@ class DiPODTrainer(GRPOTrainer):
         prompt_ids_list, completion_ids_list, _, completions, _, _, _, _ = self._generate(prompts)
         generated = time.perf_counter()
 
-        prompt_ids = pad([torch.tensor(p) for p in prompt_ids_list], self._tokenizer.pad_token_id, "left").to(device)
+        # dtype: an empty prompt ([]) would otherwise be a float tensor, and make the padded batch float.
+        pad_id = self._tokenizer.pad_token_id
+        prompt_ids = pad([torch.tensor(p, dtype=torch.long) for p in prompt_ids_list], pad_id, "left").to(device)
         prompt_mask = pad([torch.ones(len(p), dtype=torch.long) for p in prompt_ids_list], 0, "left").to(device)
-        completion_ids = pad([torch.tensor(c) for c in completion_ids_list], self._tokenizer.pad_token_id, "right")
+        completion_ids = pad([torch.tensor(c, dtype=torch.long) for c in completion_ids_list], pad_id, "right")
         completion_ids = completion_ids.to(device)
         completion_mask = pad([torch.ones(len(c), dtype=torch.long) for c in completion_ids_list], 0, "right")
         completion_mask = completion_mask.to(device)
@@ -603,7 +678,17 @@ class DiPODTrainer(GRPOTrainer):
         self._pending_time = 0.0
         output = super().training_step(model, inputs, num_items_in_batch)
         self._metrics["train"]["time/update"].append(time.perf_counter() - start - self._pending_time)
+        # Trainer would log a NaN loss as the running mean (logging_nan_inf_filter) and step on NaN gradients.
+        check_finite(output, "the training loss", f"step {self.state.global_step + 1}", _NON_FINITE_HINT)
         return output
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        # Called once per optimizer step, after clipping and before `optimizer.step()` and any save. Under fp16 loss
+        # scaling an overflowed gradient is expected now and then: the scaler skips that step and lowers the scale.
+        grad_norm = super()._get_grad_norm(model, grad_norm)
+        if grad_norm is not None and not self.args.fp16:
+            check_finite(grad_norm, "the gradient norm", f"step {self.state.global_step + 1}", _NON_FINITE_HINT)
+        return grad_norm
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -614,6 +699,10 @@ class DiPODTrainer(GRPOTrainer):
     def save_model(self, output_dir=None, _internal_call=False):
         super().save_model(output_dir, _internal_call)
         write_model_card(self, output_dir)  # every saved model, checkpoints included, says what it is
+
+    def _save(self, output_dir=None, state_dict=None):
+        with saving_without_secrets(self):  # training_args.bin: no hub_token in the run folder or a checkpoint
+            super()._save(output_dir, state_dict)
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)

@@ -1,15 +1,20 @@
 """Bad input stops before work starts with an error that names the problem: datasets too small to train on, rewards
 of the wrong shape, impossible sampler settings, recipe values of the wrong type, missing or truncated models."""
 
+import json
+import math
 import os
+import warnings
 
 import pytest
+from datasets import Dataset, load_dataset
 
 from dipod_trl import DiPODConfig, DiPODTrainer, cli
+from dipod_trl.evaluation import read_records
 from dipod_trl.trainer import RewardFunctionError
 from tests.conftest import make_tiny_model
 from tests.test_output_dir import FAST, TINY
-from tests.test_trainer import count_sevens, make_trainer, prompts_dataset
+from tests.test_trainer import count_sevens, make_trainer, prompts_dataset, text_hash
 
 
 @pytest.mark.parametrize("rows", [0, 1])
@@ -87,3 +92,80 @@ def test_a_truncated_safetensors_file_is_named(tokenizer, tmp_path):
     with pytest.raises(ValueError, match=f"{weights} is not a readable safetensors file .*cut short"):
         cli.main(["train", TINY, "--output_dir", str(tmp_path / "out"), *FAST, "--model_name_or_path",
                   str(tmp_path / "model")])
+
+
+# ------------------------------------------------------------------ settings and prompts that train on nothing
+
+
+def test_rl_at_temperature_zero_warns_and_every_group_is_identical(tokenizer, tmp_path):
+    with pytest.warns(UserWarning, match=r"temperature=0 .* identical, so every group-relative advantage is 0 "
+                                         r"\(frac_reward_zero_std = 1\) and only the DiPOD term trains"):
+        trainer = make_trainer(tokenizer, tmp_path, reward=text_hash, temperature=0.0, max_steps=1)
+    trainer.train()
+    assert trainer.state.log_history[0]["frac_reward_zero_std"] == 1.0
+    with warnings.catch_warnings():  # random remasking orders still differ within a group
+        warnings.simplefilter("error")
+        DiPODConfig(output_dir=str(tmp_path), temperature=0.0, remasking="random")
+
+
+def test_a_recipe_with_a_key_given_twice_names_the_key_and_its_lines(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model_name_or_path: tiny\ntask: digit_sort\ndipod_beta: 0.1\nseed: 3\ndipod_beta: 0.0\n")
+    with pytest.raises(ValueError, match=r"recipe.yaml: key 'dipod_beta' is given twice \(lines 3 and 5\)"):
+        cli.main(["train", str(recipe), "--output_dir", str(tmp_path / "out")])
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_chat_roles_a_template_does_not_know_are_named_in_a_warning(tokenizer, tmp_path):
+    rows = [[{"role": "system", "content": "sort"}, {"role": "human" if i % 2 else "usr", "content": str(i)}]
+            for i in range(16)]
+    with pytest.warns(UserWarning) as record:
+        make_trainer(tokenizer, tmp_path, dataset=Dataset.from_dict({"prompt": rows}))
+    messages = sorted(str(w.message) for w in record if "role" in str(w.message))
+    assert len(messages) == 2
+    assert "role 'human' (first in row 1); chat templates expect system, user, assistant, tool" in messages[0]
+    assert "role 'usr' (first in row 0)" in messages[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_trainer(tokenizer, tmp_path, dataset=prompts_dataset())  # system/user/assistant only: no warning
+
+
+def test_a_prompt_column_mixing_plain_and_conversational_prompts_names_the_row(tokenizer, tmp_path):
+    rows = [{"prompt": f"{i}{i}"} if i != 3 else {"prompt": [{"role": "user", "content": "33"}]} for i in range(16)]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = load_dataset("json", data_files=str(path), split="train")  # a Json column holds both kinds
+    with pytest.raises(ValueError, match=r"train_dataset: column 'prompt' mixes plain-text and conversational "
+                                         r"prompts: row 0 is plain text, row 3 is conversational"):
+        make_trainer(tokenizer, tmp_path, dataset=dataset)
+
+
+@pytest.mark.parametrize("conversational", [False, True])
+def test_an_empty_prompt_first_in_a_batch_trains(tokenizer, tmp_path, conversational):
+    texts = [""] + [f"{i}{(3 * i) % 10}" for i in range(1, 16)]
+    prompts = [[{"role": "user", "content": t}] for t in texts] if conversational else texts
+    trainer = make_trainer(tokenizer, tmp_path, dataset=Dataset.from_dict({"prompt": prompts}),
+                           shuffle_dataset=False, max_steps=1)
+    trainer.train()
+    assert trainer.state.global_step == 1 and math.isfinite(trainer.state.log_history[0]["loss"])
+
+
+def test_an_async_reward_function_that_raises_names_itself_and_the_sample(tokenizer, tmp_path):
+    async def fragile(completions, answer, **kwargs):
+        return [1.0 / int(a) for a in answer]  # answer "0" divides by zero
+
+    trainer = make_trainer(tokenizer, tmp_path, reward=fragile)
+    # The prompts whose answer is "0" are rows 0 ("000") and 10 ("1000"): the error shows one of them.
+    with pytest.raises(RewardFunctionError, match=r"'fragile' raised ZeroDivisionError: float division by zero on "
+                                                  r"sample \d+: prompt=\"\[\{'role': 'user', 'content': '1?000'\}\]"):
+        trainer.train()
+
+
+def test_an_eval_record_without_an_index_names_the_file_and_line(tmp_path):
+    path = tmp_path / "records.jsonl"
+    path.write_text(json.dumps({"setup_key": "other", "question": "q"}) + "\n"  # another run's line: not read
+                    + json.dumps({"setup_key": "k", "index": 0, "question": "a"}) + "\n"
+                    + json.dumps({"setup_key": "k", "question": "b"}) + "\n")
+    with pytest.raises(ValueError, match=rf"{path}, line 3: a record of this run has index=None, not an example "
+                                         r"number.*Delete that line"):
+        read_records(str(path), "k")

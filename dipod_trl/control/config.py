@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..finite import check_finite_fields
+
 LOSS_TYPES = ("fpo", "fpo++", "ppo")
 CFM_REDUCTIONS = ("sqrt", "mean", "sum")
 TRUST_REGION_MODES = ("ppo", "spo", "aspo")
@@ -213,6 +215,7 @@ class FlowPolicyConfig:
         def bad(name: str, why: str):
             raise ValueError(f"{name}={getattr(self, name)!r}: {why}")
 
+        check_finite_fields(self)
         if self.loss_type not in LOSS_TYPES:
             bad("loss_type", f"must be one of {LOSS_TYPES}")
         if self.trust_region_mode is None:

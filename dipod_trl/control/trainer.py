@@ -29,6 +29,7 @@ import torch
 from gymnasium.wrappers.vector import NormalizeReward
 
 from ..checkpoints import resolve_resume
+from ..finite import check_finite
 from .config import FlowPolicyConfig
 from .envs import find_wrapper, make_envs
 from .metrics import MetricsLogger
@@ -36,6 +37,8 @@ from .objectives import compute_gae, dipod_loss, fpo_loss, fpo_plus_plus_loss, v
 from .policy import Critic, FlowPolicy, GaussianPolicy, ObservationNormalizedPolicy
 
 TRAINER_STATE_NAME = "trainer_state.pt"
+_ENV_HINT = "Check the environment and its wrappers; the checkpoints written so far predate this update."
+_UPDATE_HINT = "Lower learning_rate or max_grad_norm, then resume from the last checkpoint."
 
 
 class LossOutput(NamedTuple):
@@ -215,14 +218,19 @@ class FlowPolicyTrainer:
         episode_returns, episode_lengths = [], []
         policy_time = sim_time = 0.0
         obs = self.next_obs
+        phase = f"update {self.update + 1}" if with_values else "warm start"
         for step in range(T):
+            where = f"{phase}, rollout step {step} (env step {self.env_steps + step * E})"
             start = time.perf_counter()
             obs_raw = torch.as_tensor(obs, dtype=torch.float32)
+            # Before the observation normaliser sees it: one NaN would make its statistics, and the policy, NaN.
+            check_finite(obs_raw, "the observation (envs x dims)", where, _ENV_HINT)
             if self.config.normalize_observation:
                 self.policy.update_obs_stats(obs_raw)
             obs_norm = self.policy.normalize(obs_raw)
             noise = torch.randn((E, self.action_dim), generator=self.generator)
             action = actor.sample(obs_norm, noise)
+            check_finite(action, "the policy's action (envs x dims)", where, _UPDATE_HINT)
             if with_values:
                 rollout["values"][step] = self.critic(self.policy.normalize(obs_raw))
             action_np = action.numpy()
@@ -232,6 +240,7 @@ class FlowPolicyTrainer:
             obs, reward, terminated, truncated, info = self.envs.step(action_np)
             sim_time += time.perf_counter() - start
 
+            check_finite(reward, "the reward (one per env)", where, _ENV_HINT)
             done = terminated | truncated
             rollout["obs_raw"][step], rollout["obs"][step], rollout["actions"][step] = obs_raw, obs_norm, action
             rollout["rewards"][step] = torch.as_tensor(reward, dtype=torch.float32)
@@ -241,6 +250,7 @@ class FlowPolicyTrainer:
                 # Bootstrap value of the episode's last observation (zeroed later for terminations).
                 start = time.perf_counter()
                 final_obs = torch.as_tensor(np.stack(info["final_obs"][done]), dtype=torch.float32)
+                check_finite(final_obs, "the final observation of an episode", where, _ENV_HINT)
                 rollout["next_values"][step, torch.as_tensor(done)] = self.critic(self.policy.normalize(final_obs))
                 policy_time += time.perf_counter() - start
             if "_episode" in info:
@@ -296,6 +306,7 @@ class FlowPolicyTrainer:
             idx = torch.randint(len(actions), (cfg.warmstart_batch_size,), generator=self.generator)
             t, eps = self.draw_cfm_samples((len(idx),))
             loss = self.policy.cfm_loss(obs_norm[idx], actions[idx], t, eps).mean()
+            check_finite(loss, "the warm-start CFM loss", "warm start", _UPDATE_HINT)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -336,11 +347,14 @@ class FlowPolicyTrainer:
             for start in range(0, B, cfg.minibatch_size):
                 idx = order[start : start + cfg.minibatch_size]
                 out = minibatch_loss(self.policy, self.critic, {k: v[idx] for k, v in batch.items()}, cfg)
+                where = f"update {self.update + 1}, optimizer step {self.global_step + 1}"
+                check_finite(out.loss, "the minibatch loss", where, _UPDATE_HINT)
                 self.optimizer.zero_grad()
                 out.loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(
                     list(self.policy.parameters()) + list(self.critic.parameters()), cfg.max_grad_norm
                 )
+                check_finite(grad_norm, "the gradient norm", where, _UPDATE_HINT)
                 self.optimizer.step()
                 self.global_step += 1
                 with torch.no_grad():

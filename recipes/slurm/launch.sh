@@ -21,6 +21,35 @@ gpus_per_node="${GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-8}}"
 main_host="$(scontrol show hostnames "${SLURM_JOB_NODELIST:-$(hostname)}" | head -n 1)"
 port="${MAIN_PROCESS_PORT:-29500}"
 config="${ACCELERATE_CONFIG:-recipes/accelerate/zero2.yaml}"
+
+if [ -n "${JUDGE_URL_FILE:-}" ]; then
+    # The judge job may still be queued or loading its model: wait for it, JUDGE_WAIT seconds at most (default 3600),
+    # asking every JUDGE_POLL seconds (default 30). Its key (JUDGE_KEY_FILE, default the URL file + .key, where
+    # judge.slurm writes it) goes to the trainer as DIPOD_JUDGE_API_KEY, never printed.
+    judge_wait="${JUDGE_WAIT:-3600}"
+    judge_poll="${JUDGE_POLL:-30}"
+    judge_deadline=$((SECONDS + judge_wait))
+    until [ -s "$JUDGE_URL_FILE" ] && curl -sf "$(sed 's|/v1/*$||' "$JUDGE_URL_FILE")/health" >/dev/null; do
+        left=$((judge_deadline - SECONDS))
+        if [ "$left" -le 0 ]; then
+            state="not written"
+            [ -s "$JUDGE_URL_FILE" ] && state="there, but the server at its URL does not answer"
+            echo "node $machine_rank: no judge came up in ${judge_wait}s: $JUDGE_URL_FILE is $state. Is the judge" \
+                 "job (recipes/slurm/judge.slurm) running? Its log says why not. Set JUDGE_WAIT to wait longer." >&2
+            exit 1
+        fi
+        echo "node $machine_rank: waiting for the judge ($JUDGE_URL_FILE)"
+        sleep "$((left < judge_poll ? left : judge_poll))"
+    done
+    DIPOD_JUDGE_URL="$(cat "$JUDGE_URL_FILE")"
+    export DIPOD_JUDGE_URL
+    judge_key_file="${JUDGE_KEY_FILE:-$JUDGE_URL_FILE.key}"
+    if [ -s "$judge_key_file" ]; then
+        DIPOD_JUDGE_API_KEY="$(cat "$judge_key_file")"
+        export DIPOD_JUDGE_API_KEY
+    fi
+fi
+
 overrides=("$@")
 if [ -n "${OUTPUT_DIR:-}" ]; then
     overrides=(--output_dir "$OUTPUT_DIR" "$@")  # the command line still wins
@@ -34,15 +63,6 @@ if [ -z "$chosen_checkpoint" ] && [ -n "$(find "$output_dir" -maxdepth 1 -type d
         2>/dev/null | head -n 1)" ]; then
     echo "node $machine_rank: resuming from the newest checkpoint in $output_dir"
     resume=(--resume_from_checkpoint true)
-fi
-
-if [ -n "${JUDGE_URL_FILE:-}" ]; then
-    until [ -s "$JUDGE_URL_FILE" ] && curl -sf "$(cat "$JUDGE_URL_FILE")/models" >/dev/null; do
-        echo "node $machine_rank: waiting for the judge ($JUDGE_URL_FILE)"
-        sleep 30
-    done
-    DIPOD_JUDGE_URL="$(cat "$JUDGE_URL_FILE")"
-    export DIPOD_JUDGE_URL
 fi
 
 echo "node $machine_rank of $num_machines: $gpus_per_node processes, rendezvous at $main_host:$port"

@@ -19,6 +19,8 @@ from dipod_trl.control import (
 )
 from dipod_trl.control.cli import main as cli_main
 from dipod_trl.control.envs import make_envs
+from dipod_trl.control.policy import Critic
+from dipod_trl.control.trainer import draw_cfm_samples, minibatch_loss
 from dipod_trl.recipe import parse_recipe
 
 RECIPES = os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "control")
@@ -81,11 +83,31 @@ def test_trust_region_mode_defaults_follow_the_objective(tmp_path):
     assert tiny_config(tmp_path, loss_type="ppo").trust_region_mode == "ppo"
 
 
-def test_fpo_plus_plus_defaults_are_the_releases_fpo_plus_plus(tmp_path):
-    """No per-update DiPOD term unless asked for: the release's control DiPOD is the warm start."""
-    config = tiny_config(tmp_path, loss_type="fpo++")
-    assert config.dipod_beta == 0.0 and config.warmstart_rollouts == 0
-    assert config.cfm_loss_reduction == "sqrt" and config.cfm_time_margin == 0.005
+def test_the_default_config_trains_the_releases_fpo_plus_plus(tmp_path):
+    """With the defaults the minibatch loss is FPO++'s policy loss plus the value loss, bit for bit (no per-update
+    DiPOD term: the release's control DiPOD is the warm start), its CFM loss per draw is the release's squared error
+    summed over action dims / sqrt(A), and the draws' flow times stay in the release's [0.005, 0.995]."""
+    config = FlowPolicyConfig()
+    torch.manual_seed(0)
+    obs_dim, action_dim, batch, draws = 3, 4, 64, 8  # A = 4: sum, mean and sqrt reductions all differ
+    policy = FlowPolicy(obs_dim, action_dim, hidden_sizes=[16], cfm_loss_reduction=config.cfm_loss_reduction)
+    critic = Critic(obs_dim, [16])
+    obs, actions = torch.randn(batch, obs_dim), torch.randn(batch, action_dim)
+    t, eps = draw_cfm_samples((batch,), draws, action_dim, torch.Generator().manual_seed(0), config.cfm_time_margin)
+    many_t, _ = draw_cfm_samples((100_000,), 1, 1, torch.Generator().manual_seed(1), config.cfm_time_margin)
+    assert 0.005 <= many_t.min() < 0.0051 and 0.9949 < many_t.max() <= 0.995
+
+    with torch.no_grad():
+        velocity = policy.velocity(obs.unsqueeze(1).expand(batch, draws, obs_dim),
+                                   t * actions.unsqueeze(1) + (1 - t) * eps, t)
+        release = ((velocity - (actions.unsqueeze(1) - eps)) ** 2).sum(-1) / 2.0  # sqrt(4) = 2
+        torch.testing.assert_close(policy.cfm_loss(obs, actions, t, eps), release)
+
+    minibatch = {"obs": obs, "actions": actions, "cfm_t": t, "cfm_eps": eps, "advantages": torch.randn(batch),
+                 "returns": torch.randn(batch), "cfm_old": release + 0.1 * torch.randn(batch, draws)}
+    out = minibatch_loss(policy, critic, minibatch, config)
+    assert out.dipod_loss > 0  # the on-policy term exists; the default gives it no weight
+    assert torch.equal(out.loss, out.pg_loss + config.vf_coef * out.value_loss)
 
 
 @pytest.mark.parametrize("field, value", [("dipod_beta", 0.05), ("warmstart_rollouts", 1)])

@@ -1,0 +1,54 @@
+"""Non-finite numbers (NaN, +-inf): refused in configuration fields, and stopping a run that produces them.
+
+A NaN learning rate, beta or temperature does not fail loudly by itself: it trains, logs a filtered loss and saves
+NaN weights. So configs refuse them when built, and trainers stop at the first non-finite loss, gradient norm,
+reward, observation or action, before the step that produced it is applied or saved.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import fields
+
+import torch
+
+
+class NonFiniteError(FloatingPointError):
+    """A training quantity (loss, gradient norm, reward, observation, action) is NaN or infinite."""
+
+
+def _non_finite(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value)
+
+
+def check_finite_fields(config) -> None:
+    """Raise a `ValueError` naming every float field of the dataclass `config` (or float in a list field) that is
+    NaN or infinite."""
+    problems = []
+    for f in fields(config):
+        value = getattr(config, f.name, None)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(_non_finite(v) for v in values):
+            problems.append(f"{f.name}={value!r}")
+    if problems:
+        raise ValueError(
+            f"{type(config).__name__}: {', '.join(problems)}: must be finite (with NaN or inf a run trains or samples "
+            "on NaN values without failing); give a finite number."
+        )
+
+
+def check_finite(value, quantity: str, where: str, hint: str = "") -> None:
+    """Raise a `NonFiniteError` saying `where` (e.g. "step 12") `quantity` (a number or tensor) is NaN or infinite."""
+    tensor = torch.as_tensor(value).detach()
+    finite = torch.isfinite(tensor)
+    if bool(finite.all()):
+        return
+    if tensor.dim() == 0:
+        what = f"{quantity} is {tensor.item()}"
+    else:
+        first = tuple(int(i) for i in (~finite).nonzero()[0])
+        what = (f"{quantity} has {int((~finite).sum())} non-finite value(s) of {tensor.numel()}, the first "
+                f"{tensor[first].item()} at index {first[0] if len(first) == 1 else first}")
+    message = f"{where}: {what}. The run stops here, before it is used or saved."
+    raise NonFiniteError(f"{message} {hint}" if hint else message)
