@@ -131,13 +131,13 @@ def test_output_dir_on_the_command_line_resumes_from_that_directory_only(tmp_pat
     assert trainer_view(launched[0]) == (str(baseline), str(baseline / "checkpoint-100"))
 
 
-# The judge job and the training job's wait for it: a stand-in vLLM that serves until told to stop (10 s at most), a
-# stand-in curl that records what it was asked and answers as CURL_FAILS says, an accelerate that records its
-# environment.
+# The judge job and the training job's wait for it: a stand-in vLLM that serves until told to stop (60 s at most;
+# the launch it serves resolves its recipe first), a stand-in curl that records what it was asked and answers as
+# CURL_FAILS says, an accelerate that records its environment.
 FAKE_VLLM = """#!/usr/bin/env bash
 printf '%s\\n' "$@" > "$RECORD_DIR/vllm_args"
 printf '%s' "${VLLM_API_KEY:-}" > "$RECORD_DIR/vllm_key"
-for _ in $(seq 100); do [ -e "$RECORD_DIR/stop" ] && exit 0; sleep 0.1; done
+for _ in $(seq 600); do [ -e "$RECORD_DIR/stop" ] && exit 0; sleep 0.1; done
 """
 FAKE_CURL = """#!/usr/bin/env bash
 printf '%s\\n' "$*" >> "$RECORD_DIR/curl"
