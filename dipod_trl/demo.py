@@ -61,7 +61,7 @@ class DemoConfig(OneSampleElboArguments, DiPODTermArguments):
         metadata={
             "help": "Normalisation of the DiPOD term in the demo. 'token' (nats per token) keeps the term's weight "
             "independent of the completion length; with 'sequence' and dipod_beta=0.05 the tiny model collapses "
-            "on this task (see the README)."
+            "on this task (see docs/results.md)."
         },
     )
     num_eval_examples: int = field(default=256, metadata={"help": "Held-out examples for the accuracy column."})

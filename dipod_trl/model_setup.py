@@ -20,7 +20,8 @@ def load_model_and_tokenizer(model_args, trust_remote_code: bool):
 
     from .checkpoints import check_model_source, explain_load_failure
     from .models import build_tiny_model, build_tiny_tokenizer, load_diffusion_model
-    from .models.loading import is_adapter_checkpoint, load_tokenizer, quantization_kwargs
+    from .models.loading import is_adapter_checkpoint, load_tokenizer
+    from .models.quantization import keep_4bit_layers_differentiable, quantization_kwargs
 
     name = model_args.model_name_or_path
     if name is None:
@@ -46,6 +47,8 @@ def load_model_and_tokenizer(model_args, trust_remote_code: bool):
         model = load_diffusion_model(name, trust_remote_code=trust_remote_code, **kwargs)
     except OSError as error:
         raise explain_load_failure(name, error) from error
+    if model_args.load_in_4bit:
+        keep_4bit_layers_differentiable(model)
     tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code, padding_side="left")
     return model, tokenizer
 

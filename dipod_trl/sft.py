@@ -18,6 +18,7 @@ from trl.trainer.utils import pad
 from .checkpoints import complete_checkpoint
 from .config import apply_device_defaults
 from .likelihood import masked_diffusion_sft_loss
+from .model_card import write_model_card
 from .models import as_diffusion_lm
 from .options import OneSampleElboArguments
 from .redaction import hub_token_to_environment, saving_without_secrets
@@ -110,6 +111,14 @@ class MaskedDiffusionSFTTrainer(Trainer):
             estimator=self.args.elbo_estimator,
         )
         return (loss, None) if return_outputs else loss
+
+    def create_model_card(self, model_name=None, dataset=None, **kwargs):
+        """A masked-diffusion card (SFT, a diffusion quick start, DiPOD's citation) instead of transformers' draft."""
+        write_model_card(self, model_name=model_name, dataset_name=dataset)
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        super().save_model(output_dir, _internal_call)
+        write_model_card(self, output_dir)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)

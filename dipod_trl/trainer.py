@@ -56,6 +56,7 @@ from .input_checks import (
     truncate_prompts,
 )
 from .likelihood import MaskDraw, masked_token_logps
+from .model_card import write_model_card
 from .masks import random_orders
 from .models import as_diffusion_lm, load_diffusion_model, load_diffusion_tokenizer
 from .objectives import LossInputs, dipod_term, group_relative_advantages, objective_class
@@ -472,6 +473,14 @@ class DiPODTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ checkpoints
 
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        """DiPOD's card (paper, objective, `dipod_beta`, a diffusion quick start) instead of GRPO's."""
+        write_model_card(self, model_name=model_name, dataset_name=dataset_name)
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        super().save_model(output_dir, _internal_call)
+        write_model_card(self, output_dir)  # every saved model, checkpoints included, says what it is
+
     def _save(self, output_dir=None, state_dict=None):
         with saving_without_secrets(self):  # training_args.bin: no hub_token in the run folder or a checkpoint
             super()._save(output_dir, state_dict)
@@ -485,6 +494,17 @@ class DiPODTrainer(GRPOTrainer):
         with complete_checkpoint(self, trial) as checkpoint:
             super()._save_checkpoint(model, trial)
             save_generation_state(self, checkpoint)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        # PEFT's load_adapter upcasts the adapters to float32; GRPOTrainer trains QLoRA adapters in bf16 (it casts
+        # them at init), so cast back, or a resumed run would go on in another precision than the run it continues.
+        model = self.model if model is None else model
+        base = model.get_base_model() if is_peft_model(model) else model
+        if getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False):
+            for name, param in model.named_parameters():
+                if param.requires_grad and "lora_magnitude_vector" not in name:
+                    param.data = param.data.to(torch.bfloat16)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         if checkpoint is None:

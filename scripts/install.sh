@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The one install path: `make demo`, `make test`, CI (.ci/run) and the Docker image all run this script.
 #   scripts/install.sh [EXTRAS]     e.g. scripts/install.sh dev   (default: dev)
+#   scripts/install.sh judge-server  the LLM judge's own vLLM environment instead (scripts/install_judge.sh)
+# On a CUDA machine the `gpu` extra (bitsandbytes, for the recipes' 4-bit QLoRA) is added to EXTRAS.
 # Environment:
 #   VENV=path          virtual environment to create/use (default: .venv; VENV=none installs into the current Python)
 #   TORCH_VARIANT=cpu|cuda  which torch 2.13.0 build (default: cuda where `nvidia-smi -L` lists a GPU, cpu elsewhere)
@@ -16,6 +18,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [ "${1:-}" = judge-server ]; then
+    shift
+    exec scripts/install_judge.sh "$@"
+fi
 EXTRAS="${1:-dev}"
 VENV="${VENV:-.venv}"
 TORCH_VERSION=2.13.0
@@ -26,6 +32,10 @@ if [ -z "${TORCH_VARIANT:-}" ]; then
     else
         TORCH_VARIANT=cpu
     fi
+fi
+
+if [ "$TORCH_VARIANT" = cuda ] && [[ ",$EXTRAS," != *,gpu,* ]]; then
+    EXTRAS="$EXTRAS,gpu"  # QLoRA: the paper recipes load the base model in 4-bit
 fi
 
 if [ "$VENV" = "none" ]; then

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 
 import pytest
 import torch
@@ -11,7 +12,8 @@ from transformers import AutoTokenizer
 from dipod_trl import cli
 from dipod_trl.model_setup import load_model_and_tokenizer
 from dipod_trl.models import TinyMDLMForMaskedDiffusion, load_diffusion_model
-from dipod_trl.models.loading import is_adapter_checkpoint, load_tokenizer, quantization_kwargs
+from dipod_trl.models.loading import is_adapter_checkpoint, load_tokenizer
+from dipod_trl.models.quantization import quantization_kwargs
 from tests.conftest import _logits, make_tiny_model
 
 @pytest.fixture(scope="module")
@@ -99,13 +101,13 @@ def _model_args(**values):
     return ModelConfig(**{"model_name_or_path": "unused", **values})
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU error; on CUDA the keys build a BitsAndBytesConfig")
 @pytest.mark.parametrize("key", ["load_in_4bit", "load_in_8bit"])
-def test_quantisation_without_cuda_is_an_error_naming_the_key(key):
-    with pytest.raises(ValueError, match=f"{key}: bitsandbytes quantisation needs a CUDA GPU"):
+def test_quantisation_without_bitsandbytes_is_an_error_naming_the_key_and_the_extra(key, monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # what an environment without the gpu extra imports
+    with pytest.raises(ImportError, match=f"{key}: bitsandbytes is not installed.*dipod-trl\\[gpu\\]"):
         quantization_kwargs(_model_args(**{key: True}))
     # the recipe path: `dipod train/sft` build model kwargs from ModelConfig through the same function
-    with pytest.raises(ValueError, match=key):
+    with pytest.raises(ImportError, match=key):
         load_model_and_tokenizer(_model_args(**{key: True}), trust_remote_code=False)
 
 

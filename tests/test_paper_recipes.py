@@ -152,7 +152,7 @@ def spg_rows(task):
     return rows
 
 
-# Where the recipes deliberately hold another value: (key, release value, ours, why). README lists these too.
+# Where the recipes deliberately hold another value: (key, release value, ours, why). docs/results.md lists these too.
 DIFFERENCES = [
     ("sync_ref_model", True, False, "train.yaml says True: a no-op with LoRA in the release (the reference is the base "
      "model, adapter disabled) and without a KL term; TRL refuses it with PEFT or beta 0"),

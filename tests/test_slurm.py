@@ -10,6 +10,9 @@ import time
 
 import pytest
 
+from dipod_trl.checkpoints import resolve_resume
+from dipod_trl.recipe_value import resolved_values
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLURM = os.path.join(ROOT, "recipes", "slurm")
 
@@ -35,7 +38,8 @@ def run_slurm_script(tmp_path, script, nodes, *args, **env):
     env = {"PATH": f"{bin_dir}:{os.path.dirname(sys.executable)}:/usr/bin:/bin", "RECORD_DIR": str(record),
            "SLURM_SUBMIT_DIR": ROOT, "SLURM_JOB_NUM_NODES": str(nodes), "SLURM_GPUS_ON_NODE": "8",
            "SLURM_JOB_NODELIST": ",".join(f"gpu-{i:02d}" for i in range(nodes)), **env}
-    result = subprocess.run(["bash", os.path.join(SLURM, script), *args], env=env, capture_output=True, text=True)
+    result = subprocess.run(["bash", os.path.join(SLURM, script), *args], env=env, capture_output=True, text=True,
+                            cwd=ROOT)
     assert result.returncode == 0, result.stderr
     return {int(f.name[4:]): f.read_text().splitlines() for f in record.iterdir()}, result.stdout
 
@@ -56,13 +60,14 @@ def test_slurm_scripts_pass_bash_syntax_check_and_shellcheck(script):
     assert result.returncode == 0, result.stdout
 
 
+@pytest.mark.slow  # each node resolves the recipe with the trainer's parser (imports TRL): several seconds a node
 def test_multinode_script_launches_one_accelerate_per_node_with_its_rank(tmp_path):
-    launched, _ = run_slurm_script(tmp_path, "train_multinode.slurm", 3, "recipes/paper/fpo_gsm8k.yaml", "--dipod_beta", "0.1",
+    launched, _ = run_slurm_script(tmp_path, "train_multinode.slurm", 2, "recipes/paper/fpo_gsm8k.yaml", "--dipod_beta", "0.1",
                                    MAIN_PROCESS_PORT="29611", OUTPUT_DIR=str(tmp_path / "out"))
-    assert sorted(launched) == [0, 1, 2]
+    assert sorted(launched) == [0, 1]
     for rank, argv in launched.items():
-        assert option(argv, "--num_machines") == "3"
-        assert option(argv, "--num_processes") == "24"  # accelerate counts processes over all machines
+        assert option(argv, "--num_machines") == "2"
+        assert option(argv, "--num_processes") == "16"  # accelerate counts processes over all machines
         assert option(argv, "--machine_rank") == str(rank)
         assert option(argv, "--main_process_ip") == "gpu-00"  # the allocation's first node, on every node
         assert option(argv, "--main_process_port") == "29611"
@@ -71,6 +76,7 @@ def test_multinode_script_launches_one_accelerate_per_node_with_its_rank(tmp_pat
                                            str(tmp_path / "out"), "--dipod_beta", "0.1"]
 
 
+@pytest.mark.slow  # resolving the recipe with the trainer's parser imports TRL: several seconds a launch
 def test_single_node_script_reads_the_output_dir_from_the_recipe_and_resumes_from_the_newest_checkpoint(tmp_path):
     launched, _ = run_slurm_script(tmp_path, "train.slurm", 1, "recipes/paper/fpo_gsm8k.yaml",
                                    ACCELERATE_CONFIG="recipes/accelerate/zero3.yaml")
@@ -87,17 +93,51 @@ def test_single_node_script_reads_the_output_dir_from_the_recipe_and_resumes_fro
     shutil.rmtree(tmp_path / "bin")
     shutil.rmtree(tmp_path / "record")
     launched, stdout = run_slurm_script(tmp_path, "train.slurm", 1, "recipes/paper/fpo_gsm8k.yaml", OUTPUT_DIR=str(out))
-    assert option(launched[0], "--resume_from_checkpoint") == str(out / "checkpoint-1000")
-    assert "resuming from" in stdout
+    assert option(launched[0], "--output_dir") == str(out)
+    assert option(launched[0], "--resume_from_checkpoint") == "true"  # the trainer picks the newest: checkpoint-1000
+    assert resolve_resume("true", str(out)) == str(out / "checkpoint-1000")
+    assert "resuming from the newest checkpoint in" in stdout
 
 
-# The judge job and the training job's wait for it: a stand-in vLLM that serves until told to stop (10 s at most), a
-# stand-in curl that records what it was asked and answers as CURL_FAILS says, an accelerate that records its
-# environment.
+def trainer_view(argv):
+    """output_dir and the checkpoint the trainer resumes from, for the command accelerate was given."""
+    trainer_argv = argv[argv.index("dipod_trl") + 1:]
+    output_dir, resume = resolved_values(["output_dir", "resume_from_checkpoint"], trainer_argv + ["--bf16", "false"])
+    return output_dir, resolve_resume(resume, output_dir)
+
+
+@pytest.mark.slow  # resolving the recipe with the trainer's parser imports TRL: several seconds a launch
+def test_output_dir_on_the_command_line_resumes_from_that_directory_only(tmp_path):
+    # The paper recipe's baseline note: --dipod_beta 0.0 --output_dir <its own directory>, while DiPOD's run has
+    # checkpoints in the recipe's output_dir. The baseline must not start from DiPOD's weights.
+    recipe = tmp_path / "fpo_gsm8k.yaml"
+    text = open(os.path.join(ROOT, "recipes", "paper", "fpo_gsm8k.yaml")).read()
+    recipe.write_text(text.replace("output_dir: outputs/paper/fpo_gsm8k ", f"output_dir: {tmp_path / 'dipod'} "))
+    (tmp_path / "dipod" / "checkpoint-300").mkdir(parents=True)
+    baseline = tmp_path / "beta0"
+    launched, stdout = run_slurm_script(tmp_path, "train.slurm", 1, str(recipe), "--dipod_beta", "0.0",
+                                        "--output_dir", str(baseline))
+    assert "resuming" not in stdout and "--resume_from_checkpoint" not in launched[0]
+    assert trainer_view(launched[0]) == (str(baseline), None)
+
+    # Requeued after its first checkpoint: the baseline resumes from its own directory, not DiPOD's; OUTPUT_DIR in
+    # the environment does not override the command line either.
+    (baseline / "checkpoint-100").mkdir(parents=True)
+    for folder in ("bin", "record"):
+        shutil.rmtree(tmp_path / folder)
+    launched, stdout = run_slurm_script(tmp_path, "train.slurm", 1, str(recipe), "--dipod_beta", "0.0",
+                                        "--output_dir", str(baseline), OUTPUT_DIR=str(tmp_path / "dipod"))
+    assert f"resuming from the newest checkpoint in {baseline}" in stdout
+    assert trainer_view(launched[0]) == (str(baseline), str(baseline / "checkpoint-100"))
+
+
+# The judge job and the training job's wait for it: a stand-in vLLM that serves until told to stop (60 s at most;
+# the launch it serves resolves its recipe first), a stand-in curl that records what it was asked and answers as
+# CURL_FAILS says, an accelerate that records its environment.
 FAKE_VLLM = """#!/usr/bin/env bash
 printf '%s\\n' "$@" > "$RECORD_DIR/vllm_args"
 printf '%s' "${VLLM_API_KEY:-}" > "$RECORD_DIR/vllm_key"
-for _ in $(seq 100); do [ -e "$RECORD_DIR/stop" ] && exit 0; sleep 0.1; done
+for _ in $(seq 600); do [ -e "$RECORD_DIR/stop" ] && exit 0; sleep 0.1; done
 """
 FAKE_CURL = """#!/usr/bin/env bash
 printf '%s\\n' "$*" >> "$RECORD_DIR/curl"

@@ -1,5 +1,5 @@
 """From a checkpoint on disk (or the hub) to a model and tokenizer: the class each family loads with, the Auto-class
-registration, adapter-only LoRA outputs, merging them, and bitsandbytes quantisation from TRL's `ModelConfig` keys.
+registration, adapter-only LoRA outputs and merging them (bitsandbytes quantisation: `quantization.py`).
 
 A LoRA run saves only its adapters: a directory with `adapter_config.json` (which names the base model) and the
 adapter weights. [`load_diffusion_model`] recognises such a directory and returns the base model with the adapters
@@ -9,10 +9,7 @@ on it (a `PeftModel`), and [`merge_adapters`] writes the merged full model, whic
 from __future__ import annotations
 
 import os
-from dataclasses import fields
 
-import torch
-from accelerate import PartialState
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -29,8 +26,6 @@ from .adapters import NATIVE_MODELS
 logger = logging.get_logger(__name__)
 
 ADAPTER_CONFIG_NAME = "adapter_config.json"
-QUANTIZATION_KEYS = ("load_in_4bit", "load_in_8bit")
-BNB_4BIT_KEYS = ("bnb_4bit_quant_type", "use_bnb_nested_quant", "bnb_4bit_quant_storage")
 
 
 def _has_file(name_or_path: str, filename: str, **hub_kwargs) -> bool:
@@ -174,30 +169,3 @@ def merge_adapters(adapter_path: str, output_dir: str, *, trust_remote_code: boo
     merged.save_pretrained(output_dir)
     load_tokenizer(adapter_path, trust_remote_code=trust_remote_code).save_pretrained(output_dir)
     return output_dir
-
-
-def quantization_kwargs(model_args) -> dict:
-    """`from_pretrained` keyword arguments for the bitsandbytes keys of TRL's `ModelConfig`.
-
-    Built with TRL's `get_quantization_config` (4-bit compute dtype = `dtype`, as TRL does) and one device per process
-    (a quantised model cannot be moved after loading). A key that cannot take effect is an error, never ignored.
-    """
-    requested = [key for key in QUANTIZATION_KEYS if getattr(model_args, key, False)]
-    defaults = {f.name: f.default for f in fields(type(model_args))}
-    changed_4bit = [key for key in BNB_4BIT_KEYS if key in defaults and getattr(model_args, key) != defaults[key]]
-    if changed_4bit and "load_in_4bit" not in requested:
-        raise ValueError(
-            f"{', '.join(changed_4bit)}: these keys configure 4-bit loading, but load_in_4bit is not set, so they "
-            "would have no effect. Set load_in_4bit: true, or remove them."
-        )
-    if not requested:
-        return {}
-    if not torch.cuda.is_available():
-        raise ValueError(
-            f"{requested[0]}: bitsandbytes quantisation needs a CUDA GPU and none is visible. Remove {requested[0]} "
-            "(and the bnb_* keys) to load the model unquantised, or run on a GPU machine."
-        )
-    from trl.trainer.utils import get_quantization_config  # TRL's trainer package; imported only to quantise
-
-    return {"quantization_config": get_quantization_config(model_args),
-            "device_map": {"": PartialState().local_process_index}}

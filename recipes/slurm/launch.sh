@@ -3,9 +3,13 @@
 # It starts `accelerate launch` with this node's rank, the first node as the rendezvous host, and resumes from the
 # newest checkpoint in the output directory when there is one (a requeued or resubmitted job continues).
 #   bash recipes/slurm/launch.sh RECIPE [--key value ...]
+# The output directory is the one the trainer will use: the recipe's output_dir, overridden by OUTPUT_DIR, overridden
+# by --output_dir on the command line, resolved by the trainer's own parser (python -m dipod_trl.recipe_value). When
+# it holds a checkpoint-N folder and the command line chooses no checkpoint, the trainer is told
+# `--resume_from_checkpoint true`: it resumes from the newest checkpoint in that directory, and only there.
 # Environment: ACCELERATE_CONFIG (default recipes/accelerate/zero2.yaml), GPUS_PER_NODE (default: SLURM's count, or
-# 8), MAIN_PROCESS_PORT (default 29500), OUTPUT_DIR (default: the recipe's output_dir), JUDGE_URL_FILE (a file the
-# judge job writes its URL to: wait for it and export DIPOD_JUDGE_URL).
+# 8), MAIN_PROCESS_PORT (default 29500), OUTPUT_DIR (see above), JUDGE_URL_FILE (a file the judge job writes its URL
+# to: wait for it and export DIPOD_JUDGE_URL).
 set -euo pipefail
 
 recipe="${1:?usage: launch.sh RECIPE [--key value ...]}"
@@ -17,17 +21,6 @@ gpus_per_node="${GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-8}}"
 main_host="$(scontrol show hostnames "${SLURM_JOB_NODELIST:-$(hostname)}" | head -n 1)"
 port="${MAIN_PROCESS_PORT:-29500}"
 config="${ACCELERATE_CONFIG:-recipes/accelerate/zero2.yaml}"
-output_dir="${OUTPUT_DIR:-$(python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["output_dir"])' "$recipe")}"
-
-resume=()
-last=""
-if [ -d "$output_dir" ]; then
-    last="$(find "$output_dir" -maxdepth 1 -type d -name 'checkpoint-*' | sort -V | tail -n 1)"
-fi
-if [ -n "$last" ]; then
-    echo "node $machine_rank: resuming from $last"
-    resume=(--resume_from_checkpoint "$last")
-fi
 
 if [ -n "${JUDGE_URL_FILE:-}" ]; then
     # The judge job may still be queued or loading its model: wait for it, JUDGE_WAIT seconds at most (default 3600),
@@ -57,6 +50,21 @@ if [ -n "${JUDGE_URL_FILE:-}" ]; then
     fi
 fi
 
+overrides=("$@")
+if [ -n "${OUTPUT_DIR:-}" ]; then
+    overrides=(--output_dir "$OUTPUT_DIR" "$@")  # the command line still wins
+fi
+resolved="$(python -m dipod_trl.recipe_value output_dir,resume_from_checkpoint "$recipe" "${overrides[@]}")"
+output_dir="$(sed -n 1p <<< "$resolved")"
+chosen_checkpoint="$(sed -n 2p <<< "$resolved")"
+
+resume=()
+if [ -z "$chosen_checkpoint" ] && [ -n "$(find "$output_dir" -maxdepth 1 -type d -regex '.*/checkpoint-[0-9]+' \
+        2>/dev/null | head -n 1)" ]; then
+    echo "node $machine_rank: resuming from the newest checkpoint in $output_dir"
+    resume=(--resume_from_checkpoint true)
+fi
+
 echo "node $machine_rank of $num_machines: $gpus_per_node processes, rendezvous at $main_host:$port"
 exec accelerate launch \
     --config_file "$config" \
@@ -66,4 +74,4 @@ exec accelerate launch \
     --main_process_ip "$main_host" \
     --main_process_port "$port" \
     --rdzv_backend static \
-    -m dipod_trl "$recipe" --output_dir "$output_dir" "${resume[@]}" "$@"
+    -m dipod_trl "$recipe" --output_dir "$output_dir" "$@" "${resume[@]}"
