@@ -17,17 +17,23 @@ import typing
 def field_groups(dataclass_types) -> list[tuple[type, list[dataclasses.Field]]]:
     """`(class, fields)` pairs: each field under the class that first declared it (a subclass that only changes its
     default or help does not claim it), with the default and help the given type gives it. For each type in order,
-    its own new fields come first, then those of each base class in turn; all the types' own fields come before any
-    base class's."""
+    its own new fields come first, then the option groups it composes from its own package; all the types' own
+    fields come before any base class's from another package."""
     groups = {}
-    for cls in dataclass_types:
+    for index, cls in enumerate(dataclass_types):
         bases = [c for c in cls.__mro__ if dataclasses.is_dataclass(c)]
+        package = cls.__module__.split(".")[0]
         for field in dataclasses.fields(cls):
             if field.init:
                 origin = next(c for c in reversed(bases) if field.name in vars(c).get("__annotations__", {}))
-                groups.setdefault((bases.index(origin), origin), []).append(field)
+                # option groups a type composes from its own package (DiPODConfig's fast-decoding, ELBO-sampling
+                # and DiPOD-term groups) are its own keys: right after it, before the next type's
+                own = origin.__module__.split(".")[0] == package
+                depth = bases.index(origin)
+                key = (0, index, depth) if own else (depth, 0, 0)
+                groups.setdefault((key, origin), []).append(field)
     order = sorted(groups, key=lambda key: key[0])  # stable: the given order within each depth
-    return [(origin, groups[depth, origin]) for depth, origin in order]
+    return [(origin, groups[key, origin]) for key, origin in order]
 
 
 def recipe_help_parser(prog: str, usage: str, dataclass_types, refused: dict[str, tuple] | None = None):

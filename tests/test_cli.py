@@ -333,7 +333,9 @@ def test_train_help_names_the_command_puts_dipods_keys_first_and_sets_refused_ke
     out = capsys.readouterr().out
     assert out.startswith("usage: dipod train RECIPE.yaml [--key value ...]")
     headings = [line for line in out.splitlines() if line.endswith(":") and not line.startswith(" ")]
-    assert headings == ["options:", "DiPODConfig (dipod_trl):", "TaskArguments (dipod_trl):", "ModelConfig (trl):",
+    assert headings == ["options:", "DiPODConfig (dipod_trl):", "FastDecodingArguments (dipod_trl):",
+                        "ElboSamplingArguments (dipod_trl):", "DiPODTermArguments (dipod_trl):",
+                        "TaskArguments (dipod_trl):", "ModelConfig (trl):",
                         "OutputArguments (dipod_trl):", "GRPOConfig (trl):", "TrainingArguments (transformers):",
                         "refused: keys of the parent config this trainer does not support:"]
     every_key = {f.name for cls in (DiPODConfig, TaskArguments, ModelConfig, OutputArguments) for f in fields(cls)

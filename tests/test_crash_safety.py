@@ -65,8 +65,10 @@ def kill_when_saving(folder: str, target: str, inside: bool = False):
     return hook
 
 
-def train_and_die(output_dir: str, folder: str, target: str, inside: bool) -> None:
-    """`dipod train` into `output_dir`, killed while saving `folder`."""
+def train_and_die(output_dir: str, folder: str, target: str, inside: bool, threads: int) -> None:
+    """`dipod train` into `output_dir`, killed while saving `folder`; at the test process's thread count, which other
+    tests may have changed (the float sums, and so the weights, depend on it)."""
+    torch.set_num_threads(threads)
     sys.setprofile(kill_when_saving(folder, target, inside))
     cli.main(["train", TINY, "--output_dir", output_dir, *ARGS])
 
@@ -103,7 +105,8 @@ MOMENTS = [
 @pytest.mark.parametrize("target, inside", MOMENTS)
 def test_a_run_killed_while_saving_resumes_from_the_last_complete_checkpoint(forked, uninterrupted, tmp_path, target,
                                                                               inside):
-    process = forked.Process(target=train_and_die, args=(str(tmp_path), "checkpoint-2", target, inside))
+    process = forked.Process(target=train_and_die, args=(str(tmp_path), "checkpoint-2", target, inside,
+                                                                   torch.get_num_threads()))
     process.start()
     process.join(timeout=300)
     assert process.exitcode == -signal.SIGKILL
@@ -170,7 +173,8 @@ def test_a_disk_that_fills_while_saving_leaves_the_last_complete_checkpoint_to_r
 def test_old_checkpoints_are_rotated_away_only_once_the_new_one_is_complete(forked, uninterrupted, tmp_path):
     """save_total_limit 1: killed after checkpoint-2's Trainer files but before its generation state, checkpoint-1
     must still be there (it was deleted at that moment before), and resume from it."""
-    process = forked.Process(target=train_and_die_with_limit, args=(str(tmp_path), "generation_state_rank0.pt"))
+    process = forked.Process(target=train_and_die_with_limit, args=(str(tmp_path), "generation_state_rank0.pt",
+                                                                              torch.get_num_threads()))
     process.start()
     process.join(timeout=300)
     assert process.exitcode == -signal.SIGKILL
@@ -187,7 +191,8 @@ def test_old_checkpoints_are_rotated_away_only_once_the_new_one_is_complete(fork
         assert torch.equal(weights, got[name]), name
 
 
-def train_and_die_with_limit(output_dir: str, target: str) -> None:
+def train_and_die_with_limit(output_dir: str, target: str, threads: int) -> None:
+    torch.set_num_threads(threads)
     sys.setprofile(kill_when_saving("checkpoint-2", target, False))
     cli.main(["train", TINY, "--output_dir", output_dir, *ARGS, "--save_total_limit", "1"])
 
@@ -202,7 +207,8 @@ def test_resume_true_with_only_incomplete_checkpoints_names_them(tmp_path):
 
 def test_an_eval_sweep_skips_a_checkpoint_cut_short_and_summarises_the_others(forked, tmp_path):
     run = tmp_path / "run"
-    process = forked.Process(target=train_and_die, args=(str(run), "checkpoint-2", "model.safetensors", False))
+    process = forked.Process(target=train_and_die, args=(str(run), "checkpoint-2", "model.safetensors", False,
+                                                               torch.get_num_threads()))
     process.start()
     process.join(timeout=300)
     assert process.exitcode == -signal.SIGKILL

@@ -20,6 +20,7 @@ import bitsandbytes as bnb  # noqa: E402
 
 from dipod_trl import cli  # noqa: E402
 from dipod_trl.models import DreamConfig, DreamModel, LLaDAConfig, LLaDAModelLM, load_diffusion_model  # noqa: E402
+from dipod_trl.model_setup import load_model_and_tokenizer  # noqa: E402
 from dipod_trl.models.quantization import quantization_kwargs  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -69,7 +70,7 @@ def _relative_error(actual, expected) -> float:
 
 def test_nf4_load_quantises_the_blocks_and_keeps_the_output_head_and_embeddings(wide_checkpoint):
     path, head, embeddings = wide_checkpoint
-    model, _ = cli.load_model_and_tokenizer(ModelConfig(model_name_or_path=path, **NF4), trust_remote_code=False)
+    model, _ = load_model_and_tokenizer(ModelConfig(model_name_or_path=path, **NF4), trust_remote_code=False)
     modules = dict(model.named_modules())
     quantised = sorted(name for name, module in modules.items() if isinstance(module, bnb.nn.Linear4bit))
     linear = sorted(name for name, module in modules.items() if isinstance(module, nn.Linear))

@@ -54,7 +54,9 @@ def keyed_judge():
 @pytest.mark.parametrize("command", ["train", "sft"])
 def test_a_recipes_hub_token_and_judge_key_are_in_no_file_of_the_run_folder(tmp_path, keyed_judge, command,
                                                                             monkeypatch):
-    monkeypatch.delenv("HF_TOKEN", raising=False)  # restored after the test: the run hands its token to the hub here
+    # The run hands its token to huggingface_hub through HF_TOKEN; setenv first, so that the test's end restores it.
+    monkeypatch.setenv("HF_TOKEN", "")
+    monkeypatch.delenv("HF_TOKEN")
     if command == "train":  # scored by the judge, with the recipe's key
         recipe = secret_recipe(tmp_path, "tiny.yaml", per_device_train_batch_size=8, num_generations=4,
                                drift_num_orders=0, reward_funcs=["judge"], judge_base_url=keyed_judge.url,

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from dipod_trl.checkpoints import resolve_resume
+from dipod_trl.checkpoints import mark_complete, resolve_resume
 from dipod_trl.recipe_value import resolved_values
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,8 +88,10 @@ def test_single_node_script_reads_the_output_dir_from_the_recipe_and_resumes_fro
     assert "--resume_from_checkpoint" not in argv
 
     out = tmp_path / "out"
-    for step in (50, 400, 1000):  # numeric order, not text order
+    for step in (50, 400, 1000, 2000):  # numeric order, not text order
         (out / f"checkpoint-{step}").mkdir(parents=True)
+        if step != 2000:  # checkpoint-2000 was cut short: no completion marker
+            mark_complete(str(out / f"checkpoint-{step}"))
     shutil.rmtree(tmp_path / "bin")
     shutil.rmtree(tmp_path / "record")
     launched, stdout = run_slurm_script(tmp_path, "train.slurm", 1, "recipes/paper/fpo_gsm8k.yaml", OUTPUT_DIR=str(out))
@@ -114,6 +116,7 @@ def test_output_dir_on_the_command_line_resumes_from_that_directory_only(tmp_pat
     text = open(os.path.join(ROOT, "recipes", "paper", "fpo_gsm8k.yaml")).read()
     recipe.write_text(text.replace("output_dir: outputs/paper/fpo_gsm8k ", f"output_dir: {tmp_path / 'dipod'} "))
     (tmp_path / "dipod" / "checkpoint-300").mkdir(parents=True)
+    mark_complete(str(tmp_path / "dipod" / "checkpoint-300"))
     baseline = tmp_path / "beta0"
     launched, stdout = run_slurm_script(tmp_path, "train.slurm", 1, str(recipe), "--dipod_beta", "0.0",
                                         "--output_dir", str(baseline))
@@ -123,6 +126,7 @@ def test_output_dir_on_the_command_line_resumes_from_that_directory_only(tmp_pat
     # Requeued after its first checkpoint: the baseline resumes from its own directory, not DiPOD's; OUTPUT_DIR in
     # the environment does not override the command line either.
     (baseline / "checkpoint-100").mkdir(parents=True)
+    mark_complete(str(baseline / "checkpoint-100"))
     for folder in ("bin", "record"):
         shutil.rmtree(tmp_path / folder)
     launched, stdout = run_slurm_script(tmp_path, "train.slurm", 1, str(recipe), "--dipod_beta", "0.0",

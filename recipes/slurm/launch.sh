@@ -5,7 +5,7 @@
 #   bash recipes/slurm/launch.sh RECIPE [--key value ...]
 # The output directory is the one the trainer will use: the recipe's output_dir, overridden by OUTPUT_DIR, overridden
 # by --output_dir on the command line, resolved by the trainer's own parser (python -m dipod_trl.recipe_value). When
-# it holds a checkpoint-N folder and the command line chooses no checkpoint, the trainer is told
+# it holds a complete checkpoint-N folder and the command line chooses no checkpoint, the trainer is told
 # `--resume_from_checkpoint true`: it resumes from the newest checkpoint in that directory, and only there.
 # Environment: ACCELERATE_CONFIG (default recipes/accelerate/zero2.yaml), GPUS_PER_NODE (default: SLURM's count, or
 # 8), MAIN_PROCESS_PORT (default 29500), OUTPUT_DIR (see above), JUDGE_URL_FILE (a file the judge job writes its URL
@@ -59,8 +59,10 @@ output_dir="$(sed -n 1p <<< "$resolved")"
 chosen_checkpoint="$(sed -n 2p <<< "$resolved")"
 
 resume=()
-if [ -z "$chosen_checkpoint" ] && [ -n "$(find "$output_dir" -maxdepth 1 -type d -regex '.*/checkpoint-[0-9]+' \
-        2>/dev/null | head -n 1)" ]; then
+# A checkpoint is complete once its marker is written (last, after every file): a job killed during its first save
+# leaves none, and starts afresh rather than failing on every requeue.
+if [ -z "$chosen_checkpoint" ] && [ -n "$(find "$output_dir" -mindepth 2 -maxdepth 2 -type f \
+        -regex '.*/checkpoint-[0-9]+/checkpoint_complete.json' 2>/dev/null | head -n 1)" ]; then
     echo "node $machine_rank: resuming from the newest checkpoint in $output_dir"
     resume=(--resume_from_checkpoint true)
 fi
