@@ -71,6 +71,13 @@ def cell_name(objective: str, learning_rate: float) -> str:
             f"lr {learning_rate:g}")
 
 
+def logged(logs: dict, key: str) -> float:
+    """A logged value as a float; NaN where it is missing or logged as None (seen in a collapsing run's drift
+    monitor), so that the run keeps its other values."""
+    value = logs.get(key)
+    return float("nan") if value is None else float(value)
+
+
 def progress(job: dict):
     """A callback that prints each generation batch's reward, drift gap and time: a slow sweep's log shows where it
     is."""
@@ -84,8 +91,8 @@ def progress(job: dict):
             if logs and "reward" in logs:
                 self.batches += 1
                 print(f"  {job['objective']} lr {job['learning_rate']:g} {job['method']} seed {job['seed']}: batch "
-                      f"{self.batches}/{job['generations']} reward {logs['reward']:.3f} gap "
-                      f"{logs.get('drift/gap', float('nan')):.3f} ELBO {logs.get('drift/elbo', float('nan')):.2f} "
+                      f"{self.batches}/{job['generations']} reward {logged(logs, 'reward'):.3f} gap "
+                      f"{logged(logs, 'drift/gap'):.3f} ELBO {logged(logs, 'drift/elbo'):.2f} "
                       f"({time.perf_counter() - self.start:.0f} s)", flush=True)
 
     return Progress()
@@ -126,8 +133,8 @@ def run_one(job: dict) -> dict:
     return {key: job[key] for key in ("objective", "cell", "method", "dipod_beta", "learning_rate", "seed",
                                       "generations", "kv_cache")} | {
         "seconds": time.perf_counter() - start, "step": [h["step"] for h in logs],
-        "reward": [h["reward"] for h in logs], "drift_gap": [h.get("drift/gap", float("nan")) for h in logs],
-        "drift_elbo": [h.get("drift/elbo", float("nan")) for h in logs], **accuracy,
+        **{name: [logged(h, key) for h in logs] for name, key in (("reward", "reward"), ("drift_gap", "drift/gap"),
+                                                                   ("drift_elbo", "drift/elbo"))}, **accuracy,
         **{f"seconds_{key}": sum(h.get(f"time/{key}", 0.0) for h in logs) for key in ("generation", "scoring")}}
 
 
