@@ -31,6 +31,7 @@ import os
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
 
 from dipod_trl.demo import quarter_mean
@@ -207,22 +208,39 @@ def write_csv(runs: list[dict], path: str, columns=COLUMNS,
 
 
 def run_pending(jobs: list[dict], run_one, workers: int, describe) -> list[dict]:
-    """Run the jobs that have no result file yet, `workers` processes at a time (0: in this process), in the order
-    given; each result is written as soon as its run finishes, so an interrupted sweep keeps every finished run."""
+    """Run the jobs that have no result file yet, in the order given; each result is written as soon as its run
+    finishes, so an interrupted sweep keeps every finished run. workers=0: in this process; 1: each run in a fresh
+    process, and a run whose process dies (killed for memory, say) is reported and left to do while the sweep goes
+    on; more: that many processes at a time."""
     jobs = [job for job in jobs if not os.path.exists(result_path(job))]
     print(f"{len(jobs)} runs to go, on {workers or 'no'} worker process{'es' if workers != 1 else ''}", flush=True)
     runs = []
     with ExitStack() as stack:
-        results = map(run_one, jobs)
-        if workers:
+        if workers == 0:
+            results = map(run_one, jobs)
+        elif workers == 1:
+            results = map(lambda job: _in_fresh_process(run_one, job), jobs)
+        else:
             pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
             results = pool.map(run_one, jobs)
         for job, run in zip(jobs, results):
+            if run is None:
+                continue
             runs.append(run)
             with open(result_path(job), "w") as f:
                 json.dump(run, f)
             print(describe(run), flush=True)
     return runs
+
+
+def _in_fresh_process(run_one, job: dict) -> dict | None:
+    """run_one(job) in a new process (its memory is returned when it ends); None if that process died."""
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return pool.submit(run_one, job).result()
+    except BrokenProcessPool:
+        print(f"the process of the run in {job['out']} died (out of memory?): no result, it stays to do", flush=True)
+        return None
 
 
 def result_path(job: dict) -> str:

@@ -2,12 +2,13 @@
 
     python benchmarks/double_drift_long.py                                  # the grid below, seed-major, 1 worker
     python benchmarks/double_drift_long.py --summarise-only                 # table, CSV and PNG of what has finished
-    python benchmarks/double_drift_long.py --probe 1e-4 3e-4 1e-3 --seeds 99   # the one-seed learning-rate probe
+    python benchmarks/double_drift_long.py --probe 1e-4 3e-4 1e-3 --seeds 99 --drift-every 1   # the learning-rate probe
 
 Task (`_long_sort.py`): sort 32 digits, answer spaced out (63 characters and EOS), reward = per-character accuracy of
 completions sampled at T=1; every run starts from its 400-step masked-SFT checkpoint. Settings shared by all runs:
 32 completions (4 prompts x 8) per generation batch, 32 diffusion steps, `dipod_normalization="token"`, constant
-learning rate, the drift monitor on 16 completions per batch with 8 orders. Rollouts use the dual KV cache
+learning rate, the drift monitor on 16 completions with 8 orders on every second generation batch (every batch in
+the probe; the monitor's 8 x 64 forward passes are most of a run's time). Rollouts use the dual KV cache
 (`--compare-rollouts`: the SFT checkpoint's T=1 samples score 0.734 ± 0.004 per character with it against 0.737 ±
 0.003 with exact decoding, 3.6x faster); the trainer scores every completion with the exact model, and held-out
 accuracy is measured with exact greedy decoding on 128 prompts, exact match and per character.
@@ -17,12 +18,12 @@ The grid, fixed before any outcome of it was seen:
 * FPO as the release runs it: 12 inner iterations per generation batch, 4 Monte-Carlo ELBO samples.
 * SPG as the release runs it: 4 inner iterations, its `block_random` estimator with 2 samples (`num_t`).
 * Two learning rates each, one where the base objective stays stable and one where it drifts (`LEARNING_RATES`),
-  chosen by the one-seed probe (`--probe 1e-4 3e-4 1e-3 --seeds 99`: base only, the sweep's sizes, seed 99, which is
-  not a seed of the sweep). Of the probed rates, the stable one is the highest whose drift gap grows by less than
-  0.25 nats (last - first quarter; the gap starts near 1.5 nats per 64-token completion and moves by about 1 nat
-  from batch to batch) with the last quarter's reward at least the first's - 0.01; the drifting one is the lowest
-  whose gap grows by 0.5 nats or more or whose on-policy ELBO falls by 2 nats or more (the highest probed if none
-  does).
+  chosen by the one-seed probe (`--probe 1e-4 3e-4 1e-3 --seeds 99 --drift-every 1`: base only, the sweep's sizes,
+  seed 99, which is not a seed of the sweep; docs/double_drift.md has its numbers). Of the probed rates, the stable
+  one is the highest whose drift gap grows by less than 0.25 nats (last - first quarter; the gap starts near 1.5
+  nats per 64-token completion and moves by about 1 nat from batch to batch) with the last quarter's reward at least
+  the first's - 0.01; the drifting one is the lowest whose gap grows by 0.5 nats or more or whose on-policy ELBO
+  falls by 2 nats or more (the highest probed if none does).
 * Methods: base (`dipod_beta=0`), + DiPOD at 0.05 (the paper's) and at 0.2.
 * Seeds 0-4, 16 generation batches per run in every cell: 60 runs. They run seed-major (every cell's methods for
   seed 0, then seed 1, ...), so that a partly finished sweep has the same seeds in every cell.
@@ -52,7 +53,7 @@ RECIPES = {
     "spg": dict(num_iterations=4, elbo_num_samples=2, elbo_estimator="block_random"),
 }
 # (stable, drifting) learning rate of the base objective, from the one-seed probe (docs/double_drift.md).
-LEARNING_RATES = {"fpo": (1e-4, 1e-3), "spg": (1e-4, 1e-3)}
+LEARNING_RATES = {"fpo": (1e-4, 3e-4), "spg": (3e-5, 1e-4)}
 METHODS = {"base": 0.0, "+DiPOD 0.05": 0.05, "+DiPOD 0.2": 0.2}
 SCHEDULE = dict(max_completion_length=GEN_LENGTH, block_length=16, diffusion_steps=32)
 SCHEDULE_EVAL = dict(gen_length=GEN_LENGTH, block_length=16, steps=32)
@@ -115,6 +116,7 @@ def run_one(job: dict) -> dict:
         learning_rate=job["learning_rate"], lr_scheduler_type="constant", **recipe,
         max_steps=job["generations"] * recipe["num_iterations"], per_device_train_batch_size=job["batch_size"],
         num_generations=8, temperature=1.0, drift_num_orders=8, drift_num_sequences=job["drift_sequences"],
+        drift_every=job["drift_every"],
         kv_cache=job["kv_cache"], logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
         seed=job["seed"], **SCHEDULE,
     )
@@ -202,6 +204,8 @@ def parse_args(argv=None):
     parser.add_argument("--generations", type=int, default=16, help="generation batches per run")
     parser.add_argument("--batch-size", type=int, default=32, help="completions per generation batch (8 per prompt)")
     parser.add_argument("--drift-sequences", type=int, default=16, help="completions the drift monitor scores")
+    parser.add_argument("--drift-every", type=int, default=2,
+                        help="monitor every n-th generation batch (the monitor is most of a run's time at 64 tokens)")
     parser.add_argument("--eval-examples", type=int, default=128, help="held-out prompts")
     parser.add_argument("--rollouts", default="dual", choices=["dual", "exact"],
                         help="'dual': rollouts with the dual KV cache; 'exact': exact decoding")
@@ -227,7 +231,7 @@ def make_jobs(args) -> list[dict]:
     return [
         dict(objective=objective, cell=cell_name(objective, lr), learning_rate=lr, method=method, dipod_beta=beta,
              seed=seed, sft=args.sft_dir, generations=args.generations, batch_size=args.batch_size,
-             drift_sequences=args.drift_sequences, eval_examples=args.eval_examples,
+             drift_sequences=args.drift_sequences, drift_every=args.drift_every, eval_examples=args.eval_examples,
              kv_cache=None if args.rollouts == "exact" else "dual",
              out=os.path.join(root, objective, f"lr{lr:g}", method.replace(" ", "_").replace("+", ""), str(seed)))
         for seed in args.seeds for objective in args.objectives for lr in rates[objective]

@@ -20,9 +20,9 @@ def sweep(tmp_path, capsys, *args) -> str:
     import torch
 
     tiny = ["--sft-dir", str(tmp_path / "sft"), "--sft-steps", "1", "--generations", "2", "--batch-size", "8",
-            "--drift-sequences", "2", "--eval-examples", "4", "--seeds", "0", "--objectives", "spg",
-            "--learning-rates", "0.0001", "--output-dir", str(tmp_path / "runs"), "--docs-dir", str(tmp_path / "docs"),
-            "--workers", "0"]
+            "--drift-sequences", "2", "--drift-every", "1", "--eval-examples", "4", "--seeds", "0",
+            "--objectives", "spg", "--learning-rates", "0.0001", "--output-dir", str(tmp_path / "runs"),
+            "--docs-dir", str(tmp_path / "docs"), "--workers", "0"]
     threads = torch.get_num_threads()
     try:
         double_drift_long.main([*tiny, *args])
