@@ -137,7 +137,7 @@ def table(runs: list[dict], pairs=None, methods=BETAS, columns=COLUMNS) -> str:
 
 
 def plot(runs: list[dict], path: str, pairs=None, methods=BETAS,
-         title: str = "digit_sort, tiny model: base objective vs + DiPOD") -> None:
+         title: str = "digit_sort, tiny model: base objective vs + DiPOD", reward_limits=(0, 1)) -> None:
     """Per cell (columns): reward, drift gap and on-policy ELBO (rows) per generation batch, one colour per method."""
     import matplotlib
 
@@ -163,7 +163,7 @@ def plot(runs: list[dict], path: str, pairs=None, methods=BETAS,
                     axes[row, col].plot(batches, curve, color=color, alpha=0.2, linewidth=0.7)
                 axes[row, col].plot(batches, np.nanmean(curves, 0), color=color, linewidth=2,
                                     label=f"{objective} {method} ({len(group)} seeds)")
-        axes[0, col].set(title=f"{objective}: {cell}", ylim=(0, 1))
+        axes[0, col].set(title=f"{objective}: {cell}", ylim=reward_limits)
         axes[-1, col].set(xlabel="generation batch")
         for row, (_, label) in enumerate(rows):
             axes[row, 0].set(ylabel=label)
