@@ -269,7 +269,7 @@ def main(argv=None):
               fields=("objective", "cell", "method", "dipod_beta", "learning_rate", "seed", "generations", "seconds"))
     if runs:  # every finished run's curves, the table's or not (the legend counts the seeds)
         plot(runs, os.path.join(args.docs_dir, "double_drift_long.png"), pairs, methods,
-             title="32-digit sort (64 tokens, 4 blocks of 16), tiny model: base vs + DiPOD", reward_limits=None)
+             title="32-digit sort (64 tokens, 4 blocks of 16), tiny model:\nbase vs + DiPOD", reward_limits=None)
     write_docs_table(text, os.path.join(args.docs_dir, "double_drift.md"))
     print(f"wrote {args.docs_dir}/double_drift_long.csv, .png and the table in double_drift.md")
 
