@@ -16,9 +16,9 @@ Per generation batch the trainer logs the reward of the sampled completions and 
 weighted order bound - ELBO, nats per completion) and ELBO of on-policy completions; the held-out greedy accuracy is
 measured at the end. The table gives per cell and method, as mean and 95% t-interval over seeds: reward and gap over
 the last quarter of the run, the gap's growth and the on-policy ELBO's change (last quarter - first quarter), and the
-accuracy; then the difference DiPOD - base with its 95% Welch interval. Writes OUTPUT_DIR/double_drift.md and
-OUTPUT_DIR/double_drift.png, and each run's result next to its checkpoint; a sweep started again with the same
-arguments runs only what is missing.
+accuracy; then the difference DiPOD - base with its 95% Welch interval. Writes OUTPUT_DIR/double_drift.md,
+OUTPUT_DIR/double_drift.png, every run's values in OUTPUT_DIR/double_drift.csv, and each run's result next to its
+checkpoint; a sweep started again with the same arguments runs only what is missing.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ import os
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import ExitStack
 
 from dipod_trl.demo import quarter_mean
 
@@ -104,29 +106,39 @@ def difference(a: list[float], b: list[float]) -> tuple[float, float]:
     return ma - mb, T_975[max(1, min(int(df), 10))] * math.sqrt(va + vb)
 
 
-def table(runs: list[dict]) -> str:
+def grid_pairs() -> list[tuple[str, str]]:
+    """The (objective, cell) pairs of this grid, in table order."""
+    return [(objective, cell) for objective in OBJECTIVES for cell in CELLS]
+
+
+def table(runs: list[dict], pairs=None, methods=BETAS, columns=COLUMNS) -> str:
+    """Per (objective, cell) and method: each column's mean and 95% t-interval over seeds; then each other method
+    minus the first (the base) with its 95% Welch interval."""
     fmt = lambda m_h: f"{m_h[0]:.3f} ± {m_h[1]:.3f}"  # noqa: E731
-    lines = ["| objective | cell | method | seeds | " + " | ".join(COLUMNS) + " |",
-             "| --- " * (4 + len(COLUMNS)) + "|"]
-    for objective in OBJECTIVES:
-        for cell in CELLS:
-            groups = {m: [r for r in runs if (r["objective"], r["cell"], r["method"]) == (objective, cell, m)]
-                      for m in BETAS}
-            if not all(groups.values()):
-                continue
-            for method, group in groups.items():
-                cells = [fmt(interval([stat(r) for r in group])) for stat in COLUMNS.values()]
-                lines.append(f"| {objective} | {cell} | {method} | {len(group)} | " + " | ".join(cells) + " |")
-            if min(len(g) for g in groups.values()) > 1:
-                base, dipod = groups["base"], groups["+DiPOD"]
-                cells = [fmt(difference([stat(r) for r in dipod], [stat(r) for r in base]))
-                         for stat in COLUMNS.values()]
-                lines.append(f"| {objective} | {cell} | DiPOD - base | | " + " | ".join(cells) + " |")
+    lines = ["| objective | cell | method | seeds | " + " | ".join(columns) + " |",
+             "| --- " * (4 + len(columns)) + "|"]
+    base_name = next(iter(methods))
+    for objective, cell in pairs or grid_pairs():
+        groups = {m: [r for r in runs if (r["objective"], r["cell"], r["method"]) == (objective, cell, m)]
+                  for m in methods}
+        if not all(groups.values()):
+            continue
+        for method, group in groups.items():
+            cells = [fmt(interval([stat(r) for r in group])) for stat in columns.values()]
+            lines.append(f"| {objective} | {cell} | {method} | {len(group)} | " + " | ".join(cells) + " |")
+        if min(len(g) for g in groups.values()) > 1:
+            base = groups[base_name]
+            for method, group in list(groups.items())[1:]:
+                cells = [fmt(difference([stat(r) for r in group], [stat(r) for r in base]))
+                         for stat in columns.values()]
+                lines.append(f"| {objective} | {cell} | {method.lstrip('+')} - {base_name} | | " + " | ".join(cells)
+                             + " |")
     return "\n".join(lines)
 
 
-def plot(runs: list[dict], path: str) -> None:
-    """Per cell (columns): reward, drift gap and on-policy ELBO (rows) per generation batch, base vs + DiPOD."""
+def plot(runs: list[dict], path: str, pairs=None, methods=BETAS,
+         title: str = "digit_sort, tiny model: base objective vs + DiPOD", reward_limits=(0, 1)) -> None:
+    """Per cell (columns): reward, drift gap and on-policy ELBO (rows) per generation batch, one colour per method."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -137,10 +149,10 @@ def plot(runs: list[dict], path: str) -> None:
 
     rows = (("reward", "reward (T=1)"), ("drift_gap", "drift gap (nats / completion)"),
             ("drift_elbo", "on-policy ELBO (nats / completion)"))
-    cells = [(o, c) for o in OBJECTIVES for c in CELLS if any((r["objective"], r["cell"]) == (o, c) for r in runs)]
+    cells = [pair for pair in pairs or grid_pairs() if any((r["objective"], r["cell"]) == pair for r in runs)]
     fig, axes = plt.subplots(len(rows), len(cells), figsize=(4.2 * len(cells), 10), squeeze=False)
     for col, (objective, cell) in enumerate(cells):
-        for method, color in zip(BETAS, ("tab:blue", "tab:orange")):
+        for method, color in zip(methods, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
             group = [r for r in runs if (r["objective"], r["cell"], r["method"]) == (objective, cell, method)]
             if not group:
                 continue
@@ -151,30 +163,95 @@ def plot(runs: list[dict], path: str) -> None:
                     axes[row, col].plot(batches, curve, color=color, alpha=0.2, linewidth=0.7)
                 axes[row, col].plot(batches, np.nanmean(curves, 0), color=color, linewidth=2,
                                     label=f"{objective} {method} ({len(group)} seeds)")
-        axes[0, col].set(title=f"{objective}: {cell}", ylim=(0, 1))
+        axes[0, col].set(title=f"{objective}: {cell}", ylim=reward_limits)
         axes[-1, col].set(xlabel="generation batch")
         for row, (_, label) in enumerate(rows):
             axes[row, 0].set(ylabel=label)
             axes[row, col].grid(alpha=0.3)
             axes[row, col].legend(fontsize=7)
-    fig.suptitle("digit_sort, tiny model: base objective vs + DiPOD (5-batch moving averages; thin lines: seeds)")
+    fig.suptitle(f"{title} (5-batch moving averages; thin lines: seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
-def complete_cells(runs: list[dict], num_seeds: int) -> list[dict]:
-    """The runs of the (objective, cell) pairs that have every seed for both methods; the others are named."""
+def complete_cells(runs: list[dict], num_seeds: int, methods=BETAS) -> list[dict]:
+    """The runs of the (objective, cell) pairs that have every seed for every method; the others are named."""
     count = Counter((r["objective"], r["cell"], r["method"]) for r in runs)
-    complete = {(o, c) for o, c, _ in count if all(count[(o, c, m)] == num_seeds for m in BETAS)}
+    complete = {(o, c) for o, c, _ in count if all(count[(o, c, m)] == num_seeds for m in methods)}
     for pair in sorted({(o, c) for o, c, _ in count} - complete):
         print(f"left out of the table (not every seed finished): {pair[0]}, {pair[1]}")
     return [r for r in runs if (r["objective"], r["cell"]) in complete]
 
 
+def matched_seeds(runs: list[dict], methods=BETAS) -> list[dict]:
+    """The runs whose (objective, cell, seed) has finished for every method, so that a partly finished sweep compares
+    the methods on the same seeds; the others are named."""
+    done = Counter((r["objective"], r["cell"], r["seed"]) for r in runs if r["method"] in methods)
+    kept = [r for r in runs if done[(r["objective"], r["cell"], r["seed"])] == len(methods)]
+    for objective, cell, seed in sorted(key for key, n in done.items() if n < len(methods)):
+        print(f"left out of the table (not every method finished): {objective}, {cell}, seed {seed}")
+    return kept
+
+
+def write_csv(runs: list[dict], path: str, columns=COLUMNS,
+              fields=("objective", "cell", "method", "dipod_beta", "seed", "seconds")) -> None:
+    """One row per finished run: its settings and its value in every column (what the table's intervals are made
+    of)."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*fields, *columns])
+        for r in sorted(runs, key=lambda r: tuple(str(r.get(k)) for k in fields[:5])):
+            writer.writerow([r.get(k) for k in fields] + [f"{stat(r):.6g}" for stat in columns.values()])
+
+
+def run_pending(jobs: list[dict], run_one, workers: int, describe) -> list[dict]:
+    """Run the jobs that have no result file yet, in the order given; each result is written as soon as its run
+    finishes, so an interrupted sweep keeps every finished run. workers=0: in this process; 1: each run in a fresh
+    process, and a run whose process dies (killed for memory, say) is reported and left to do while the sweep goes
+    on; more: that many processes at a time."""
+    jobs = [job for job in jobs if not os.path.exists(result_path(job))]
+    print(f"{len(jobs)} runs to go, on {workers or 'no'} worker process{'es' if workers != 1 else ''}", flush=True)
+    runs = []
+    with ExitStack() as stack:
+        if workers == 0:
+            results = map(run_one, jobs)
+        elif workers == 1:
+            results = map(lambda job: _in_fresh_process(run_one, job), jobs)
+        else:
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
+            results = pool.map(run_one, jobs)
+        for job, run in zip(jobs, results):
+            if run is None:
+                continue
+            runs.append(run)
+            with open(result_path(job), "w") as f:
+                json.dump(run, f)
+            print(describe(run), flush=True)
+    return runs
+
+
+def _in_fresh_process(run_one, job: dict) -> dict | None:
+    """run_one(job) in a new process (its memory is returned when it ends); None if that process died."""
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return pool.submit(run_one, job).result()
+    except BrokenProcessPool:
+        print(f"the process of the run in {job['out']} died (out of memory?): no result, it stays to do", flush=True)
+        return None
+
+
 def result_path(job: dict) -> str:
     """A finished run's curves and accuracy; a sweep started again skips the runs that have one."""
     return os.path.join(job["out"], f"run_{job['generations']}_batches.json")
+
+
+def describe(run: dict) -> str:
+    return (f"done {run['objective']:4s} {run['cell']:32s} {run['method']:7s} seed {run['seed']} "
+            f"reward {quarter_mean(run['reward']):.3f} gap {quarter_mean(run['drift_gap']):.3f} "
+            f"acc {run['accuracy']:.3f} ({run['seconds']:.0f} s)")
 
 
 def main():
@@ -204,23 +281,17 @@ def main():
     ]
     start = time.perf_counter()
     runs = [json.load(open(result_path(job))) for job in jobs if os.path.exists(result_path(job))]
-    jobs = [] if args.summarise_only else [job for job in jobs if not os.path.exists(result_path(job))]
     if runs:
         print(f"{len(runs)} runs already finished in {args.output_dir}: not run again", flush=True)
-    print(f"{len(jobs)} runs of {args.generations} generation batches on {args.workers} workers", flush=True)
-    with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for job, run in zip(jobs, pool.map(run_one, jobs)):
-            runs.append(run)
-            with open(result_path(job), "w") as f:
-                json.dump(run, f)
-            print(f"done {run['objective']:4s} {run['cell']:32s} {run['method']:7s} seed {run['seed']} "
-                  f"reward {quarter_mean(run['reward']):.3f} gap {quarter_mean(run['drift_gap']):.3f} "
-                  f"acc {run['accuracy']:.3f} ({run['seconds']:.0f} s)", flush=True)
+    if not args.summarise_only:
+        print(f"runs of {args.generations} generation batches", flush=True)
+        runs += run_pending(jobs, run_one, args.workers, describe)
     runs = complete_cells(runs, len(args.seeds))
     text = table(runs)
     with open(os.path.join(args.output_dir, "double_drift.md"), "w") as f:
         f.write(f"{args.generations} generation batches per run, seeds {args.seeds}\n\n{text}\n")
     plot(runs, os.path.join(args.output_dir, "double_drift.png"))
+    write_csv(runs, os.path.join(args.output_dir, "double_drift.csv"))
     print(text)
     print(f"wrote {args.output_dir}/double_drift.md and .png in {(time.perf_counter() - start) / 60:.1f} minutes")
 

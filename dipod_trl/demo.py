@@ -3,11 +3,15 @@
 1. Build the tiny masked diffusion LM and pre-train it briefly with masked SFT on `digit_sort` (sort five digits),
    a task with verifiable answers that the project generates itself. The short SFT leaves it right about half the
    time: room for RL.
-2. From that same start, RL-train with SPG and with SPG + DiPOD, five seeds each, on the exact-match reward, in the
-   regime where `benchmarks/double_drift.py` found the surrogate drifting: 12 inner iterations per generation batch
-   (the release's FPO value; its SPG runs use 4), one plain Monte-Carlo ELBO sample, learning rate 5e-4.
-3. Write `curves.png` (reward, drift gap and on-policy ELBO per generation batch, mean and spread over seeds),
-   `summary.json`, the trained checkpoints, and print a summary table with the held-out greedy accuracy of every run.
+2. RL working: from that start, FPO + DiPOD (the default objective and `dipod_beta`) next to plain FPO, five seeds
+   each, on the exact-match reward, in the steady regime of `benchmarks/double_drift.py` (2 inner iterations, 2
+   antithetic ELBO samples, learning rate 2e-4): held-out accuracy rises far beyond the seeds' spread.
+3. The drift regime: from the same start, SPG and SPG + DiPOD where the sweep found the surrogate drifting (12 inner
+   iterations per generation batch, one plain Monte-Carlo ELBO sample, learning rate 5e-4): training goes wrong, and
+   DiPOD holds the on-policy ELBO where plain SPG's falls.
+4. Write `curves.png` (one row per part: reward, drift gap, on-policy ELBO per generation batch and held-out accuracy
+   per seed), `summary.json`, the trained checkpoints, and print a summary table with the held-out greedy accuracy of
+   every run.
 
 Everything is built here: no download, no GPU.
 """
@@ -18,7 +22,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -37,15 +41,23 @@ from .tasks.digit_sort import load as load_digit_sort
 from .trainer import DiPODTrainer
 
 
+# Part 2's settings: the steady regime of benchmarks/double_drift.py, where RL raises held-out accuracy.
+RECIPE = dict(objective="fpo", num_iterations=2, elbo_num_samples=2, elbo_estimator="antithetic", learning_rate=2e-4)
+
+
 @dataclass
 class DemoConfig(OneSampleElboArguments, DiPODTermArguments):
-    """Arguments of `dipod demo`. The defaults run in a few minutes on 2 CPU cores. They are the regime where the
-    surrogate drifts on this model (SPG, 12 inner iterations, 1 Monte-Carlo ELBO sample, lr 5e-4); a steady regime,
-    where base and + DiPOD are indistinguishable, is `--objective fpo --generation_batches 30 --num_iterations 2
-    --elbo_num_samples 2 --elbo_estimator antithetic --learning_rate 2e-4`."""
+    """Arguments of `dipod demo`. The defaults run in a few minutes on 2 CPU cores: first the steady recipe (FPO vs
+    FPO + DiPOD, `RECIPE`, for `recipe_generation_batches`), then the regime where the surrogate drifts on this model
+    (the fields below: SPG, 12 inner iterations, 1 Monte-Carlo ELBO sample, lr 5e-4)."""
 
     output_dir: str = field(default="outputs/demo", metadata={"help": "Where checkpoints, curves and summary go."})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4], metadata={"help": "RL seeds per method."})
+    recipe_generation_batches: int = field(
+        default=10,
+        metadata={"help": "Generation batches per run of the first part (FPO vs FPO + DiPOD in the steady regime: 2 "
+                  "inner iterations, 2 antithetic ELBO samples, lr 2e-4); 0 skips it."},
+    )
     sft_steps: int = field(default=120, metadata={"help": "Masked-SFT steps before RL (short: leaves room for RL)."})
     objective: str = field(default="spg", metadata={"help": "Base objective: 'spg' or 'fpo' (the paper's two)."})
     generation_batches: int = field(
@@ -77,6 +89,15 @@ class DemoConfig(OneSampleElboArguments, DiPODTermArguments):
         for name in ("generation_batches", "num_iterations", "sft_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.recipe_generation_batches < 0:
+            raise ValueError(f"recipe_generation_batches must be >= 0 (0 skips the first part), got "
+                             f"{self.recipe_generation_batches}.")
+
+
+def recipe_config(config: DemoConfig) -> DemoConfig:
+    """The first part's settings: `config` with the steady recipe, its runs under OUTPUT_DIR/recipe."""
+    return replace(config, **RECIPE, generation_batches=config.recipe_generation_batches,
+                   output_dir=os.path.join(config.output_dir, "recipe"))
 
 
 def methods(config: DemoConfig) -> dict[str, float]:
@@ -205,37 +226,57 @@ def _smooth(values: list[float], window: int = 10) -> list[float]:
     return out
 
 
-def plot(runs: list[dict], sft_accuracy: float, path: str, title: str = "") -> None:
-    """Reward, drift gap and on-policy ELBO per step, one colour per method (thick: mean over seeds; thin: seeds)."""
+def regime(config: DemoConfig) -> str:
+    """The RL settings of a part, in words."""
+    estimator = {"mc": "Monte-Carlo", "antithetic": "antithetic"}.get(config.elbo_estimator, config.elbo_estimator)
+    return (f"{config.objective.upper()}: {config.num_iterations} inner iterations, {config.elbo_num_samples} "
+            f"{estimator} ELBO sample{'s' if config.elbo_num_samples > 1 else ''}, lr {config.learning_rate:g}, "
+            f"{config.generation_batches} generation batches")
+
+
+def plot(parts: list[tuple[str, list[dict]]], sft_accuracy: float, path: str) -> None:
+    """One row per part (title, runs): reward, drift gap and on-policy ELBO per generation batch, one colour per
+    method (thick: mean over seeds; thin: seeds), then each seed's held-out greedy accuracy next to the SFT start's."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    labels = list(dict.fromkeys(r["method"] for r in runs))
-    for method, color in zip(labels, ("tab:blue", "tab:orange")):
-        group = [r for r in runs if r["method"] == method]
-        batches = np.arange(1, len(group[0]["reward"]) + 1)
-        for ax, key in zip(axes, ("reward", "drift_gap", "drift_elbo")):
-            curves = np.array([_smooth(r[key], window=5) for r in group])
-            for curve in curves:
-                ax.plot(batches, curve, color=color, alpha=0.25, linewidth=0.8)
-            label = f"{method} (beta={group[0]['dipod_beta']}, {len(group)} seeds)"
-            ax.plot(batches, np.nanmean(curves, axis=0), color=color, linewidth=2, label=label)
-    axes[0].axhline(sft_accuracy, color="gray", linestyle="--", linewidth=1, label="SFT start (greedy, held out)")
-    axes[0].set(title="reward (exact match, sampled at T=1)", xlabel="generation batch", ylabel="mean reward",
-                ylim=(0, 1))
-    axes[1].set(title="drift gap: importance-weighted order bound - ELBO", xlabel="generation batch",
-                ylabel="nats per completion")
-    axes[2].set(title="ELBO of on-policy completions", xlabel="generation batch", ylabel="nats per completion")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"digit_sort on the tiny masked diffusion LM{title} (5-batch moving averages; thin: seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig = plt.figure(figsize=(20, 4.6 * len(parts)), layout="constrained")
+    for subfig, (title, runs) in zip(np.atleast_1d(fig.subfigures(len(parts), 1)), parts):
+        subfig.suptitle(title, fontweight="bold")
+        row = subfig.subplots(1, 4)
+        labels = list(dict.fromkeys(r["method"] for r in runs))
+        for i, (method, color) in enumerate(zip(labels, ("tab:blue", "tab:orange"))):
+            group = [r for r in runs if r["method"] == method]
+            batches = np.arange(1, len(group[0]["reward"]) + 1)
+            for ax, key in zip(row, ("reward", "drift_gap", "drift_elbo")):
+                curves = np.array([_smooth(r[key], window=5) for r in group])
+                for curve in curves:
+                    ax.plot(batches, curve, color=color, alpha=0.25, linewidth=0.8)
+                label = f"{method} (beta={group[0]['dipod_beta']}, {len(group)} seeds)"
+                ax.plot(batches, np.nanmean(curves, axis=0), color=color, linewidth=2, label=label)
+            accs = np.array([r["accuracy"] for r in group])
+            row[3].scatter(i + np.linspace(-0.12, 0.12, len(accs)), accs, color=color, alpha=0.6)
+            row[3].errorbar(i + 0.3, accs.mean(), yerr=accs.std(ddof=1) if len(accs) > 1 else 0, color=color,
+                            marker="o", markersize=8, capsize=5, label=f"{method}: {accs.mean():.3f}")
+        for ax in (row[0], row[3]):
+            ax.axhline(sft_accuracy, color="gray", linestyle="--", linewidth=1,
+                       label=f"SFT start (greedy, held out): {sft_accuracy:.3f}")
+        row[0].set(title="reward (exact match, sampled at T=1)", xlabel="generation batch",
+                   ylabel="mean reward", ylim=(0, 1))
+        row[1].set(title="drift gap: importance-weighted order bound - ELBO", xlabel="generation batch",
+                   ylabel="nats per completion")
+        row[2].set(title="ELBO of on-policy completions", xlabel="generation batch", ylabel="nats per completion")
+        row[3].set(title="held-out greedy accuracy at the end", ylabel="seeds (dots), mean ± sd", ylim=(0, 1),
+                   xticks=range(len(labels)), xticklabels=labels, xlim=(-0.5, len(labels) - 0.3))
+        for ax in row:
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.suptitle("digit_sort on the tiny masked diffusion LM, every run from the same SFT checkpoint "
+                 "(5-batch moving averages; thin: seeds)")
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
@@ -264,9 +305,36 @@ def summarize(runs: list[dict], sft_accuracy: float) -> str:
         reward = mean([last(r["reward"]) for r in group])
         lines.append(f"{method:<12} mean over {len(group)} seeds: reward {reward:.3f}, "
                      f"drift gap {mean([first(r['drift_gap']) for r in group]):.3f} -> "
-                     f"{mean([last(r['drift_gap']) for r in group]):.3f}, "
+                     f"{mean([last(r['drift_gap']) for r in group]):.3f}, on-policy ELBO "
+                     f"{mean([first(r['drift_elbo']) for r in group]):.2f} -> "
+                     f"{mean([last(r['drift_elbo']) for r in group]):.2f}, "
                      f"held-out accuracy {mean(accs):.3f} +- {spread:.3f}")
     return "\n".join(lines)
+
+
+def headline(runs: list[dict], sft_accuracy: float) -> str:
+    """Per method: held-out accuracy against the SFT start's, and whether every seed ended above it."""
+    lines = []
+    for method in dict.fromkeys(r["method"] for r in runs):
+        accs = [r["accuracy"] for r in runs if r["method"] == method]
+        mean = sum(accs) / len(accs)
+        spread = (sum((a - mean) ** 2 for a in accs) / max(1, len(accs) - 1)) ** 0.5
+        verdict = ("every seed above the start" if min(accs) > sft_accuracy
+                   else f"{sum(a <= sft_accuracy for a in accs)} of {len(accs)} seeds not above the start")
+        lines.append(f"{method:<12} held-out accuracy {sft_accuracy:.3f} -> {mean:.3f} +- {spread:.3f} (sd over "
+                     f"{len(accs)} seeds, lowest {min(accs):.3f}): {mean - sft_accuracy:+.3f}, {verdict}")
+    return "\n".join(lines)
+
+
+def run_part(config: DemoConfig, sft_path: str, test, tokenizer) -> list[dict]:
+    """Both methods of `config`, every seed, from the SFT checkpoint; each run with its held-out accuracy."""
+    runs = []
+    for method in methods(config):
+        for seed in config.seeds:
+            run = rl_run(config, sft_path, method, seed)
+            run["accuracy"] = accuracy(run["path"], test, tokenizer)
+            runs.append(run)
+    return runs
 
 
 def run_demo(config: DemoConfig) -> dict:
@@ -279,34 +347,37 @@ def run_demo(config: DemoConfig) -> dict:
     start = time.perf_counter()
     tokenizer = build_tiny_tokenizer()
     sft_path = os.path.join(config.output_dir, "sft")
-    print(f"[1/3] masked SFT of the tiny model on digit_sort ({config.sft_steps} steps)")
+    print(f"[1/4] masked SFT of the tiny model on digit_sort ({config.sft_steps} steps)")
     pretrain(config, tokenizer, sft_path)
     test = load_digit_sort("test", num_examples=config.num_eval_examples, seed=0)
     sft_accuracy = accuracy(sft_path, test, tokenizer)
     print(f"      held-out greedy accuracy after SFT: {sft_accuracy:.3f}")
 
-    print(f"[2/3] RL from the SFT checkpoint: {', '.join(methods(config))} x seeds {config.seeds} "
-          f"({config.generation_batches} generation batches x {config.num_iterations} inner iterations, "
-          f"lr {config.learning_rate:g})")
-    runs = []
-    for method in methods(config):
-        for seed in config.seeds:
-            run = rl_run(config, sft_path, method, seed)
-            run["accuracy"] = accuracy(run["path"], test, tokenizer)
-            runs.append(run)
+    parts = []
+    if config.recipe_generation_batches:
+        recipe = recipe_config(config)
+        print(f"[2/4] RL working: {', '.join(methods(recipe))} x seeds {config.seeds} from the SFT checkpoint "
+              f"({regime(recipe)})")
+        parts.append(("RL working. " + regime(recipe), run_part(recipe, sft_path, test, tokenizer)))
+    else:
+        print("[2/4] RL working: skipped (recipe_generation_batches=0)")
+    print(f"[3/4] the drift regime: {', '.join(methods(config))} x seeds {config.seeds} from the SFT checkpoint "
+          f"({regime(config)})")
+    parts.append(("Drift regime. " + regime(config), run_part(config, sft_path, test, tokenizer)))
 
-    print("[3/3] curves and summary")
+    print("[4/4] curves and summary")
     curves = os.path.join(config.output_dir, "curves.png")
-    estimator = {"mc": "Monte-Carlo", "antithetic": "antithetic"}.get(config.elbo_estimator, config.elbo_estimator)
-    regime = (f", {config.objective.upper()}: {config.num_iterations} inner iterations, {config.elbo_num_samples} "
-              f"{estimator} ELBO sample{'s' if config.elbo_num_samples > 1 else ''}, lr {config.learning_rate:g}")
-    plot(runs, sft_accuracy, curves, regime)
-    table = summarize(runs, sft_accuracy)
-    summary = {"config": asdict(config), "sft_accuracy": sft_accuracy, "runs": runs,
+    plot(parts, sft_accuracy, curves)
+    recipe_runs = parts[0][1] if config.recipe_generation_batches else []
+    runs = parts[-1][1]
+    summary = {"config": asdict(config), "sft_accuracy": sft_accuracy, "recipe_runs": recipe_runs, "runs": runs,
                "seconds": time.perf_counter() - start}
     with open(os.path.join(config.output_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    print(table)
+    for title, part_runs in parts:
+        print(f"\n== {title}\n{summarize(part_runs, sft_accuracy)}")
+    if recipe_runs:
+        print(f"\nRL working ({regime(recipe_config(config))}):\n{headline(recipe_runs, sft_accuracy)}")
     print(f"\nwrote {curves} and {os.path.join(config.output_dir, 'summary.json')} "
           f"in {summary['seconds'] / 60:.1f} minutes")
     return summary

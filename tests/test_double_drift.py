@@ -1,0 +1,67 @@
+"""The long-task drift sweep script end to end on one tiny cell: it runs, resumes without running a finished run
+again, and writes every run's values to the CSV, the table into the docs page and the figure."""
+
+import csv
+import json
+import os
+import sys
+
+import pytest
+
+from dipod_trl.demo import quarter_mean
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+import double_drift_long  # noqa: E402
+START, END = ("<!-- long table: start (benchmarks/double_drift_long.py writes it) -->", "<!-- long table: end -->")
+
+
+def sweep(tmp_path, capsys, *args) -> str:
+    """The script's main at tiny sizes, its runs in this process; returns what it printed."""
+    import torch
+
+    tiny = ["--sft-dir", str(tmp_path / "sft"), "--sft-steps", "1", "--generations", "2", "--batch-size", "8",
+            "--drift-sequences", "2", "--drift-every", "1", "--eval-examples", "4", "--seeds", "0",
+            "--objectives", "spg", "--learning-rates", "0.0001", "--output-dir", str(tmp_path / "runs"),
+            "--docs-dir", str(tmp_path / "docs"), "--workers", "0"]
+    threads = torch.get_num_threads()
+    try:
+        double_drift_long.main([*tiny, *args])
+    finally:
+        torch.set_num_threads(threads)  # a run sets one thread
+    return capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_long_sweep_runs_a_tiny_cell_resumes_and_summarises(tmp_path, capsys):
+    (tmp_path / "docs").mkdir()
+    page = tmp_path / "docs" / "double_drift.md"
+    page.write_text(f"by hand above\n{START}\nold table\n{END}\nby hand below\n")
+
+    out = sweep(tmp_path, capsys, "--methods", "base")  # as if the sweep had stopped after its first run
+    assert "0 of 1 runs already finished" in out and "1 runs to go, on no worker processes" in out
+    (base_result,) = (tmp_path / "runs").rglob("run_2_batches.json")
+    before = base_result.stat().st_mtime_ns
+
+    out = sweep(tmp_path, capsys, "--methods", "base", "+DiPOD 0.2")
+    assert "1 of 2 runs already finished" in out and "1 runs to go, on no worker processes" in out
+    assert base_result.stat().st_mtime_ns == before  # the finished run was kept, not run again
+
+    runs = [json.loads(p.read_text()) for p in sorted((tmp_path / "runs").rglob("run_2_batches.json"))]
+    assert sorted((r["method"], r["dipod_beta"], len(r["reward"])) for r in runs) == [
+        ("+DiPOD 0.2", 0.2, 2), ("base", 0.0, 2)]
+    rows = list(csv.DictReader(open(tmp_path / "docs" / "double_drift_long.csv")))
+    assert len(rows) == 2
+    for row in rows:  # the CSV holds each run's own values
+        (run,) = [r for r in runs if r["method"] == row["method"]]
+        assert float(row["reward (last 25%)"]) == pytest.approx(quarter_mean(run["reward"]), abs=1e-5)
+        assert float(row["held-out per-character accuracy"]) == pytest.approx(run["eval_char_accuracy"], abs=1e-5)
+        assert float(row["held-out exact match"]) == pytest.approx(run["eval_exact_match"], abs=1e-5)
+    assert os.path.getsize(tmp_path / "docs" / "double_drift_long.png") > 10_000
+    text = page.read_text()
+    assert text.startswith("by hand above\n") and text.endswith(f"{END}\nby hand below\n")
+    assert "old table" not in text and "| spg | 4 iters, 2 block_random samples, lr 0.0001 | +DiPOD 0.2 | 1 |" in text
+
+    (tmp_path / "docs" / "double_drift_long.csv").unlink()
+    out = sweep(tmp_path, capsys, "--summarise-only")  # the whole grid asked for: it summarises what has finished
+    assert "runs to go" not in out and "not every method finished" in out
+    assert len(list(csv.DictReader(open(tmp_path / "docs" / "double_drift_long.csv")))) == 2
