@@ -14,13 +14,12 @@ import subprocess
 import sys
 
 import pytest
-import safetensors.torch
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerState
 
-from dipod_trl import checkpoints, cli
+from dipod_trl import cli
 from dipod_trl.checkpoints import COMPLETE_NAME, checkpoint_problem, resolve_resume
+from tests.conftest import kill_when_saving
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "recipes", "tiny.yaml")
@@ -28,42 +27,6 @@ TINY = os.path.join(ROOT, "recipes", "tiny.yaml")
 ARGS = ["--model_name_or_path", "tiny", "--per_device_train_batch_size", "8", "--num_generations", "4",
         "--drift_num_orders", "0", "--logging_steps", "1", "--disable_tqdm", "true", "--save_steps", "1",
         "--max_steps", "3"]
-
-# (function, the argument holding the path being written) for each way a checkpoint file is written.
-WRITERS = {
-    torch.serialization.save.__code__: "f",
-    safetensors.torch.save_file.__code__: "filename",
-    TrainerState.save_to_json.__code__: "json_path",
-    checkpoints.mark_complete.__code__: "directory",
-}
-
-
-def kill_when_saving(folder: str, target: str, inside: bool = False):
-    """A profile hook that SIGKILLs this process when it starts writing a file named `target` under `folder` (with
-    `inside`: once the file is open, before its first byte)."""
-    armed = []
-
-    def hook(frame, event, arg):
-        if event != "call":
-            return
-        if armed and frame.f_code is torch.serialization._save.__code__:
-            os.kill(os.getpid(), signal.SIGKILL)
-        name = WRITERS.get(frame.f_code)
-        if name is None:
-            return
-        path = os.fspath(frame.f_locals[name])
-        if target == COMPLETE_NAME:  # the marker's writer is handed the folder
-            hit = frame.f_code is checkpoints.mark_complete.__code__ and os.path.basename(path) == folder
-        else:
-            hit = os.path.basename(path) == target and folder in path.split(os.sep)[:-1]
-        if hit:
-            if inside:
-                armed.append(path)
-            else:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    return hook
-
 
 def train_and_die(output_dir: str, folder: str, target: str, inside: bool, threads: int) -> None:
     """`dipod train` into `output_dir`, killed while saving `folder`; at the test process's thread count, which other

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dipod_trl.checkpoints import COMPLETE_NAME, load_checkpoint_file, mark_complete, resolve_resume
-from tests.conftest import make_trainer
+from tests.conftest import craft, make_trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # New completions every 2 steps: checkpoint-1 and checkpoint-3 fall inside a generation cycle, checkpoint-2 not.
@@ -66,24 +66,6 @@ def test_loading_a_cut_file_directly_names_it(run):
     truncate(path)
     with pytest.raises(ValueError, match=rf"{path} cannot be read .*Resume from {run / 'checkpoint-2'}"):
         load_checkpoint_file(str(path))
-
-
-class RunsCode:
-    """What a crafted checkpoint holds: unpickling it runs a shell command."""
-
-    def __init__(self, command):
-        self.command = command
-
-    def __reduce__(self):
-        return os.system, (self.command,)
-
-
-def craft(path, witness):
-    """Replace `path` by a pickle that, loaded with weights_only=False, creates `witness`; check that it does."""
-    torch.save({"state": RunsCode(f"touch {witness}")}, path)
-    torch.load(path, weights_only=False)  # the exploit is live...
-    assert os.path.exists(witness)
-    os.remove(witness)  # ...and the test starts without its trace
 
 
 @pytest.mark.parametrize("name", ["generation_state_rank0.pt", "optimizer.pt", "rng_state.pth"])

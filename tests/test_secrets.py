@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from dipod_trl import cli
-from tests.test_judge import MODEL_NAME, JudgeServer
+from tests.conftest import MODEL_NAME, JudgeServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = os.path.join(ROOT, "recipes")

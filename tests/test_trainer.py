@@ -2,7 +2,6 @@
 first inner iteration, learning, resumption and clear errors on bad input."""
 
 import math
-import os
 
 import pytest
 import torch

@@ -19,8 +19,7 @@ from dipod_trl.checkpoints import COMPLETE_NAME, checkpoint_problem, mark_comple
 from dipod_trl.control import FlowPolicy, FlowPolicyTrainer
 from dipod_trl.control.envs import find_wrapper
 from tests.control.test_trainer import tiny_config
-from tests.test_crash_safety import kill_when_saving
-from tests.test_damaged_checkpoints import craft
+from tests.conftest import craft, kill_when_saving
 
 UPDATES = dict(save_every=1, total_timesteps=192, eval_every=0)  # three updates, a checkpoint after each
 
