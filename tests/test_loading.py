@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel
 from transformers import AutoTokenizer
 
 from dipod_trl import cli
@@ -14,23 +14,7 @@ from dipod_trl.model_setup import load_model_and_tokenizer
 from dipod_trl.models import TinyMDLMForMaskedDiffusion, load_diffusion_model
 from dipod_trl.models.loading import is_adapter_checkpoint, load_tokenizer
 from dipod_trl.models.quantization import quantization_kwargs
-from tests.conftest import _logits, make_tiny_model
-
-@pytest.fixture(scope="module")
-def lora_run(tmp_path_factory, tokenizer):
-    """A saved base model and a directory holding only LoRA adapters on it (non-zero, so they change the logits)."""
-    root = tmp_path_factory.mktemp("lora")
-    base_dir, adapter_dir = str(root / "base"), str(root / "adapters")
-    base = make_tiny_model(len(tokenizer), seed=3, pad_token_id=tokenizer.pad_token_id,
-                           eos_token_id=tokenizer.eos_token_id)
-    base.save_pretrained(base_dir)
-    tokenizer.save_pretrained(base_dir)
-    torch.manual_seed(0)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=["qkv", "out", "up", "down"], init_lora_weights=False)
-    peft_model = get_peft_model(load_diffusion_model(base_dir), config)
-    peft_model.save_pretrained(adapter_dir)  # what Trainer.save_model writes for a PEFT model, minus the tokenizer
-    return base_dir, adapter_dir, _logits(peft_model), _logits(base)
-
+from tests.conftest import _logits
 
 def test_an_adapter_directory_loads_as_its_base_with_the_adapters(lora_run):
     base_dir, adapter_dir, adapter_logits, base_logits = lora_run

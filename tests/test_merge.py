@@ -6,29 +6,10 @@ import shutil
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
 
 from dipod_trl import cli
 from dipod_trl.models import TinyMDLMForMaskedDiffusion, load_diffusion_model
-from tests.conftest import _logits, make_tiny_model
-
-
-@pytest.fixture(scope="module")
-def lora_run(tmp_path_factory, tokenizer):
-    """A saved base model and LoRA adapters on it that change its logits (as in test_loading)."""
-    root = tmp_path_factory.mktemp("lora")
-    base_dir, adapter_dir = str(root / "base"), str(root / "adapters")
-    base = make_tiny_model(len(tokenizer), seed=3, pad_token_id=tokenizer.pad_token_id,
-                           eos_token_id=tokenizer.eos_token_id)
-    base.save_pretrained(base_dir)
-    tokenizer.save_pretrained(base_dir)
-    torch.manual_seed(0)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=["qkv", "out", "up", "down"], init_lora_weights=False)
-    peft_model = get_peft_model(load_diffusion_model(base_dir), config)
-    peft_model.save_pretrained(adapter_dir)
-    adapter_logits, base_logits = _logits(peft_model), _logits(base)
-    assert (adapter_logits - base_logits).abs().max() > 1e-2  # merged and base models tell apart
-    return base_dir, adapter_dir, adapter_logits, base_logits
+from tests.conftest import _logits
 
 
 def snapshot(folder) -> dict[str, bytes]:
