@@ -234,7 +234,8 @@ class GenerateArguments:
 
 def generate_command(argv: list[str]) -> list[str]:
     from .model_setup import check_dtype, load_for_inference
-    from .sampling import FastDecodingArguments, generate
+    from .options import FastDecodingArguments
+    from .sampling import generate
 
     args, fast = parse_command("generate", [GenerateArguments, FastDecodingArguments], argv)
     check_dtype(args.dtype)

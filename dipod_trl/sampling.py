@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from .guidance import model_logits
 from .models import DiffusionLM, as_diffusion_lm, unwrap_model
-from .options import FastDecodingArguments, check_fast_decoding  # noqa: F401 (the generate command's)
+from .options import check_fast_decoding
 from .randomness import Generators, generators_of_rows, random_uniform
 
 REMASKING_RULES = ("low_confidence", "random", "margin", "entropy")

@@ -7,7 +7,7 @@ from transformers import HfArgumentParser
 from dipod_trl import DiPODConfig
 from dipod_trl.demo import DemoConfig
 from dipod_trl.evaluation import EvalArguments
-from dipod_trl.sampling import FastDecodingArguments
+from dipod_trl.options import FastDecodingArguments
 from dipod_trl.sft import MaskedSFTConfig
 
 RL = dict(output_dir="/tmp/unused", max_completion_length=8, block_length=4, diffusion_steps=8)
