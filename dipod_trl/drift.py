@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .likelihood import order_log_likelihoods
+from .likelihood import log_mean_exp, order_log_likelihoods
 
 DRIFT_STATISTICS = ("elbo", "order_bound", "gap", "gap_per_token")
 
@@ -27,6 +27,6 @@ def drift_statistics(model, prompt_ids, prompt_mask, completion_ids, completion_
         chunk_size=chunk_size,
     )
     elbo = log_likelihoods.mean(dim=1)
-    bound = torch.logsumexp(log_likelihoods, dim=1) - torch.log(torch.tensor(float(log_likelihoods.shape[1])))
+    bound = log_mean_exp(log_likelihoods)
     lengths = completion_mask.sum(-1).float()
     return torch.stack([elbo.mean(), bound.mean(), (bound - elbo).mean(), ((bound - elbo) / lengths).mean()])

@@ -255,6 +255,7 @@ def order_log_likelihoods(
     ).view(batch, num_orders, steps_used, length)
     return (token_logps * scored).sum(dim=(-1, -2))
 
+
 def order_bound(
     model,
     prompt_ids: torch.Tensor,
@@ -284,7 +285,12 @@ def order_bound(
         attention_mask=attention_mask,
         chunk_size=chunk_size,
     )
-    return torch.logsumexp(log_likelihoods, dim=-1) - math.log(num_orders)
+    return log_mean_exp(log_likelihoods)
+
+
+def log_mean_exp(log_likelihoods: torch.Tensor) -> torch.Tensor:
+    """`log mean_k exp(x_k)` over the last dimension: the order bound from K orders' log-likelihoods (B, K)."""
+    return torch.logsumexp(log_likelihoods, dim=-1) - math.log(log_likelihoods.shape[-1])
 
 
 def masked_diffusion_sft_loss(
