@@ -7,7 +7,12 @@
 Every name below is imported on first use, so that `import dipod_trl` (and `dipod --help`) does not load torch.
 """
 
+import logging
 from importlib import import_module
+
+# bitsandbytes (imported by peft) warns on every CPU start that it cannot fetch an optional kernel from the hub; its
+# own CPU path runs without it, and the line reads like an error in a newcomer's first run or a benchmark's log.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 __version__ = "0.1.0"
 

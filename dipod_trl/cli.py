@@ -18,7 +18,6 @@ Only the chosen command imports what it needs (torch, transformers, TRL), so `di
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -338,9 +337,6 @@ def main(argv: list[str] | None = None):
             command, rest = "train", argv  # python -m dipod_trl RECIPE.yaml [...]
         else:
             raise SystemExit(f"dipod: unknown command {command!r}; expected one of {', '.join(COMMANDS)} or a recipe.")
-    # bitsandbytes (imported by peft) warns on every CPU start that it cannot fetch an optional kernel from the hub;
-    # its own CPU path runs without it, and the line reads like an error on a newcomer's first `make demo`.
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     handler = {"train": train, "sft": sft, "eval": evaluate, "generate": generate_command, "merge": merge,
                "demo": demo, "control": control}[command]
     return handler(rest)
