@@ -322,22 +322,12 @@ def generate(
                 k = num_transfer[active, step]
             else:  # at least the fixed schedule's share of what is left: the block ends within its steps
                 k = (block_masked.sum(dim=1) + steps_per_block - step - 1) // (steps_per_block - step)
-            k_max = int(k.max().item())
-            if k_max == 0:  # the schedule commits nothing more in this block
+            if int(k.max().item()) == 0:  # the schedule commits nothing more in this block
                 break
             # Only the current block can be committed, so only its positions are scored (the model still sees all).
             logits = scorer(xa, full_attention[active], prompt_index[active], start, end, step)
-            row_generators = generators_of_rows(generator, active)
-            x0 = add_gumbel_noise(logits, temperature, row_generators).argmax(dim=-1)
-            confidence = _confidence(logits, x0, remasking, row_generators)
-            confidence = confidence.masked_fill(~block_masked, -torch.inf)
-            # Per-row top-k with a per-row k: take the k_max best, keep the first k of each row.
-            top = confidence.topk(k_max, dim=1).indices
-            keep = torch.arange(k_max, device=device).unsqueeze(0) < k.unsqueeze(1)
-            transfer = torch.zeros_like(block_masked).scatter_(1, top, keep)
-            if confidence_threshold is not None:
-                probability = torch.gather(F.softmax(logits.to(torch.float64), dim=-1), -1, x0.unsqueeze(-1))
-                transfer |= block_masked & (probability.squeeze(-1) > confidence_threshold)
+            x0, transfer = _commit(logits, block_masked, k, temperature, remasking, confidence_threshold,
+                                   generators_of_rows(generator, active))
             xa[:, start:end] = torch.where(transfer, x0, xa[:, start:end])
             x[active] = xa
             if stopping:
@@ -353,3 +343,19 @@ def generate(
     if return_stats:
         return completion_ids, completion_mask, stats
     return completion_ids, completion_mask
+
+
+def _commit(logits, block_masked, k, temperature, remasking, confidence_threshold, row_generators):
+    """One denoising step's choice for a block: the sampled tokens `x0` and which masked positions take them (the
+    `k` most confident of each row, plus, with a threshold, every one above it)."""
+    x0 = add_gumbel_noise(logits, temperature, row_generators).argmax(dim=-1)
+    confidence = _confidence(logits, x0, remasking, row_generators).masked_fill(~block_masked, -torch.inf)
+    # Per-row top-k with a per-row k: take the k_max best, keep the first k of each row.
+    k_max = int(k.max().item())
+    top = confidence.topk(k_max, dim=1).indices
+    keep = torch.arange(k_max, device=logits.device).unsqueeze(0) < k.unsqueeze(1)
+    transfer = torch.zeros_like(block_masked).scatter_(1, top, keep)
+    if confidence_threshold is not None:
+        probability = torch.gather(F.softmax(logits.to(torch.float64), dim=-1), -1, x0.unsqueeze(-1))
+        transfer |= block_masked & (probability.squeeze(-1) > confidence_threshold)
+    return x0, transfer
