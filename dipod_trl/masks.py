@@ -128,7 +128,6 @@ def draw_masks(
         raise ValueError(f"estimator='block_random' needs a positive block_length, got {block_length}.")
 
     valid = completion_mask.bool().unsqueeze(1).expand(-1, num_samples, -1)  # (B, K, C)
-    batch, _, length = valid.shape
     device = completion_mask.device
     lengths = completion_mask.long().sum(-1, keepdim=True).expand(-1, num_samples)  # (B, K)
 
@@ -139,26 +138,7 @@ def draw_masks(
     elif estimator == "block_random":
         masks, weights, context = _block_random(valid, block_length, generator, completion_width)
     else:
-        ranks = _random_ranks(valid, generator, completion_width)
-        if estimator == "mc":
-            u = random_uniform((batch, num_samples), generator, device)
-        elif estimator == "stratified":
-            strata = torch.arange(num_samples, device=device).unsqueeze(0)
-            u = (strata + random_uniform((batch, num_samples), generator, device)) / num_samples
-        else:  # antithetic: one draw per pair; the partner reuses the order of its first sample
-            u = random_uniform((batch, num_samples // 2), generator, device)
-            ranks = ranks[:, 0::2].repeat_interleave(2, dim=1)
-        # l = ceil(u * L) is uniform on 1..L for u uniform on (0, 1]; clamp guards u == 0 exactly.
-        num_masked = torch.ceil(u * lengths[:, : u.shape[1]]).long().clamp(min=1)
-        if estimator == "antithetic":
-            first = ranks[:, 0::2] < num_masked.unsqueeze(-1)
-            second = (ranks[:, 1::2] >= (num_masked - 1).unsqueeze(-1)) & valid[:, 1::2]
-            masks = torch.stack([first, second], dim=2).view(batch, num_samples, length)
-            num_masked = torch.stack([num_masked, lengths[:, 0::2] - num_masked + 1], dim=2).view(batch, num_samples)
-        else:
-            masks = ranks < num_masked.unsqueeze(-1)
-        masks = masks & valid
-        weights = torch.where(lengths > 0, lengths.float() / num_masked.clamp(min=1).float(), 0.0)
+        masks, weights = _subset_masks(valid, lengths, estimator, generator, completion_width)
 
     prompt_masks = None
     if p_mask_prompt > 0:
@@ -168,6 +148,34 @@ def draw_masks(
         draws = _uniform(prompt_valid.shape, generator, device, prompt_width, align="right")
         prompt_masks = (draws < p_mask_prompt) & prompt_valid
     return MaskDraw(masks, weights.to(device), prompt_masks, context)
+
+
+def _subset_masks(valid: torch.Tensor, lengths: torch.Tensor, estimator: str, generator: Generators,
+                  width: int | None):
+    """`mc`, `stratified` and `antithetic` masks and their `L / l` weights (see [`draw_masks`]): a random subset of
+    `l` of a row's `L` valid positions (B, K, C), `l` uniform on 1..L."""
+    batch, num_samples, length = valid.shape
+    device = valid.device
+    ranks = _random_ranks(valid, generator, width)
+    if estimator == "mc":
+        u = random_uniform((batch, num_samples), generator, device)
+    elif estimator == "stratified":
+        strata = torch.arange(num_samples, device=device).unsqueeze(0)
+        u = (strata + random_uniform((batch, num_samples), generator, device)) / num_samples
+    else:  # antithetic: one draw per pair; the partner reuses the order of its first sample
+        u = random_uniform((batch, num_samples // 2), generator, device)
+        ranks = ranks[:, 0::2].repeat_interleave(2, dim=1)
+    # l = ceil(u * L) is uniform on 1..L for u uniform on (0, 1]; clamp guards u == 0 exactly.
+    num_masked = torch.ceil(u * lengths[:, : u.shape[1]]).long().clamp(min=1)
+    if estimator == "antithetic":
+        first = ranks[:, 0::2] < num_masked.unsqueeze(-1)
+        second = (ranks[:, 1::2] >= (num_masked - 1).unsqueeze(-1)) & valid[:, 1::2]
+        masks = torch.stack([first, second], dim=2).view(batch, num_samples, length)
+        num_masked = torch.stack([num_masked, lengths[:, 0::2] - num_masked + 1], dim=2).view(batch, num_samples)
+    else:
+        masks = ranks < num_masked.unsqueeze(-1)
+    weights = torch.where(lengths > 0, lengths.float() / num_masked.clamp(min=1).float(), 0.0)
+    return masks & valid, weights
 
 
 def _block_random(valid: torch.Tensor, block_length: int, generator: Generators, width: int | None):
