@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
@@ -169,13 +170,7 @@ def evaluate_records(
         # writes, or a process that starts later takes another's fresh records for finished ones and shares out
         # the rest differently.
         state.wait_for_everyone()
-    write_path = None
-    if output_path:
-        os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-        write_path = output_path if state.num_processes == 1 else f"{output_path}.part{state.process_index}"
-        repair_partial_line(write_path)
-    out = open(write_path, "a") if write_path else None
-    try:
+    with _record_file(output_path, state) as out:
         starts = range(0, len(todo), batch_size)
         for start in tqdm(starts, desc="evaluating", disable=not progress or not state.is_main_process):
             indices = todo[start : start + batch_size]
@@ -193,20 +188,8 @@ def evaluate_records(
                     out.write(json.dumps(record) + "\n")
             if out:
                 out.flush()
-    finally:
-        if out:
-            out.close()
     if state.num_processes > 1:
-        from accelerate.utils import gather_object
-
-        # The records travel with the collective itself, so the summary never depends on when another process's
-        # part file becomes readable; the files are merged only for resuming.
-        records = {r["index"]: r for r in gather_object(list(records.values()))}
-        if output_path:
-            state.wait_for_everyone()
-            if state.is_main_process:
-                merge_part_files(output_path)
-            state.wait_for_everyone()
+        records = _gather_records(records, output_path, state)
     missing = sorted(set(range(len(dataset))) - set(records))
     if missing:
         raise RuntimeError(f"evaluation: no record for examples {missing[:10]} ({len(missing)} in all); rerun to "
@@ -217,6 +200,32 @@ def evaluate_records(
         with open(os.path.splitext(output_path)[0] + "_summary.json", "w") as f:
             json.dump({**summary, "setup": setup}, f, indent=2)
     return summary, ordered
+
+
+def _record_file(output_path: str | None, state):
+    """The JSONL file this process appends its records to (its own part file when several processes share the run),
+    its half-written last line repaired; a null context without `output_path`."""
+    if not output_path:
+        return nullcontext()
+    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+    write_path = output_path if state.num_processes == 1 else f"{output_path}.part{state.process_index}"
+    repair_partial_line(write_path)
+    return open(write_path, "a")
+
+
+def _gather_records(records: dict, output_path: str | None, state) -> dict:
+    """Every process's records, on every process; the part files merged into `output_path` for resuming."""
+    from accelerate.utils import gather_object
+
+    # The records travel with the collective itself, so the summary never depends on when another process's part
+    # file becomes readable; the files are merged only for resuming.
+    records = {r["index"]: r for r in gather_object(list(records.values()))}
+    if output_path:
+        state.wait_for_everyone()
+        if state.is_main_process:
+            merge_part_files(output_path)
+        state.wait_for_everyone()
+    return records
 
 
 # ---------------------------------------------------------------------------------------------------------------------
