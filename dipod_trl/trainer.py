@@ -86,6 +86,31 @@ def _reference_model(model, args: DiPODConfig):
     return load_diffusion_model(path, trust_remote_code=args.trust_remote_code, **kwargs)
 
 
+def _one_reward_argument(reward_funcs, reward_fn):
+    """`reward_funcs` (GRPOTrainer's name) or `reward_fn` (the short one): exactly one of them."""
+    if reward_fn is not None:
+        if reward_funcs is not None:
+            raise ValueError("Pass either reward_funcs or reward_fn, not both.")
+        return reward_fn
+    if reward_funcs is None:
+        raise ValueError("reward_funcs (or reward_fn) is required: DiPODTrainer needs something to score.")
+    return reward_funcs
+
+
+def _diffusion_model_and_tokenizer(model, processing_class, args: DiPODConfig):
+    """The model (loaded if named by path) and its tokenizer, checked for a mask token and given a generation config."""
+    if isinstance(model, str):
+        model = load_diffusion_model(model, trust_remote_code=args.trust_remote_code, **(args.model_init_kwargs or {}))
+    if processing_class is None:
+        processing_class = load_diffusion_tokenizer(model.config._name_or_path,
+                                                    trust_remote_code=args.trust_remote_code)
+    as_diffusion_lm(model, processing_class)  # no mask token in the model or the tokenizer: stop here, say why
+    if getattr(model, "generation_config", None) is None:
+        # GRPOTrainer records pad/EOS ids on it; masked diffusion models often ship none.
+        model.generation_config = GenerationConfig.from_model_config(model.config)
+    return model, processing_class
+
+
 class DiPODTrainer(GRPOTrainer):
     """GRPOTrainer for masked diffusion LMs with the FPO, diffu-GRPO and SPG objectives and DiPOD's on-policy ELBO term.
 
@@ -123,27 +148,10 @@ class DiPODTrainer(GRPOTrainer):
             args = DiPODConfig(output_dir="outputs/dipod")
         elif not isinstance(args, DiPODConfig):
             raise TypeError(f"args must be a DiPODConfig, got {type(args).__name__}.")
-        if reward_fn is not None:
-            if reward_funcs is not None:
-                raise ValueError("Pass either reward_funcs or reward_fn, not both.")
-            reward_funcs = reward_fn
-        if reward_funcs is None:
-            raise ValueError("reward_funcs (or reward_fn) is required: DiPODTrainer needs something to score.")
+        reward_funcs = _one_reward_argument(reward_funcs, reward_fn)
         check_prompt_columns(train_dataset=train_dataset, eval_dataset=eval_dataset)
         check_train_dataset(train_dataset, args)
-
-        if isinstance(model, str):
-            model = load_diffusion_model(
-                model, trust_remote_code=args.trust_remote_code, **(args.model_init_kwargs or {})
-            )
-        if processing_class is None:
-            processing_class = load_diffusion_tokenizer(
-                model.config._name_or_path, trust_remote_code=args.trust_remote_code
-            )
-        as_diffusion_lm(model, processing_class)  # no mask token in the model or the tokenizer: stop here, say why
-        if getattr(model, "generation_config", None) is None:
-            # GRPOTrainer records pad/EOS ids on it; masked diffusion models often ship none.
-            model.generation_config = GenerationConfig.from_model_config(model.config)
+        model, processing_class = _diffusion_model_and_tokenizer(model, processing_class, args)
 
         # GRPOTrainer would build and score a causal-LM reference model; the reference here is scored with ELBOs on
         # the policy's masks, so the parent is built with beta = 0 and the reference is set up here. The copy is taken
@@ -173,15 +181,9 @@ class DiPODTrainer(GRPOTrainer):
             args.beta, args.sync_ref_model = kl_beta, sync_ref
         self.beta = kl_beta  # GRPOTrainer's name for the KL weight; objectives call it kl_beta
         self.objective = objective_class(args.objective)(args)
-        self.ref_model = reference  # None with PEFT: the reference is the base model, adapters disabled
+        self.ref_model = None  # with PEFT: the reference is the base model, adapters disabled
         if reference is not None:
-            if self.is_deepspeed_enabled:
-                self.ref_model = prepare_deepspeed(reference, self.accelerator)
-            else:
-                self.ref_model = self.accelerator.prepare_model(reference, evaluation_mode=True)
-            if sync_ref:
-                self.add_callback(SyncRefModelCallback(ref_model=self.ref_model, accelerator=self.accelerator))
-
+            self._prepare_reference(reference, sync_ref)
         self.reward_funcs = [
             guard_reward_function(f, name) if callable(f) and not isinstance(f, torch.nn.Module) else f
             for f, name in zip(self.reward_funcs, self.reward_func_names)
@@ -190,6 +192,15 @@ class DiPODTrainer(GRPOTrainer):
         self._generators = None  # per-row generators of the current generation batch
         self._pending_time = 0.0  # generation + scoring time spent inside the current training step
         self._warned_truncation = False
+
+    def _prepare_reference(self, reference, sync_ref: bool) -> None:
+        """The KL reference placed like the policy (DeepSpeed or the accelerator), kept in step with it if asked."""
+        if self.is_deepspeed_enabled:
+            self.ref_model = prepare_deepspeed(reference, self.accelerator)
+        else:
+            self.ref_model = self.accelerator.prepare_model(reference, evaluation_mode=True)
+        if sync_ref:
+            self.add_callback(SyncRefModelCallback(ref_model=self.ref_model, accelerator=self.accelerator))
 
     # ------------------------------------------------------------------ generation
 
