@@ -269,7 +269,6 @@ class DiPODTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
-        device = self.accelerator.device
         mode = "train" if self.model.training else "eval"
         if "prompt" not in inputs[0]:
             raise ValueError(f"The dataset rows have no 'prompt' (keys: {sorted(inputs[0])}).")
@@ -280,18 +279,7 @@ class DiPODTrainer(GRPOTrainer):
         prompt_ids_list, completion_ids_list, _, completions, _, _, _, _ = self._generate(prompts)
         generated = time.perf_counter()
 
-        # dtype: an empty prompt ([]) would otherwise be a float tensor, and make the padded batch float.
-        pad_id = self._tokenizer.pad_token_id
-        prompt_ids = pad([torch.tensor(p, dtype=torch.long) for p in prompt_ids_list], pad_id, "left").to(device)
-        prompt_mask = pad([torch.ones(len(p), dtype=torch.long) for p in prompt_ids_list], 0, "left").to(device)
-        completion_ids = pad([torch.tensor(c, dtype=torch.long) for c in completion_ids_list], pad_id, "right")
-        completion_ids = completion_ids.to(device)
-        completion_mask = pad([torch.ones(len(c), dtype=torch.long) for c in completion_ids_list], 0, "right")
-        completion_mask = completion_mask.to(device)
-        if self.objective.scores_on_canvas():  # pad to the full canvas: positions past the EOS are scored as masks
-            extra = self.args.max_completion_length - completion_ids.shape[1]
-            completion_ids = torch.nn.functional.pad(completion_ids, (0, extra), value=self._tokenizer.pad_token_id)
-            completion_mask = torch.nn.functional.pad(completion_mask, (0, extra), value=0)
+        prompt_ids, prompt_mask, completion_ids, completion_mask = self._padded(prompt_ids_list, completion_ids_list)
 
         rewards_per_func = self._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
@@ -319,12 +307,7 @@ class DiPODTrainer(GRPOTrainer):
             output.update(self._draw_and_score(prompt_ids, prompt_mask, completion_ids, completion_mask, mode))
             monitor = self.args.drift_num_orders > 0 and self._generation_count % self.args.drift_every == 0
             if mode == "train" and monitor:
-                # Its number of forward passes depends on this process's completion lengths: under ZeRO-3 it runs on
-                # weights gathered once (as generation does), so that no process waits on another's forward pass.
-                with unwrap_model_for_generation(
-                    self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation
-                ) as unwrapped:
-                    self._monitor_drift(unwrapped, prompt_ids, prompt_mask, completion_ids, completion_mask)
+                self._monitor_drift(prompt_ids, prompt_mask, completion_ids, completion_mask)
         if mode == "train":
             self._generation_count += 1
         scored = time.perf_counter()
@@ -332,6 +315,20 @@ class DiPODTrainer(GRPOTrainer):
         self._metrics[mode]["time/scoring"].append(scored - generated)
         self._pending_time += scored - start
         return output
+
+    def _padded(self, prompt_ids_list: list, completion_ids_list: list):
+        """Prompts left-padded and completions right-padded into tensors on the device, with their masks."""
+        device, pad_id = self.accelerator.device, self._tokenizer.pad_token_id
+        # dtype: an empty prompt ([]) would otherwise be a float tensor, and make the padded batch float.
+        prompt_ids = pad([torch.tensor(p, dtype=torch.long) for p in prompt_ids_list], pad_id, "left").to(device)
+        prompt_mask = pad([torch.ones(len(p), dtype=torch.long) for p in prompt_ids_list], 0, "left").to(device)
+        completion_ids = pad([torch.tensor(c, dtype=torch.long) for c in completion_ids_list], pad_id, "right")
+        completion_mask = pad([torch.ones(len(c), dtype=torch.long) for c in completion_ids_list], 0, "right")
+        if self.objective.scores_on_canvas():  # pad to the full canvas: positions past the EOS are scored as masks
+            extra = self.args.max_completion_length - completion_ids.shape[1]
+            completion_ids = torch.nn.functional.pad(completion_ids, (0, extra), value=pad_id)
+            completion_mask = torch.nn.functional.pad(completion_mask, (0, extra), value=0)
+        return prompt_ids, prompt_mask, completion_ids.to(device), completion_mask.to(device)
 
     def _log_rewards(self, mode, rewards_per_func, rewards, num_generations, prompts, completions, advantages):
         for i, name in enumerate(self.reward_func_names):
@@ -406,18 +403,24 @@ class DiPODTrainer(GRPOTrainer):
         with context:
             return self.objective.reduce(self._score(self.model, batch, draw, self.args.elbo_chunk_size), draw)
 
-    def _monitor_drift(self, model, prompt_ids, prompt_mask, completion_ids, completion_mask) -> None:
+    def _monitor_drift(self, prompt_ids, prompt_mask, completion_ids, completion_mask) -> None:
         """Log the ELBO, the importance-weighted order bound and their gap on a few on-policy completions.
 
         Both come from the same `drift_num_orders` random orders: the mean of the order log-likelihoods estimates
         the ELBO, their log-mean-exp is the bound, so the gap is non-negative for every completion.
         """
-        n = min(self.args.drift_num_sequences, prompt_ids.shape[0])
+        n = min(self.args.drift_num_sequences, prompt_ids.shape[0])  # the same on every process
         if n == 0:
             return
         orders = random_orders(completion_mask[:n], self.args.drift_num_orders, self._generators[:n])
-        stats = drift_statistics(as_diffusion_lm(model, self._tokenizer), prompt_ids[:n], prompt_mask[:n],
-                                 completion_ids[:n], completion_mask[:n], orders, chunk_size=self.args.elbo_chunk_size)
+        # Its number of forward passes depends on this process's completion lengths: under ZeRO-3 it runs on weights
+        # gathered once (as generation does), so that no process waits on another's forward pass.
+        with unwrap_model_for_generation(
+            self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation
+        ) as model:
+            stats = drift_statistics(as_diffusion_lm(model, self._tokenizer), prompt_ids[:n], prompt_mask[:n],
+                                     completion_ids[:n], completion_mask[:n], orders,
+                                     chunk_size=self.args.elbo_chunk_size)
         stats = self.accelerator.gather(stats.unsqueeze(0)).mean(0)
         for name, value in zip(DRIFT_STATISTICS, stats.tolist()):
             self._metrics["train"][f"drift/{name}"].append(value)

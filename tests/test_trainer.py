@@ -267,8 +267,7 @@ def test_drift_monitor_logs_the_elbo_and_bound_of_its_orders(tokenizer, tmp_path
     seeds = (11, 12, 13)
     trainer._generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     with torch.no_grad():
-        trainer._monitor_drift(trainer.model, padded["input_ids"], padded["attention_mask"], completion_ids,
-                               completion_mask)
+        trainer._monitor_drift(padded["input_ids"], padded["attention_mask"], completion_ids, completion_mask)
     logged = {name: trainer._metrics["train"][f"drift/{name}"][-1] for name in ("elbo", "order_bound", "gap")}
 
     # The orders the monitor drew: the same per-row generators, fresh.
