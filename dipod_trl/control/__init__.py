@@ -11,9 +11,11 @@ Needs the `control` extra (`pip install dipod-trl[control]`) for the MuJoCo envi
 """
 
 from .config import FlowPolicyConfig
+from .evaluation import evaluate
+from .loss import minibatch_loss
 from .objectives import compute_gae, dipod_loss, fpo_loss, fpo_plus_plus_loss, trust_region_loss
 from .policy import Critic, FlowPolicy, GaussianPolicy, ObservationNormalizedPolicy
-from .trainer import FlowPolicyTrainer, evaluate, minibatch_loss
+from .trainer import FlowPolicyTrainer
 
 __all__ = [
     "Critic",

@@ -22,8 +22,6 @@ import os
 import random
 import time
 from dataclasses import asdict
-from typing import NamedTuple
-
 import numpy as np
 import torch
 from gymnasium.wrappers.vector import NormalizeReward
@@ -32,107 +30,16 @@ from ..checkpoints import begin_checkpoint, load_checkpoint_file, mark_complete,
 from ..finite import check_finite
 from .config import FlowPolicyConfig
 from .envs import find_wrapper, make_envs
+from .evaluation import evaluate
+from .loss import draw_cfm_samples, minibatch_loss
 from .metrics import MetricsLogger
-from .objectives import compute_gae, dipod_loss, fpo_loss, fpo_plus_plus_loss, value_loss
+from .objectives import compute_gae
 from .policy import Critic, FlowPolicy, GaussianPolicy, ObservationNormalizedPolicy
+from .random_state import capture_random_state, restore_random_state
 
 TRAINER_STATE_NAME = "trainer_state.pt"
 _ENV_HINT = "Check the environment and its wrappers; the checkpoints written so far predate this update."
 _UPDATE_HINT = "Lower learning_rate or max_grad_norm, then resume from the last checkpoint."
-
-
-def _numpy_rng_to_plain(state: tuple) -> dict:
-    """`np.random.get_state()` as a tensor and plain values (a numpy array would need pickle to load)."""
-    name, keys, position, has_gauss, cached_gaussian = state
-    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-            "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
-
-
-def _numpy_rng_from_plain(state: dict) -> tuple:
-    keys = state["keys"].numpy().astype(np.uint32)
-    return state["name"], keys, state["position"], state["has_gauss"], state["cached_gaussian"]
-
-
-class LossOutput(NamedTuple):
-    loss: torch.Tensor  # what the optimizer minimises
-    pg_loss: torch.Tensor
-    dipod_loss: torch.Tensor  # the on-policy CFM loss (logged even when dipod_beta = 0)
-    value_loss: torch.Tensor
-    ratio: torch.Tensor  # the (clamped) ratios the policy loss used
-    cfm_new: torch.Tensor  # current per-draw CFM losses (B, N)
-
-
-def minibatch_loss(
-    policy: ObservationNormalizedPolicy, critic: Critic, batch: dict, config: FlowPolicyConfig
-) -> LossOutput:
-    """The loss of one minibatch: policy loss + dipod_beta * DiPOD term + vf_coef * value loss.
-
-    `batch` holds normalised `obs` (B, obs_dim), `actions` (B, A), the rollout's draws `cfm_t` (B, N, 1) and `cfm_eps`
-    (B, N, A), the rollout policy's per-draw losses `cfm_old` (B, N), `advantages` (B,) and `returns` (B,). For
-    `ppo` the "per-draw losses" are the Gaussian's exact -log pi (B, 1), so FPO's ratio is PPO's ratio.
-    """
-    cfm_new = policy.surrogate_nll(batch["obs"], batch["actions"], batch["cfm_t"], batch["cfm_eps"])
-    if config.loss_type in ("fpo", "ppo"):
-        pg = fpo_loss(batch["cfm_old"], cfm_new, batch["advantages"], config.clip_coef, config.trust_region_mode)
-    else:
-        pg = fpo_plus_plus_loss(
-            batch["cfm_old"],
-            cfm_new,
-            batch["advantages"],
-            config.clip_coef,
-            config.trust_region_mode,
-            log_ratio_clamp=config.log_ratio_clamp,
-            neg_adv_cfm_clamp=config.neg_adv_cfm_clamp,
-            cfm_loss_clamp=config.cfm_loss_clamp,
-        )
-    on_policy_cfm = dipod_loss(cfm_new)
-    v_loss = value_loss(critic(batch["obs"]), batch["returns"])
-    loss = pg.loss + config.vf_coef * v_loss
-    if config.dipod_beta:  # skipped at 0, so beta = 0 is the base objective bit for bit
-        loss = loss + config.dipod_beta * on_policy_cfm
-    return LossOutput(loss, pg.loss, on_policy_cfm, v_loss, pg.ratio, cfm_new)
-
-
-def draw_cfm_samples(
-    batch_shape, num_samples: int, action_dim: int, generator: torch.Generator, time_margin: float = 0.005
-):
-    """N (t, eps) draws per action: t ~ U(margin, 1 - margin) of shape (*batch, N, 1), eps ~ N(0, I) (*batch, N, A).
-
-    The margin keeps t away from the ends of the path, where the regression target is least stable (the release draws
-    t from [0.005, 0.995]).
-    """
-    t = time_margin + (1.0 - 2.0 * time_margin) * torch.rand((*batch_shape, num_samples, 1), generator=generator)
-    eps = torch.randn((*batch_shape, num_samples, action_dim), generator=generator)
-    return t, eps
-
-
-@torch.no_grad()
-def evaluate(
-    policy: ObservationNormalizedPolicy, env_id: str | None = None, num_episodes: int = 10, seed: int = 12345, noise: str = "seeded"
-) -> np.ndarray:
-    """Undiscounted returns of `num_episodes` episodes (one per parallel env), deterministic given the seed.
-
-    The episodes are seeded with `seed`, the observation statistics are the policy's (frozen here), and the initial
-    flow noise is zero (`noise="zero"`) or drawn from a generator seeded with `seed` (`noise="seeded"`): evaluating
-    the same policy twice gives the same returns.
-    """
-    if noise not in ("zero", "seeded"):
-        raise ValueError(f"noise={noise!r}: must be 'zero' or 'seeded'")
-    env_id = env_id or policy.config["env_id"]
-    envs = make_envs(env_id, num_episodes)
-    generator = torch.Generator().manual_seed(seed)
-    obs, _ = envs.reset(seed=seed)
-    returns, finished = np.zeros(num_episodes), np.zeros(num_episodes, dtype=bool)
-    while not finished.all():
-        if noise == "seeded":
-            action_noise = torch.randn((num_episodes, policy.action_dim), generator=generator)
-        else:
-            action_noise = torch.zeros((num_episodes, policy.action_dim))
-        obs, reward, terminated, truncated, _ = envs.step(policy.act(obs, noise=action_noise))
-        returns += np.where(finished, 0.0, reward)
-        finished |= terminated | truncated
-    envs.close()
-    return returns
 
 
 class FlowPolicyTrainer:
@@ -217,16 +124,7 @@ class FlowPolicyTrainer:
         T, E = cfg.num_steps, cfg.num_envs
         if self.next_obs is None:
             self.reset_envs()
-        rollout = {
-            "obs_raw": torch.zeros(T, E, self.obs_dim),
-            "obs": torch.zeros(T, E, self.obs_dim),
-            "actions": torch.zeros(T, E, self.action_dim),
-            "rewards": torch.zeros(T, E),
-            "terminations": torch.zeros(T, E),
-            "dones": torch.zeros(T, E),
-            "values": torch.zeros(T, E),
-            "next_values": torch.zeros(T, E),
-        }
+        rollout = {key: torch.zeros(T, E, *shape) for key, shape in self._rollout_shapes().items()}
         episode_returns, episode_lengths = [], []
         policy_time = sim_time = 0.0
         obs = self.next_obs
@@ -271,10 +169,7 @@ class FlowPolicyTrainer:
         self.next_obs = obs
         self.env_steps += T * E
         if with_values:
-            # V(o_{t+1}) for steps that did not end an episode: the next stored value, or V of the current obs.
-            last_values = self.critic(self.policy.normalize(torch.as_tensor(obs, dtype=torch.float32)))
-            following = torch.cat([rollout["values"][1:], last_values.unsqueeze(0)])
-            rollout["next_values"] = torch.where(rollout["dones"].bool(), rollout["next_values"], following)
+            self._fill_next_values(rollout, obs)
         stats = {
             "policy_time": policy_time,
             "sim_time": sim_time,
@@ -282,6 +177,18 @@ class FlowPolicyTrainer:
             "episode_lengths": episode_lengths,
         }
         return rollout, stats
+
+    def _rollout_shapes(self) -> dict[str, tuple]:
+        """The rollout's tensors, each (num_steps, num_envs, *shape)."""
+        vectors = {"obs_raw": (self.obs_dim,), "obs": (self.obs_dim,), "actions": (self.action_dim,)}
+        return vectors | {key: () for key in ("rewards", "terminations", "dones", "values", "next_values")}
+
+    def _fill_next_values(self, rollout: dict, obs) -> None:
+        """V(o_{t+1}) for steps that did not end an episode: the next stored value, or V of the envs' current obs
+        after the last step (steps that ended one hold V of the episode's final observation already)."""
+        last_values = self.critic(self.policy.normalize(torch.as_tensor(obs, dtype=torch.float32)))
+        following = torch.cat([rollout["values"][1:], last_values.unsqueeze(0)])
+        rollout["next_values"] = torch.where(rollout["dones"].bool(), rollout["next_values"], following)
 
     # --- DiPOD self-distillation warm start --------------------------------------------------------------------------
     def warm_start(self) -> dict:
@@ -357,36 +264,8 @@ class FlowPolicyTrainer:
         for _ in range(cfg.update_epochs):
             order = torch.randperm(B, generator=self.generator)
             for start in range(0, B, cfg.minibatch_size):
-                idx = order[start : start + cfg.minibatch_size]
-                out = minibatch_loss(self.policy, self.critic, {k: v[idx] for k, v in batch.items()}, cfg)
-                where = f"update {self.update + 1}, optimizer step {self.global_step + 1}"
-                check_finite(out.loss, "the minibatch loss", where, _UPDATE_HINT)
-                self.optimizer.zero_grad()
-                out.loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    list(self.policy.parameters()) + list(self.critic.parameters()), cfg.max_grad_norm
-                )
-                check_finite(grad_norm, "the gradient norm", where, _UPDATE_HINT)
-                self.optimizer.step()
-                self.global_step += 1
-                with torch.no_grad():
-                    # Diagnostics from the unclamped log-ratio (per draw for fpo++, per action for fpo and ppo).
-                    log_ratio = batch["cfm_old"][idx] - out.cfm_new
-                    if cfg.loss_type != "fpo++":
-                        log_ratio = log_ratio.mean(-1)
-                    ratio = log_ratio.exp()
-                    stats = {
-                        "loss/policy": out.pg_loss.item(),
-                        "loss/dipod_cfm": out.dipod_loss.item(),
-                        "loss/value": out.value_loss.item(),
-                        "loss/total": out.loss.item(),
-                        # PPO's low-variance KL estimate, on the CFM log-ratio surrogate.
-                        "policy/approx_kl": ((ratio - 1.0) - log_ratio).mean().item(),
-                        "policy/clip_frac": ((ratio - 1.0).abs() > cfg.clip_coef).float().mean().item(),
-                        "policy/ratio_mean": out.ratio.mean().item(),
-                        "policy/abs_log_ratio_max": log_ratio.abs().max().item(),
-                        "policy/grad_norm": grad_norm.item(),
-                    }
+                stats = self._optimizer_step({k: v[order[start : start + cfg.minibatch_size]]
+                                              for k, v in batch.items()})
                 for key, value in stats.items():
                     sums[key] = sums.get(key, 0.0) + value
                 count += 1
@@ -396,6 +275,39 @@ class FlowPolicyTrainer:
         metrics["value/explained_variance"] = (1.0 - (returns - values).var() / (returns.var() + 1e-8)).item()
         return metrics
 
+    def _optimizer_step(self, minibatch: dict) -> dict:
+        """One Adam step on a minibatch's loss, its gradient clipped; returns the step's diagnostics."""
+        cfg = self.config
+        out = minibatch_loss(self.policy, self.critic, minibatch, cfg)
+        where = f"update {self.update + 1}, optimizer step {self.global_step + 1}"
+        check_finite(out.loss, "the minibatch loss", where, _UPDATE_HINT)
+        self.optimizer.zero_grad()
+        out.loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            list(self.policy.parameters()) + list(self.critic.parameters()), cfg.max_grad_norm
+        )
+        check_finite(grad_norm, "the gradient norm", where, _UPDATE_HINT)
+        self.optimizer.step()
+        self.global_step += 1
+        with torch.no_grad():
+            # Diagnostics from the unclamped log-ratio (per draw for fpo++, per action for fpo and ppo).
+            log_ratio = minibatch["cfm_old"] - out.cfm_new
+            if cfg.loss_type != "fpo++":
+                log_ratio = log_ratio.mean(-1)
+            ratio = log_ratio.exp()
+            return {
+                "loss/policy": out.pg_loss.item(),
+                "loss/dipod_cfm": out.dipod_loss.item(),
+                "loss/value": out.value_loss.item(),
+                "loss/total": out.loss.item(),
+                # PPO's low-variance KL estimate, on the CFM log-ratio surrogate.
+                "policy/approx_kl": ((ratio - 1.0) - log_ratio).mean().item(),
+                "policy/clip_frac": ((ratio - 1.0).abs() > cfg.clip_coef).float().mean().item(),
+                "policy/ratio_mean": out.ratio.mean().item(),
+                "policy/abs_log_ratio_max": log_ratio.abs().max().item(),
+                "policy/grad_norm": grad_norm.item(),
+            }
+
     # --- the loop ----------------------------------------------------------------------------------------------------
     def train(self) -> dict:
         """Train for `total_timesteps` env steps; returns the final evaluation metrics."""
@@ -404,72 +316,16 @@ class FlowPolicyTrainer:
         self.reset_envs()
         if cfg.eval_every and self.env_steps == 0:
             # The untrained policy's evaluation: the start of every return curve.
-            eval_returns = self.evaluate()
-            logger.log({"update": 0, "env_steps": 0, "eval/return": float(eval_returns.mean()),
-                        "eval/return_std": float(eval_returns.std())}, step=0)
+            logger.log({"update": 0, "env_steps": 0, **self.evaluation_metrics()}, step=0)
         if cfg.warmstart_rollouts and not self.warmstart_done:
-            start = time.perf_counter()
-            record = {"update": 0, "env_steps": 0, **self.warm_start()}
-            record["env_steps"] = self.env_steps
-            record["time/warmstart_seconds"] = time.perf_counter() - start
-            if cfg.eval_every:
-                eval_returns = self.evaluate()
-                record["eval/return"], record["eval/return_std"] = float(eval_returns.mean()), float(eval_returns.std())
-            logger.log(record, step=self.env_steps)
-            print(
-                f"warm start: CFM loss on teacher actions {record['warmstart/cfm_loss_before']:.4f} -> "
-                f"{record['warmstart/cfm_loss_after']:.4f} ({record['warmstart/pairs']} pairs)"
-            )
+            self._logged_warm_start(logger)
 
-        episode_returns: list[float] = []
         record: dict = {}
         while self.update < cfg.num_updates:
-            update_start = time.perf_counter()
-            if cfg.anneal_lr:
-                for group in self.optimizer.param_groups:
-                    group["lr"] = cfg.learning_rate * (1.0 - self.update / cfg.num_updates)
-
-            # 1. rollout, and the CFM draws the ratio will use
-            rollout, stats = self.collect_rollout(self.policy)
-            draw_start = time.perf_counter()
-            rollout["cfm_t"], rollout["cfm_eps"] = self.draw_cfm_samples((cfg.num_steps, cfg.num_envs))
-            # 2. advantages
-            rollout["advantages"], rollout["returns"] = compute_gae(
-                rollout["rewards"],
-                rollout["values"],
-                rollout["next_values"],
-                rollout["terminations"],
-                rollout["dones"],
-                cfg.gamma,
-                cfg.gae_lambda,
-            )
-            # 3. policy and value update
-            metrics = self.update_policy(rollout)
-            update_time = time.perf_counter() - draw_start
-            self.update += 1
-
-            # 4. log
-            episode_returns = stats["episode_returns"] or episode_returns
-            elapsed = time.perf_counter() - update_start
-            record = {
-                "update": self.update,
-                "global_step": self.global_step,
-                "env_steps": self.env_steps,
-                "episodic_return": float(np.mean(stats["episode_returns"])) if stats["episode_returns"] else None,
-                "episodic_length": float(np.mean(stats["episode_lengths"])) if stats["episode_lengths"] else None,
-                "episodes": len(stats["episode_returns"]),
-                **metrics,
-                "lr": self.optimizer.param_groups[0]["lr"],
-                "time/sps": cfg.batch_size / elapsed,
-                "time/policy_share": stats["policy_time"] / elapsed,
-                "time/sim_share": stats["sim_time"] / elapsed,
-                "time/update_share": update_time / elapsed,
-            }
+            record = self._one_update()
             last = self.update == cfg.num_updates
             if last or (cfg.eval_every and self.update % cfg.eval_every == 0):
-                eval_returns = self.evaluate()
-                record["eval/return"] = float(eval_returns.mean())
-                record["eval/return_std"] = float(eval_returns.std())
+                record |= self.evaluation_metrics()
             logger.log(record, step=self.env_steps)
             if self.update % cfg.logging_steps == 0 or last:
                 print(self.format_record(record), flush=True)
@@ -480,6 +336,64 @@ class FlowPolicyTrainer:
         logger.close()
         self.envs.close()
         return {k: v for k, v in record.items() if k.startswith("eval/")} | {"env_steps": self.env_steps}
+
+    def _logged_warm_start(self, logger: MetricsLogger) -> None:
+        """`warm_start`, its record logged (with an evaluation after it) and its CFM loss change printed."""
+        start = time.perf_counter()
+        record = {"update": 0, "env_steps": 0, **self.warm_start()}
+        record["env_steps"] = self.env_steps
+        record["time/warmstart_seconds"] = time.perf_counter() - start
+        if self.config.eval_every:
+            record |= self.evaluation_metrics()
+        logger.log(record, step=self.env_steps)
+        print(
+            f"warm start: CFM loss on teacher actions {record['warmstart/cfm_loss_before']:.4f} -> "
+            f"{record['warmstart/cfm_loss_after']:.4f} ({record['warmstart/pairs']} pairs)"
+        )
+
+    def _one_update(self) -> dict:
+        """One FPO update: rollout, CFM draws, GAE, `update_epochs` of minibatches; returns its metrics record."""
+        cfg = self.config
+        update_start = time.perf_counter()
+        if cfg.anneal_lr:
+            for group in self.optimizer.param_groups:
+                group["lr"] = cfg.learning_rate * (1.0 - self.update / cfg.num_updates)
+        rollout, stats = self.collect_rollout(self.policy)
+        draw_start = time.perf_counter()
+        rollout["cfm_t"], rollout["cfm_eps"] = self.draw_cfm_samples((cfg.num_steps, cfg.num_envs))
+        rollout["advantages"], rollout["returns"] = compute_gae(
+            rollout["rewards"],
+            rollout["values"],
+            rollout["next_values"],
+            rollout["terminations"],
+            rollout["dones"],
+            cfg.gamma,
+            cfg.gae_lambda,
+        )
+        metrics = self.update_policy(rollout)
+        update_time = time.perf_counter() - draw_start
+        self.update += 1
+        elapsed = time.perf_counter() - update_start
+        returns, lengths = stats["episode_returns"], stats["episode_lengths"]
+        return {
+            "update": self.update,
+            "global_step": self.global_step,
+            "env_steps": self.env_steps,
+            "episodic_return": float(np.mean(returns)) if returns else None,
+            "episodic_length": float(np.mean(lengths)) if lengths else None,
+            "episodes": len(returns),
+            **metrics,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "time/sps": cfg.batch_size / elapsed,
+            "time/policy_share": stats["policy_time"] / elapsed,
+            "time/sim_share": stats["sim_time"] / elapsed,
+            "time/update_share": update_time / elapsed,
+        }
+
+    def evaluation_metrics(self) -> dict:
+        """`evaluate`'s mean return and its spread over the episodes, as logged."""
+        returns = self.evaluate()
+        return {"eval/return": float(returns.mean()), "eval/return_std": float(returns.std())}
 
     def evaluate(self) -> np.ndarray:
         cfg = self.config
@@ -519,9 +433,7 @@ class FlowPolicyTrainer:
             "env_steps": self.env_steps,
             "warmstart_done": self.warmstart_done,
             "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "numpy_rng": _numpy_rng_to_plain(np.random.get_state()),
-            "python_rng": random.getstate(),
+            **capture_random_state(),
             "return_rms": None
             if reward_normalizer is None
             else {k: torch.from_numpy(np.array(getattr(reward_normalizer.return_rms, k), dtype=np.float64))
@@ -541,9 +453,7 @@ class FlowPolicyTrainer:
         self.update, self.global_step, self.env_steps = state["update"], state["global_step"], state["env_steps"]
         self.warmstart_done = state["warmstart_done"]
         self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        np.random.set_state(_numpy_rng_from_plain(state["numpy_rng"]))
-        random.setstate(state["python_rng"])
+        restore_random_state(state)
         reward_normalizer = find_wrapper(self.envs, NormalizeReward)
         if reward_normalizer is not None and state["return_rms"] is not None:
             rms = reward_normalizer.return_rms

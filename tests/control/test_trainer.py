@@ -20,7 +20,7 @@ from dipod_trl.control import (
 from dipod_trl.control.cli import main as cli_main
 from dipod_trl.control.envs import make_envs
 from dipod_trl.control.policy import Critic
-from dipod_trl.control.trainer import draw_cfm_samples, minibatch_loss
+from dipod_trl.control.loss import draw_cfm_samples, minibatch_loss
 from dipod_trl.recipe import parse_recipe
 from tests.control.conftest import tiny_config
 
