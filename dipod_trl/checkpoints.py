@@ -1,10 +1,4 @@
-"""Checkpoints that resume exactly: which one to resume from, whether it is whole, and the generation cycle's state.
-
-`DiPODTrainer` generates one batch of completions and reuses it for `steps_per_generation x num_iterations`
-micro-steps. A checkpoint saved inside that cycle must carry the buffered batch (completions, advantages, masks, old
-and reference scores) and the micro-step counter: regenerating after a resume would sample from moved weights and
-draw new masks, and the run would diverge from the uninterrupted one. `save_generation_state` writes them next to
-the Trainer's own files, one file per process (each process buffers its own share of the batch).
+"""Checkpoints that resume exactly: complete or absent, which one to resume from, and whether its files are whole.
 
 A checkpoint is complete when `checkpoint_complete.json` is in it: written last, after every process wrote its files,
 it lists each file with its size. A run killed while saving, or a full disk, leaves a folder without it (or with
@@ -27,7 +21,6 @@ from contextlib import contextmanager
 import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-GENERATION_STATE_NAME = "generation_state_rank{rank}.pt"
 OPTIMIZER_NAMES = ("optimizer.pt", "optimizer.bin")
 COMPLETE_NAME = "checkpoint_complete.json"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
@@ -324,100 +317,3 @@ def check_optimizer_state(checkpoint: str) -> None:
             "cannot resume the run exactly. Resume from a complete checkpoint, or start a new run from its weights "
             "(model_name_or_path: the checkpoint directory)."
         )
-
-
-# ---------------------------------------------------------------------------------------------- generation cycle
-
-
-def _cycle_settings(trainer) -> dict:
-    """What the buffered batch's layout depends on: a mid-cycle resume needs the same values."""
-    return {
-        "num_processes": trainer.accelerator.num_processes,
-        "num_iterations": trainer.num_iterations,
-        "steps_per_generation": trainer.args.steps_per_generation,
-        "per_device_train_batch_size": trainer.args.per_device_train_batch_size,
-        "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
-    }
-
-
-def save_generation_state(trainer, checkpoint: str) -> None:
-    """Write this process's buffered generation batch and cycle counters (and the settings they hold for)."""
-    os.makedirs(checkpoint, exist_ok=True)
-    state = {
-        "step": trainer._step,
-        "generation_count": trainer._generation_count,
-        "buffered_inputs": trainer._buffered_inputs,
-        **_cycle_settings(trainer),
-    }
-    torch.save(state, os.path.join(checkpoint, GENERATION_STATE_NAME.format(rank=trainer.accelerator.process_index)))
-
-
-def load_generation_state(trainer, checkpoint: str) -> None:
-    """Restore what `save_generation_state` wrote, so a mid-cycle resume continues on the same completions."""
-    path = os.path.join(checkpoint, GENERATION_STATE_NAME.format(rank=trainer.accelerator.process_index))
-    generate_every = trainer.args.steps_per_generation * trainer.num_iterations
-    micro_steps = trainer.state.global_step * trainer.args.gradient_accumulation_steps
-    if not os.path.isfile(path):
-        if micro_steps % generate_every:
-            raise FileNotFoundError(
-                f"checkpoint {checkpoint!r} was saved inside a generation cycle (step {trainer.state.global_step}, "
-                f"new completions every {generate_every} micro-steps) but has no {os.path.basename(path)}: resuming "
-                "would regenerate from moved weights. Resume from a checkpoint at a multiple of the cycle."
-            )
-        trainer._step = micro_steps
-        return
-    device = trainer.accelerator.device  # DeepSpeed on CPUs says cpu:0, which torch.load cannot map to
-    state = load_checkpoint_file(path, map_location="cpu" if device.type == "cpu" else device)
-    saved = {key: state[key] for key in _cycle_settings(trainer) if key in state}
-    saved.setdefault("num_processes", len([n for n in os.listdir(checkpoint) if n.startswith("generation_state_rank")]))
-    current = _cycle_settings(trainer)
-    trainer._generation_count = state["generation_count"]
-    if state["step"] % (saved.get("steps_per_generation", 1) * saved.get("num_iterations", trainer.num_iterations)):
-        check_cycle_settings(saved, current, checkpoint)
-    elif any(saved[key] != current[key] for key in saved):  # a spent batch, of another layout: start a new cycle
-        trainer._step, trainer._buffered_inputs = 0, None
-        return
-    trainer._step = state["step"]
-    trainer._buffered_inputs = state["buffered_inputs"]
-
-
-def check_cycle_settings(saved: dict, current: dict, checkpoint: str) -> None:
-    """Refuse a mid-cycle resume whose settings differ from the saving run's: the buffered batch was split by process
-    and step and holds one mask draw per inner iteration, so it cannot serve another layout."""
-    changed = [f"{key} {saved[key]} (this run: {current[key]})" for key in saved if saved[key] != current[key]]
-    if changed:
-        raise ValueError(
-            f"checkpoint {checkpoint} was saved inside a generation cycle with {', '.join(changed)}. Its buffered "
-            "completions and masks only fit the saving run's layout; resume with the same values (for the process "
-            "count: accelerate launch --num_processes N), or from a checkpoint at the end of a generation cycle, "
-            "where any of them may change."
-        )
-
-
-def _looks_like_a_path(name: str) -> bool:
-    """A hub id is `name` or `namespace/name`; anything else, or a name under an existing local folder, is a path."""
-    if name.startswith((".", "/", "~")) or "\\" in name or name.endswith("/") or name.count("/") > 1:
-        return True
-    return "/" in name and os.path.isdir(name.split("/")[0])
-
-
-def check_model_source(name: str) -> None:
-    """Before loading `name`: a local directory must exist and hold readable weights; a hub id is left to the hub."""
-    if os.path.isdir(name):
-        check_safetensors(name)
-    elif _looks_like_a_path(name):
-        raise FileNotFoundError(_missing_directory(name))
-
-
-def _missing_directory(name: str) -> str:
-    return (
-        f"model {name!r}: no such directory. If an earlier step writes it, run that step first (for the tiny recipes: "
-        f"`dipod sft recipes/tiny_sft.yaml --output_dir {name}`); otherwise check the path."
-    )
-
-
-def explain_load_failure(name: str, error: Exception) -> Exception:
-    """The error to raise when loading `name` failed: for a name that is no local directory, say so first."""
-    if os.path.isdir(name):
-        return error
-    return OSError(f"{_missing_directory(name)} Loading it as a hub id failed too: {error}")

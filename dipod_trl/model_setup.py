@@ -1,7 +1,10 @@
 """The model and tokenizer a recipe or command names: loaded for training (dtype, quantisation, the built-in tiny
-model) or for inference (eval mode, on the GPU when there is one)."""
+model) or for inference (eval mode, on the GPU when there is one), after checking that a local source exists and is
+whole, with errors that say which of a path or a hub id failed and why."""
 
 from __future__ import annotations
+
+import os
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DTYPE_HELP = ("Weights' dtype at load: `auto` (as the checkpoint stores them, the default), `float32`, `bfloat16` or "
@@ -18,7 +21,6 @@ def load_model_and_tokenizer(model_args, trust_remote_code: bool):
     """The model and tokenizer of a recipe. `model_name_or_path: tiny` builds the built-in tiny model, untrained."""
     import torch
 
-    from .checkpoints import check_model_source, explain_load_failure
     from .models import build_tiny_model, build_tiny_tokenizer, load_diffusion_model
     from .models.loading import is_adapter_checkpoint, load_tokenizer
     from .models.quantization import keep_4bit_layers_differentiable, quantization_kwargs
@@ -59,7 +61,6 @@ def load_for_inference(path: str, trust_remote_code: bool, dtype: str = "auto"):
     import torch
 
     check_dtype(dtype)
-    from .checkpoints import check_model_source, explain_load_failure
     from .models import load_diffusion_model
     from .models.loading import load_tokenizer
 
@@ -73,3 +74,34 @@ def load_for_inference(path: str, trust_remote_code: bool, dtype: str = "auto"):
         model = model.cuda()
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, padding_side="left")
     return model, tokenizer
+
+
+def _looks_like_a_path(name: str) -> bool:
+    """A hub id is `name` or `namespace/name`; anything else, or a name under an existing local folder, is a path."""
+    if name.startswith((".", "/", "~")) or "\\" in name or name.endswith("/") or name.count("/") > 1:
+        return True
+    return "/" in name and os.path.isdir(name.split("/")[0])
+
+
+def check_model_source(name: str) -> None:
+    """Before loading `name`: a local directory must exist and hold readable weights; a hub id is left to the hub."""
+    if os.path.isdir(name):
+        from .checkpoints import check_safetensors
+
+        check_safetensors(name)
+    elif _looks_like_a_path(name):
+        raise FileNotFoundError(_missing_directory(name))
+
+
+def _missing_directory(name: str) -> str:
+    return (
+        f"model {name!r}: no such directory. If an earlier step writes it, run that step first (for the tiny recipes: "
+        f"`dipod sft recipes/tiny_sft.yaml --output_dir {name}`); otherwise check the path."
+    )
+
+
+def explain_load_failure(name: str, error: Exception) -> Exception:
+    """The error to raise when loading `name` failed: for a name that is no local directory, say so first."""
+    if os.path.isdir(name):
+        return error
+    return OSError(f"{_missing_directory(name)} Loading it as a hub id failed too: {error}")

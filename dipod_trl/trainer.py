@@ -36,17 +36,11 @@ from trl.models import prepare_deepspeed, unwrap_model_for_generation
 from trl.trainer.callbacks import SyncRefModelCallback
 from trl.trainer.utils import nanstd, pad
 
-from .checkpoints import (
-    check_optimizer_state,
-    complete_checkpoint,
-    load_generation_state,
-    refusing_code,
-    resolve_resume,
-    save_generation_state,
-)
+from .checkpoints import check_optimizer_state, complete_checkpoint, refusing_code, resolve_resume
 from .config import DiPODConfig
 from .drift import DRIFT_STATISTICS, drift_statistics
 from .finite import check_finite
+from .generation_state import load_generation_state, save_generation_state
 from .input_checks import (
     RewardFunctionError,  # noqa: F401 (raised from the reward checks; part of the trainer's interface)
     check_finite_rewards,
