@@ -26,16 +26,14 @@ reward").
 
 from __future__ import annotations
 
-import email.utils
-import json
 import math
 import os
 import re
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from ._deadline_client import DeadlineClient, JudgeUnavailableError, redact_credentials
 from ._text import completion_text, last_boxed, prompt_text
 
 __all__ = [
@@ -50,30 +48,9 @@ DEFAULT_JUDGE_TEMPLATE = (
 
 # Keywords TRL passes to every reward function that are not dataset columns.
 _NOT_COLUMNS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments"}
-_HINT = "Is the server (e.g. `vllm serve`) running and reachable at that address?"
-_HINTS = {
-    429: "The server is rate-limiting: lower batch_size, or raise timeout to leave room for its Retry-After.",
-    401: "The server needs an API key: set judge_api_key (or $DIPOD_JUDGE_API_KEY / $OPENAI_API_KEY), or check it.",
-}
-_HINTS[403] = _HINTS[401]
-_USERINFO = re.compile(r"""(?i)((?:\b[a-z][a-z0-9+.-]*://)?)[^/?#@\s'"]+@""")  # [scheme://]user:password@
 _NUMBER = r"[-+]?\d+(?:\.\d+)?"
 _LABELLED = re.compile(rf"\b(?:score|rating|grade)\b\W{{0,3}}({_NUMBER})", re.IGNORECASE)
 _LEADING = re.compile(rf"\s*\**\s*({_NUMBER})(?![\w.])")
-
-
-class JudgeUnavailableError(RuntimeError, ConnectionError):
-    """The judge server did not answer (down, unreachable, timing out, or failing with 5xx/429) within the request's
-    deadline and retries. A `ConnectionError` too: the service failed, not the sample being scored."""
-
-
-def redact_credentials(text: str, *secrets: str | None) -> str:
-    """`text` with the credentials of every URL in it (`scheme://user:password@`) and each of `secrets` as `***`."""
-    text = _USERINFO.sub(r"\1***@", text)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 class JudgeReplyError(ValueError):
@@ -152,23 +129,16 @@ class JudgeReward:
         api_key: str | None = None,
         name: str = "judge_reward",
     ):
-        import httpx
-
         _check_arguments(base_url, batch_size, timeout, max_retries, backoff, on_error)
         root = base_url.rstrip("/")
         root = root[: -len("/v1")] if root.endswith("/v1") else root
         self.chat_url = f"{root}/v1/chat/completions"
         self.models_url = f"{root}/v1/models"
         api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        self._secrets = (api_key,)
         self.model = model
         self.prompt_template = prompt_template
         self.score_parser = score_parser
         self.batch_size = batch_size
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
         if on_unparsable not in (None, "raise", "default"):
             raise ValueError(f"on_unparsable must be 'raise' or 'default', got {on_unparsable!r}.")
         if score_range is not None and not score_range[0] < score_range[1]:
@@ -179,8 +149,7 @@ class JudgeReward:
         self.on_error = on_error
         self.system_prompt = system_prompt
         self.sampling = {"temperature": temperature, "max_tokens": max_tokens, **(extra_body or {})}
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(headers=headers, trust_env=False)
+        self.http = DeadlineClient(timeout, max_retries, backoff, max_backoff, api_key)
         self.__name__ = name
 
     # -- TRL entry point ---------------------------------------------------------------------------------------------
@@ -256,119 +225,21 @@ class JudgeReward:
     def _reply(self, messages: list[dict], server_down: threading.Event) -> str | None:
         payload = {"model": self.model, "messages": messages, **self.sampling}
         try:
-            return _reply_text(self._send("POST", self.chat_url, payload, server_down), self.chat_url)
+            data = self.http.send("POST", self.chat_url, payload, server_down, f"(model={self.model!r})")
+            return _reply_text(data, self.chat_url)
         except JudgeUnavailableError:
             if self.on_error == "none":
                 return None
             raise
 
-    def _send(self, method: str, url: str, payload: dict | None, server_down: threading.Event) -> dict:
-        """One request within the deadline `timeout`; raises `JudgeUnavailableError` naming `url` (credentials
-        redacted) and what the server answered when attempts or time run out."""
-        import httpx
-
-        deadline = time.monotonic() + self.timeout
-        shown = redact_credentials(url)
-        answered = False
-        for attempt in range(self.max_retries + 1):
-            if server_down.is_set():
-                raise JudgeUnavailableError(
-                    f"Judge server at {shown} was found unreachable by another request of this batch. {_HINT}"
-                )
-            retry_after = None
-            try:
-                status, headers, body = self._attempt(method, url, payload, deadline)
-            except (_DeadlineExceeded, httpx.TimeoutException) as error:
-                note = str(error) if isinstance(error, _DeadlineExceeded) else f" ({type(error).__name__})"
-                last_error = f"no complete answer within the {self.timeout:g}s deadline{note}"
-                advice = "Raise timeout, or look at the server's load and log."
-                break
-            except httpx.TransportError as error:
-                last_error, advice = f"{type(error).__name__}: {error}", _HINT
-            else:
-                if status < 400:
-                    return self._json(body, shown)
-                if status != 429 and status < 500:
-                    hint = _HINTS.get(status, f"(model={self.model!r})")
-                    raise RuntimeError(self._redact(
-                        f"Judge server at {shown} refused the request with HTTP {status}: {_excerpt(body)}. {hint}"
-                    ))
-                answered, retry_after = True, _retry_after(headers)
-                shown_wait = f" (Retry-After: {headers['retry-after']})" if "retry-after" in headers else ""
-                last_error = f"HTTP {status}{shown_wait}: {_excerpt(body)}"
-                advice = _HINTS.get(status, "The server failed: see its log.")
-            if attempt == self.max_retries:
-                break
-            wait = retry_after if retry_after is not None else min(self.max_backoff, self.backoff * 2**attempt)
-            if time.monotonic() + wait >= deadline:
-                last_error += f"; waiting {wait:g}s more would pass the {self.timeout:g}s deadline"
-                break
-            time.sleep(wait)
-        if not answered:
-            server_down.set()  # unreachable or not answering: later requests of this call need not retry
-        raise JudgeUnavailableError(self._redact(
-            f"Judge server at {shown} gave no usable answer in {attempt + 1} attempt(s) (last: {last_error}). {advice}"
-        ))
-
-    def _attempt(self, method: str, url: str, payload: dict | None, deadline: float):
-        """`(status, headers, body)` of one attempt, finished by `deadline` on the wall clock, else `_DeadlineExceeded`.
-
-        httpx bounds each read, not the whole reply, so the attempt runs in its own thread, waited for until the
-        deadline; a reply still arriving then is abandoned, and its thread stops at its next chunk."""
-        progress, done = {"received": None}, threading.Event()
-
-        def run():
-            try:
-                progress["value"] = self._transfer(method, url, payload, deadline, progress)
-            except BaseException as error:  # handed to the waiting thread
-                progress["error"] = error
-            finally:
-                done.set()
-
-        threading.Thread(target=run, name="judge-attempt", daemon=True).start()
-        if not done.wait(max(0.0, deadline - time.monotonic())):
-            raise _DeadlineExceeded(_progress_note(progress["received"]))
-        if "error" in progress:
-            raise progress["error"]
-        return progress["value"]
-
-    def _transfer(self, method: str, url: str, payload: dict | None, deadline: float, progress: dict):
-        import httpx
-
-        remaining = max(deadline - time.monotonic(), 1e-3)
-        request = self._client.build_request(method, url, json=payload, timeout=httpx.Timeout(remaining))
-        response = self._client.send(request, stream=True)
-        try:
-            body = bytearray()
-            progress["received"] = 0
-            for chunk in response.iter_bytes():
-                body += chunk
-                progress["received"] = len(body)
-                if time.monotonic() > deadline:
-                    raise _DeadlineExceeded(_progress_note(len(body)))
-            return response.status_code, response.headers, bytes(body)
-        finally:
-            response.close()
-
-    def _json(self, body: bytes, shown: str) -> dict:
-        try:
-            return json.loads(body)
-        except ValueError:
-            raise RuntimeError(self._redact(
-                f"Judge server at {shown} answered with invalid JSON: {_excerpt(body)!r}."
-            )) from None
-
-    def _redact(self, text: str) -> str:
-        return redact_credentials(text, *self._secrets)
-
     def available_models(self) -> list[str]:
         """The model names the server serves (`GET /v1/models`), with the same timeout and retry policy."""
-        data = self._send("GET", self.models_url, None, threading.Event())
+        data = self.http.send("GET", self.models_url, None, threading.Event(), f"(model={self.model!r})")
         return [entry.get("id") for entry in data.get("data", [])]
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
-        self._client.close()
+        self.http.close()
 
     def __enter__(self):
         return self
@@ -391,38 +262,6 @@ def _check_arguments(base_url, batch_size, timeout, max_retries, backoff, on_err
         raise ValueError(f"backoff must be 0 or more seconds, got {backoff}.")
     if on_error not in ("raise", "none"):
         raise ValueError(f"on_error must be 'raise' or 'none', got {on_error!r}.")
-
-
-class _DeadlineExceeded(Exception):
-    """An attempt did not finish by its request's deadline (the message adds what had arrived, if anything)."""
-
-
-def _progress_note(received: int | None) -> str:
-    if received is None:
-        return " (no reply had begun)"
-    return f" (the reply had begun: {received} bytes of its body had arrived)"
-
-
-def _excerpt(body: bytes, limit: int = 200) -> str:
-    """The start of a reply body as text, for error messages."""
-    text = body.decode("utf-8", errors="replace").strip()
-    return text[:limit] + ("..." if len(text) > limit else "") if text else "(empty body)"
-
-
-def _retry_after(headers) -> float | None:
-    """The seconds a `Retry-After` header asks to wait (a number or an HTTP date), or None."""
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _rows(kwargs: dict, n: int) -> list[dict]:

@@ -345,7 +345,7 @@ def test_an_api_key_is_sent_from_the_argument_the_environment_or_the_recipe(serv
 
     assert recipe_judge("--judge_api_key", "sk-test-0123456789")(completions=["x"]) == [7.0]
     monkeypatch.setenv("DIPOD_JUDGE_API_KEY", "sk-test-0123456789")  # what recipes/slurm/launch.sh exports
-    assert recipe_judge().timeout == 5.0 and recipe_judge()(completions=["x"]) == [7.0]
+    assert recipe_judge().http.timeout == 5.0 and recipe_judge()(completions=["x"]) == [7.0]
     assert {h.get("Authorization") for h in server.headers_seen} == {None, "Bearer sk-test-0123456789"}
 
 
