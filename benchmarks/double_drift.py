@@ -53,6 +53,8 @@ CELLS = {
 OBJECTIVES = ("fpo", "spg")
 BETAS = {"base": 0.0, "+DiPOD": 0.05}
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+# The t distribution's 80% quantile by degrees of freedom: with T_975, the difference a test has 80% power to detect.
+T_80 = {1: 1.376, 2: 1.061, 3: 0.978, 4: 0.941, 5: 0.920, 6: 0.906, 7: 0.896, 8: 0.889, 9: 0.883, 10: 0.879}
 
 
 def run_one(job: dict) -> dict:
@@ -97,13 +99,25 @@ def interval(values: list[float]) -> tuple[float, float]:
 
 def difference(a: list[float], b: list[float]) -> tuple[float, float]:
     """mean(a) - mean(b) and the half-width of its 95% Welch interval."""
-    ma, mb = sum(a) / len(a), sum(b) / len(b)
-    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1) / len(a)
-    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1) / len(b)
+    se, df = welch_df(a, b)
+    return sum(a) / len(a) - sum(b) / len(b), T_975[max(1, min(int(df), 10))] * se
+
+
+def welch_df(a: list[float], b: list[float]) -> tuple[float, float]:
+    """The standard error of mean(a) - mean(b) and its Welch-Satterthwaite degrees of freedom."""
+    va = sum((x - sum(a) / len(a)) ** 2 for x in a) / (len(a) - 1) / len(a)
+    vb = sum((x - sum(b) / len(b)) ** 2 for x in b) / (len(b) - 1) / len(b)
     if va + vb == 0:
-        return ma - mb, 0.0
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    return ma - mb, T_975[max(1, min(int(df), 10))] * math.sqrt(va + vb)
+        return 0.0, float(len(a) + len(b) - 2)
+    return math.sqrt(va + vb), (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+
+
+def detectable_difference(a: list[float], b: list[float]) -> float:
+    """The smallest true difference of means that a two-sided 5% Welch test on samples spread like `a` and `b`
+    detects with 80% power: (t_0.975 + t_0.80) x the difference's standard error."""
+    se, df = welch_df(a, b)
+    df = max(1, min(int(df), 10))
+    return (T_975[df] + T_80[df]) * se
 
 
 def grid_pairs() -> list[tuple[str, str]]:

@@ -3,7 +3,10 @@ again, and writes every run's values to the CSV, the table into the docs page an
 
 import csv
 import json
+import math
 import os
+import random
+import statistics
 import sys
 
 import pytest
@@ -11,6 +14,7 @@ import pytest
 from dipod_trl.demo import quarter_mean
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+import double_drift  # noqa: E402
 import double_drift_long  # noqa: E402
 START, END = ("<!-- long table: start (benchmarks/double_drift_long.py writes it) -->", "<!-- long table: end -->")
 
@@ -60,8 +64,33 @@ def test_long_sweep_runs_a_tiny_cell_resumes_and_summarises(tmp_path, capsys):
     text = page.read_text()
     assert text.startswith("by hand above\n") and text.endswith(f"{END}\nby hand below\n")
     assert "old table" not in text and "| spg | 4 iters, 2 block_random samples, lr 0.0001 | +DiPOD 0.2 | 1 |" in text
+    assert "| objective | cell | comparison | seeds |" in text  # the detectable differences (none at one seed)
 
     (tmp_path / "docs" / "double_drift_long.csv").unlink()
     out = sweep(tmp_path, capsys, "--summarise-only")  # the whole grid asked for: it summarises what has finished
     assert "runs to go" not in out and "not every method finished" in out
     assert len(list(csv.DictReader(open(tmp_path / "docs" / "double_drift_long.csv")))) == 2
+
+
+def test_welch_intervals_hold_5_percent_and_the_detectable_difference_is_found_80_percent_of_the_time():
+    """Simulated sweeps of 5 + 5 seeds with normal spread: with no true difference the 95% Welch interval excludes 0
+    in about 5% of them; with a true difference equal to `detectable_difference` of unit-spread samples, in about
+    80% (the power the docs' detectable-effect table claims)."""
+    rng = random.Random(0)
+    unit = [(x - 3) / statistics.stdev(range(1, 6)) for x in range(1, 6)]  # sample sd exactly 1
+    size = double_drift.detectable_difference(unit, unit)
+    assert size == pytest.approx((2.306 + 0.889) * math.sqrt(2 / 5), rel=1e-9)  # 8 degrees of freedom
+
+    def rejection_rate(shift: float, trials: int = 4000) -> float:
+        rejected = 0
+        for _ in range(trials):
+            a = [rng.gauss(shift, 1.0) for _ in range(5)]
+            b = [rng.gauss(0.0, 1.0) for _ in range(5)]
+            mean, half_width = double_drift.difference(a, b)
+            rejected += abs(mean) > half_width
+        return rejected / trials
+
+    null, power = rejection_rate(0.0), rejection_rate(size)
+    print(f"rejections: {null:.3f} with no difference, {power:.3f} at the detectable difference {size:.3f}")
+    assert 0.035 < null < 0.065
+    assert 0.75 < power < 0.85
