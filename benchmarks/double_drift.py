@@ -28,6 +28,7 @@ import json
 import math
 import multiprocessing
 import os
+import textwrap
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -177,7 +178,7 @@ def plot(runs: list[dict], path: str, pairs=None, methods=BETAS,
                     axes[row, col].plot(batches, curve, color=color, alpha=0.2, linewidth=0.7)
                 axes[row, col].plot(batches, np.nanmean(curves, 0), color=color, linewidth=2,
                                     label=f"{objective} {method} ({len(group)} seeds)")
-        axes[0, col].set(title=f"{objective}: {cell}", ylim=reward_limits)
+        axes[0, col].set(title=textwrap.fill(f"{objective}: {cell}", 38), ylim=reward_limits)  # fits its column
         axes[-1, col].set(xlabel="generation batch")
         for row, (_, label) in enumerate(rows):
             axes[row, 0].set(ylabel=label)
