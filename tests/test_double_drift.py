@@ -94,3 +94,16 @@ def test_welch_intervals_hold_5_percent_and_the_detectable_difference_is_found_8
     print(f"rejections: {null:.3f} with no difference, {power:.3f} at the detectable difference {size:.3f}")
     assert 0.035 < null < 0.065
     assert 0.75 < power < 0.85
+
+
+def test_the_paired_table_differences_each_seeds_runs_and_counts_where_dipod_is_larger():
+    """Three seeds whose DiPOD - base differences are 0.1, 0.3 and -0.1: mean 0.1, 95% t-interval
+    4.303 x sd / sqrt(3), DiPOD larger on 2 of 3; a seed without every method is left out."""
+    column = {"reward": lambda r: r["value"]}
+    base = {0: 0.5, 1: 0.6, 2: 0.7, 3: 0.2}
+    dipod = {0: 0.6, 1: 0.9, 2: 0.6}
+    runs = [{"objective": "spg", "cell": "c", "method": "base", "seed": s, "value": v} for s, v in base.items()]
+    runs += [{"objective": "spg", "cell": "c", "method": "+DiPOD 0.05", "seed": s, "value": v} for s, v in dipod.items()]
+    text = double_drift_long.paired_table(runs, [("spg", "c")], {"base": 0.0, "+DiPOD 0.05": 0.05}, column)
+    half_width = 4.303 * statistics.stdev([0.1, 0.3, -0.1]) / math.sqrt(3)
+    assert text.splitlines()[-1] == f"| spg | c | DiPOD 0.05 - base | 3 | 0.100 ± {half_width:.3f} (2/3) |"
