@@ -103,7 +103,8 @@ def test_the_paired_table_differences_each_seeds_runs_and_counts_where_dipod_is_
     base = {0: 0.5, 1: 0.6, 2: 0.7, 3: 0.2}
     dipod = {0: 0.6, 1: 0.9, 2: 0.6}
     runs = [{"objective": "spg", "cell": "c", "method": "base", "seed": s, "value": v} for s, v in base.items()]
-    runs += [{"objective": "spg", "cell": "c", "method": "+DiPOD 0.05", "seed": s, "value": v} for s, v in dipod.items()]
+    runs += [{"objective": "spg", "cell": "c", "method": "+DiPOD 0.05", "seed": s, "value": v}
+             for s, v in dipod.items()]
     text = double_drift_long.paired_table(runs, [("spg", "c")], {"base": 0.0, "+DiPOD 0.05": 0.05}, column)
     half_width = 4.303 * statistics.stdev([0.1, 0.3, -0.1]) / math.sqrt(3)
     assert text.splitlines()[-1] == f"| spg | c | DiPOD 0.05 - base | 3 | 0.100 ± {half_width:.3f} (2/3) |"
