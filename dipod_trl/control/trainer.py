@@ -22,6 +22,7 @@ import os
 import random
 import time
 from dataclasses import asdict
+
 import numpy as np
 import torch
 from gymnasium.wrappers.vector import NormalizeReward
