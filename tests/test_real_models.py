@@ -135,7 +135,7 @@ def test_gradient_checkpointing_recomputes_and_keeps_gradients(name):
 
     plain, plain_calls = gradients(build())
     checkpointed_model = build()
-    checkpointed_model.gradient_checkpointing_enable()
+    checkpointed_model.activation_checkpointing_enable()
     checkpointed, checkpointed_calls = gradients(checkpointed_model)
     assert (plain_calls, checkpointed_calls) == (1, 2)  # the checkpointed layer really ran again in backward
     assert plain.keys() == checkpointed.keys() and len(plain) > 0

@@ -8,8 +8,8 @@ with `from_pretrained` and LoRA adapters trained on the published code (d1's `ta
 
 Differences from the published code that change no logits of unpadded inputs: `attention_mask` is honoured (padded keys
 are masked and positions count from each row's first real token, so a left-padded row's logits equal the unpadded
-row's); activation checkpointing works through `gradient_checkpointing_enable()`; the block key/value cache of
-[`BlockKVCache`] is supported.
+row's); activation checkpointing works through `activation_checkpointing_enable()` (or the `gradient_checkpointing`
+training argument); the block key/value cache of [`BlockKVCache`] is supported.
 """
 
 from __future__ import annotations
