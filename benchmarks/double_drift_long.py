@@ -270,6 +270,10 @@ def parse_args(argv=None):
     parser.add_argument("--sft-steps", type=int, default=400, help="masked-SFT steps if --sft-dir has no checkpoint")
     parser.add_argument("--output-dir", default=os.path.join(ROOT, "outputs", "double_drift_long"))
     parser.add_argument("--docs-dir", default=DOCS, help="where the CSV, PNG and double_drift.md's table go")
+    parser.add_argument("--docs-name", default="double_drift_long",
+                        help="file name (no extension) of the CSV and PNG written under --docs-dir")
+    parser.add_argument("--docs-page", default="double_drift.md",
+                        help="the page under --docs-dir whose table between the long-table markers is rewritten")
     parser.add_argument("--compare-rollouts", action="store_true",
                         help="run nothing: compare the SFT checkpoint's T=1 samples, exact vs dual-cache decoding")
     parser.add_argument("--summarise-only", action="store_true",
@@ -321,20 +325,20 @@ def main(argv=None):
                  "spread: a true difference this large is found (95% Welch interval excluding 0) in about 80% of such "
                  "sweeps (77% in simulated 5 + 5-seed sweeps of normal spread, tests/test_double_drift.py).\n\n"
                  + detectable_table(kept, pairs, methods, LONG_COLUMNS)
-                 + "\n\nDiPOD - base paired by seed, with its 95% t-interval and on how many seeds DiPOD's value is "
-                 "the larger (an analysis added after the sweep's numbers were seen; the Welch intervals above are the "
-                 "one fixed beforehand).\n\n" + paired_table(kept, pairs, methods, LONG_COLUMNS))
+                 + "\n\nDiPOD - base paired by seed (the runs of a seed share the SFT start, the prompts and the "
+                 "first generation batch), with its 95% t-interval and on how many seeds DiPOD's value is the "
+                 "larger.\n\n" + paired_table(kept, pairs, methods, LONG_COLUMNS))
     print(text)
     if args.probe:
         return
     os.makedirs(args.docs_dir, exist_ok=True)
-    write_csv(runs, os.path.join(args.docs_dir, "double_drift_long.csv"), LONG_COLUMNS,
+    write_csv(runs, os.path.join(args.docs_dir, f"{args.docs_name}.csv"), LONG_COLUMNS,
               fields=("objective", "cell", "method", "dipod_beta", "learning_rate", "seed", "generations", "seconds"))
     if runs:  # every finished run's curves, the table's or not (the legend counts the seeds)
-        plot(runs, os.path.join(args.docs_dir, "double_drift_long.png"), pairs, methods,
+        plot(runs, os.path.join(args.docs_dir, f"{args.docs_name}.png"), pairs, methods,
              title="32-digit sort (64 tokens, 4 blocks of 16), tiny model:\nbase vs + DiPOD", reward_limits=None)
-    write_docs_table(text, os.path.join(args.docs_dir, "double_drift.md"))
-    print(f"wrote {args.docs_dir}/double_drift_long.csv, .png and the table in double_drift.md")
+    write_docs_table(text, os.path.join(args.docs_dir, args.docs_page))
+    print(f"wrote {args.docs_dir}/{args.docs_name}.csv, .png and the table in {args.docs_page}")
 
 
 if __name__ == "__main__":
