@@ -71,6 +71,14 @@ def test_long_sweep_runs_a_tiny_cell_resumes_and_summarises(tmp_path, capsys):
     assert "runs to go" not in out and "not every method finished" in out
     assert len(list(csv.DictReader(open(tmp_path / "docs" / "double_drift_long.csv")))) == 2
 
+    confirm, main_page = tmp_path / "docs" / "confirm.md", page.read_text()
+    confirm.write_text(f"fixed beforehand\n{START}\n(not run yet)\n{END}\n")
+    sweep(tmp_path, capsys, "--summarise-only", "--methods", "base", "+DiPOD 0.2", "--docs-name", "confirm",
+          "--docs-page", "confirm.md")
+    assert "| spg | 4 iters, 2 block_random samples, lr 0.0001 | base | 1 |" in confirm.read_text()
+    assert len(list(csv.DictReader(open(tmp_path / "docs" / "confirm.csv")))) == 2
+    assert (tmp_path / "docs" / "confirm.png").exists() and page.read_text() == main_page  # the main page untouched
+
 
 def test_welch_intervals_hold_5_percent_and_the_detectable_difference_is_found_80_percent_of_the_time():
     """Simulated sweeps of 5 + 5 seeds with normal spread: with no true difference the 95% Welch interval excludes 0
