@@ -22,7 +22,7 @@ from .options import DiPODTermArguments, ElboSamplingArguments, FastDecodingArgu
 
 def apply_device_defaults(args) -> None:
     """Defaults for CPU-only machines and DDP: bf16 off unless asked for, `use_cpu` on in a multi-process CPU launch,
-    and DDP not searching for unused parameters.
+    no pinned memory without an accelerator, and DDP not searching for unused parameters.
 
     TRL turns bf16 on everywhere, which only slows small models down on a CPU. accelerate starts several CPU
     processes with its torchrun launcher (`accelerate launch --multi_gpu ...` or recipes/accelerate/cpu2.yaml) but
@@ -39,6 +39,8 @@ def apply_device_defaults(args) -> None:
         )
     if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         args.use_cpu = True
+    if not torch.accelerator.is_available():
+        args.dataloader_pin_memory = False  # nothing to pin for; torch would warn on every data loader
     if args.ddp_find_unused_parameters is None:
         # Diffusion LMs (and their LoRA adapters) use every parameter in each forward pass; transformers would
         # otherwise ask DDP to search the graph for unused ones at every step.
