@@ -165,7 +165,8 @@ def plot(runs: list[dict], path: str, pairs=None, methods=BETAS,
     rows = (("reward", "reward (T=1)"), ("drift_gap", "drift gap (nats / completion)"),
             ("drift_elbo", "on-policy ELBO (nats / completion)"))
     cells = [pair for pair in pairs or grid_pairs() if any((r["objective"], r["cell"]) == pair for r in runs)]
-    fig, axes = plt.subplots(len(rows), len(cells), figsize=(4.2 * len(cells), 10), squeeze=False)
+    # At least 7.5 inches wide: the two-line title must fit above a single column.
+    fig, axes = plt.subplots(len(rows), len(cells), figsize=(max(4.2 * len(cells), 7.5), 10), squeeze=False)
     for col, (objective, cell) in enumerate(cells):
         for method, color in zip(methods, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
             group = [r for r in runs if (r["objective"], r["cell"], r["method"]) == (objective, cell, method)]
