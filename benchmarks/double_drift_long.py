@@ -30,8 +30,9 @@ The grid, fixed before any outcome of it was seen:
 
 Each finished run's result is written next to its checkpoint under OUTPUT_DIR and never run again; the table
 (`double_drift.table`: means, 95% t-intervals, DiPOD - base with 95% Welch intervals) is made of the seeds that
-finished for every method of a cell. Writes docs/double_drift_long.csv (every run's values), docs/double_drift_long.png
-and the table between the markers in docs/double_drift.md.
+finished for every method of a cell, followed by the differences its seeds could detect and DiPOD - base paired by
+seed. Writes docs/double_drift_long.csv (every run's values), docs/double_drift_long.png and the tables between the
+markers in docs/double_drift.md (other names: --docs-name, --docs-page; docs/double_drift_confirm.md is one).
 """
 
 from __future__ import annotations
