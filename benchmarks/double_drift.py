@@ -106,8 +106,9 @@ def difference(a: list[float], b: list[float]) -> tuple[float, float]:
 
 def welch_df(a: list[float], b: list[float]) -> tuple[float, float]:
     """The standard error of mean(a) - mean(b) and its Welch-Satterthwaite degrees of freedom."""
-    va = sum((x - sum(a) / len(a)) ** 2 for x in a) / (len(a) - 1) / len(a)
-    vb = sum((x - sum(b) / len(b)) ** 2 for x in b) / (len(b) - 1) / len(b)
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1) / len(a)
+    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1) / len(b)
     if va + vb == 0:
         return 0.0, float(len(a) + len(b) - 2)
     return math.sqrt(va + vb), (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
@@ -126,16 +127,24 @@ def grid_pairs() -> list[tuple[str, str]]:
     return [(objective, cell) for objective in OBJECTIVES for cell in CELLS]
 
 
+def method_groups(runs: list[dict], objective: str, cell: str, methods) -> dict[str, list[dict]]:
+    """The runs of one cell, by method (in the order of `methods`)."""
+    return {m: [r for r in runs if (r["objective"], r["cell"], r["method"]) == (objective, cell, m)] for m in methods}
+
+
+def table_header(kind: str, columns) -> list[str]:
+    """The two header lines of a markdown table of cells: objective, cell, `kind`, seeds, then `columns`."""
+    return [f"| objective | cell | {kind} | seeds | " + " | ".join(columns) + " |", "| --- " * (4 + len(columns)) + "|"]
+
+
 def table(runs: list[dict], pairs=None, methods=BETAS, columns=COLUMNS) -> str:
     """Per (objective, cell) and method: each column's mean and 95% t-interval over seeds; then each other method
     minus the first (the base) with its 95% Welch interval."""
     fmt = lambda m_h: f"{m_h[0]:.3f} ± {m_h[1]:.3f}"  # noqa: E731
-    lines = ["| objective | cell | method | seeds | " + " | ".join(columns) + " |",
-             "| --- " * (4 + len(columns)) + "|"]
+    lines = table_header("method", columns)
     base_name = next(iter(methods))
     for objective, cell in pairs or grid_pairs():
-        groups = {m: [r for r in runs if (r["objective"], r["cell"], r["method"]) == (objective, cell, m)]
-                  for m in methods}
+        groups = method_groups(runs, objective, cell, methods)
         if not all(groups.values()):
             continue
         for method, group in groups.items():
@@ -168,8 +177,9 @@ def plot(runs: list[dict], path: str, pairs=None, methods=BETAS,
     # At least 7.5 inches wide: the two-line title must fit above a single column.
     fig, axes = plt.subplots(len(rows), len(cells), figsize=(max(4.2 * len(cells), 7.5), 10), squeeze=False)
     for col, (objective, cell) in enumerate(cells):
+        groups = method_groups(runs, objective, cell, methods)
         for method, color in zip(methods, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
-            group = [r for r in runs if (r["objective"], r["cell"], r["method"]) == (objective, cell, method)]
+            group = groups[method]
             if not group:
                 continue
             batches = np.arange(1, len(group[0]["reward"]) + 1)

@@ -49,10 +49,12 @@ from double_drift import (
     detectable_difference,
     interval,
     matched_seeds,
+    method_groups,
     plot,
     result_path,
     run_pending,
     table,
+    table_header,
     write_csv,
 )
 
@@ -195,11 +197,9 @@ def detectable_table(runs: list[dict], pairs, methods: dict, columns: dict) -> s
     """Per cell and DiPOD setting, the smallest DiPOD - base difference of each column that its seeds' spread lets a
     two-sided 5% Welch test detect with 80% power (`double_drift.detectable_difference`)."""
     names = list(methods)
-    lines = ["| objective | cell | comparison | seeds | " + " | ".join(columns) + " |",
-             "| --- " * (4 + len(columns)) + "|"]
+    lines = table_header("comparison", columns)
     for objective, cell in pairs:
-        groups = {m: [r for r in runs if (r["objective"], r["cell"], r["method"]) == (objective, cell, m)]
-                  for m in names}
+        groups = method_groups(runs, objective, cell, names)
         if min(len(g) for g in groups.values()) < 2:
             continue
         base = groups[names[0]]
@@ -216,11 +216,9 @@ def paired_table(runs: list[dict], pairs, methods: dict, columns: dict) -> str:
     and the first generation batch): the mean of the per-seed differences, its 95% t-interval, and on how many
     seeds DiPOD's value is the larger."""
     names = list(methods)
-    lines = ["| objective | cell | comparison | seeds | " + " | ".join(columns) + " |",
-             "| --- " * (4 + len(columns)) + "|"]
+    lines = table_header("comparison", columns)
     for objective, cell in pairs:
-        by_seed = {m: {r["seed"]: r for r in runs if (r["objective"], r["cell"], r["method"]) == (objective, cell, m)}
-                   for m in names}
+        by_seed = {m: {r["seed"]: r for r in group} for m, group in method_groups(runs, objective, cell, names).items()}
         seeds = sorted(set.intersection(*(set(group) for group in by_seed.values())))
         if len(seeds) < 2:
             continue
