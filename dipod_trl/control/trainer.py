@@ -125,7 +125,16 @@ class FlowPolicyTrainer:
         T, E = cfg.num_steps, cfg.num_envs
         if self.next_obs is None:
             self.reset_envs()
-        rollout = {key: torch.zeros(T, E, *shape) for key, shape in self._rollout_shapes().items()}
+        rollout = {
+            "obs_raw": torch.zeros(T, E, self.obs_dim),
+            "obs": torch.zeros(T, E, self.obs_dim),
+            "actions": torch.zeros(T, E, self.action_dim),
+            "rewards": torch.zeros(T, E),
+            "terminations": torch.zeros(T, E),
+            "dones": torch.zeros(T, E),
+            "values": torch.zeros(T, E),
+            "next_values": torch.zeros(T, E),
+        }
         episode_returns, episode_lengths = [], []
         policy_time = sim_time = 0.0
         obs = self.next_obs
@@ -178,11 +187,6 @@ class FlowPolicyTrainer:
             "episode_lengths": episode_lengths,
         }
         return rollout, stats
-
-    def _rollout_shapes(self) -> dict[str, tuple]:
-        """The rollout's tensors, each (num_steps, num_envs, *shape)."""
-        vectors = {"obs_raw": (self.obs_dim,), "obs": (self.obs_dim,), "actions": (self.action_dim,)}
-        return vectors | {key: () for key in ("rewards", "terminations", "dones", "values", "next_values")}
 
     def _fill_next_values(self, rollout: dict, obs) -> None:
         """V(o_{t+1}) for steps that did not end an episode: the next stored value, or V of the envs' current obs
