@@ -1,10 +1,11 @@
 """Checkpoints that resume exactly: complete or absent, which one to resume from, and whether its files are whole.
 
 A checkpoint is complete when `checkpoint_complete.json` is in it: written last, after every process wrote its files,
-it lists each file with its size. A run killed while saving, or a full disk, leaves a folder without it (or with
-files shorter than listed); `resume_from_checkpoint=true` and eval sweeps pass over such folders with a warning, and
-older checkpoints are rotated away only once the new one is complete. Every file is loaded with
-`torch.load(weights_only=True)`: a checkpoint holds tensors and plain values, never code.
+it lists each file with its size and SHA-256, and the run that wrote it (`dipod_trl.run_record`). A run killed while
+saving, or a full disk, leaves a folder without it (or with files shorter than listed); a file changed since (same-size
+garbage, NaN bytes) no longer matches its checksum. `resume_from_checkpoint=true` and eval sweeps pass over such
+folders with a warning, and older checkpoints of the run are rotated away only once the new one is complete. Every
+file is loaded with `torch.load(weights_only=True)`: a checkpoint holds tensors and plain values, never code.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from contextlib import contextmanager
 import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .checkpoint_marker import checkpoint_problem, mark_complete
+from .resume_settings import training_settings
+from .run_record import COMPLETE_NAME, foreign, inside, read_run, rotate_checkpoints, unfinished_run, warn_fresh_start
+
 OPTIMIZER_NAMES = ("optimizer.pt", "optimizer.bin")
-COMPLETE_NAME = "checkpoint_complete.json"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
@@ -37,39 +41,11 @@ def begin_checkpoint(directory: str) -> None:
         shutil.rmtree(directory)
 
 
-def mark_complete(directory: str) -> None:
-    """Write `checkpoint_complete.json` (each file and its size) once every file of the checkpoint is on disk.
-
-    The files are flushed to disk first and the marker is written under a temporary name and renamed, so that a
-    crash at any moment leaves either no marker or a marker whose files are all there.
-    """
-    files = {}
-    for root, _, names in os.walk(directory):
-        for name in names:
-            path = os.path.join(root, name)
-            if name.startswith(COMPLETE_NAME):
-                continue
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-            files[os.path.relpath(path, directory)] = os.path.getsize(path)
-    temporary = os.path.join(directory, COMPLETE_NAME + ".tmp")
-    with open(temporary, "w") as f:
-        json.dump({"files": dict(sorted(files.items()))}, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, os.path.join(directory, COMPLETE_NAME))
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)  # the rename itself
-    finally:
-        os.close(descriptor)
-
-
 @contextmanager
 def complete_checkpoint(trainer, trial=None):
-    """Around `Trainer._save_checkpoint`: yields the folder it writes; marks it complete once every process wrote its
-    files, and only then rotates old checkpoints away (`save_total_limit`), so a crash never leaves fewer complete
-    checkpoints than before."""
+    """Around `Trainer._save_checkpoint`: yields the folder it writes; marks it complete (with the run's id and
+    settings) once every process wrote its files, and only then rotates the run's own old checkpoints away
+    (`save_total_limit`, by step), so a crash never leaves fewer complete checkpoints than before."""
     run_dir = trainer._get_output_dir(trial=trial)
     checkpoint = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}")
     if trainer.args.should_save:
@@ -88,42 +64,16 @@ def complete_checkpoint(trainer, trial=None):
         trainer.args.save_total_limit = limit
     trainer.accelerator.wait_for_everyone()  # every process's files (RNG, generation state, shards) are written
     if trainer.args.should_save:
-        mark_complete(checkpoint)
-        _rotate(trainer, run_dir, limit)
-
-
-def _rotate(trainer, run_dir: str, limit: int | None) -> None:
-    """The Trainer's own rotation (keeps the newest and the best checkpoint)."""
-    try:
-        from transformers.trainer_utils import rotate_checkpoints
-    except ImportError:  # transformers before 5.24 rotates in a Trainer method
-        trainer._rotate_checkpoints(use_mtime=True, output_dir=run_dir)
-        return
-    rotate_checkpoints(run_dir, limit, trainer.state.best_model_checkpoint, use_mtime=True)
+        run = getattr(trainer, "dipod_run", None)
+        run_id = None if run is None else run["run_id"]
+        mark_complete(checkpoint, None if run is None else {
+            "id": run_id, "trainer": type(trainer).__name__, "settings": training_settings(trainer.args)})
+        rotate_checkpoints(run_dir, limit, run_id, trainer.state.best_model_checkpoint)
 
 
 def _free_space(directory: str) -> str:
     free = shutil.disk_usage(directory).free
     return f"the disk holding it has {free / 2**20:.1f} MiB free" + (" (full?)" if free < 2**30 else "")
-
-
-def checkpoint_problem(directory: str) -> str | None:
-    """Why `directory` is not a complete checkpoint, or None when its marker is there and every file it lists is."""
-    marker = os.path.join(directory, COMPLETE_NAME)
-    if not os.path.isfile(marker):
-        return f"it has no {COMPLETE_NAME}, so its save did not finish (the run was killed or the disk filled)"
-    try:
-        with open(marker) as f:
-            files = json.load(f)["files"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        return f"its {COMPLETE_NAME} cannot be read ({error})"
-    for name, size in files.items():
-        path = os.path.join(directory, name)
-        if not os.path.isfile(path):
-            return f"{path} is missing"
-        if os.path.getsize(path) != size:
-            return f"{path} has {os.path.getsize(path)} bytes where {size} were saved (cut short or changed since)"
-    return None
 
 
 def numbered_checkpoints(output_dir: str) -> list[str]:
@@ -136,17 +86,22 @@ def numbered_checkpoints(output_dir: str) -> list[str]:
 
 
 def last_complete_checkpoint(output_dir: str, before: str | None = None, warn: bool = True) -> str | None:
-    """The complete `checkpoint-N` with the highest N in `output_dir` (below `before`'s N when given), warning for
-    each incomplete one passed over."""
+    """The complete `checkpoint-N` of the run `output_dir` holds with the highest N (below `before`'s N when given),
+    warning for each incomplete or other run's one passed over."""
     candidates = numbered_checkpoints(output_dir)
     if before is not None:
         candidates = [c for c in candidates if _step(c) < _step(before)]
+    run = read_run(output_dir)
     for checkpoint in reversed(candidates):
-        problem = checkpoint_problem(checkpoint)
+        problem, kind = checkpoint_problem(checkpoint), "incomplete "
+        if problem is None:
+            problem, kind = foreign(checkpoint, run and run["run_id"]), ""
+        elif "SHA-256" in problem:
+            kind = "damaged "
         if problem is None:
             return checkpoint
         if warn:
-            warnings.warn(f"skipping incomplete checkpoint {checkpoint}: {problem}.", stacklevel=2)
+            warnings.warn(f"skipping {kind}checkpoint {checkpoint}: {problem}.", stacklevel=2)
     return None
 
 
@@ -173,7 +128,7 @@ def _step(checkpoint: str) -> int:
     return int(match.group(1)) if match else 1 << 62
 
 
-def _instead(checkpoint: str) -> str:
+def resume_instead(checkpoint: str) -> str:
     """What to resume from instead of a damaged `checkpoint`."""
     previous = last_complete_checkpoint(os.path.dirname(os.path.normpath(checkpoint)), before=checkpoint, warn=False)
     if previous is None:
@@ -190,7 +145,7 @@ def check_checkpoint_files(checkpoint: str) -> None:
             problem = _file_problem(path)
             if problem is not None:
                 raise ValueError(f"{path} {problem}; it was probably cut short while being written. "
-                                 f"{_instead(checkpoint)}")
+                                 f"{resume_instead(checkpoint)}")
 
 
 def _file_problem(path: str) -> str | None:
@@ -221,7 +176,7 @@ def load_checkpoint_file(path: str, **kwargs):
         raise ValueError(_refusal(path)) from None
     except Exception as error:  # RuntimeError for a damaged archive
         raise ValueError(
-            f"{path} cannot be read ({error}); it was probably cut short. {_instead(os.path.dirname(path))}"
+            f"{path} cannot be read ({error}); it was probably cut short. {resume_instead(os.path.dirname(path))}"
         ) from error
 
 
@@ -248,7 +203,7 @@ def _refusal(path: str) -> str:
     return (
         f"refusing to load {path}: it holds Python objects other than tensors and plain values, which could run code "
         "when loaded. dipod-trl writes none (control checkpoints from before version 0.2 held numpy RNG states: "
-        f"re-create those). Do not resume from checkpoints of unknown origin. {_instead(os.path.dirname(path))}"
+        f"re-create those). Do not resume from checkpoints of unknown origin. {resume_instead(os.path.dirname(path))}"
     )
 
 
@@ -272,9 +227,14 @@ def resolve_resume(value, output_dir: str) -> str | None:
         checkpoint = last_complete_checkpoint(output_dir)
         if checkpoint is None:
             found = numbered_checkpoints(output_dir)
+            left = unfinished_run(output_dir)
+            if found and left is not None:  # killed during its first save (a requeued job): nothing to resume
+                warn_fresh_start(output_dir, left)
+                return None
             raise FileNotFoundError(
                 f"resume_from_checkpoint=true: no complete checkpoint-N directory in output_dir {output_dir!r} to "
-                "resume from" + (f" (incomplete: {', '.join(found)})" if found else "") + ". Check output_dir, start "
+                "resume from" + (f" (passed over, see the warnings: {', '.join(found)})" if found else "") + ". Check "
+                "output_dir, start "
                 "a fresh run without resume_from_checkpoint, or give a checkpoint written before completion markers "
                 "existed by its path."
             )
@@ -283,14 +243,22 @@ def resolve_resume(value, output_dir: str) -> str | None:
         if not os.path.isdir(checkpoint):
             raise FileNotFoundError(f"resume_from_checkpoint: no such checkpoint directory {checkpoint!r}.")
         problem = checkpoint_problem(checkpoint)
+        run = read_run(output_dir) if inside(checkpoint, output_dir) else None
+        if problem is None and run is not None and foreign(checkpoint, run["run_id"]):
+            raise ValueError(
+                f"refusing to resume {checkpoint}: {foreign(checkpoint, run['run_id'])}. Resuming it would continue "
+                "another run (its optimizer, schedule and settings) as this one. Resume this run's own checkpoints "
+                f"(--resume_from_checkpoint true), or start a new run from its weights (--model_name_or_path "
+                f"{checkpoint}) in a new output_dir."
+            )
         if problem is not None and os.path.isfile(os.path.join(checkpoint, COMPLETE_NAME)):
-            raise ValueError(f"checkpoint {checkpoint} is damaged: {problem}. {_instead(checkpoint)}")
+            raise ValueError(f"checkpoint {checkpoint} is damaged: {problem}. {resume_instead(checkpoint)}")
         if problem is not None:
             if not any(os.path.isfile(os.path.join(checkpoint, n)) for n in ("trainer_state.json", "trainer_state.pt")):
                 raise FileNotFoundError(f"checkpoint {checkpoint} is incomplete: {problem}, and it has no trainer "
-                                        f"state. {_instead(checkpoint)}")
+                                        f"state. {resume_instead(checkpoint)}")
             warnings.warn(f"checkpoint {checkpoint} may be incomplete: {problem}. Its files are checked one by one; "
-                          f"if it was cut short: {_instead(checkpoint)}", stacklevel=2)
+                          f"if it was cut short: {resume_instead(checkpoint)}", stacklevel=2)
     check_checkpoint_files(checkpoint)
     return checkpoint
 

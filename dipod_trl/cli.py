@@ -82,12 +82,13 @@ def _finish_distributed() -> None:
 @contextmanager
 def claimed_output_dir(config, output_args):
     """The checkpoint `config.resume_from_checkpoint` means (`true`: the last one in output_dir), while this run holds
-    output_dir: refused when it holds an earlier run's files and the run neither resumes nor overwrites."""
+    output_dir: refused when it holds an earlier run's files and the run neither resumes a checkpoint of it nor
+    overwrites."""
     from .checkpoints import resolve_resume
     from .output_dir import claim_output_dir
 
     checkpoint = resolve_resume(config.resume_from_checkpoint, config.output_dir)
-    with claim_output_dir(config.output_dir, checkpoint is not None, output_args.overwrite_output_dir,
+    with claim_output_dir(config.output_dir, checkpoint, output_args.overwrite_output_dir,
                           main_process=config.process_index == 0):
         yield checkpoint
 

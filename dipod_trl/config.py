@@ -68,6 +68,14 @@ _UNSUPPORTED = {
 }
 
 
+def check_training_length(args) -> None:
+    """Refuse `max_steps=0`: transformers reads it as "not set" and trains num_train_epochs instead."""
+    if args.max_steps == 0:
+        raise ValueError("max_steps=0 would train nothing (transformers then falls back to num_train_epochs and "
+                         "trains anyway). Give a positive number of optimizer steps, or -1 (the default) to train "
+                         "num_train_epochs epochs.")
+
+
 @dataclass
 class DiPODConfig(GRPOConfig, FastDecodingArguments, ElboSamplingArguments, DiPODTermArguments):
     r"""
@@ -262,6 +270,7 @@ class DiPODConfig(GRPOConfig, FastDecodingArguments, ElboSamplingArguments, DiPO
 
     def __post_init__(self):
         check_finite_fields(self)
+        check_training_length(self)
         apply_device_defaults(self)
         super().__post_init__()
         self._validate()
@@ -282,6 +291,10 @@ class DiPODConfig(GRPOConfig, FastDecodingArguments, ElboSamplingArguments, DiPO
             if value not in options:
                 raise ValueError(f"{name} must be one of {options}, got {value!r}.")
 
+        if self.num_iterations < 1:
+            raise ValueError(f"num_iterations={self.num_iterations}: each generation batch is trained on "
+                             "num_iterations times, so below 1 the run would save its starting model as the result "
+                             "after 0 steps. Give num_iterations >= 1 (1: on-policy).")
         objective = objective_class(self.objective)
         for each in OBJECTIVES.values():
             each.check_options(self)

@@ -52,3 +52,14 @@ def check_finite(value, quantity: str, where: str, hint: str = "") -> None:
                 f"{tensor[first].item()} at index {first[0] if len(first) == 1 else first}")
     message = f"{where}: {what}. The run stops here, before it is used or saved."
     raise NonFiniteError(f"{message} {hint}" if hint else message)
+
+
+def check_finite_weights(model, checkpoint: str, instead: str = "") -> None:
+    """Refuse the weights just loaded from `checkpoint` when one of them is NaN or infinite: resumed, the run would
+    fail at its first step and point back at this checkpoint as the good one."""
+    for name, param in model.named_parameters():
+        if not bool(torch.isfinite(param.detach()).all()):
+            raise ValueError(
+                f"checkpoint {checkpoint} is damaged: its weight {name} holds NaN or infinite values, so resuming "
+                f"from it cannot train. {instead or 'Resume from an earlier complete checkpoint of the run.'}"
+            )

@@ -18,14 +18,24 @@ from .checkpoints import load_checkpoint_file
 GENERATION_STATE_NAME = "generation_state_rank{rank}.pt"
 
 
+# What the buffered masks, weights and scores mean: drawn by the objective's estimator, scored with or without a KL
+# reference, on a canvas of max_completion_length. A mid-cycle resume with another value would reuse masks drawn for
+# other settings (or fail on their shapes).
+_MASK_SETTINGS = ("objective", "elbo_num_samples", "elbo_estimator", "one_step_masks", "p_mask_prompt",
+                  "max_completion_length", "num_generations")
+
+
 def _cycle_settings(trainer) -> dict:
-    """What the buffered batch's layout depends on: a mid-cycle resume needs the same values."""
+    """What the buffered batch's layout and meaning depend on: a mid-cycle resume needs the same values."""
+    args = trainer.args
     return {
         "num_processes": trainer.accelerator.num_processes,
         "num_iterations": trainer.num_iterations,
-        "steps_per_generation": trainer.args.steps_per_generation,
-        "per_device_train_batch_size": trainer.args.per_device_train_batch_size,
-        "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
+        "steps_per_generation": args.steps_per_generation,
+        "per_device_train_batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        **{name: getattr(args, name) for name in _MASK_SETTINGS if hasattr(args, name)},
+        "kl_reference": args.beta != 0.0,
     }
 
 
@@ -77,7 +87,8 @@ def check_cycle_settings(saved: dict, current: dict, checkpoint: str) -> None:
     if changed:
         raise ValueError(
             f"checkpoint {checkpoint} was saved inside a generation cycle with {', '.join(changed)}. Its buffered "
-            "completions and masks only fit the saving run's layout; resume with the same values (for the process "
+            "completions and masks were drawn and split for the saving run's settings, and would be reused for "
+            "others; resume with the same values (for the process "
             "count: accelerate launch --num_processes N), or from a checkpoint at the end of a generation cycle, "
             "where any of them may change."
         )

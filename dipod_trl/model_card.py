@@ -12,6 +12,8 @@ import os
 
 from huggingface_hub import ModelCard
 
+from .run_record import read_run
+
 PAPER_TITLE = "Diffusion Policy Optimization without Drifting Apart"
 PAPER_ARXIV_ID = "2606.13795"
 CITATION = f"""@misc{{dipod2026,
@@ -60,9 +62,23 @@ def _training_lines(args, global_step: int) -> list[str]:
     return lines
 
 
+def _history_lines(run: dict | None) -> list[str]:
+    """Where the run started from (a fork) and each setting changed when it resumed (the values above are the last)."""
+    if not run:
+        return []
+    lines = []
+    if run.get("forked_from"):
+        lines.append(f"- Continued from the checkpoint `{run['forked_from']['checkpoint']}` of another run folder")
+    for entry in run.get("changes", []):
+        shown = ", ".join(f"`{name}` {old} -> {new}" for name, (old, new) in entry["changes"].items())
+        lines.append(f"- Resumed at step {entry['step']} with changed settings: {shown}")
+    return lines
+
+
 def dipod_model_card(model, args, *, model_name: str, global_step: int = 0, hub_model_id: str | None = None,
-                     dataset_name: str | None = None) -> ModelCard:
-    """The card of `model` trained with `args` (a `DiPODConfig` or a `MaskedSFTConfig`)."""
+                     dataset_name: str | None = None, run: dict | None = None) -> ModelCard:
+    """The card of `model` trained with `args` (a `DiPODConfig` or a `MaskedSFTConfig`); `run`: its run record
+    (`dipod_trl.run_record`), for the settings changed on resume."""
     base = base_model_of(model)
     on_hub = base is not None and not os.path.exists(base)  # a hub id, not a local directory
     adapters = bool(getattr(model, "peft_config", None))
@@ -117,7 +133,7 @@ print(tokenizer.decode(ids[0][mask[0].bool()], skip_special_tokens=True))
 '''}
 ## Training
 
-{chr(10).join(_training_lines(args, global_step))}
+{chr(10).join(_training_lines(args, global_step) + _history_lines(run))}
 
 ## Citation
 
@@ -139,5 +155,6 @@ def write_model_card(trainer, output_dir: str | None = None, model_name: str | N
     os.makedirs(output_dir, exist_ok=True)
     card = dipod_model_card(trainer.model, trainer.args, model_name=model_name or os.path.basename(
         os.path.normpath(trainer.args.output_dir)), global_step=trainer.state.global_step,
-        hub_model_id=trainer.args.hub_model_id, dataset_name=dataset_name)
+        hub_model_id=trainer.args.hub_model_id, dataset_name=dataset_name,
+        run=getattr(trainer, "dipod_run", None) or read_run(trainer.args.output_dir))
     card.save(os.path.join(output_dir, "README.md"))

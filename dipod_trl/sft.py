@@ -15,13 +15,14 @@ import torch
 from transformers import Trainer, TrainingArguments
 from trl.trainer.utils import pad
 
-from .checkpoints import complete_checkpoint
-from .config import apply_device_defaults
+from .checkpoints import complete_checkpoint, resolve_resume
+from .config import apply_device_defaults, check_training_length
 from .likelihood import masked_diffusion_sft_loss
 from .model_card import write_model_card
 from .models import as_diffusion_lm
 from .options import OneSampleElboArguments
 from .redaction import hub_token_to_environment, saving_without_secrets
+from .resume_settings import finish_resume, start_run
 from .tasks import tokenize_prompt
 
 
@@ -45,6 +46,7 @@ class MaskedSFTConfig(TrainingArguments, OneSampleElboArguments):
     )
 
     def __post_init__(self):
+        check_training_length(self)
         apply_device_defaults(self)
         super().__post_init__()
         self.check_elbo_sampling()
@@ -129,6 +131,16 @@ class MaskedDiffusionSFTTrainer(Trainer):
     def _save(self, output_dir=None, state_dict=None):
         with saving_without_secrets(self):  # training_args.bin: no hub_token in the run folder or a checkpoint
             super()._save(output_dir, state_dict)
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        checkpoint = resolve_resume(resume_from_checkpoint, self.args.output_dir)
+        start_run(self, checkpoint)  # the run's id (dipod_run.json); another trainer's or model size's: refused
+        return super().train(checkpoint, trial, ignore_keys_for_eval, **kwargs)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            finish_resume(self, checkpoint)  # learning_rate applied, changed settings recorded
 
     def _save_checkpoint(self, model, trial):
         with complete_checkpoint(self, trial):  # marked once written: `resume_from_checkpoint: true` finds it

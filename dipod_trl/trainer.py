@@ -36,10 +36,10 @@ from trl.models import prepare_deepspeed, unwrap_model_for_generation
 from trl.trainer.callbacks import SyncRefModelCallback
 from trl.trainer.utils import nanstd, pad
 
-from .checkpoints import check_optimizer_state, complete_checkpoint, refusing_code, resolve_resume
+from .checkpoints import check_optimizer_state, complete_checkpoint, refusing_code, resolve_resume, resume_instead
 from .config import DiPODConfig
 from .drift import DRIFT_STATISTICS, drift_statistics
-from .finite import check_finite
+from .finite import check_finite, check_finite_weights
 from .generation_state import load_generation_state, save_generation_state
 from .input_checks import (
     RewardFunctionError,  # noqa: F401 (raised from the reward checks; part of the trainer's interface)
@@ -56,11 +56,12 @@ from .models import as_diffusion_lm, load_diffusion_model, load_diffusion_tokeni
 from .objectives import LossInputs, dipod_term, group_relative_advantages, objective_class
 from .randomness import SEED_STRIDE
 from .redaction import hub_token_to_environment, saving_without_secrets
+from .resume_settings import finish_resume, start_run
 from .sampling import generate
 
 _NON_FINITE_HINT = (
-    "The last checkpoint holds the weights before it. Lower learning_rate (or max_grad_norm), check the rewards' "
-    "scale, then resume from that checkpoint."
+    "The last complete checkpoint saved before this step holds finite weights (a resume checks them). Lower "
+    "learning_rate (or max_grad_norm), check the rewards' scale, then resume from it (--resume_from_checkpoint true)."
 )
 
 
@@ -496,6 +497,7 @@ class DiPODTrainer(GRPOTrainer):
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
         # `True` means the last *complete* checkpoint; a given one is checked file by file before anything loads.
         checkpoint = resolve_resume(resume_from_checkpoint, self.args.output_dir)
+        start_run(self, checkpoint)  # the run's id (dipod_run.json); another trainer's or model size's: refused
         return super().train(checkpoint, trial, ignore_keys_for_eval, **kwargs)
 
     def _save_checkpoint(self, model, trial):
@@ -505,6 +507,8 @@ class DiPODTrainer(GRPOTrainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
+        check_finite_weights(self.model if model is None else model, resume_from_checkpoint,
+                             resume_instead(resume_from_checkpoint))
         # PEFT's load_adapter upcasts the adapters to float32; GRPOTrainer trains QLoRA adapters in bf16 (it casts
         # them at init), so cast back, or a resumed run would go on in another precision than the run it continues.
         model = self.model if model is None else model
@@ -522,6 +526,7 @@ class DiPODTrainer(GRPOTrainer):
         with refusing_code(checkpoint, ["optimizer.pt", "scheduler.pt"]):
             super()._load_optimizer_and_scheduler(checkpoint)
         load_generation_state(self, checkpoint)
+        finish_resume(self, checkpoint)  # learning_rate applied, changed settings recorded
 
     def _load_rng_state(self, checkpoint):
         names = [f"rng_state_{self.args.process_index}.pth", "rng_state.pth"]

@@ -404,16 +404,16 @@ WRITERS = {
 }
 
 
-def kill_when_saving(folder: str, target: str, inside: bool = False):
-    """A profile hook that SIGKILLs this process when it starts writing a file named `target` under `folder` (with
-    `inside`: once the file is open, before its first byte)."""
+def kill_when_saving(folder: str, target: str, inside: bool = False, sig: int = signal.SIGKILL):
+    """A profile hook that sends this process `sig` (SIGKILL, or SIGTERM as a scheduler does) when it starts writing a
+    file named `target` under `folder` (with `inside`: once the file is open, before its first byte)."""
     armed = []
 
     def hook(frame, event, arg):
         if event != "call":
             return
         if armed and frame.f_code is torch.serialization._save.__code__:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), sig)
         name = WRITERS.get(frame.f_code)
         if name is None:
             return
@@ -426,7 +426,7 @@ def kill_when_saving(folder: str, target: str, inside: bool = False):
             if inside:
                 armed.append(path)
             else:
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), sig)
 
     return hook
 

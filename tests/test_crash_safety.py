@@ -156,12 +156,21 @@ def train_and_die_with_limit(output_dir: str, target: str, threads: int) -> None
     cli.main(["train", TINY, "--output_dir", output_dir, *ARGS, "--save_total_limit", "1"])
 
 
-def test_resume_true_with_only_incomplete_checkpoints_names_them(tmp_path):
+def test_resume_true_with_only_incomplete_checkpoints_names_them_and_starts_afresh(tmp_path):
+    """A run killed during its first save left nothing to resume: `true` starts afresh, saying so (a requeued job
+    must not fail on every requeue)."""
     (tmp_path / "checkpoint-1").mkdir()
     (tmp_path / "checkpoint-1" / "config.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match=r"no complete checkpoint-N .*incomplete: .*checkpoint-1"):
+    with pytest.warns(UserWarning, match=r"only what a run cut short .*\(checkpoint-1\): starting the run afresh"):
+        trainer = cli.main(["train", TINY, "--output_dir", str(tmp_path), *ARGS, "--max_steps", "1",
+                            "--resume_from_checkpoint", "true"])
+    assert trainer.state.global_step == 1 and checkpoint_problem(str(tmp_path / "checkpoint-1")) is None
+    # Anything else in the folder is not the run's own leftovers: refused as before, naming what is there.
+    shutil.rmtree(tmp_path)
+    (tmp_path / "checkpoint-1").mkdir(parents=True)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileNotFoundError, match=r"no complete checkpoint-N .*checkpoint-1"):
         cli.main(["train", TINY, "--output_dir", str(tmp_path), *ARGS, "--resume_from_checkpoint", "true"])
-    shutil.rmtree(tmp_path / "checkpoint-1")
 
 
 def test_an_eval_sweep_skips_a_checkpoint_cut_short_and_summarises_the_others(forked, tmp_path):

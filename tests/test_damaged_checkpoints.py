@@ -127,3 +127,41 @@ def test_a_two_process_mid_cycle_checkpoint_is_refused_on_one_process(tmp_path):
     with pytest.raises(ValueError, match=r"num_processes 2 \(this run: 1\)"):
         cli.main(["train", *args, "--per_device_train_batch_size", "8", "--max_steps", "2",
                   "--resume_from_checkpoint", "true"])
+
+
+def overwrite_tensor_bytes(path, data: bytes):
+    """Replace the tensor bytes of a safetensors file (after its header) by `data` repeated: same size, same header,
+    so only a check of its contents can tell."""
+    raw = path.read_bytes()
+    start = 8 + int.from_bytes(raw[:8], "little")
+    body = (data * (len(raw) - start))[: len(raw) - start]
+    path.write_bytes(raw[:start] + body)
+
+
+DAMAGE = {"garbage": bytes(range(7, 256, 3)), "nan": b"\x00\x00\xc0\x7f"}  # float32 NaN, little-endian
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_same_size_damage_to_the_weights_is_refused_naming_the_checkpoint_and_the_one_before(tokenizer, run, damage):
+    last, previous = run / "checkpoint-3", run / "checkpoint-2"
+    weights = last / "model.safetensors"
+    size = weights.stat().st_size
+    overwrite_tensor_bytes(weights, DAMAGE[damage])
+    assert weights.stat().st_size == size
+    with pytest.raises(ValueError, match=rf"checkpoint {last} is damaged: {weights} does not match the SHA-256 saved "
+                                         rf"with it.*Resume from {previous}, the last complete checkpoint before it"):
+        make_trainer(tokenizer, run.parent, **COMMON).train(resume_from_checkpoint=str(last))
+    with pytest.warns(UserWarning, match=rf"skipping damaged checkpoint {last}: {weights} does not match"):
+        assert resolve_resume(True, str(run)) == str(previous)
+
+
+def test_nan_weights_in_a_checkpoint_without_checksums_are_refused_before_the_first_step(tokenizer, run):
+    """A checkpoint of a version without checksums (no marker): loaded, its NaN weights are found before a step runs,
+    rather than failing at the next step with a hint that points back at this checkpoint as the good one."""
+    last, previous = run / "checkpoint-3", run / "checkpoint-2"
+    overwrite_tensor_bytes(last / "model.safetensors", DAMAGE["nan"])
+    os.remove(last / COMPLETE_NAME)
+    with pytest.warns(UserWarning, match="may be incomplete"), pytest.raises(
+            ValueError, match=rf"checkpoint {last} is damaged: its weight .* holds NaN or infinite values.*Resume from "
+                              rf"{previous}"):
+        make_trainer(tokenizer, run.parent, **{**COMMON, "max_steps": 4}).train(resume_from_checkpoint=str(last))

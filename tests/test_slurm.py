@@ -2,6 +2,7 @@
 SLURM_NODEID; scontrol expands the node list; accelerate records its arguments): what each node launches."""
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -222,3 +223,45 @@ def test_launch_gives_up_on_a_judge_that_never_comes_up(tmp_path, url_written):
     assert f"no judge came up in 2s: {env['JUDGE_URL_FILE']} is {state}" in result.stderr
     assert "Set JUDGE_WAIT to wait longer" in result.stderr
     assert not (record / "accelerate_env").exists()  # training never started
+
+
+# A stand-in accelerate that runs the trainer in this process (one process, no launcher), and one that does the same
+# but gets SIGTERM from the scheduler while the run writes its first checkpoint's optimizer.pt.
+RUN_TRAINER = """#!/usr/bin/env bash
+while [ "$1" != "-m" ]; do shift; done  # accelerate's own options
+shift 2  # -m dipod_trl
+exec python -c "$TRAINER" "$@"
+"""
+TRAINER = "import sys\nfrom dipod_trl import cli\ncli.main(sys.argv[1:])\n"
+TERMINATED_TRAINER = ("import signal, sys\nfrom dipod_trl import cli\nfrom tests.conftest import kill_when_saving\n"
+                      "sys.setprofile(kill_when_saving('checkpoint-2', 'optimizer.pt', sig=signal.SIGTERM))\n"
+                      "cli.main(sys.argv[1:])\n")
+
+
+@pytest.mark.slow  # two real tiny runs, each importing TRL
+def test_a_job_terminated_during_its_first_checkpoint_starts_afresh_when_requeued(tmp_path):
+    from dipod_trl.checkpoints import checkpoint_problem
+
+    bin_dir, out = tmp_path / "bin", tmp_path / "out"
+    bin_dir.mkdir()
+    for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL), ("accelerate", RUN_TRAINER)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.path.dirname(sys.executable)}:/usr/bin:/bin", "SLURM_SUBMIT_DIR": ROOT,
+           "SLURM_JOB_NUM_NODES": "1", "SLURM_GPUS_ON_NODE": "1", "SLURM_JOB_NODELIST": "gpu-00",
+           "OUTPUT_DIR": str(out), "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
+    job = ["bash", os.path.join(SLURM, "train.slurm"), "recipes/tiny.yaml", "--model_name_or_path", "tiny",
+           "--per_device_train_batch_size", "8", "--num_generations", "4", "--drift_num_orders", "0",
+           "--disable_tqdm", "true", "--save_steps", "2", "--max_steps", "3"]
+
+    killed = subprocess.run(job, env={**env, "TRAINER": TERMINATED_TRAINER}, capture_output=True, text=True, cwd=ROOT)
+    assert killed.returncode != 0
+    assert "did not finish" in checkpoint_problem(str(out / "checkpoint-2"))  # cut short, nothing complete
+
+    requeued = subprocess.run(job, env={**env, "TRAINER": TRAINER}, capture_output=True, text=True, cwd=ROOT)
+    assert requeued.returncode == 0, requeued.stderr[-3000:]
+    assert re.search(r"holds only what a run cut short before its first complete checkpoint writes \([^)]*"
+                     r"checkpoint-2[^)]*\): starting the run afresh", requeued.stderr), requeued.stderr[-3000:]
+    assert checkpoint_problem(str(out / "checkpoint-2")) is None and (out / "model.safetensors").is_file()
+    with open(out / "checkpoint-2" / "trainer_state.json") as f:
+        assert '"global_step": 2' in f.read()

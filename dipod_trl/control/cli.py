@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"training a flow policy on {config.env_id} with {config.loss_type} ({config.trust_region_mode}), "
         f"dipod_beta={config.dipod_beta}, warmstart_rollouts={config.warmstart_rollouts}; output in {config.output_dir}"
     )
-    with claim_output_dir(config.output_dir, config.resume_from_checkpoint is not None, config.overwrite_output_dir):
+    with claim_output_dir(config.output_dir, config.resume_from_checkpoint, config.overwrite_output_dir):
         result = FlowPolicyTrainer(config).train()
     print(f"final evaluation: {result}")
     return result

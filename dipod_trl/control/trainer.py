@@ -29,6 +29,7 @@ from gymnasium.wrappers.vector import NormalizeReward
 
 from ..checkpoints import begin_checkpoint, load_checkpoint_file, mark_complete, resolve_resume
 from ..finite import check_finite
+from ..run_record import run_for, write_run
 from .config import FlowPolicyConfig
 from .envs import find_wrapper, make_envs
 from .evaluation import evaluate
@@ -37,6 +38,7 @@ from .metrics import MetricsLogger
 from .objectives import compute_gae
 from .policy import Critic, FlowPolicy, GaussianPolicy, ObservationNormalizedPolicy
 from .random_state import capture_random_state, restore_random_state
+from .resume import control_changes, warn_changes
 
 TRAINER_STATE_NAME = "trainer_state.pt"
 _ENV_HINT = "Check the environment and its wrappers; the checkpoints written so far predate this update."
@@ -81,8 +83,10 @@ class FlowPolicyTrainer:
         self.warmstart_done = False
         self.next_obs = None  # the envs' current observations between rollouts
         checkpoint = resolve_resume(config.resume_from_checkpoint, config.output_dir)
+        self.run = run_for(config.output_dir, checkpoint)  # the run's id (dipod_trl.run_record)
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
+        write_run(config.output_dir, self.run)
 
     def make_policy(self) -> ObservationNormalizedPolicy:
         cfg = self.config
@@ -446,11 +450,16 @@ class FlowPolicyTrainer:
             "config": asdict(self.config),
         }
         torch.save(state, os.path.join(directory, TRAINER_STATE_NAME))
-        mark_complete(directory)
+        mark_complete(directory, {"id": self.run["run_id"], "trainer": type(self).__name__})
 
     def load_checkpoint(self, directory: str) -> None:
         """Continue from `save_checkpoint`'s files. Environments start fresh episodes (simulator state is not saved)."""
         state = load_checkpoint_file(os.path.join(directory, TRAINER_STATE_NAME))
+        changes = control_changes(state.get("config", {}), asdict(self.config), directory)
+        if changes:
+            warn_changes(changes, directory, state["update"], self.config.output_dir)
+            self.run.setdefault("changes", []).append({"step": state["update"], "checkpoint": directory,
+                                                       "changes": changes})
         saved = type(self.policy).from_pretrained(os.path.join(directory, "policy"))
         self.policy.load_state_dict(saved.state_dict())
         self.critic.load_state_dict(state["critic"])

@@ -60,7 +60,8 @@ chosen_checkpoint="$(sed -n 2p <<< "$resolved")"
 
 resume=()
 # A checkpoint is complete once its marker is written (last, after every file): a job killed during its first save
-# leaves none, and starts afresh rather than failing on every requeue.
+# leaves none, and starts afresh rather than failing on every requeue (the trainer counts an output_dir holding only
+# checkpoint folders cut short, the run record and the model card as empty, and says so in the log).
 if [ -z "$chosen_checkpoint" ] && [ -n "$(find "$output_dir" -mindepth 2 -maxdepth 2 -type f \
         -regex '.*/checkpoint-[0-9]+/checkpoint_complete.json' 2>/dev/null | head -n 1)" ]; then
     echo "node $machine_rank: resuming from the newest checkpoint in $output_dir"
