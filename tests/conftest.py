@@ -268,7 +268,7 @@ class JudgeServer:
         self.scripted: list[tuple[int, dict, bytes]] = []  # answer the next requests with these (status, headers, body)
         self.trickle_interval = 0.0  # send the reply one byte at a time, this many seconds apart (at most 40 bytes)
         self.api_key: str | None = None  # require `Authorization: Bearer <api_key>`
-        self.flood_bytes = 0  # answer with a JSON-looking body this long, in 1 MiB writes (stops if the client hangs up)
+        self.flood_bytes = 0  # answer with a JSON-looking body this long, in 1 MiB writes (ends if the client hangs up)
         self.flood_declares_length = False  # ...announced by its Content-Length (else the closed connection ends it)
         self.flood_sent = 0  # bytes of the flood written before it ended
         self.flood_ended = threading.Event()
