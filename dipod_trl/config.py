@@ -272,9 +272,17 @@ class DiPODConfig(GRPOConfig, FastDecodingArguments, ElboSamplingArguments, DiPO
         check_finite_fields(self)
         check_training_length(self)
         apply_device_defaults(self)
+        self._check_group_sizes()  # before TRL's checks, which divide by num_generations
         super().__post_init__()
         self._validate()
         self._warn_if_greedy()
+
+    def _check_group_sizes(self) -> None:
+        if self.num_generations < 2:
+            raise ValueError(
+                f"num_generations must be at least 2, got {self.num_generations}: each completion's advantage "
+                "compares it with the other completions of its prompt. Set e.g. --num_generations 8."
+            )
 
     def _warn_if_greedy(self) -> None:
         if self.temperature == 0 and self.remasking != "random":
@@ -311,10 +319,11 @@ class DiPODConfig(GRPOConfig, FastDecodingArguments, ElboSamplingArguments, DiPO
                 raise ValueError(f"{name} must be a positive number of rows or None, got {getattr(self, name)}.")
         if self.block_length < 1:
             raise ValueError(f"block_length must be a positive number of tokens, got {self.block_length}.")
-        if self.max_completion_length is None or self.max_completion_length % self.block_length != 0:
+        length = self.max_completion_length
+        if length is None or length < 1 or length % self.block_length != 0:
             raise ValueError(
-                f"max_completion_length ({self.max_completion_length}) must be a multiple of block_length "
-                f"({self.block_length})."
+                f"max_completion_length ({length}) must be a positive multiple of block_length ({self.block_length}), "
+                f"e.g. --max_completion_length {self.block_length * max(1, (length or 0) // self.block_length)}."
             )
         num_blocks = self.max_completion_length // self.block_length
         if self.diffusion_steps < 1 or self.diffusion_steps % num_blocks != 0:

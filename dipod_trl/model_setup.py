@@ -52,6 +52,7 @@ def load_model_and_tokenizer(model_args, trust_remote_code: bool):
     if model_args.load_in_4bit:
         keep_4bit_layers_differentiable(model)
     tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code, padding_side="left")
+    check_tokenizer_fits(model, tokenizer, name)
     return model, tokenizer
 
 
@@ -73,7 +74,23 @@ def load_for_inference(path: str, trust_remote_code: bool, dtype: str = "auto"):
     if torch.cuda.is_available():
         model = model.cuda()
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, padding_side="left")
+    check_tokenizer_fits(model, tokenizer, path)
     return model, tokenizer
+
+
+def check_tokenizer_fits(model, tokenizer, name: str) -> None:
+    """Refuse a tokenizer with more tokens than the model has embedding rows: its highest ids would index past them."""
+    try:
+        rows = model.get_input_embeddings().num_embeddings
+    except (AttributeError, NotImplementedError):
+        return  # a model that does not expose its embeddings: nothing to compare
+    if len(tokenizer) > rows:
+        raise ValueError(
+            f"model {name!r}: its tokenizer has {len(tokenizer)} tokens but the model's embeddings have {rows} rows, "
+            f"so token ids {rows} and above cannot be looked up. The tokenizer is not the one this model was trained "
+            "with: put the model's own tokenizer files in the folder, or grow the embeddings "
+            "(model.resize_token_embeddings(len(tokenizer)), then train) and save both together."
+        )
 
 
 def _looks_like_a_path(name: str) -> bool:

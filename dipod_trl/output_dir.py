@@ -78,6 +78,17 @@ def check_output_dir(output_dir: str, resuming, overwrite: bool) -> None:
         )
 
 
+def _refuse_a_file(output_dir: str) -> None:
+    """Refuse an `output_dir` that is a file, or lies under one (no folder can be made there)."""
+    path = os.path.abspath(output_dir)
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        where = "is a file" if path == os.path.abspath(output_dir) else f"lies under {path!r}, which is a file"
+        raise FileExistsError(f"output_dir {output_dir!r} {where}, not a directory. Choose a directory for the run "
+                              "(a new or empty folder), or move the file away.")
+
+
 @contextmanager
 def claim_output_dir(output_dir: str, resuming=False, overwrite: bool = False, main_process: bool = True):
     """Hold `output_dir`'s lock for the duration of the block, after checking it (see `check_output_dir`; `resuming`:
@@ -85,6 +96,7 @@ def claim_output_dir(output_dir: str, resuming=False, overwrite: bool = False, m
 
     Only the main process (`main_process`) takes the lock: the other processes of the same launch only check.
     """
+    _refuse_a_file(output_dir)
     if not main_process:
         check_output_dir(output_dir, resuming, overwrite)
         yield

@@ -71,9 +71,36 @@ def _accepted_types(hint) -> set:
     return {origin or hint}
 
 
+def _item_types(hint) -> set:
+    """The item types of the list types a field's annotation accepts (`list[str] | None` -> {str})."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return set().union(*(_item_types(arg) for arg in typing.get_args(hint)))
+    return set(typing.get_args(hint)[:1]) if origin in (list, tuple) else set()
+
+
+def _wrong_item(value: list, item_types: set) -> str | None:
+    """Why an item of a recipe list does not fit a `list[str]` / `list[float]` field, or None."""
+    for i, item in enumerate(value):
+        if isinstance(item, (list, tuple)):
+            return (f"item {i} is a list, {item!r}. A YAML alias (*name) to a list inserts that list as one item, it "
+                    "does not splice its items in: write the items out, or anchor single items (`- &acc name` ... "
+                    "`- *acc`)")
+        if isinstance(item, dict):
+            return f"item {i} is a mapping, {item!r}: write each item as a plain value"
+        if item_types == {str}:
+            fits = isinstance(item, str)
+        else:  # numbers: true/false is no number
+            fits = not item_types <= {int, float} or isinstance(item, (int, float)) and not isinstance(item, bool)
+        if not fits:
+            return f"item {i} is {item!r}, a {type(item).__name__}"
+    return None
+
+
 def check_value_types(values: dict, dataclass_types, where: str) -> None:
-    """Raise naming every recipe value whose shape the field cannot take: a list or mapping for a single value, or
-    true/false for a number. (The parser converts strings itself, but passes YAML lists and booleans through.)"""
+    """Raise naming every recipe value whose shape the field cannot take: a list or mapping for a single value,
+    true/false for a number, or a list item of the wrong kind (a nested list, a number for a name). (The parser
+    converts strings itself, but passes YAML lists and booleans through.)"""
     hints = {}
     for cls in dataclass_types:
         hints.update(typing.get_type_hints(cls))
@@ -86,6 +113,13 @@ def check_value_types(values: dict, dataclass_types, where: str) -> None:
             continue
         if isinstance(value, (list, tuple)):
             wrong = not accepted & {list, tuple}
+            item_types = _item_types(hints[key])
+            plain = item_types and item_types <= {str, int, float}
+            why = _wrong_item(value, item_types) if plain and not wrong else None
+            if why:
+                kinds = " or ".join(sorted(t.__name__ for t in item_types))
+                problems.append(f"{key!r} in {where} must be a list of {kinds}, but {why}")
+                continue
         elif isinstance(value, dict):
             wrong = dict not in accepted
         else:

@@ -49,7 +49,7 @@ def _judge(task_args: TaskArguments, on_unparsable: str = "raise"):
         raise ValueError("reward_funcs: the `judge` reward needs judge_base_url (or $DIPOD_JUDGE_URL) and judge_model.")
     api_key = task_args.judge_api_key or os.environ.get("DIPOD_JUDGE_API_KEY")  # None: JudgeReward reads OPENAI_API_KEY
     return JudgeReward(base_url, task_args.judge_model, on_unparsable=on_unparsable, api_key=api_key,
-                       timeout=task_args.judge_timeout)
+                       timeout=task_args.judge_timeout, max_reply_bytes=task_args.judge_max_reply_bytes)
 
 
 def reward_function(name: str):

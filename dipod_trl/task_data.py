@@ -58,6 +58,12 @@ class TaskArguments:
         metadata={"help": "Seconds, wall clock, allowed for each judge request, retries included; then the request "
                   "fails (or scores no reward with reward_nan_policy='skip')."},
     )
+    judge_max_reply_bytes: int = field(
+        default=4 * 2**20,
+        metadata={"help": "Longest judge reply read, in bytes (default 4 MiB; a score takes a few hundred): a longer "
+                  "one is cut off as it streams in and stops the run, so a wrong or hostile server cannot fill the "
+                  "memory."},
+    )
 
 
 def _limit(dataset, n):

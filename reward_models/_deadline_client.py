@@ -3,8 +3,9 @@
 `timeout` is one request's deadline: connecting, sending, and reading the whole reply, retries and the waits between
 them included (a server that trickles its reply a byte at a time is cut off at the deadline all the same). A failed
 attempt (no connection, HTTP 5xx or 429) is retried at most `max_retries` times within the deadline, after
-exponential backoff or after the server's `Retry-After`; other HTTP errors fail at once. Secrets and URL credentials
-show as `***` in every error.
+exponential backoff or after the server's `Retry-After`; other HTTP errors fail at once. A reply body is read as
+it streams in and cut off at `max_reply_bytes` (a declared `Content-Length` above it fails before the body is read),
+so a broken or hostile server cannot fill the memory. Secrets and URL credentials show as `***` in every error.
 """
 
 from __future__ import annotations
@@ -39,12 +40,15 @@ def redact_credentials(text: str, *secrets: str | None) -> str:
 
 
 class DeadlineClient:
-    """JSON requests to one server, each finished within `timeout` seconds of wall clock, retries included."""
+    """JSON requests to one server, each finished within `timeout` seconds of wall clock, retries included, each
+    reply body at most `max_reply_bytes` long."""
 
-    def __init__(self, timeout: float, max_retries: int, backoff: float, max_backoff: float, api_key: str | None):
+    def __init__(self, timeout: float, max_retries: int, backoff: float, max_backoff: float, api_key: str | None,
+                 max_reply_bytes: int):
         import httpx
 
         self.timeout = timeout
+        self.max_reply_bytes = max_reply_bytes
         self.max_retries = max_retries
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -75,6 +79,13 @@ class DeadlineClient:
                 last_error = f"no complete answer within the {self.timeout:g}s deadline{note}"
                 advice = "Raise timeout, or look at the server's load and log."
                 break
+            except _ReplyTooLarge as error:  # not retried: the next reply would be as large
+                raise RuntimeError(self._redact(
+                    f"Judge server at {shown} sent a reply larger than max_reply_bytes={self.max_reply_bytes} "
+                    f"({self.max_reply_bytes / 2**20:g} MiB): {error}; it was not read further. A score takes a few "
+                    "hundred bytes: check that base_url is the judge's server and that max_tokens is small, or raise "
+                    "the limit (judge_max_reply_bytes in a recipe, max_reply_bytes of JudgeReward)."
+                )) from None
             except httpx.TransportError as error:
                 last_error, advice = f"{type(error).__name__}: {error}", _HINT
             else:
@@ -131,11 +142,16 @@ class DeadlineClient:
         request = self._client.build_request(method, url, json=payload, timeout=httpx.Timeout(remaining))
         response = self._client.send(request, stream=True)
         try:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_reply_bytes:
+                raise _ReplyTooLarge(f"its Content-Length says {int(declared)} bytes")
             body = bytearray()
             progress["received"] = 0
             for chunk in response.iter_bytes():
                 body += chunk
                 progress["received"] = len(body)
+                if len(body) > self.max_reply_bytes:
+                    raise _ReplyTooLarge(f"{len(body)} bytes of it had arrived")
                 if time.monotonic() > deadline:
                     raise _DeadlineExceeded(_progress_note(len(body)))
             return response.status_code, response.headers, bytes(body)
@@ -160,6 +176,10 @@ class DeadlineClient:
 
 class _DeadlineExceeded(Exception):
     """An attempt did not finish by its request's deadline (the message adds what had arrived, if anything)."""
+
+
+class _ReplyTooLarge(Exception):
+    """A reply body longer than `max_reply_bytes` (the message says how long it was, or was said to be)."""
 
 
 def _progress_note(received: int | None) -> str:

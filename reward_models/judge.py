@@ -7,14 +7,18 @@ Every wait is bounded. `timeout` is one request's deadline on the wall clock: co
 whole reply, retries and the waits between them included (a server that trickles its reply a byte at a time is cut
 off at the deadline all the same). A failed attempt (no connection, HTTP 5xx or 429) is retried at most `max_retries`
 times within the deadline, after exponential backoff or after the server's `Retry-After`; other HTTP errors (a wrong
-model name, a bad request, a missing API key) are configuration mistakes and fail at once. When a request runs out of
-attempts or time, `on_error` decides: "raise" (default) raises `JudgeUnavailableError` (a `RuntimeError` and a
-`ConnectionError`, naming the URL and what the server answered, if anything); "none" scores that completion None,
-which TRL records as NaN ("no reward") - and once the server is found unreachable, the rest of that call fails fast
-instead of retrying each completion.
+model name, a bad request, a missing API key) are configuration mistakes and fail at once, and so does a reply longer
+than `max_reply_bytes` (default 4 MiB; a score takes a few hundred bytes), which is cut off as it streams in rather
+than read whole. When a request runs out of attempts or time, `on_error` decides: "raise" (default) raises
+`JudgeUnavailableError` (a `RuntimeError` and a `ConnectionError`, naming the URL and what the server answered, if
+anything); "none" scores that completion None, which TRL records as NaN ("no reward") - and once the server is found
+unreachable, the rest of that call fails fast instead of retrying each completion.
 
 Secrets: `api_key` (default: $OPENAI_API_KEY, as the OpenAI client reads it) is sent as a bearer token; it and any
 credentials in the URL (`http://user:password@host`) are replaced by `***` in every error message.
+
+Reply text: the message's `content`, a string; a list of content parts (as some servers send) counts by its text
+parts, joined, and its other parts (e.g. "thinking") are left out.
 
 Score parsing: `score_parser(reply_text)` returns a float or None; the default `parse_score` reads a `\\boxed{}`
 number, else a number labelled "score"/"rating"/"grade", else a number the reply starts with. A score must lie in
@@ -37,9 +41,11 @@ from ._deadline_client import DeadlineClient, JudgeUnavailableError, redact_cred
 from ._text import completion_text, last_boxed, prompt_text
 
 __all__ = [
-    "DEFAULT_JUDGE_TEMPLATE", "JudgeReplyError", "JudgeReward", "JudgeUnavailableError", "parse_score",
-    "redact_credentials",
+    "DEFAULT_JUDGE_TEMPLATE", "DEFAULT_MAX_REPLY_BYTES", "JudgeReplyError", "JudgeReward", "JudgeUnavailableError",
+    "parse_score", "redact_credentials",
 ]
+
+DEFAULT_MAX_REPLY_BYTES = 4 * 2**20  # a chat-completions reply holding a score is a few hundred bytes
 
 DEFAULT_JUDGE_TEMPLATE = (
     "Rate how well the response answers the question, from 0 (useless) to 10 (perfect).\n\n"
@@ -91,6 +97,7 @@ class JudgeReward:
         score_parser: reply text -> float or None.
         batch_size: most requests in flight at once.
         timeout: one request's deadline in seconds, wall clock, retries and waits included.
+        max_reply_bytes: the longest reply body read; a longer one fails the request (not retried).
         max_retries: extra attempts after a connection error, 5xx or 429, within the deadline.
         backoff, max_backoff: the n-th retry waits `min(max_backoff, backoff * 2**(n-1))` seconds, or what the
             server's `Retry-After` asks for; a wait that would pass the deadline ends the request instead.
@@ -128,8 +135,9 @@ class JudgeReward:
         extra_body: dict | None = None,
         api_key: str | None = None,
         name: str = "judge_reward",
+        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
     ):
-        _check_arguments(base_url, batch_size, timeout, max_retries, backoff, on_error)
+        _check_arguments(base_url, batch_size, timeout, max_retries, backoff, on_error, max_reply_bytes)
         root = base_url.rstrip("/")
         root = root[: -len("/v1")] if root.endswith("/v1") else root
         self.chat_url = f"{root}/v1/chat/completions"
@@ -149,7 +157,7 @@ class JudgeReward:
         self.on_error = on_error
         self.system_prompt = system_prompt
         self.sampling = {"temperature": temperature, "max_tokens": max_tokens, **(extra_body or {})}
-        self.http = DeadlineClient(timeout, max_retries, backoff, max_backoff, api_key)
+        self.http = DeadlineClient(timeout, max_retries, backoff, max_backoff, api_key, max_reply_bytes)
         self.__name__ = name
 
     # -- TRL entry point ---------------------------------------------------------------------------------------------
@@ -248,7 +256,7 @@ class JudgeReward:
         self.close()
 
 
-def _check_arguments(base_url, batch_size, timeout, max_retries, backoff, on_error) -> None:
+def _check_arguments(base_url, batch_size, timeout, max_retries, backoff, on_error, max_reply_bytes) -> None:
     if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
         shown = redact_credentials(base_url) if isinstance(base_url, str) else base_url
         raise ValueError(f"base_url: expected an http(s) URL such as 'http://127.0.0.1:8000', got {shown!r}.")
@@ -262,6 +270,8 @@ def _check_arguments(base_url, batch_size, timeout, max_retries, backoff, on_err
         raise ValueError(f"backoff must be 0 or more seconds, got {backoff}.")
     if on_error not in ("raise", "none"):
         raise ValueError(f"on_error must be 'raise' or 'none', got {on_error!r}.")
+    if max_reply_bytes < 1:
+        raise ValueError(f"max_reply_bytes must be a positive number of bytes, got {max_reply_bytes}.")
 
 
 def _rows(kwargs: dict, n: int) -> list[dict]:
@@ -275,10 +285,22 @@ def _rows(kwargs: dict, n: int) -> list[dict]:
 
 
 def _reply_text(data: dict, url: str) -> str:
-    """The assistant text of a chat-completions response (empty for a null content)."""
+    """The assistant text of a chat-completions response: its `content` string (empty for a null content), or the
+    text parts of a list of content parts, joined."""
     try:
-        return data["choices"][0]["message"].get("content") or ""
+        content = data["choices"][0]["message"].get("content")
     except (KeyError, IndexError, TypeError, AttributeError):
         raise RuntimeError(redact_credentials(
             f"Judge server at {url} answered without choices[0].message: {str(data)[:200]}."
         )) from None
+    if content is None or isinstance(content, str):
+        return content or ""
+    parts = content if isinstance(content, list) else [content]
+    texts = [part.get("text") for part in parts if isinstance(part, dict) and part.get("type") == "text"]
+    if texts and all(isinstance(text, str) for text in texts):
+        return "".join(texts)
+    raise RuntimeError(redact_credentials(
+        f"Judge server at {url} answered with a message content that is neither text nor a list of text parts "
+        f"({{'type': 'text', 'text': ...}}): {str(content)[:200]}. Serve the judge so that it answers in text, a "
+        "string content as `vllm serve` sends."
+    ))

@@ -268,6 +268,10 @@ class JudgeServer:
         self.scripted: list[tuple[int, dict, bytes]] = []  # answer the next requests with these (status, headers, body)
         self.trickle_interval = 0.0  # send the reply one byte at a time, this many seconds apart (at most 40 bytes)
         self.api_key: str | None = None  # require `Authorization: Bearer <api_key>`
+        self.flood_bytes = 0  # answer with a JSON-looking body this long, in 1 MiB writes (ends if the client hangs up)
+        self.flood_declares_length = False  # ...announced by its Content-Length (else the closed connection ends it)
+        self.flood_sent = 0  # bytes of the flood written before it ended
+        self.flood_ended = threading.Event()
         self.request_times: list[float] = []
         self.headers_seen: list[dict] = []
         self.requests: list[dict] = []
@@ -337,6 +341,26 @@ def _handler_for(server: JudgeServer):
                 self.wfile.write(bytes([byte]))
                 self.wfile.flush()
 
+        def flood(self, size: int):
+            """A 200 reply of `size` bytes that opens like a chat completion, written 1 MiB at a time; it stops when
+            all is sent or the client hangs up (the memory it needs is one chunk, whatever `size`)."""
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if server.flood_declares_length:
+                self.send_header("Content-Length", str(size))
+            self.end_headers()
+            opening = b'{"choices": [{"message": {"content": "'
+            chunk = b"7" * 2**20
+            try:
+                while server.flood_sent < size and not server.stopping.is_set():
+                    piece = (opening if server.flood_sent == 0 else chunk)[: size - server.flood_sent]
+                    self.wfile.write(piece)
+                    server.flood_sent += len(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            finally:
+                server.flood_ended.set()
+
         def do_GET(self):
             if self.path == "/v1/models":
                 self.send_json(200, {"object": "list", "data": [{"id": MODEL_NAME, "object": "model"}]})
@@ -352,6 +376,9 @@ def _handler_for(server: JudgeServer):
                 server.request_times.append(time.monotonic())
                 server.headers_seen.append(dict(self.headers))
                 scripted = server.scripted.pop(0) if server.scripted else None
+            if server.flood_bytes:
+                self.flood(server.flood_bytes)
+                return
             if server.api_key is not None and self.headers.get("Authorization") != f"Bearer {server.api_key}":
                 self.send_json(401, {"error": {"message": "Unauthorized"}})  # what vLLM's --api-key answers
                 return

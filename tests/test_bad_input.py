@@ -4,6 +4,8 @@ of the wrong shape, impossible sampler settings, recipe values of the wrong type
 import json
 import math
 import os
+import runpy
+import sys
 import warnings
 
 import pytest
@@ -12,7 +14,16 @@ from datasets import Dataset, load_dataset
 from dipod_trl import DiPODConfig, DiPODTrainer, cli
 from dipod_trl.evaluation import read_records
 from dipod_trl.trainer import RewardFunctionError
-from tests.conftest import FAST, TINY, count_sevens, make_tiny_model, make_trainer, prompts_dataset, text_hash
+from tests.conftest import (
+    FAST,
+    TINY,
+    count_sevens,
+    forkserver,
+    make_tiny_model,
+    make_trainer,
+    prompts_dataset,
+    text_hash,
+)
 
 
 @pytest.mark.parametrize("rows", [0, 1])
@@ -167,3 +178,107 @@ def test_an_eval_record_without_an_index_names_the_file_and_line(tmp_path):
     with pytest.raises(ValueError, match=rf"{path}, line 3: a record of this run has index=None, not an example "
                                          r"number.*Delete that line"):
         read_records(str(path), "k")
+
+
+# ------------------------------------------------------------------ as a user meets them: `python -m dipod_trl ...`
+
+
+def _dipod_main(argv: list[str], cwd: str, stderr_path: str) -> None:
+    """What `python -m dipod_trl ARGV` runs, in `cwd`, with its stderr in `stderr_path`."""
+    os.chdir(cwd)
+    with open(stderr_path, "w") as stderr:
+        os.dup2(stderr.fileno(), 2)
+    sys.argv = ["dipod_trl", *argv]
+    runpy.run_module("dipod_trl", run_name="__main__", alter_sys=True)
+
+
+@pytest.fixture(scope="module")
+def dipod():
+    """`dipod(cwd, *argv)`: run `python -m dipod_trl ARGV` in `cwd` as a new process (forked from one that has
+    imported the package, so it starts at once) that must fail; returns the last line of its stderr, the error."""
+    context = forkserver("tests.test_bad_input")
+
+    def run(cwd, *argv):
+        stderr_path = os.path.join(cwd, "stderr.txt")
+        process = context.Process(target=_dipod_main, args=([str(a) for a in argv], str(cwd), stderr_path))
+        process.start()
+        process.join(300)
+        with open(stderr_path) as f:
+            lines = f.read().strip().splitlines()
+        assert process.exitcode == 1, lines[-20:]
+        return lines[-1]
+
+    return run
+
+
+@pytest.mark.parametrize("where", ["file", "under-a-file"])
+def test_an_output_dir_that_is_a_file_is_refused_naming_it(dipod, tmp_path, where):
+    (tmp_path / "results").write_text("notes")
+    output_dir = tmp_path / "results" if where == "file" else tmp_path / "results" / "run"
+    error = dipod(tmp_path, TINY, *FAST, "--output_dir", output_dir)
+    # was: FileExistsError: [Errno 17] File exists: '.../results'
+    problem = "is a file" if where == "file" else f"lies under '{tmp_path / 'results'}', which is a file"
+    assert error == (f"FileExistsError: output_dir '{output_dir}' {problem}, not a directory. Choose a directory for "
+                     "the run (a new or empty folder), or move the file away.")
+    assert (tmp_path / "results").read_text() == "notes"
+
+
+@pytest.mark.parametrize("setting, message", [
+    (["--num_generations", "0"], "num_generations must be at least 2, got 0: each completion's advantage compares it "
+                                 "with the other completions of its prompt. Set e.g. --num_generations 8."),
+    (["--max_completion_length", "0"], "max_completion_length (0) must be a positive multiple of block_length (4), "
+                                       "e.g. --max_completion_length 4."),
+])
+def test_no_completions_or_no_tokens_per_prompt_is_refused_by_the_config(dipod, tmp_path, setting, message):
+    # was: ZeroDivisionError: integer modulo by zero (TRL's config, then DiPOD's)
+    assert dipod(tmp_path, TINY, *FAST, *setting, "--output_dir", tmp_path / "out") == f"ValueError: {message}"
+
+
+@pytest.mark.parametrize("task", [None, "gsm8k"])
+def test_an_empty_or_latin1_jsonl_is_refused_before_the_model_loads(dipod, tmp_path, task):
+    recipe = tmp_path / "recipe.yaml"  # tiny.yaml on a file of rows, as the task's (gsm8k) or as prompts (no task)
+    with open(TINY) as f:
+        recipe.write_text(f.read().replace("task: digit_sort", f"task: {task}" if task else ""))
+    missing_model = tmp_path / "no-model-here"  # would fail to load: the data check must come first
+    run = [recipe, *FAST, "--model_name_or_path", missing_model, "--output_dir", tmp_path / "out"]
+    (tmp_path / "empty.jsonl").write_text("\n")
+    # was: StopIteration (from datasets' JSON reader)
+    assert dipod(tmp_path, *run, "--dataset_source", "empty.jsonl") == (
+        "ValueError: source: 'empty.jsonl' is empty (no rows to read): check the path, or the step that writes the "
+        "file.")
+    rows = [{"question": f"{name} {i}", "answer": str(i)} for i, name in enumerate(["one", "two", "café", "four"])]
+    (tmp_path / "latin1.jsonl").write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+                                             .encode("latin-1"))
+    # was: UnicodeDecodeError: 'utf-8' codec can't decode byte 0xe9 ... inside trainer.train, after the model loaded
+    assert dipod(tmp_path, *run, "--dataset_source", "latin1.jsonl") == (
+        "ValueError: source: 'latin1.jsonl' is not UTF-8 text: line 3 holds the byte 0xe9, which UTF-8 does not "
+        "allow there (the file is likely Latin-1 or Windows-1252). Convert it, e.g. `iconv -f latin1 -t utf-8 "
+        "latin1.jsonl > utf8-latin1.jsonl`, and point dataset_source at the result.")
+
+
+def test_generate_with_a_tokenizer_larger_than_the_models_vocabulary_names_both_sizes(dipod, tokenizer, tmp_path):
+    model = make_tiny_model(64, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")  # 109 tokens: ids 64..108 have no embedding row
+    # was: IndexError: index out of range in self (the embedding lookup, mid-generation)
+    assert dipod(tmp_path, "generate", "--model", "model", "--prompt", "sort 3 1 2") == (
+        f"ValueError: model 'model': its tokenizer has {len(tokenizer)} tokens but the model's embeddings have 64 "
+        f"rows, so token ids 64 and above cannot be looked up. The tokenizer is not the one this model was trained "
+        "with: put the model's own tokenizer files in the folder, or grow the embeddings "
+        "(model.resize_token_embeddings(len(tokenizer)), then train) and save both together.")
+
+
+def test_a_yaml_alias_that_nests_a_list_in_reward_funcs_is_refused_naming_the_item(dipod, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model_name_or_path: tiny\ntask: digit_sort\n"
+                      "reward_funcs: [&format [soft_format_reward, xml_count_reward], *format, exact_match_accuracy]\n")
+    # was: TypeError: attribute name must be string, not 'list' (after the model loaded)
+    assert dipod(tmp_path, recipe, "--output_dir", tmp_path / "out") == (
+        f"ValueError: 'reward_funcs' in recipe {recipe} must be a list of str, but item 0 is a list, "
+        "['soft_format_reward', 'xml_count_reward']. A YAML alias (*name) to a list inserts that list as one item, "
+        "it does not splice its items in: write the items out, or anchor single items (`- &acc name` ... "
+        "`- *acc`).")
+    # An alias to a single name is that name, as YAML means.
+    recipe.write_text("task: digit_sort\nreward_funcs: [&acc exact_match_accuracy, *acc]\nreward_weights: [1, 0.5]\n")
+    (task_args, config) = cli.parse_recipe([cli.TaskArguments, DiPODConfig], [str(recipe), "--output_dir", "out"])
+    assert task_args.reward_funcs == ["exact_match_accuracy"] * 2 and config.reward_weights == [1, 0.5]

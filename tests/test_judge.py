@@ -6,7 +6,11 @@ fail (HTTP 500), to stall, or to answer with a fixed text. Every wait in these t
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -222,6 +226,90 @@ def test_a_server_trickling_its_reply_is_cut_off_at_the_wall_clock_deadline(serv
     assert timeout <= elapsed < timeout + 1.0  # a per-read timeout would take 20 s an attempt
     assert "vllm serve" not in str(error.value)  # it answered; whether it runs is not the question
     assert len(server.request_times) == 1
+
+
+FLOOD = 64 * 2**20  # what the server sends at most: enough to show in memory, bounded so the test stays small
+MEASURED_CLIENT = """
+import json, sys, time, tracemalloc
+from reward_models import JudgeReward
+
+def status(key):  # bytes
+    return 1024 * int(next(line for line in open("/proc/self/status") if line.startswith(key)).split()[1])
+
+judge = JudgeReward(sys.argv[1], "tiny-judge", timeout=60.0, max_retries=0)
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # the peak RSS (VmHWM) starts again from the current RSS
+rss_before = status("VmRSS:")
+tracemalloc.start()
+start = time.perf_counter()
+try:
+    judge(completions=["x"])
+    error = "no error"
+except Exception as raised:
+    error = f"{type(raised).__name__}: {raised}"
+seconds = time.perf_counter() - start
+traced_peak = tracemalloc.get_traced_memory()[1]
+print(json.dumps({"error": error, "seconds": seconds, "traced_peak": traced_peak,
+                  "rss_growth": status("VmHWM:") - rss_before}))
+"""
+
+
+@pytest.mark.parametrize("declared", [False, True], ids=["streamed-until-closed", "declared-content-length"])
+def test_a_flooding_reply_is_cut_off_at_max_reply_bytes_and_the_memory_stays_small(declared):
+    # A server that answers a 64 MiB body (a hostile one sent 3 GB): the client stops reading at its 4 MiB limit,
+    # or at once when the Content-Length announces more, and says which setting raises the limit.
+    server = JudgeServer(None, None)  # the flood needs no model
+    server.flood_bytes, server.flood_declares_length = FLOOD, declared
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        client = subprocess.run([sys.executable, "-c", MEASURED_CLIENT, server.url], capture_output=True, text=True,
+                                timeout=120, cwd=root, env={**os.environ, "PYTHONPATH": root})
+        assert server.flood_ended.wait(10)
+    finally:
+        server.stop()
+    assert client.returncode == 0, client.stderr
+    measured = json.loads(client.stdout.splitlines()[-1])
+    error = measured["error"]
+    assert error.startswith("RuntimeError: Judge server at") and "larger than max_reply_bytes=4194304 (4 MiB)" in error
+    assert ("Content-Length says 67108864 bytes" if declared else "bytes of it had arrived") in error
+    assert "judge_max_reply_bytes" in error and "max_tokens" in error
+    assert measured["seconds"] < 10  # the 60 s deadline is not what stops it
+    assert measured["traced_peak"] < 12 * 2**20  # the 4 MiB body read so far, one copy, and change
+    assert measured["rss_growth"] < 32 * 2**20  # read whole, the 64 MiB body took 193 MiB (copies while it grew)
+    assert server.flood_sent < FLOOD / 2  # the client hung up: the server could not hand it the rest
+
+
+def test_the_recipe_sets_the_longest_judge_reply(server, monkeypatch):
+    from dipod_trl import cli
+    from dipod_trl.rewards import resolve_rewards
+
+    server.fixed_reply = "7"
+    (task_args,) = cli.parse_recipe([cli.TaskArguments], [
+        "--task", "digit_sort", "--reward_funcs", "judge", "--judge_base_url", server.url, "--judge_model",
+        MODEL_NAME, "--judge_max_reply_bytes", "64"])
+    (reward,), _ = resolve_rewards(task_args, None)
+    with pytest.raises(RuntimeError, match=r"larger than max_reply_bytes=64 .*Content-Length says \d+ bytes"):
+        reward(completions=["x"])
+    assert len(server.request_times) == 1  # not retried: the next reply would be as long
+    with pytest.raises(ValueError, match="max_reply_bytes must be a positive number of bytes, got 0"):
+        JudgeReward(server.url, MODEL_NAME, max_reply_bytes=0)
+
+
+@pytest.mark.parametrize("content, expected", [
+    ([{"type": "text", "text": "Score: "}, {"type": "text", "text": "8"}], 8.0),
+    ([{"type": "thinking", "thinking": "It is 3, maybe."}, {"type": "text", "text": "9"}], 9.0),
+])
+def test_a_reply_content_of_text_parts_is_scored_by_its_text(server, content, expected):
+    reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
+    server.scripted = [(200, {}, json.dumps(reply).encode())]
+    assert judge(server.url)(completions=["x"]) == [expected]
+
+
+def test_a_reply_content_without_text_parts_is_an_error_that_shows_it(server):
+    reply = {"choices": [{"index": 0, "message": {"content": [{"type": "image_url", "image_url": {"url": "x"}}]}}]}
+    server.scripted = [(200, {}, json.dumps(reply).encode())]
+    with pytest.raises(RuntimeError, match=r"neither text nor a list of text parts .*'image_url'.*answers in text"):
+        judge(server.url)(completions=["x"])
 
 
 def test_retry_after_is_honoured_and_a_429_says_what_the_server_answered(server):

@@ -45,9 +45,37 @@ def load_source(source: str, split: str, hub_config: str | None = None) -> Datas
         raise ValueError(
             f"source: unsupported file type {suffix!r} for {source!r}; use one of {sorted(_LOCAL_FORMATS)}."
         )
+    if suffix != ".parquet":
+        check_text_file(path, source)
     if suffix == ".csv":
         return _read_csv_as_strings(path)
     return load_dataset(_LOCAL_FORMATS[suffix], data_files=path, split="train")
+
+
+def check_text_file(path: str, source: str) -> None:
+    """Refuse a data file that holds no rows, or that is not UTF-8 (the readers decode rows only when they are used,
+    which would be inside training, after the model loaded), naming the line of the first undecodable byte."""
+    import codecs
+    import itertools
+
+    decoder, line, blank = codecs.getincrementaldecoder("utf-8")(), 1, True
+    with open(path, "rb") as f:
+        for block in itertools.chain(iter(lambda: f.read(1 << 20), b""), [None]):  # None: the end
+            try:
+                text = decoder.decode(block or b"", final=block is None)
+            except UnicodeDecodeError as error:  # error.object: the block, after bytes held over from the last one
+                line += error.object[: error.start].count(b"\n")
+                raise ValueError(
+                    f"source: {source!r} is not UTF-8 text: line {line} holds the byte "
+                    f"{error.object[error.start]:#04x}, which UTF-8 does not allow there (the file is likely Latin-1 "
+                    f"or Windows-1252). Convert it, e.g. `iconv -f latin1 -t utf-8 {source} > "
+                    f"utf8-{os.path.basename(source)}`, and point dataset_source at the result."
+                ) from None
+            line += text.count("\n")
+            blank = blank and not text.strip()
+    if blank:
+        raise ValueError(f"source: {source!r} is empty (no rows to read): check the path, or the step that writes "
+                         "the file.")
 
 
 def _select_split(data, split: str, source: str) -> Dataset:
