@@ -10,7 +10,13 @@ from .dream import DreamConfig, DreamModel
 from .llada import LLADA_MASK_TOKEN_ID, LLaDAConfig, LLaDAModelLM
 from .loading import load_diffusion_model, load_diffusion_tokenizer, register_auto_classes
 from .protocol import DiffusionLM, FamilyTraits, unwrap_model
-from .tiny import TinyMDLMConfig, TinyMDLMForMaskedDiffusion, build_tiny_model
+from .tiny import (
+    TinyBlockMDLMConfig,
+    TinyBlockMDLMForBlockDiffusion,
+    TinyMDLMConfig,
+    TinyMDLMForMaskedDiffusion,
+    build_tiny_model,
+)
 from .tokenizer import build_tiny_tokenizer
 
 # `AutoModel.from_pretrained(dir)` resolves LLaDA, Dream and tiny checkpoints to these classes once the package is
@@ -26,6 +32,8 @@ __all__ = [
     "FamilyTraits",
     "LLaDAConfig",
     "LLaDAModelLM",
+    "TinyBlockMDLMConfig",
+    "TinyBlockMDLMForBlockDiffusion",
     "TinyMDLMConfig",
     "TinyMDLMForMaskedDiffusion",
     "as_diffusion_lm",

@@ -28,6 +28,12 @@ class FamilyTraits:
     shift_logits: bool = False
     # padding is passed as the (batch, 1, query, key) boolean mask plus positions (Dream's published convention)
     pairwise_attention_mask: bool = False
+    # block diffusion (SDAR, LLaDA2): attention is causal across blocks and bidirectional inside one, so the sampler
+    # decodes block by block with an exact cache of committed blocks, and a completion's ELBO is the sum of its
+    # blocks' ELBOs given the clean earlier blocks
+    block_causal: bool = False
+    # the block length the family's published sampler uses by default (block-causal families)
+    default_block_length: int | None = None
 
 
 MASKED_LM_TRAITS = FamilyTraits()
@@ -77,6 +83,8 @@ class DiffusionLM:
     pad_token_id: int | None = None
     shift_logits: bool = False
     pairwise_attention_mask: bool = False
+    block_causal: bool = False
+    default_block_length: int | None = None
 
     @property
     def unwrapped(self) -> torch.nn.Module:
