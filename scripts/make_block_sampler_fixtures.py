@@ -55,9 +55,6 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from dipod_trl.models import build_tiny_tokenizer  # noqa: E402
-from dipod_trl.models.tiny import build_tiny_model  # noqa: E402
-
 OUT = REPO / "tests" / "fixtures" / "block_sampler_tiny"
 PROMPTS = ["2+2=", "what is 13*7?", "a", "hello world, dear model", "count: 1 2 3"]
 NEVER = -1  # an EOS id no token has
@@ -117,6 +114,14 @@ class SDARStandIn:
             self.positions.append(position_ids)
             self.rows.append(attention_mask[0].bool())
         return SimpleNamespace(logits=logits)
+
+
+class WatchedSDAR(SDARStandIn):
+    """The published SDAR model itself, watched like the stand-in for steps that change a filled position."""
+
+    def __call__(self, x, attention_mask, position_ids, **kwargs):
+        self.watch(x, position_ids)
+        return self.model(x, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
 
 
 def load_sdar_sampler(sdar: Path):
@@ -181,12 +186,11 @@ def llada2_reference(standin, model, prompt, case, stop, seed):
     return out[0].tolist()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sdar", type=Path, required=True, help="checkout of github.com/JetAstra/SDAR")
-    parser.add_argument("--dare", type=Path, required=True, help="checkout of github.com/yjyddq/DARE")
-    args = parser.parse_args()
-    torch.set_grad_enabled(False)
+def tiny_block_fixtures(args) -> None:
+    """The published samplers on the tiny block model (the project's environment)."""
+    from dipod_trl.models import build_tiny_tokenizer
+    from dipod_trl.models.tiny import build_tiny_model
+
     tokenizer = build_tiny_tokenizer()
     model = build_tiny_model(tokenizer, seed=1, block_causal=True, hidden_size=32, intermediate_size=64,
                              num_attention_heads=2, initializer_range=0.3).eval()
@@ -255,6 +259,104 @@ def main() -> None:
     model.save_pretrained(OUT)
     (OUT / "parity.json").write_text(json.dumps(fixture, indent=1) + "\n")
     print("wrote", OUT)
+
+
+# The published-model cases: (name, gen_length, block_length, steps_per_block, threshold, temperature)
+PUBLISHED_CASES = [("greedy_b4_n4", 8, 4, 4, None, 0.0), ("greedy_b4_n2", 10, 4, 2, None, 0.0),
+                   ("threshold_b4_n4", 12, 4, 4, 0.3, 0.0), ("sample_b4_n4", 8, 4, 4, None, 0.8)]
+PUBLISHED_PROMPT_LENGTHS = [3, 6, 9, 13]
+
+
+def published_model(family: str, code_dir: Path, checkpoint: Path, workdir: Path):
+    """The published model class on the checkpoint, through the hub route (`trust_remote_code`), in float32. SDAR's
+    flash-attn kernels are replaced by the stand-ins of scripts/make_block_parity_fixtures.py (same math); LLaDA2's
+    generate builds its block mask in bf16, which SDPA refuses beside float32 queries: it is cast to float32 (0 and
+    -inf in both)."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    if family == "sdar":
+        spec = importlib.util.spec_from_file_location("block_parity", REPO / "scripts" / "make_block_parity_fixtures.py")
+        block_parity = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(block_parity)
+        block_parity.install_flash_attn_stand_ins(workdir / "stand_ins")
+    code = workdir / "code"
+    code.mkdir()
+    for path in code_dir.glob("*.py"):
+        shutil.copy(path, code / path.name)
+    (code / "fused_linear_diffusion_cross_entropy.py").write_text("FusedLinearDiffusionCrossEntropyLoss = None\n")
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(checkpoint / name, code / name)
+    model = AutoModelForCausalLM.from_pretrained(code, trust_remote_code=True, torch_dtype=torch.float32).eval()
+    if family == "llada2":  # its generate builds the mask in bf16: 0 / -inf, the same values in the model's float32
+        forward = model.forward
+        model.forward = lambda *a, attention_mask=None, **k: forward(*a, attention_mask=attention_mask.float(), **k)
+    return model
+
+
+def published_model_fixtures(args) -> None:
+    """The published sampler on the published model class (run in the family's reference environment):
+    transformers 4.52.4 for SDAR, 4.57.1 for LLaDA2 (the environments of scripts/make_block_parity_fixtures.py)."""
+    import tempfile
+
+    family = args.published
+    checkpoint = REPO / "tests" / "fixtures" / f"{family}_tiny"
+    config = json.loads((checkpoint / "config.json").read_text())
+    generator = torch.Generator().manual_seed(7)
+    prompts = [torch.randint(0, 256, (n,), generator=generator).tolist() for n in PUBLISHED_PROMPT_LENGTHS]
+    fixture = {"checkpoint": checkpoint.name, "prompts": prompts, "cases": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        code_dir = args.dare / "models" / ("SDAR-4B-Chat" if family == "sdar" else "LLaDA2.0-mini")
+        model = published_model(family, code_dir, checkpoint, Path(tmp))
+        sdar = load_sdar_sampler(args.sdar)
+        published_sdar, published_llada = sdar.sample_with_temperature_topk_topp, None
+        for name, gen, block, steps, threshold, temperature in PUBLISHED_CASES:
+            case = (name, gen, block, steps, threshold, temperature, None, None, False)
+            rows = []
+            for row, prompt in enumerate(prompts):
+                seed = 2000 + row  # (rows where SDAR overwrote a filled position: tokens null)
+                torch.manual_seed(seed)
+                if family == "sdar":
+                    sdar.sample_with_temperature_topk_topp = published_sdar if temperature else greedy
+                    watched = WatchedSDAR(model)
+                    x = sdar.block_diffusion_generate(
+                        watched, {"input_ids": torch.tensor([prompt])}, config["mask_token_id"], gen_length=gen,
+                        block_length=block, denoising_steps=steps, temperature=temperature or 1.0,
+                        remasking_strategy="low_confidence_static" if threshold is None else "low_confidence_dynamic",
+                        confidence_threshold=threshold)
+                    tokens = None if watched.overwrote else x[0, len(prompt):].tolist()
+                else:
+                    cls = type(model)
+                    published_llada = published_llada or cls._sample_with_temperature_topk_topp
+                    cls._sample_with_temperature_topk_topp = published_llada if temperature else staticmethod(greedy)
+                    tokens = model.generate(inputs=torch.tensor([prompt]), temperature=temperature,
+                                            block_length=block, steps=steps, gen_length=gen,
+                                            threshold=1.0 if threshold is None else threshold, eos_id=NEVER,
+                                            mask_id=config["mask_token_id"])[0].tolist()
+                rows.append({"seed": seed, "tokens": tokens})
+            del case
+            fixture["cases"].append({"name": name, "gen_length": gen, "block_length": block, "steps_per_block": steps,
+                                     "confidence_threshold": threshold, "temperature": temperature, "rows": rows})
+            print(family, name, [len(r["tokens"]) if r["tokens"] else None for r in rows])
+    out = OUT / f"published_{family}.json"
+    out.write_text(json.dumps(fixture, indent=1) + "\n")
+    print("wrote", out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sdar", type=Path, required=True, help="checkout of github.com/JetAstra/SDAR")
+    parser.add_argument("--dare", type=Path, required=True, help="checkout of github.com/yjyddq/DARE")
+    parser.add_argument("--published", choices=["sdar", "llada2"], default=None,
+                        help="instead: the published sampler on the published model class of tests/fixtures/"
+                             "{sdar,llada2}_tiny, run in that family's reference environment (published_models.py)")
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    if args.published:
+        published_model_fixtures(args)
+    else:
+        tiny_block_fixtures(args)
 
 
 if __name__ == "__main__":
