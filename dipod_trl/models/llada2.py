@@ -17,6 +17,8 @@ too) and the block key/value cache of [`DiffusionPreTrainedModel`].
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 from transformers import PreTrainedConfig
@@ -202,6 +204,10 @@ class LLaDA2MoeModelLM(DiffusionPreTrainedModel):
                                     stop_tokens=(("<|endoftext|>", LLADA2_EOS_TOKEN_ID),), block_causal=True,
                                     default_block_length=LLADA2_BLOCK_LENGTH)
     published_code_repo = "inclusionAI/LLaDA2.0-mini"
+    # LoRA targets: every published linear layer but the output head (fused QKV, attention output, dense MLP, shared
+    # expert); the routed experts are stacked tensors and the router is no linear layer, so neither gets adapters
+    lora_target_modules: ClassVar[tuple[str, ...]] = ("query_key_value", "dense", "gate_proj", "up_proj",
+                                                      "down_proj")
 
     def __init__(self, config: LLaDA2MoeConfig):
         super().__init__(config)

@@ -19,6 +19,8 @@ fused training loss (not needed: the likelihood is computed from the logits).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 from transformers import PreTrainedConfig
@@ -200,6 +202,10 @@ class SDARForCausalLM(DiffusionPreTrainedModel):
                                     stop_tokens=tuple(SDAR_STOP_TOKENS.items()), block_causal=True,
                                     default_block_length=SDAR_BLOCK_LENGTH)
     published_code_repo = "JetLM/SDAR-4B-Chat"
+    # LoRA targets: every published linear layer but the output head (attention, dense MLPs); the routed experts of
+    # `sdar_moe` are stacked tensors and its router is no linear layer, so neither gets adapters
+    lora_target_modules: ClassVar[tuple[str, ...]] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                      "down_proj")
 
     def __init__(self, config: SDARConfig):
         super().__init__(config)
