@@ -17,6 +17,8 @@ too) and the block key/value cache of [`DiffusionPreTrainedModel`].
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 from transformers import PreTrainedConfig
@@ -26,6 +28,7 @@ from .kv_cache import BlockKVCache
 from .layers import DiffusionPreTrainedModel, RMSNorm, apply_rotary, bidirectional_attention
 from .moe import SparseMoeBlock, SwiGLU, TopKRouter, init_moe_weights, register_expert_weight_conversion
 from .protocol import FamilyTraits
+from .published import LLaDATokenizer
 
 LLADA2_MASK_TOKEN_ID = 156895  # <|mask|>, the `mask_id` default of the published generate
 LLADA2_EOS_TOKEN_ID = 156892  # <|endoftext|>, the `eos_id` default of the published generate (also the pad id)
@@ -202,6 +205,12 @@ class LLaDA2MoeModelLM(DiffusionPreTrainedModel):
                                     stop_tokens=(("<|endoftext|>", LLADA2_EOS_TOKEN_ID),), block_causal=True,
                                     default_block_length=LLADA2_BLOCK_LENGTH)
     published_code_repo = "inclusionAI/LLaDA2.0-mini"
+    family_name = "LLaDA2 (block diffusion, mixture of experts)"
+    family_tokenizer_class = LLaDATokenizer  # tokenizer.json: the standard fast tokenizer, no remote code
+    # LoRA targets: every published linear layer but the output head (fused QKV, attention output, dense MLP, shared
+    # expert); the routed experts are stacked tensors and the router is no linear layer, so neither gets adapters
+    lora_target_modules: ClassVar[tuple[str, ...]] = ("query_key_value", "dense", "gate_proj", "up_proj",
+                                                      "down_proj")
 
     def __init__(self, config: LLaDA2MoeConfig):
         super().__init__(config)

@@ -19,6 +19,8 @@ fused training loss (not needed: the likelihood is computed from the logits).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 from transformers import PreTrainedConfig
@@ -28,6 +30,7 @@ from .kv_cache import BlockKVCache
 from .layers import DiffusionPreTrainedModel, RMSNorm, apply_rotary, bidirectional_attention
 from .moe import SparseMoeBlock, SwiGLU, TopKRouter, init_moe_weights, register_expert_weight_conversion
 from .protocol import FamilyTraits
+from .published import LLaDATokenizer
 
 SDAR_MASK_TOKEN_ID = 151669  # <|MASK|>
 # Qwen's end of text and end of turn; SDAR's generation_config lists both as EOS.
@@ -200,6 +203,12 @@ class SDARForCausalLM(DiffusionPreTrainedModel):
                                     stop_tokens=tuple(SDAR_STOP_TOKENS.items()), block_causal=True,
                                     default_block_length=SDAR_BLOCK_LENGTH)
     published_code_repo = "JetLM/SDAR-4B-Chat"
+    family_name = "SDAR (block diffusion, Qwen3 architecture)"
+    family_tokenizer_class = LLaDATokenizer  # tokenizer.json: the standard fast tokenizer, no remote code
+    # LoRA targets: every published linear layer but the output head (attention, dense MLPs); the routed experts of
+    # `sdar_moe` are stacked tensors and its router is no linear layer, so neither gets adapters
+    lora_target_modules: ClassVar[tuple[str, ...]] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                      "down_proj")
 
     def __init__(self, config: SDARConfig):
         super().__init__(config)
@@ -226,6 +235,7 @@ class SDARMoeForCausalLM(SDARForCausalLM):
 
     config_class = SDARMoeConfig
     published_code_repo = "JetLM/SDAR-30B-A3B-Chat"
+    family_name = "SDAR-MoE (block diffusion, Qwen3-MoE architecture)"
 
 
 register_expert_weight_conversion(SDARMoeConfig.model_type)
