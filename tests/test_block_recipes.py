@@ -26,6 +26,8 @@ RECIPES = [f"{family}/{objective}_{task}" for family in ("sdar", "llada2") for o
 # temperature
 FAMILIES = {"sdar": ("JetLM/SDAR-8B-Chat", 4, 4, 1.0), "llada2": ("inclusionAI/LLaDA2.0-mini", 32, 16, 0.6)}
 # the paper recipe's settings each block recipe keeps
+SHARED_KEYS = ["num_generations", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
+               "learning_rate", "max_prompt_length", "max_completion_length", "lora_r", "lora_alpha", "seed"]
 OBJECTIVE_KEYS = {"fpo": ["objective", "dipod_beta", "dipod_normalization", "epsilon", "beta", "num_iterations",
                           "elbo_num_samples", "kl_estimator", "scale_rewards"],
                   "spg": ["objective", "dipod_beta", "dipod_normalization", "spg_negative_bound", "spg_mix_weight",
@@ -52,7 +54,7 @@ def test_block_recipe_keeps_the_paper_objective_and_the_published_sampler(name):
     model, block_length, steps_per_block, temperature = FAMILIES[family]
     assert recipe["model_name_or_path"] == model and recipe["trust_remote_code"] is False
     assert recipe["task"] == task and recipe["dipod_beta"] > 0
-    for key in OBJECTIVE_KEYS[objective]:
+    for key in OBJECTIVE_KEYS[objective] + SHARED_KEYS:
         assert recipe[key] == paper[key], key
     assert recipe["block_length"] == block_length and recipe["temperature"] == temperature
     blocks = recipe["max_completion_length"] // block_length
