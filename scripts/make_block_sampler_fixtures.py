@@ -12,9 +12,21 @@ The repository holds none of that code; `--sdar` and `--dare` point at checkouts
     git clone https://github.com/yjyddq/DARE /tmp/DARE && git -C /tmp/DARE checkout 83ae8a3
     PYTHONPATH=. python scripts/make_block_sampler_fixtures.py --sdar /tmp/SDAR --dare /tmp/DARE
 
-Environment: the project's own (torch 2.13, transformers 5). The samplers run unchanged on the project's tiny block
-model (`TinyBlockMDLMForBlockDiffusion`, fp32, saved into the fixture) through a thin stand-in for the published
-model classes' forward, so that what is compared is the samplers' logic on the same network:
+Second, the published samplers on the published model classes, in the reference environments of
+scripts/make_block_parity_fixtures.py (whose flash-attn stand-ins SDAR's modeling file needs on a CPU), on the tiny
+checkpoints tests/fixtures/{sdar,llada2}_tiny, written to published_{sdar,llada2}.json:
+
+    python3 -m venv /tmp/t452 && /tmp/t452/bin/pip install torch==2.13.0 transformers==4.52.4 einops
+    python3 -m venv /tmp/t4571 && /tmp/t4571/bin/pip install torch==2.13.0 transformers==4.57.1 einops
+    /tmp/t452/bin/python scripts/make_block_sampler_fixtures.py --sdar /tmp/SDAR --dare /tmp/DARE --published sdar
+    /tmp/t4571/bin/python scripts/make_block_sampler_fixtures.py --sdar /tmp/SDAR --dare /tmp/DARE --published llada2
+
+(models/SDAR-4B-Chat and models/LLaDA2.0-mini of DARE; the model runs in float32, LLaDA2's bf16 block mask cast to
+float32, its values 0 and -inf unchanged.)
+
+Environment of the first part: the project's own (torch 2.13, transformers 5). The samplers run unchanged on the
+project's tiny block model (`TinyBlockMDLMForBlockDiffusion`, fp32, saved into the fixture) through a thin stand-in
+for the published model classes' forward, so that what is compared is the samplers' logic on the same network:
 - SDAR: `model(x, attention_mask, position_ids, past_key_values, use_cache, store_kv)` of modeling_sdar.py. Its
   attention reads the mask as boolean (1 = attend) and, with `store_kv=True`, appends the call's keys/values to the
   cache; `store_kv=False` attends to the cache and the call's tokens without storing. The stand-in keeps the stored
@@ -35,8 +47,9 @@ SDAR's top-k (`low_confidence_static`, and `low_confidence_dynamic` below the th
 count even when fewer masks are left (the prompt's partial block when its masks are not a sum of the first steps'
 counts, or a block the threshold filled ahead of the schedule), and then overwrites filled positions, prompt tokens
 included, with new predictions. `dipod_trl.generate` commits the masks left (LLaDA2's `min`). The SDAR stand-in
-watches for a step that changes a filled position; such rows are recorded with `sdar: null`. SDAR's `entropy_bounded` strategy fails on its first step
-(`transfer_index` is never assigned in that branch) and is not reproduced; the script records the error.
+watches for a step that changes a filled position; such rows are recorded with `sdar: null`. SDAR's
+`entropy_bounded` strategy fails on its first step (`transfer_index` is never assigned in that branch) and is not
+reproduced; the script records the error.
 """
 
 from __future__ import annotations
@@ -208,7 +221,7 @@ def tiny_block_fixtures(args) -> None:
         sdar.sample_with_temperature_topk_topp = published_sampler if sampled else greedy
         llada20._sample_with_temperature_topk_topp = published_llada if sampled else staticmethod(greedy)
         stop = NEVER
-        if stopping:  # the stop id: the most frequent completion token past the first two, so rows stop at various blocks
+        if stopping:  # the stop id: the most frequent token past the first two, so that rows stop at various blocks
             counts = torch.bincount(torch.tensor(sum(
                 (llada2_reference(llada20, model, p, case, NEVER, 0)[2:] for p in prompts), [])))
             stop = int(counts.argmax())
@@ -277,7 +290,8 @@ def published_model(family: str, code_dir: Path, checkpoint: Path, workdir: Path
     from transformers import AutoModelForCausalLM
 
     if family == "sdar":
-        spec = importlib.util.spec_from_file_location("block_parity", REPO / "scripts" / "make_block_parity_fixtures.py")
+        parity_script = REPO / "scripts" / "make_block_parity_fixtures.py"
+        spec = importlib.util.spec_from_file_location("block_parity", parity_script)
         block_parity = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(block_parity)
         block_parity.install_flash_attn_stand_ins(workdir / "stand_ins")
