@@ -18,7 +18,8 @@ def check_dtype(dtype: str) -> None:
 
 
 def load_model_and_tokenizer(model_args, trust_remote_code: bool):
-    """The model and tokenizer of a recipe. `model_name_or_path: tiny` builds the built-in tiny model, untrained."""
+    """The model and tokenizer of a recipe. `model_name_or_path: tiny` builds the built-in tiny model, untrained;
+    `tiny_block` the same network as a block-diffusion model (the CPU stand-in of SDAR and LLaDA2 recipes)."""
     import torch
 
     from .models import build_tiny_model, build_tiny_tokenizer, load_diffusion_model
@@ -29,12 +30,12 @@ def load_model_and_tokenizer(model_args, trust_remote_code: bool):
     if name is None:
         raise ValueError("model_name_or_path: the recipe names no model.")
     quantization = quantization_kwargs(model_args)
-    if name == "tiny":
+    if name in ("tiny", "tiny_block"):
         if quantization:
             raise ValueError("load_in_4bit/load_in_8bit: the built-in tiny model is built in memory, not loaded; "
                              "quantise a saved checkpoint instead.")
         tokenizer = build_tiny_tokenizer()
-        return build_tiny_model(tokenizer), tokenizer
+        return build_tiny_model(tokenizer, block_causal=name == "tiny_block"), tokenizer
     check_model_source(name)
     if model_args.use_peft and is_adapter_checkpoint(name, model_args.model_revision):
         raise ValueError(f"use_peft: {name} already holds LoRA adapters, which train on as they are; use_peft would "

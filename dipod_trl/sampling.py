@@ -221,7 +221,7 @@ def generate(
     *,
     gen_length: int,
     block_length: int,
-    steps: int,
+    steps: int | None = None,
     temperature: float = 0.0,
     remasking: str = "low_confidence",
     cfg_scale: float = 0.0,
@@ -235,6 +235,10 @@ def generate(
     cache_refresh_steps: int | None = None,
     confidence_threshold: float | None = None,
     return_stats: bool = False,
+    steps_per_block: int | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    editing_threshold: float | None = None,
 ):
     """Sample completions for a batch of (left-padded) prompts from a masked diffusion LM.
 
@@ -243,8 +247,10 @@ def generate(
         prompt_ids: (batch, prompt_length) token ids, left-padded.
         attention_mask: (batch, prompt_length), 1 on real prompt tokens, 0 on padding. Defaults to all ones.
         gen_length: completion length (the canvas that starts fully masked).
-        block_length: tokens per semi-autoregressive block; `gen_length` must be a multiple of it.
+        block_length: tokens per semi-autoregressive block; `gen_length` must be a multiple of it (not for
+            block-diffusion models: their completions end where prompt + completion fill whole blocks).
         steps: denoising steps in total, split equally between blocks; must be a multiple of the number of blocks.
+        steps_per_block: instead of `steps`, the denoising steps of each block (`steps = steps_per_block x blocks`).
         temperature: Gumbel-max sampling temperature; 0 is greedy.
         remasking: `low_confidence` | `random` | `margin` | `entropy`, which predictions a step commits first.
         cfg_scale: classifier-free guidance scale (0 disables it).
@@ -265,12 +271,27 @@ def generate(
         confidence_threshold: commit every masked position of the block above this probability each step, and at
             least the fixed schedule's count (module docstring); None commits the fixed count.
         return_stats: also return a [`GenerationStats`] (model forwards, recomputed positions).
+        top_k, top_p, editing_threshold: block-diffusion models (SDAR, LLaDA2) only: the published samplers'
+            top-k / nucleus filters at temperature > 0; LLaDA2.1's token editing is refused (`block_sampling.py`).
+
+    Block-diffusion models (`lm.block_causal`: SDAR, TraDo, LLaDA2) decode block by block with the exact cache of
+    committed blocks, as their published samplers do ([`generate_blocks`], `block_sampling.py`); there
+    `confidence_threshold` is the published threshold rule and `remasking` must be `low_confidence`.
 
     Returns:
         `(completion_ids, completion_mask)`, both (batch, gen_length); the mask is 1 up to and including the first
         EOS and 0 after it. With `return_stats`, `(completion_ids, completion_mask, stats)`.
     """
     lm = as_diffusion_lm(model, tokenizer, mask_token_id=mask_token_id)
+    if lm.block_causal:
+        return _generate_block_causal(
+            lm, prompt_ids, attention_mask, gen_length=gen_length, block_length=block_length, steps=steps,
+            steps_per_block=steps_per_block, temperature=temperature, top_k=top_k, top_p=top_p,
+            confidence_threshold=confidence_threshold, remasking=remasking, cfg_scale=cfg_scale, generator=generator,
+            eos_token_ids=eos_token_ids, max_prompt_length=max_prompt_length, stop_at_eos=stop_at_eos,
+            kv_cache=kv_cache, cache_refresh_steps=cache_refresh_steps, editing_threshold=editing_threshold,
+            return_stats=return_stats)
+    steps = _total_steps(gen_length, block_length, steps, steps_per_block, top_k, top_p, editing_threshold)
     num_blocks = validate_generation_args(
         gen_length=gen_length,
         block_length=block_length,
@@ -359,3 +380,47 @@ def _commit(logits, block_masked, k, temperature, remasking, confidence_threshol
         probability = torch.gather(F.softmax(logits.to(torch.float64), dim=-1), -1, x0.unsqueeze(-1))
         transfer |= block_masked & (probability.squeeze(-1) > confidence_threshold)
     return x0, transfer
+
+
+def _total_steps(gen_length, block_length, steps, steps_per_block, top_k, top_p, editing_threshold) -> int:
+    """LLaDA/Dream: `steps`, or `steps_per_block x blocks`; the block-diffusion-only options refused."""
+    for name, value in (("top_k", top_k), ("top_p", top_p), ("editing_threshold", editing_threshold)):
+        if value is not None:
+            raise ValueError(f"{name} applies to block-diffusion models (SDAR, LLaDA2) only; leave it None here.")
+    if (steps is None) == (steps_per_block is None):
+        raise ValueError("Give exactly one of steps (in total) and steps_per_block (per block).")
+    if steps_per_block is None:
+        return steps
+    if steps_per_block < 1 or block_length < 1:
+        raise ValueError(f"steps_per_block ({steps_per_block}) and block_length ({block_length}) must be positive.")
+    return steps_per_block * max(gen_length // block_length, 1)
+
+
+def _generate_block_causal(lm, prompt_ids, attention_mask, *, gen_length, block_length, steps, steps_per_block,
+                           eos_token_ids, max_prompt_length, return_stats, kv_cache, cache_refresh_steps, remasking,
+                           cfg_scale, editing_threshold, **sampling):
+    """`generate` for block-diffusion models: the checks, then [`generate_blocks`]."""
+    from .block_sampling import block_steps, check_block_options, generate_blocks
+
+    check_block_options(gen_length=gen_length, block_length=block_length, temperature=sampling["temperature"],
+                        top_k=sampling["top_k"], top_p=sampling["top_p"],
+                        confidence_threshold=sampling["confidence_threshold"], remasking=remasking,
+                        cfg_scale=cfg_scale, kv_cache=kv_cache, cache_refresh_steps=cache_refresh_steps,
+                        editing_threshold=editing_threshold)
+    steps_per_block = block_steps(gen_length, block_length, steps, steps_per_block)
+    if prompt_ids.dim() != 2:
+        raise ValueError(f"prompt_ids must be (batch, length), got shape {tuple(prompt_ids.shape)}.")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(prompt_ids)
+    elif attention_mask.shape != prompt_ids.shape:
+        raise ValueError(
+            f"attention_mask shape {tuple(attention_mask.shape)} does not match prompt_ids {tuple(prompt_ids.shape)}."
+        )
+    whole_blocks = (int(attention_mask.sum(1).max()) + gen_length + block_length - 1) // block_length * block_length
+    check_prompt_length(lm, attention_mask, whole_blocks, max_prompt_length)
+    eos_token_ids = lm.eos_token_ids if eos_token_ids is None else tuple(eos_token_ids)
+    stats = GenerationStats()
+    completion_ids, completion_mask = generate_blocks(
+        lm, prompt_ids, attention_mask, gen_length=gen_length, block_length=block_length,
+        steps_per_block=steps_per_block, eos_token_ids=eos_token_ids, stats=stats, **sampling)
+    return (completion_ids, completion_mask, stats) if return_stats else (completion_ids, completion_mask)

@@ -141,3 +141,17 @@ def test_registering_auto_classes_again_changes_nothing(tmp_path, tiny_lm):
     register_auto_classes()
     register_auto_classes()
     assert type(AutoModel.from_pretrained(tmp_path)) is TinyMDLMForMaskedDiffusion
+
+
+def test_the_tiny_block_model_declares_block_causal_traits_and_round_trips(tmp_path, tokenizer):
+    from dipod_trl.models import TinyBlockMDLMForBlockDiffusion, build_tiny_model, load_diffusion_model
+
+    model = build_tiny_model(tokenizer, block_causal=True)
+    lm = as_diffusion_lm(model, tokenizer)
+    assert (lm.block_causal, lm.default_block_length) == (True, 4)
+    assert not as_diffusion_lm(build_tiny_model(tokenizer), tokenizer).block_causal
+    model.save_pretrained(tmp_path)
+    loaded = load_diffusion_model(str(tmp_path))
+    assert isinstance(loaded, TinyBlockMDLMForBlockDiffusion)
+    ids = torch.randint(0, 50, (2, 9))
+    torch.testing.assert_close(loaded(ids).logits, model(ids).logits)

@@ -75,3 +75,40 @@ def span_start(cache_position: torch.Tensor | None) -> int | None:
     if not torch.equal(cache_position.reshape(-1), expected):
         raise ValueError("cache_position must be a contiguous range of positions (a span of the sequence).")
     return start
+
+
+class CommittedBlocksCache(BlockKVCache):
+    """The exact cache of block-by-block decoding (block-causal models): the keys/values of the committed blocks only,
+    `[0, seq_length)`, which later blocks never change.
+
+    A span forward over the next block (`start == seq_length`) attends to the cached prefix and the span's fresh keys;
+    with `appending` set, that forward also appends the span's keys/values: the block is committed. Models need
+    nothing beyond the `BlockKVCache` contract (`with_span`) for this.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.appending = False
+
+    @classmethod
+    def of(cls, cache: BlockKVCache) -> CommittedBlocksCache:
+        out = cls()
+        out.keys, out.values = list(cache.keys), list(cache.values)
+        return out
+
+    def with_span(self, layer: int, keys: torch.Tensor, values: torch.Tensor, start: int):
+        cached = self.keys[layer].shape[-2] if layer < len(self.keys) else 0
+        if start != cached:
+            raise ValueError(f"CommittedBlocksCache: a span must start at the cached length {cached}, not {start}.")
+        if layer < len(self.keys):
+            keys = torch.cat([self.keys[layer], keys], dim=-2)
+            values = torch.cat([self.values[layer], values], dim=-2)
+        if self.appending:
+            if layer < len(self.keys):
+                self.keys[layer], self.values[layer] = keys.detach(), values.detach()
+            else:
+                self.store(layer, keys, values)
+        return keys, values
+
+    def select_rows(self, rows: torch.Tensor) -> CommittedBlocksCache:
+        return CommittedBlocksCache.of(super().select_rows(rows))

@@ -109,7 +109,7 @@ def load_diffusion_model(
     hub_kwargs = {k: model_init_kwargs[k] for k in ("revision", "token", "cache_dir") if k in model_init_kwargs}
     model_type = _model_type(name_or_path, hub_kwargs)
     if model_type in NATIVE_MODELS:
-        if trust_remote_code and model_type != "tiny_mdlm":
+        if trust_remote_code and model_type not in ("tiny_mdlm", "tiny_block_mdlm"):
             _note_remote_code_unused(name_or_path, model_type)
         return NATIVE_MODELS[model_type].from_pretrained(name_or_path, **model_init_kwargs)
     kwargs = {"trust_remote_code": trust_remote_code, **model_init_kwargs}

@@ -28,6 +28,11 @@ class FamilyTraits:
     shift_logits: bool = False
     # padding is passed as the (batch, 1, query, key) boolean mask plus positions (Dream's published convention)
     pairwise_attention_mask: bool = False
+    # attends causally across blocks, bidirectionally inside one: the sampler decodes block by block with an exact
+    # cache of committed blocks, and the ELBO is the sum of per-block ELBOs given clean earlier blocks (SDAR, LLaDA2)
+    block_causal: bool = False
+    # the block length the family's published sampler uses by default (SDAR 4, LLaDA2 32); None: no such default
+    default_block_length: int | None = None
 
 
 MASKED_LM_TRAITS = FamilyTraits()
@@ -77,6 +82,8 @@ class DiffusionLM:
     pad_token_id: int | None = None
     shift_logits: bool = False
     pairwise_attention_mask: bool = False
+    block_causal: bool = False
+    default_block_length: int | None = None
 
     @property
     def unwrapped(self) -> torch.nn.Module:

@@ -1,7 +1,9 @@
 """A tiny masked diffusion language model: a bidirectional transformer encoder with RoPE and tied embeddings.
 
 It is a real `transformers` model (config, `PreTrainedModel`, Auto-class registration), small enough that every test
-and the demo run offline on a CPU, and plain enough to read in one sitting.
+and the demo run offline on a CPU, and plain enough to read in one sitting. The same network serves as a tiny
+block-diffusion model ([`TinyBlockMDLMForBlockDiffusion`]): what makes a model block-causal is the attention mask its
+sampler and likelihood pass (causal across blocks, bidirectional inside one), declared by its family's traits.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .kv_cache import BlockKVCache
 from .layers import DiffusionPreTrainedModel, apply_rotary, bidirectional_attention
+from .protocol import FamilyTraits
 from .tokenizer import build_tiny_tokenizer
 
 
@@ -115,10 +118,27 @@ class TinyMDLMForMaskedDiffusion(DiffusionPreTrainedModel):
         return logits
 
 
+class TinyBlockMDLMConfig(TinyMDLMConfig):
+    """Configuration of [`TinyBlockMDLMForBlockDiffusion`]: the tiny model's, under its own `model_type`."""
+
+    model_type = "tiny_block_mdlm"
+
+
+class TinyBlockMDLMForBlockDiffusion(TinyMDLMForMaskedDiffusion):
+    """The tiny network as a block-diffusion LM (the SDAR / LLaDA2 way of decoding and scoring, at test size): the
+    weights and forward are the tiny model's; its traits make samplers and the likelihood attend causally across blocks
+    of `default_block_length` tokens (unless told another length) and bidirectionally inside one."""
+
+    config_class = TinyBlockMDLMConfig
+    base_model_prefix = "tiny_block_mdlm"
+    diffusion_traits = FamilyTraits(block_causal=True, default_block_length=4)
+
+
 def build_tiny_model(
-    tokenizer: PreTrainedTokenizerBase | None = None, seed: int = 0, **config_overrides
+    tokenizer: PreTrainedTokenizerBase | None = None, seed: int = 0, block_causal: bool = False, **config_overrides
 ) -> TinyMDLMForMaskedDiffusion:
-    """A freshly initialised tiny model (2 layers, width 64) over `tokenizer` (default: `build_tiny_tokenizer()`)."""
+    """A freshly initialised tiny model (2 layers, width 64) over `tokenizer` (default: `build_tiny_tokenizer()`); with
+    `block_causal=True` the same network as a [`TinyBlockMDLMForBlockDiffusion`]."""
     tokenizer = tokenizer if tokenizer is not None else build_tiny_tokenizer()
     config = dict(
         vocab_size=len(tokenizer),
@@ -133,4 +153,6 @@ def build_tiny_model(
     )
     config.update(config_overrides)
     torch.manual_seed(seed)
+    if block_causal:
+        return TinyBlockMDLMForBlockDiffusion(TinyBlockMDLMConfig(**config))
     return TinyMDLMForMaskedDiffusion(TinyMDLMConfig(**config))
