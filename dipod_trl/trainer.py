@@ -51,12 +51,17 @@ from .input_checks import (
 )
 from .likelihood import MaskDraw, masked_token_logps
 from .model_card import write_model_card
-from .masks import random_orders
-from .models import as_diffusion_lm, load_diffusion_model, load_diffusion_tokenizer
+from .masks import block_orders, random_orders
+from .models import as_diffusion_lm, load_diffusion_model, load_diffusion_tokenizer, unwrap_model
 from .objectives import LossInputs, dipod_term, group_relative_advantages, objective_class
 from .randomness import SEED_STRIDE
 from .redaction import hub_token_to_environment, saving_without_secrets
 from .sampling import generate
+
+# Whether `dipod_trl.sampling.generate` decodes block-causal models (SDAR, LLaDA2) block by block, each block given
+# the clean blocks before it. Until it does, it would sample them with full attention over the whole canvas: not the
+# policy whose likelihood the objectives score, so the trainer refuses them.
+BLOCK_CAUSAL_ROLLOUTS = False
 
 _NON_FINITE_HINT = (
     "The last checkpoint holds the weights before it. Lower learning_rate (or max_grad_norm), check the rewards' "
@@ -99,6 +104,12 @@ def _diffusion_model_and_tokenizer(model, processing_class, args: DiPODConfig):
         processing_class = load_diffusion_tokenizer(model.config._name_or_path,
                                                     trust_remote_code=args.trust_remote_code)
     as_diffusion_lm(model, processing_class)  # no mask token in the model or the tokenizer: stop here, say why
+    if as_diffusion_lm(model, processing_class).block_causal and not BLOCK_CAUSAL_ROLLOUTS:
+        raise NotImplementedError(
+            f"{type(unwrap_model(model)).__name__} is a block-diffusion model (causal across blocks), and this "
+            "version's sampler does not decode block by block yet: its rollouts would come from another policy than "
+            "the one trained. Train a full-attention diffusion model (LLaDA, Dream), or update dipod-trl."
+        )
     if getattr(model, "generation_config", None) is None:
         # GRPOTrainer records pad/EOS ids on it; masked diffusion models often ship none.
         model.generation_config = GenerationConfig.from_model_config(model.config)
@@ -174,7 +185,8 @@ class DiPODTrainer(GRPOTrainer):
         finally:
             args.beta, args.sync_ref_model = kl_beta, sync_ref
         self.beta = kl_beta  # GRPOTrainer's name for the KL weight; objectives call it kl_beta
-        self.objective = objective_class(args.objective)(args)
+        self.block_causal = as_diffusion_lm(model, processing_class).block_causal
+        self.objective = objective_class(args.objective)(args, block_causal=self.block_causal)
         self.ref_model = None  # with PEFT: the reference is the base model, adapters disabled
         if reference is not None:
             self._prepare_reference(reference, sync_ref)
@@ -356,6 +368,7 @@ class DiPODTrainer(GRPOTrainer):
             cfg_scale=self.args.cfg_scale,
             chunk_size=chunk_size,
             recompute_chunks=recompute_chunks,
+            block_length=self.args.block_length,  # a block-causal model's attention blocks, as the sampler's
         )
 
     def _draw_and_score(self, prompt_ids, prompt_mask, completion_ids, completion_mask, mode) -> dict:
@@ -406,7 +419,11 @@ class DiPODTrainer(GRPOTrainer):
         n = min(self.args.drift_num_sequences, prompt_ids.shape[0])  # the same on every process
         if n == 0:
             return
-        orders = random_orders(completion_mask[:n], self.args.drift_num_orders, self._generators[:n])
+        if self.block_causal:  # orders the model can follow: block after block, at random inside each
+            orders = block_orders(completion_mask[:n], prompt_mask[:n], self.args.block_length,
+                                  self.args.drift_num_orders, self._generators[:n])
+        else:
+            orders = random_orders(completion_mask[:n], self.args.drift_num_orders, self._generators[:n])
         # Its number of forward passes depends on this process's completion lengths: under ZeRO-3 it runs on weights
         # gathered once (as generation does), so that no process waits on another's forward pass.
         with unwrap_model_for_generation(
@@ -414,7 +431,7 @@ class DiPODTrainer(GRPOTrainer):
         ) as model:
             stats = drift_statistics(as_diffusion_lm(model, self._tokenizer), prompt_ids[:n], prompt_mask[:n],
                                      completion_ids[:n], completion_mask[:n], orders,
-                                     chunk_size=self.args.elbo_chunk_size)
+                                     chunk_size=self.args.elbo_chunk_size, block_length=self.args.block_length)
         stats = self.accelerator.gather(stats.unsqueeze(0)).mean(0)
         for name, value in zip(DRIFT_STATISTICS, stats.tolist()):
             self._metrics["train"][f"drift/{name}"].append(value)

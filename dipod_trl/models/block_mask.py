@@ -1,0 +1,62 @@
+"""Attention masks of block-diffusion models (SDAR, LLaDA2): causal across blocks, bidirectional inside one.
+
+The model classes never build these: a caller passes them as the (batch, 1, query, key) boolean mask of the forward
+contract (`layers.py`, True = attend). Blocks are counted in absolute positions from each row's first real (non-pad)
+token, as the published samplers align them, so the prompt's last partial block continues into the completion.
+
+Each mask lets every query attend its own key: a pad query then has one key and no attention row is empty (an empty
+row is NaN in SDPA and would leak through the values); real queries attend themselves anyway.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .protocol import padded_positions
+
+
+def block_ids(attention_mask: torch.Tensor, block_length: int) -> torch.Tensor:
+    """The block of each position, (batch, length): its position counted from the row's first real token, divided by
+    `block_length`. Pad positions get the block of the real token before them (they are never attended)."""
+    if block_length < 1:
+        raise ValueError(f"block_length must be a positive number of tokens, got {block_length}.")
+    return padded_positions(attention_mask) // block_length
+
+
+def block_causal_mask(attention_mask: torch.Tensor, block_length: int) -> torch.Tensor:
+    """(batch, 1, T, T): a query attends the real keys of its own block and of every earlier block.
+
+    The mask of a plain forward over a clean prefix and a block being decoded (the sampler's view, and one step of a
+    per-block loop)."""
+    blocks = block_ids(attention_mask, block_length)
+    keep = (blocks[:, None, :] <= blocks[:, :, None]) & attention_mask.bool()[:, None, :]
+    own = torch.eye(attention_mask.shape[1], dtype=torch.bool, device=attention_mask.device)
+    return (keep | own).unsqueeze(1)
+
+
+def block_diffusion_training_mask(
+    noisy_blocks: torch.Tensor, clean_blocks: torch.Tensor, noisy_keys: torch.Tensor, clean_keys: torch.Tensor
+) -> torch.Tensor:
+    """The mask of one forward over `[noisy ‖ clean]`, (batch, 1, N + T, N + T), as SDAR trains (the three masks of
+    `block_diff_mask` in SDAR's `training/model/SDAR-4B-Chat/modeling_sdar.py`; LLaDA2 trains the same way):
+
+    * a noisy query attends the noisy keys of its own block (block diagonal) and the clean keys of earlier blocks
+      (offset block-causal): each noisy block is denoised given the clean blocks before it;
+    * a clean query attends the clean keys of its own and earlier blocks (block-causal), never a noisy one.
+
+    `noisy_blocks` (batch, N) and `clean_blocks` (batch, T) are the block ids of the two copies (the noisy copy may be
+    a suffix of the sequence: the blocks that hold completion tokens); `noisy_keys` / `clean_keys` mark the positions
+    that may be attended at all (real tokens, and in the noisy copy mask tokens shown on the canvas).
+    """
+    noisy_q, clean_q = noisy_blocks[:, :, None], clean_blocks[:, :, None]
+    noisy_to_noisy = (noisy_blocks[:, None, :] == noisy_q) & noisy_keys.bool()[:, None, :]
+    noisy_to_clean = (clean_blocks[:, None, :] < noisy_q) & clean_keys.bool()[:, None, :]
+    clean_to_clean = (clean_blocks[:, None, :] <= clean_q) & clean_keys.bool()[:, None, :]
+    clean_to_noisy = torch.zeros_like(clean_to_clean[:, :, :1]).expand(-1, -1, noisy_blocks.shape[1])
+    mask = torch.cat([torch.cat([noisy_to_noisy, noisy_to_clean], dim=2),
+                      torch.cat([clean_to_noisy, clean_to_clean], dim=2)], dim=1)
+    own = torch.eye(mask.shape[-1], dtype=torch.bool, device=mask.device)
+    return (mask | own).unsqueeze(1)
+
+
+__all__ = ["block_causal_mask", "block_diffusion_training_mask", "block_ids"]
