@@ -33,6 +33,16 @@ def base_model_of(model) -> str | None:
     return base or None
 
 
+def family_of(model) -> str:
+    """The model's family as its class names it (`family_name`), with its `model_type`."""
+    from .models.protocol import unwrap_model
+
+    base = unwrap_model(model)
+    name = getattr(type(base), "family_name", None) or type(base).__name__
+    model_type = getattr(getattr(base, "config", None), "model_type", None)
+    return f"{name}, `model_type` `{model_type}`" if model_type else name
+
+
 def _generation_settings(args) -> tuple[int, int, int]:
     gen_length = getattr(args, "max_completion_length", None) or 256
     block_length = min(getattr(args, "block_length", None) or 32, gen_length)
@@ -58,6 +68,10 @@ def _training_lines(args, global_step: int) -> list[str]:
         ]
     lines.append(f"- `learning_rate`: {args.learning_rate}, optimizer steps: {global_step}")
     return lines
+
+
+def _model_line(model) -> str:
+    return f"- Model family: {family_of(model)}"
 
 
 def dipod_model_card(model, args, *, model_name: str, global_step: int = 0, hub_model_id: str | None = None,
@@ -117,6 +131,7 @@ print(tokenizer.decode(ids[0][mask[0].bool()], skip_special_tokens=True))
 '''}
 ## Training
 
+{_model_line(model)}
 {chr(10).join(_training_lines(args, global_step))}
 
 ## Citation

@@ -43,6 +43,7 @@ def test_an_rl_run_writes_dipods_card_with_its_objective_and_a_quick_start_that_
     assert "https://arxiv.org/abs/2606.13795" in card and "eprint        = {2606.13795}" in card
     assert "`objective`: `spg`, `dipod_beta`: 0.07" in card and "optimizer steps: 1" in card
     assert "base_model:" not in card and "fine-tuned version" not in card  # built in memory: no base to name
+    assert "- Model family: masked diffusion LM, `model_type` `tiny_mdlm`" in card
     assert not any(text in card for text in FORBIDDEN)
     run_quick_start(card, capsys)
 
@@ -66,3 +67,18 @@ def test_an_sft_run_writes_a_card_that_names_its_hub_base_model(tokenizer, tmp_p
     assert not any(text in card for text in FORBIDDEN)
     torch.manual_seed(0)
     run_quick_start(card, capsys)
+
+
+def test_the_card_names_the_model_family():
+    from pathlib import Path
+
+    from dipod_trl.model_card import family_of
+    from dipod_trl.models import load_diffusion_model
+
+    fixtures = Path(__file__).parent / "fixtures"
+    expected = {"sdar": "SDAR (block diffusion, Qwen3 architecture), `model_type` `sdar`",
+                "sdar_moe": "SDAR-MoE (block diffusion, Qwen3-MoE architecture), `model_type` `sdar_moe`",
+                "llada2": "LLaDA2 (block diffusion, mixture of experts), `model_type` `llada2_moe`",
+                "llada": "LLaDA (masked diffusion, full attention), `model_type` `llada`"}
+    for name, family in expected.items():
+        assert family_of(load_diffusion_model(str(fixtures / f"{name}_tiny"))) == family

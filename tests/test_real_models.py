@@ -1,6 +1,7 @@
-"""LLaDA and Dream, our own implementations: they reproduce the published modeling code's logits on tiny hub-layout
-checkpoints (tests/fixtures, made by scripts/make_parity_fixtures.py), honour padding, checkpoint activations without
-changing a gradient, serve the block key/value cache exactly, train and generate."""
+"""LLaDA, Dream, SDAR, SDAR-MoE and LLaDA2, our own implementations: they reproduce the published modeling code's
+logits on tiny hub-layout checkpoints (tests/fixtures, made by scripts/make_parity_fixtures.py and
+scripts/make_block_parity_fixtures.py), honour padding, checkpoint activations without changing a gradient, serve the
+block key/value cache exactly, train and generate."""
 
 from pathlib import Path
 
@@ -14,9 +15,13 @@ import dipod_trl
 from dipod_trl import DiPODConfig, DiPODTrainer
 from dipod_trl.models import (
     DreamModel,
+    LLaDA2MoeModelLM,
     LLaDAConfig,
     LLaDAModelLM,
+    SDARForCausalLM,
+    SDARMoeForCausalLM,
     as_diffusion_lm,
+    block_causal_mask,
     load_diffusion_model,
     load_diffusion_tokenizer,
 )
@@ -24,6 +29,11 @@ from tests.conftest import make_tiny_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LLADA, DREAM = str(FIXTURES / "llada_tiny"), str(FIXTURES / "dream_tiny")
+SDAR, SDAR_MOE, LLADA2 = (str(FIXTURES / f"{name}_tiny") for name in ("sdar", "sdar_moe", "llada2"))
+BLOCK_CAUSAL = [SDAR, SDAR_MOE, LLADA2]
+ALL = [LLADA, DREAM, *BLOCK_CAUSAL]
+MODEL_CLASS = {LLADA: LLaDAModelLM, DREAM: DreamModel, SDAR: SDARForCausalLM, SDAR_MOE: SDARMoeForCausalLM,
+               LLADA2: LLaDA2MoeModelLM}
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -34,15 +44,15 @@ def shift_like_adapter(logits: torch.Tensor) -> torch.Tensor:
     return torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
 
 
-@pytest.mark.parametrize("path", [LLADA, DREAM])
+@pytest.mark.parametrize("path", ALL)
 def test_hub_layout_checkpoint_loads_as_our_model_without_remote_code(path):
     # config.json carries the published auto_map; the registered model_type wins, even with trust_remote_code=True.
-    expected = LLaDAModelLM if path == LLADA else DreamModel
+    expected = MODEL_CLASS[path]
     assert type(AutoModel.from_pretrained(path)) is expected
     assert type(load_diffusion_model(path, trust_remote_code=True)) is expected
 
 
-@pytest.mark.parametrize("path", [LLADA, DREAM])
+@pytest.mark.parametrize("path", ALL)
 def test_logits_match_published_code(path):
     reference = load_file(f"{path}/parity.safetensors")
     lm = as_diffusion_lm(load_diffusion_model(path).eval(), load_diffusion_tokenizer(path))
@@ -67,11 +77,11 @@ def test_dream_padded_logits_match_published_code_at_real_positions():
     assert relative_error(ours_2d[:, real], reference["padded_logits"][:, real]) < 1e-4
 
 
-@pytest.mark.parametrize("path", [LLADA, DREAM])
+@pytest.mark.parametrize("path", ALL)
 def test_left_and_right_padding_leave_real_logits_unchanged(path):
     model = load_diffusion_model(path).eval()
     ids = load_file(f"{path}/parity.safetensors")["input_ids"][:1]
-    pad = model.config.pad_token_id
+    pad = load_diffusion_tokenizer(path).pad_token_id  # SDAR's config names none
     left = torch.cat([torch.full((1, 5), pad), ids], dim=1)
     right = torch.cat([ids, torch.full((1, 3), pad)], dim=1)
     mask_left = (torch.arange(left.shape[1]) >= 5).long().unsqueeze(0)
@@ -89,7 +99,7 @@ def test_left_and_right_padding_leave_real_logits_unchanged(path):
     assert (unmasked[0, 5:] - alone[0]).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("path", [LLADA, DREAM])
+@pytest.mark.parametrize("path", ALL)
 def test_adapter_scores_of_a_padded_row_equal_the_row_alone(path):
     # Through the adapter (Dream's shift included), so the models run padded, not padding-free.
     from dipod_trl.models.padding import honours_attention_mask
@@ -110,10 +120,10 @@ def _tiny():
     return make_tiny_model(40, seed=0, initializer_range=0.3)
 
 
-@pytest.mark.parametrize("name", ["tiny", "llada", "dream"])
+@pytest.mark.parametrize("name", ["tiny", "llada", "dream", "sdar", "sdar_moe", "llada2"])
 def test_gradient_checkpointing_recomputes_and_keeps_gradients(name):
     def build():
-        return _tiny() if name == "tiny" else load_diffusion_model(LLADA if name == "llada" else DREAM)
+        return _tiny() if name == "tiny" else load_diffusion_model(str(FIXTURES / f"{name}_tiny"))
 
     torch.manual_seed(0)
     ids = torch.randint(0, 40, (2, 12))
@@ -143,7 +153,7 @@ def test_gradient_checkpointing_recomputes_and_keeps_gradients(name):
         torch.testing.assert_close(checkpointed[key], plain[key], rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("path", [LLADA, DREAM])
+@pytest.mark.parametrize("path", ALL)
 def test_block_kv_cache_span_forward_equals_full_forward(path):
     model = load_diffusion_model(path).eval()
     ids = load_file(f"{path}/parity.safetensors")["input_ids"]
@@ -230,11 +240,17 @@ def test_llada_stop_ids_are_eos_and_eot_and_the_tail_is_eos():
     assert (ids == letter).all() and completion_mask.all()
 
 
-@pytest.mark.parametrize("path", [LLADA, DREAM])
-def test_every_published_weight_name_loads_and_nothing_is_left_uninitialised(path):
-    expected = LLaDAModelLM if path == LLADA else DreamModel
-    _, info = expected.from_pretrained(path, output_loading_info=True)
+@pytest.mark.parametrize("path", ALL)
+def test_every_published_weight_name_loads_and_nothing_is_left_uninitialised(path, tmp_path):
+    model, info = MODEL_CLASS[path].from_pretrained(path, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    # and the model saves exactly the published names back (MoE experts split per expert again)
+    published = load_file(f"{path}/model.safetensors")
+    model.save_pretrained(tmp_path)
+    saved = load_file(f"{tmp_path}/model.safetensors")
+    assert saved.keys() == published.keys()
+    for name, tensor in published.items():
+        torch.testing.assert_close(saved[name], tensor, rtol=0, atol=0)
 
 
 def test_lora_adapter_on_published_module_names_loads_unchanged(tmp_path):
@@ -269,7 +285,7 @@ def test_lora_adapter_on_published_module_names_loads_unchanged(tmp_path):
         assert (model(ids).logits - before).abs().max() > 1e-3  # the adapters are live in the forward
 
 
-@pytest.mark.parametrize("path", [LLADA, DREAM])
+@pytest.mark.parametrize("path", ALL)
 def test_bf16_weights_give_the_float32_logits_to_bf16_precision(path):
     ids = load_file(f"{path}/parity.safetensors")["input_ids"]
     mask = torch.ones_like(ids)

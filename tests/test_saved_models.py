@@ -15,10 +15,21 @@ from peft import LoraConfig, get_peft_model
 
 import dipod_trl
 from dipod_trl import DiPODConfig, DiPODTrainer, cli
-from dipod_trl.models import DreamModel, LLaDAModelLM, load_diffusion_model, load_diffusion_tokenizer
+from dipod_trl.models import (
+    DreamModel,
+    LLaDA2MoeModelLM,
+    LLaDAModelLM,
+    SDARForCausalLM,
+    SDARMoeForCausalLM,
+    load_diffusion_model,
+    load_diffusion_tokenizer,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
-FAMILIES = {"llada": (LLaDAModelLM, "PreTrainedTokenizerFast"), "dream": (DreamModel, "Qwen2Tokenizer")}
+FAMILIES = {"llada": (LLaDAModelLM, "PreTrainedTokenizerFast"), "dream": (DreamModel, "Qwen2Tokenizer"),
+            "sdar": (SDARForCausalLM, "PreTrainedTokenizerFast"),
+            "sdar_moe": (SDARMoeForCausalLM, "PreTrainedTokenizerFast"),
+            "llada2": (LLaDA2MoeModelLM, "PreTrainedTokenizerFast")}
 PROMPTS = ["sort: 31415", "sort: 9"]
 SCHEDULE = dict(gen_length=8, block_length=4, steps=8, stop_at_eos=False)
 
@@ -57,8 +68,9 @@ def merged(tmp_path_factory):
         root = tmp_path_factory.mktemp(family)
         source = str(FIXTURES / f"{family}_tiny")
         torch.manual_seed(0)
+        targets = ["query_key_value", "dense"] if family == "llada2" else ["q_proj", "v_proj"]
         model = get_peft_model(load_diffusion_model(source),
-                               LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+                               LoraConfig(r=4, target_modules=targets, init_lora_weights=False))
         model.save_pretrained(root / "adapters")
         expected = _generate(model, load_diffusion_tokenizer(source))
         cli.main(["merge", str(root / "adapters"), str(root / "merged")])

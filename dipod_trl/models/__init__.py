@@ -1,15 +1,18 @@
-"""Models: LLaDA, Dream, the built-in tiny masked diffusion LM, its tokenizer, and the protocol the rest of the package
-uses them through.
+"""Models: LLaDA, Dream, SDAR, LLaDA2, the built-in tiny masked diffusion LM, its tokenizer, and the protocol the rest
+of the package uses them through.
 
 Layers, bottom up: `padding`, `kv_cache` -> `protocol` (the `DiffusionLM` interface) -> `published` -> `layers` (shared
-primitives) -> `tiny`, `llada`, `dream` -> `adapters` (model -> `DiffusionLM`) -> `loading` (checkpoints).
+primitives), `moe` (the mixture-of-experts block) -> `tiny`, `llada`, `dream`, `sdar`, `llada2` -> `adapters` (model ->
+`DiffusionLM`) -> `loading` (checkpoints).
 """
 
 from .adapters import NATIVE_MODELS, as_diffusion_lm, check_tokenizer_has_mask, family_traits
 from .dream import DreamConfig, DreamModel
 from .llada import LLADA_MASK_TOKEN_ID, LLaDAConfig, LLaDAModelLM
+from .llada2 import LLaDA2MoeConfig, LLaDA2MoeModelLM
 from .loading import load_diffusion_model, load_diffusion_tokenizer, register_auto_classes
 from .protocol import DiffusionLM, FamilyTraits, unwrap_model
+from .sdar import SDARConfig, SDARForCausalLM, SDARMoeConfig, SDARMoeForCausalLM, block_causal_mask
 from .tiny import (
     TinyBlockMDLMConfig,
     TinyBlockMDLMForBlockDiffusion,
@@ -32,11 +35,18 @@ __all__ = [
     "FamilyTraits",
     "LLaDAConfig",
     "LLaDAModelLM",
+    "LLaDA2MoeConfig",
+    "LLaDA2MoeModelLM",
+    "SDARConfig",
+    "SDARForCausalLM",
+    "SDARMoeConfig",
+    "SDARMoeForCausalLM",
     "TinyBlockMDLMConfig",
     "TinyBlockMDLMForBlockDiffusion",
     "TinyMDLMConfig",
     "TinyMDLMForMaskedDiffusion",
     "as_diffusion_lm",
+    "block_causal_mask",
     "build_tiny_model",
     "build_tiny_tokenizer",
     "check_tokenizer_has_mask",

@@ -6,6 +6,8 @@
 | built-in tiny block-diffusion model | `tiny_block_mdlm` | aligned, block-causal | `config.mask_token_id` |
 | LLaDA / LLaDA-1.5 (`GSAI-ML/LLaDA-8B-Instruct`) | `llada` | aligned | 126336; stops at EOS 126081 and EOT 126348 |
 | Dream (`Dream-org/Dream-v0-Instruct-7B`) | `Dream` | shifted by one (i predicts i+1) | tokenizer's `<|mask|>` |
+| SDAR / TraDo (`JetLM/SDAR-4B-Chat`), SDAR-30B-A3B | `sdar`, `sdar_moe` | aligned, block-causal (block 4) | 151669; stops at 151643 and 151645 |
+| LLaDA2.0 / LLaDA2.1 (`inclusionAI/LLaDA2.0-mini`) | `llada2_moe` | aligned, block-causal (block 32) | 156895; stops at 156892 |
 | any Hugging Face masked LM (BERT, RoBERTa, ModernBERT, ...) | anything else | aligned | tokenizer's mask token |
 
 A family's differences are the [`FamilyTraits`] its model class declares as `diffusion_traits`; a model of another
@@ -20,14 +22,17 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .dream import DreamModel
 from .llada import LLaDAModelLM
+from .llada2 import LLaDA2MoeModelLM
 from .protocol import MASKED_LM_TRAITS, DiffusionLM, FamilyTraits, unwrap_model
+from .sdar import SDARForCausalLM, SDARMoeForCausalLM
 from .tiny import TinyBlockMDLMForBlockDiffusion, TinyMDLMForMaskedDiffusion
 
 # Families implemented in this package, by `model_type`: their checkpoints load with these classes, whatever
 # `auto_map` they carry, and their traits also apply to other classes of the same `model_type`.
 NATIVE_MODELS: dict[str, type[PreTrainedModel]] = {
     cls.config_class.model_type: cls
-    for cls in (LLaDAModelLM, DreamModel, TinyMDLMForMaskedDiffusion, TinyBlockMDLMForBlockDiffusion)
+    for cls in (LLaDAModelLM, DreamModel, TinyMDLMForMaskedDiffusion, TinyBlockMDLMForBlockDiffusion, SDARForCausalLM,
+                SDARMoeForCausalLM, LLaDA2MoeModelLM)
 }
 _TRAITS_BY_MODEL_TYPE = {model_type.lower(): cls.diffusion_traits for model_type, cls in NATIVE_MODELS.items()}
 

@@ -149,6 +149,7 @@ class DreamModel(DiffusionPreTrainedModel):
     diffusion_traits = FamilyTraits(shift_logits=True, pairwise_attention_mask=True)
     family_tokenizer_class = DreamTokenizer
     published_code_repo = "Dream-org/Dream-v0-Instruct-7B"
+    family_name = "Dream (masked diffusion, full attention)"
 
     def __init__(self, config: DreamConfig):
         super().__init__(config)

@@ -153,6 +153,8 @@ class DiffusionPreTrainedModel(PreTrainedModel):
     # where the family's published modeling code lives on the hub, for `auto_map` entries of saved folders (None: the
     # family has none); and the tokenizer class its checkpoints load with (None: `AutoTokenizer`)
     published_code_repo: ClassVar[str | None] = None
+    # the family's name, as the model card states it
+    family_name: ClassVar[str] = "masked diffusion LM"
     family_tokenizer_class: ClassVar[type | None] = None
 
     # What each family defines.

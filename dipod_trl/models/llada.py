@@ -176,6 +176,7 @@ class LLaDAModelLM(DiffusionPreTrainedModel):
                                     stop_tokens=tuple(LLADA_STOP_TOKENS.items()))
     family_tokenizer_class = LLaDATokenizer
     published_code_repo = "GSAI-ML/LLaDA-8B-Instruct"
+    family_name = "LLaDA (masked diffusion, full attention)"
 
     def __init__(self, config: LLaDAConfig):
         super().__init__(config)

@@ -28,11 +28,10 @@ class FamilyTraits:
     shift_logits: bool = False
     # padding is passed as the (batch, 1, query, key) boolean mask plus positions (Dream's published convention)
     pairwise_attention_mask: bool = False
-    # block diffusion (SDAR, LLaDA2): attention is causal across blocks and bidirectional inside one, so the sampler
-    # decodes block by block with an exact cache of committed blocks, and a completion's ELBO is the sum of its
-    # blocks' ELBOs given the clean earlier blocks
+    # attends causally across blocks, bidirectionally inside one: the sampler decodes block by block with an exact
+    # cache of committed blocks, and the ELBO is the sum of per-block ELBOs given clean earlier blocks (SDAR, LLaDA2)
     block_causal: bool = False
-    # the block length the family's published sampler uses by default (block-causal families)
+    # the block length the family's published sampler uses by default (SDAR 4, LLaDA2 32); None: no such default
     default_block_length: int | None = None
 
 
