@@ -18,8 +18,16 @@ from _common import best_time, digit_sort_prompts
 from dipod_trl.likelihood import draw_masks, masked_token_logps
 from dipod_trl.masks import completion_block_slots
 from dipod_trl.models import build_tiny_model, build_tiny_tokenizer
-from dipod_trl.models.block_mask import block_causal_mask
+from dipod_trl.models.block_mask import block_ids
 from dipod_trl.models.protocol import padded_positions
+
+
+def block_causal_mask(attention_mask, block_length):
+    """(batch, 1, T, T): a query attends the real keys of its own block and of the earlier ones (blocks from each
+    row's first real token), and its own key."""
+    blocks = block_ids(attention_mask, block_length)
+    keep = (blocks[:, None, :] <= blocks[:, :, None]) & attention_mask.bool()[:, None, :]
+    return (keep | torch.eye(attention_mask.shape[1], dtype=torch.bool)).unsqueeze(1)
 
 
 def per_block_loop(model, prompt_ids, attention_mask, completion_ids, completion_mask, draw, block_length):

@@ -1,11 +1,10 @@
 """Attention masks of block-diffusion models (SDAR, LLaDA2): causal across blocks, bidirectional inside one.
 
-The model classes never build these: a caller passes them as the (batch, 1, query, key) boolean mask of the forward
-contract (`layers.py`, True = attend). Blocks are counted in absolute positions from each row's first real (non-pad)
-token, as the published samplers align them, so the prompt's last partial block continues into the completion.
-
-Each mask lets every query attend its own key: a pad query then has one key and no attention row is empty (an empty
-row is NaN in SDPA and would leak through the values); real queries attend themselves anyway.
+The model classes never build these: the sampler and the likelihood pass them as (batch, 1, query, key) boolean masks
+(True = attend), the form every family's forward uses as given. The likelihood's blocks are counted in absolute
+positions from each row's first real (non-pad) token, as the published samplers align them, so the prompt's last
+partial block continues into the completion; a query always keeps its own key, so that no attention row is empty (an
+empty row is NaN in SDPA and would leak through the values).
 """
 
 from __future__ import annotations
@@ -23,22 +22,12 @@ def block_ids(attention_mask: torch.Tensor, block_length: int) -> torch.Tensor:
     return padded_positions(attention_mask) // block_length
 
 
-def block_causal_mask(attention_mask: torch.Tensor, block_length: int) -> torch.Tensor:
-    """(batch, 1, T, T): a query attends the real keys of its own block and of every earlier block.
-
-    The mask of a plain forward over a clean prefix and a block being decoded (the sampler's view, and one step of a
-    per-block loop)."""
-    blocks = block_ids(attention_mask, block_length)
-    keep = (blocks[:, None, :] <= blocks[:, :, None]) & attention_mask.bool()[:, None, :]
-    own = torch.eye(attention_mask.shape[1], dtype=torch.bool, device=attention_mask.device)
-    return (keep | own).unsqueeze(1)
-
-
 def block_diffusion_training_mask(
     noisy_blocks: torch.Tensor, clean_blocks: torch.Tensor, noisy_keys: torch.Tensor, clean_keys: torch.Tensor
 ) -> torch.Tensor:
     """The mask of one forward over `[noisy ‖ clean]`, (batch, 1, N + T, N + T), as SDAR trains (the three masks of
-    `block_diff_mask` in SDAR's `training/model/SDAR-4B-Chat/modeling_sdar.py`; LLaDA2 trains the same way):
+    `block_diff_mask` in SDAR's `training/model/SDAR-4B-Chat/modeling_sdar.py`; DARE's RL actors build the same one
+    for SDAR and LLaDA2, `build_block_diffusion_mask` in `verl/workers/actor/block_diffusion_utils.py`):
 
     * a noisy query attends the noisy keys of its own block (block diagonal) and the clean keys of earlier blocks
       (offset block-causal): each noisy block is denoised given the clean blocks before it;
@@ -59,4 +48,4 @@ def block_diffusion_training_mask(
     return (mask | own).unsqueeze(1)
 
 
-__all__ = ["block_causal_mask", "block_diffusion_training_mask", "block_ids"]
+__all__ = ["block_diffusion_training_mask", "block_ids"]
