@@ -1,4 +1,4 @@
-"""Block-causal ELBO in one `[noisy ‖ clean]` forward (`dipod_trl.likelihood`) vs a per-block loop, on identical masks.
+"""Block-causal ELBO in one `[noisy ‖ clean]` forward (`dipod_trl.likelihood`) vs a per-block loop, identical masks.
 
     python benchmarks/bench_block_elbo.py [--batch-size 8] [--num-samples 4] [--lengths 32 64 128] [--repeats 3]
 
@@ -70,23 +70,27 @@ def main():
           f"{torch.get_num_threads()} torch threads")
     print(f"{'completion':>10}{'blocks':>8}{'loop s':>10}{'one pass s':>12}{'speed-up':>10}{'max |diff|':>12}")
     for length in args.lengths:
-        generator = torch.Generator().manual_seed(length)
-        completion_ids = torch.randint(11, 100, (args.batch_size, length), generator=generator)
-        completion_mask = torch.ones_like(completion_ids)
-        draw = draw_masks(completion_mask, args.num_samples, generator=generator, prompt_attention_mask=attention_mask,
-                          block_length=block, block_causal=True)
-        kwargs = dict(completion_mask=completion_mask, attention_mask=attention_mask)
-        with torch.no_grad():
-            t_one, one_pass = best_time(lambda: masked_token_logps(
-                model, prompt_ids, completion_ids, draw, block_length=block, **kwargs), args.repeats)
-            t_loop, loop = best_time(lambda: per_block_loop(
-                model, prompt_ids, attention_mask, completion_ids, completion_mask, draw, block), args.repeats)
-        difference = (one_pass - loop).abs().max().item()
-        blocks = int(completion_block_slots(attention_mask, length, block).max()) + 1
-        print(f"{length:>10}{blocks:>8}{t_loop:>10.3f}{t_one:>12.3f}{t_loop / t_one:>9.1f}x{difference:>12.1e}")
-        if difference > 1e-4:
-            raise SystemExit("outputs differ: the comparison is void")
+        compare(model, prompt_ids, attention_mask, length, block, args)
 
+
+def compare(model, prompt_ids, attention_mask, length, block, args):
+    """Time both implementations on random completions of `length` tokens and print one row of the table."""
+    generator = torch.Generator().manual_seed(length)
+    completion_ids = torch.randint(11, 100, (args.batch_size, length), generator=generator)
+    completion_mask = torch.ones_like(completion_ids)
+    draw = draw_masks(completion_mask, args.num_samples, generator=generator, prompt_attention_mask=attention_mask,
+                      block_length=block, block_causal=True)
+    with torch.no_grad():
+        t_one, one_pass = best_time(lambda: masked_token_logps(
+            model, prompt_ids, completion_ids, draw, completion_mask=completion_mask, attention_mask=attention_mask,
+            block_length=block), args.repeats)
+        t_loop, loop = best_time(lambda: per_block_loop(
+            model, prompt_ids, attention_mask, completion_ids, completion_mask, draw, block), args.repeats)
+    difference = (one_pass - loop).abs().max().item()
+    blocks = int(completion_block_slots(attention_mask, length, block).max()) + 1
+    print(f"{length:>10}{blocks:>8}{t_loop:>10.3f}{t_one:>12.3f}{t_loop / t_one:>9.1f}x{difference:>12.1e}")
+    if difference > 1e-4:
+        raise SystemExit("outputs differ: the comparison is void")
 
 if __name__ == "__main__":
     main()

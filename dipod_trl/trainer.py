@@ -50,8 +50,8 @@ from .input_checks import (
     truncate_prompts,
 )
 from .likelihood import MaskDraw, masked_token_logps
-from .model_card import write_model_card
 from .masks import block_orders, random_orders
+from .model_card import write_model_card
 from .models import as_diffusion_lm, load_diffusion_model, load_diffusion_tokenizer, unwrap_model
 from .objectives import LossInputs, dipod_term, group_relative_advantages, objective_class
 from .randomness import SEED_STRIDE

@@ -230,7 +230,8 @@ def test_moe_ratio_is_exactly_one_at_the_first_inner_iteration(tokenizer, tmp_pa
 
 
 # FPO on the SDAR-shaped model stalls at 1e-2 (reward 0 throughout); 5e-3 for 40 steps learns
-@pytest.mark.parametrize("family,objective,learning_rate,steps", [("sdar", "fpo", 5e-3, 40), ("llada2", "spg", 1e-2, 30)])
+@pytest.mark.parametrize("family,objective,learning_rate,steps",
+                         [("sdar", "fpo", 5e-3, 40), ("llada2", "spg", 1e-2, 30)])
 def test_a_short_family_run_raises_the_reward(tokenizer, tmp_path, family, objective, learning_rate, steps,
                                               block_rollouts):
     trainer = make_trainer(
