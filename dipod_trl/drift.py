@@ -15,7 +15,7 @@ DRIFT_STATISTICS = ("elbo", "order_bound", "gap", "gap_per_token")
 
 
 def drift_statistics(model, prompt_ids, prompt_mask, completion_ids, completion_mask, orders: torch.Tensor, *,
-                     chunk_size: int | None = None) -> torch.Tensor:
+                     chunk_size: int | None = None, block_length: int | None = None) -> torch.Tensor:
     """Batch means of [`DRIFT_STATISTICS`] for the completions, along `orders` (B, K, C). Shape (4,)."""
     log_likelihoods = order_log_likelihoods(
         model,
@@ -25,6 +25,7 @@ def drift_statistics(model, prompt_ids, prompt_mask, completion_ids, completion_
         completion_mask=completion_mask,
         attention_mask=prompt_mask,
         chunk_size=chunk_size,
+        block_length=block_length,
     )
     elbo = log_likelihoods.mean(dim=1)
     bound = log_mean_exp(log_likelihoods)

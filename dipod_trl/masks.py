@@ -32,7 +32,8 @@ class MaskDraw:
     Attributes:
         completion_masks: bool (B, K, C), True where the sample masks a completion token.
         weights: float (B, K), the factor applied to a sample's sum of masked-token log-probabilities (`L / l` for the
-            ELBO, 1 for the one-step estimate); 0 for an empty completion.
+            ELBO, 1 for the one-step estimate); 0 for an empty completion. Or float (B, K, C), one factor per token:
+            the block-causal draws, where each block has its own `L_k / l_k`.
         prompt_masks: bool (B, K, P) or None, prompt positions masked as well (d1's `p_mask_prompt`).
         context_masks: bool (B, K, C) or None, completion positions shown as mask tokens but not scored: the later
             blocks of `block_random`, and canvas positions past the first EOS (which are then attended).
@@ -87,6 +88,7 @@ def draw_masks(
     prompt_width: int | None = None,
     block_length: int | None = None,
     mask_padding: bool = False,
+    block_causal: bool = False,
 ) -> MaskDraw:
     """Draw the masks of `num_samples` Monte-Carlo samples per row.
 
@@ -118,13 +120,16 @@ def draw_masks(
 
     `generator` may be one generator per row; with `completion_width` / `prompt_width` (the longest completion and
     prompt the run allows) a row's masks then do not depend on how the batch is padded.
+
+    `block_causal=True` draws for a block-diffusion model (see [`draw_block_masks`]): `mc`, `antithetic` and
+    `stratified` then mask each block of `block_length` positions on its own.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
     check_num_samples(num_samples, estimator)
     if not 0.0 <= p_mask_prompt < 1.0:
         raise ValueError(f"p_mask_prompt must be in [0, 1), got {p_mask_prompt}.")
-    if estimator == "block_random" and (block_length is None or block_length < 1):
+    if estimator == "block_random" and not block_causal and (block_length is None or block_length < 1):
         raise ValueError(f"estimator='block_random' needs a positive block_length, got {block_length}.")
 
     valid = completion_mask.bool().unsqueeze(1).expand(-1, num_samples, -1)  # (B, K, C)
@@ -132,7 +137,10 @@ def draw_masks(
     lengths = completion_mask.long().sum(-1, keepdim=True).expand(-1, num_samples)  # (B, K)
 
     context = ~valid if mask_padding else None
-    if estimator == "one_step":
+    if block_causal:
+        masks, weights = draw_block_masks(valid, prompt_attention_mask, block_length, estimator, generator,
+                                          completion_width)
+    elif estimator == "one_step":
         masks = valid.clone()
         weights = (lengths > 0).float()
     elif estimator == "block_random":
@@ -206,3 +214,65 @@ def random_orders(completion_mask: torch.Tensor, num_orders: int, generator: Gen
     """`num_orders` uniformly random generation orders per row, valid positions first. Shape (B, K, C)."""
     valid = completion_mask.bool().unsqueeze(1).expand(-1, num_orders, -1)
     return _random_ranks(valid, generator).argsort(dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Block-diffusion models (SDAR, LLaDA2): masks and orders block by block
+# ---------------------------------------------------------------------------------------------------------------------
+
+BLOCK_CAUSAL_REFUSED = {
+    "block_random": "it already is the block-by-block ELBO, with the later blocks shown as masks; a block-causal model "
+    "scores every block given the clean blocks before it in one pass, with no masked context after it",
+}
+
+
+def completion_block_slots(prompt_attention_mask: torch.Tensor | None, length: int, block_length: int) -> torch.Tensor:
+    """Which block of the completion each completion position is in, (B, C): 0 for the block that holds its first
+    token. Blocks are counted from each row's first real prompt token, so block 0 may begin inside the prompt (the
+    prompt's last partial block continues into the completion)."""
+    device = prompt_attention_mask.device if prompt_attention_mask is not None else None
+    prompt_lengths = (prompt_attention_mask.long().sum(-1) if prompt_attention_mask is not None
+                      else torch.zeros(1, dtype=torch.long))
+    offsets = (prompt_lengths % block_length).unsqueeze(-1)
+    return (offsets + torch.arange(length, device=device)) // block_length
+
+
+def draw_block_masks(valid: torch.Tensor, prompt_attention_mask: torch.Tensor | None, block_length: int | None,
+                     estimator: str, generator: Generators, width: int | None):
+    """Masks and per-token weights (B, K, C) of a block-causal draw, for valid positions (B, K, C).
+
+    The ELBO of a block-diffusion model is the sum over blocks of each block's masked-token ELBO given the clean blocks
+    before it. `mc`, `antithetic` and `stratified` draw each block's mask on its own (its own `l_k` uniform on
+    `1..L_k`, weight `L_k / l_k` on its tokens), so one sample holds an unbiased estimate of every block's ELBO and the
+    sample's total estimates their sum. `one_step` masks every block whole: d1's one-step estimate, per block, given
+    the clean blocks before it. Blocks are taken in a fixed number of slots (from `width`, the longest completion), so
+    that a row's masks do not depend on the batch.
+    """
+    if estimator in BLOCK_CAUSAL_REFUSED:
+        raise ValueError(f"estimator={estimator!r} does not apply to a block-causal model: "
+                         f"{BLOCK_CAUSAL_REFUSED[estimator]}. Use 'mc', 'antithetic' or 'stratified'.")
+    if block_length is None or block_length < 1:
+        raise ValueError(f"A block-causal draw needs a positive block_length, got {block_length}.")
+    batch, num_samples, length = valid.shape
+    if estimator == "one_step":
+        return valid.clone(), (valid.sum(-1) > 0).float()
+    slots = completion_block_slots(prompt_attention_mask, length, block_length).unsqueeze(1)  # (B or 1, 1, C)
+    num_slots = (block_length + max(length, width or 0) - 2) // block_length + 1
+    masks = torch.zeros_like(valid)
+    weights = torch.zeros(valid.shape, device=valid.device)
+    for slot in range(num_slots):
+        in_block = valid & (slots == slot)
+        block_masks, block_weights = _subset_masks(in_block, in_block.sum(-1), estimator, generator, width)
+        masks |= block_masks
+        weights += block_weights.unsqueeze(-1) * in_block
+    return masks, weights
+
+
+def block_orders(completion_mask: torch.Tensor, prompt_attention_mask: torch.Tensor | None, block_length: int,
+                 num_orders: int, generator: Generators = None) -> torch.Tensor:
+    """`num_orders` random generation orders per row that a block-diffusion model can follow: the blocks in sequence,
+    a uniformly random order inside each block; valid positions first. Shape (B, K, C)."""
+    valid = completion_mask.bool().unsqueeze(1).expand(-1, num_orders, -1)
+    slots = completion_block_slots(prompt_attention_mask, valid.shape[-1], block_length).unsqueeze(1)
+    keys = _uniform(valid.shape, generator, valid.device) + slots  # block first, then the random key inside it
+    return keys.masked_fill(~valid, float("inf")).argsort(dim=-1)

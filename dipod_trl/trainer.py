@@ -50,8 +50,8 @@ from .input_checks import (
     truncate_prompts,
 )
 from .likelihood import MaskDraw, masked_token_logps
+from .masks import block_orders, random_orders
 from .model_card import write_model_card
-from .masks import random_orders
 from .models import as_diffusion_lm, load_diffusion_model, load_diffusion_tokenizer
 from .objectives import LossInputs, dipod_term, group_relative_advantages, objective_class
 from .randomness import SEED_STRIDE
@@ -175,7 +175,8 @@ class DiPODTrainer(GRPOTrainer):
         finally:
             args.beta, args.sync_ref_model = kl_beta, sync_ref
         self.beta = kl_beta  # GRPOTrainer's name for the KL weight; objectives call it kl_beta
-        self.objective = objective_class(args.objective)(args)
+        self.block_causal = as_diffusion_lm(model, processing_class).block_causal
+        self.objective = objective_class(args.objective)(args, block_causal=self.block_causal)
         self.ref_model = None  # with PEFT: the reference is the base model, adapters disabled
         if reference is not None:
             self._prepare_reference(reference, sync_ref)
@@ -357,6 +358,7 @@ class DiPODTrainer(GRPOTrainer):
             cfg_scale=self.args.cfg_scale,
             chunk_size=chunk_size,
             recompute_chunks=recompute_chunks,
+            block_length=self.args.block_length,  # a block-causal model's attention blocks, as the sampler's
         )
 
     def _draw_and_score(self, prompt_ids, prompt_mask, completion_ids, completion_mask, mode) -> dict:
@@ -407,7 +409,11 @@ class DiPODTrainer(GRPOTrainer):
         n = min(self.args.drift_num_sequences, prompt_ids.shape[0])  # the same on every process
         if n == 0:
             return
-        orders = random_orders(completion_mask[:n], self.args.drift_num_orders, self._generators[:n])
+        if self.block_causal:  # orders the model can follow: block after block, at random inside each
+            orders = block_orders(completion_mask[:n], prompt_mask[:n], self.args.block_length,
+                                  self.args.drift_num_orders, self._generators[:n])
+        else:
+            orders = random_orders(completion_mask[:n], self.args.drift_num_orders, self._generators[:n])
         # Its number of forward passes depends on this process's completion lengths: under ZeRO-3 it runs on weights
         # gathered once (as generation does), so that no process waits on another's forward pass.
         with unwrap_model_for_generation(
@@ -415,7 +421,7 @@ class DiPODTrainer(GRPOTrainer):
         ) as model:
             stats = drift_statistics(as_diffusion_lm(model, self._tokenizer), prompt_ids[:n], prompt_mask[:n],
                                      completion_ids[:n], completion_mask[:n], orders,
-                                     chunk_size=self.args.elbo_chunk_size)
+                                     chunk_size=self.args.elbo_chunk_size, block_length=self.args.block_length)
         stats = self.accelerator.gather(stats.unsqueeze(0)).mean(0)
         for name, value in zip(DRIFT_STATISTICS, stats.tolist()):
             self._metrics["train"][f"drift/{name}"].append(value)

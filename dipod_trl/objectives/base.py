@@ -17,7 +17,7 @@ from typing import ClassVar
 import torch
 
 from ..likelihood import elbo_from_token_logps
-from ..masks import MaskDraw, draw_masks
+from ..masks import BLOCK_CAUSAL_REFUSED, MaskDraw, draw_masks
 from ..randomness import Generators
 
 
@@ -73,8 +73,30 @@ class Objective:
     kl_estimators: ClassVar[tuple[str, ...]] = ("k3",)
     kl_description: ClassVar[str] = "no KL term"
 
-    def __init__(self, args):
+    def __init__(self, args, block_causal: bool = False):
         self.args = args
+        self.block_causal = block_causal  # a block-diffusion policy: masks drawn block by block (`draw_block_masks`)
+        if block_causal:
+            self.check_block_causal()
+
+    def check_block_causal(self) -> None:
+        """Refuse what does not apply to a block-diffusion policy (SDAR, LLaDA2), saying why.
+
+        FPO, SPG and diffu-GRPO all apply: their ELBO is the sum of the blocks' ELBOs given the clean earlier blocks
+        (each block masked on its own), and d1's one-step estimate is each block fully masked given them. SPG's
+        `block_random` masking is refused: it is already the model's own block-by-block factorisation.
+        """
+        args = self.args
+        if self.draws_elbo_samples() and args.elbo_estimator in BLOCK_CAUSAL_REFUSED:
+            raise ValueError(
+                f"elbo_estimator={args.elbo_estimator!r} does not apply to a block-causal model: "
+                f"{BLOCK_CAUSAL_REFUSED[args.elbo_estimator]}. Use 'mc', 'antithetic' or 'stratified'."
+            )
+        if args.cfg_scale > 0:
+            raise ValueError(
+                "cfg_scale > 0 with a block-causal model: classifier-free guidance is not part of the SDAR / LLaDA2 "
+                "samplers or training. Set cfg_scale=0."
+            )
 
     # ---------------------------------------------------------------- config
 
@@ -122,6 +144,7 @@ class Objective:
             prompt_width=args.max_prompt_length,
             block_length=args.block_length,
             mask_padding=mask_padding,
+            block_causal=self.block_causal,
         )
 
     def scores_on_canvas(self) -> bool:

@@ -23,13 +23,14 @@ def spg_eubo_per_token(
     averaged over the tokens that at least one sample masked, is SPG's (mean-field) upper bound.
 
     `token_logps`, `masks`: (B, K, C) as returned by `dipod_trl.likelihood.masked_token_logps` and its draw;
-    `weights`: (B, K).
+    `weights`: (B, K), or (B, K, C) per token (a block-causal draw: `L_k / l_k` of the token's block).
 
     Computed in log space (`logsumexp` of `beta * log p + log weight`): `p^beta` of a confidently wrong token
     underflows float32 (below ~1e-45, e.g. log p = -70 at beta = 1.5), and its log would be -inf.
     """
     scored = masks.any(dim=1)
-    log_terms = eubo_beta * token_logps + torch.log(weights).unsqueeze(-1)
+    log_weights = torch.log(weights) if weights.dim() == 3 else torch.log(weights).unsqueeze(-1)
+    log_terms = eubo_beta * token_logps + log_weights
     log_terms = log_terms.masked_fill(~masks.bool(), float("-inf"))
     log_terms = log_terms.masked_fill(~scored.unsqueeze(1), 0.0)  # no all -inf column: its gradient would be NaN
     log_average = torch.logsumexp(log_terms, dim=1) - math.log(token_logps.shape[1])  # (B, C)
