@@ -21,7 +21,6 @@ from dipod_trl.models import (
     SDARForCausalLM,
     SDARMoeForCausalLM,
     as_diffusion_lm,
-    block_causal_mask,
     load_diffusion_model,
     load_diffusion_tokenizer,
 )

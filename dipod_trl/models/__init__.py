@@ -7,12 +7,13 @@ primitives), `moe` (the mixture-of-experts block) -> `tiny`, `llada`, `dream`, `
 """
 
 from .adapters import NATIVE_MODELS, as_diffusion_lm, check_tokenizer_has_mask, family_traits
+from .block_mask import block_causal_mask
 from .dream import DreamConfig, DreamModel
 from .llada import LLADA_MASK_TOKEN_ID, LLaDAConfig, LLaDAModelLM
 from .llada2 import LLaDA2MoeConfig, LLaDA2MoeModelLM
 from .loading import load_diffusion_model, load_diffusion_tokenizer, register_auto_classes
 from .protocol import DiffusionLM, FamilyTraits, unwrap_model
-from .sdar import SDARConfig, SDARForCausalLM, SDARMoeConfig, SDARMoeForCausalLM, block_causal_mask
+from .sdar import SDARConfig, SDARForCausalLM, SDARMoeConfig, SDARMoeForCausalLM
 from .tiny import (
     TinyBlockMDLMConfig,
     TinyBlockMDLMForBlockDiffusion,

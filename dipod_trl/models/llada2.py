@@ -192,7 +192,7 @@ class LLaDA2MoeModel(nn.Module):
 
 class LLaDA2MoeModelLM(DiffusionPreTrainedModel):
     """LLaDA2: `forward(input_ids, attention_mask=None, position_ids=None)` returns logits aligned with the inputs
-    (`logits[:, i]` scores the token at position i). Pass the block-causal pairwise mask (`sdar.block_causal_mask`)
+    (`logits[:, i]` scores the token at position i). Pass the block-causal pairwise mask (`block_mask.py`)
     for LLaDA2's own factorisation; a (batch, length) padding mask gives full attention over the real tokens."""
 
     config_class = LLaDA2MoeConfig

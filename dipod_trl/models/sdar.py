@@ -10,7 +10,7 @@ token: the published sampler reads the logits of the masked positions themselves
 `mlp.gate` and `mlp.experts.E.*`, see `moe.py`).
 
 Attention takes the mask the caller gives: a (batch, 1, query, key) boolean mask (the block-causal mask of SDAR's
-sampler and trainer, see `block_causal_mask`) is used as given, a (batch, length) padding mask masks padded keys; the
+sampler and trainer, see `block_mask.py`) is used as given, a (batch, length) padding mask masks padded keys; the
 block key/value cache and default positions are those of [`DiffusionPreTrainedModel`]. The published code's
 differences that change no logits: flash-attn's fused RMSNorm (the published file keeps the plain formula beside the
 kernel call; this is that formula), `flash_attn_func` for an all-true mask (this is SDPA without a mask), and its
@@ -36,14 +36,6 @@ SDAR_MASK_TOKEN_ID = 151669  # <|MASK|>
 # Qwen's end of text and end of turn; SDAR's generation_config lists both as EOS.
 SDAR_STOP_TOKENS = {"<|endoftext|>": 151643, "<|im_end|>": 151645}
 SDAR_BLOCK_LENGTH = 4  # config `block_size` of every released SDAR / TraDo checkpoint, and generate.py's default
-
-
-def block_causal_mask(length: int, block_length: int, device=None) -> torch.Tensor:
-    """The (1, 1, length, length) boolean mask of block-causal attention: a position attends to every position of
-    its own block and of all earlier blocks (blocks counted from position 0), as SDAR's and LLaDA2's samplers build
-    it (`tril(ones(blocks, blocks))` repeated over each block)."""
-    block = torch.arange(length, device=device) // block_length
-    return (block.unsqueeze(-1) >= block.unsqueeze(0))[None, None]
 
 
 class SDARConfig(PreTrainedConfig):
@@ -190,7 +182,7 @@ class SDARModel(nn.Module):
 
 class SDARForCausalLM(DiffusionPreTrainedModel):
     """SDAR: `forward(input_ids, attention_mask=None, position_ids=None)` returns logits aligned with the inputs
-    (`logits[:, i]` scores the token at position i). Pass the block-causal pairwise mask (`block_causal_mask`) for
+    (`logits[:, i]` scores the token at position i). Pass the block-causal pairwise mask (`block_mask.py`) for
     SDAR's own factorisation; a (batch, length) padding mask gives full attention over the real tokens."""
 
     config_class = SDARConfig
