@@ -126,7 +126,7 @@ def compute_reference(stable: dict | None = None) -> dict[str, torch.Tensor]:
 
 
 # The largest difference from the recording that kernel rounding may cause: |computed - recorded| at most this
-# fraction of the recorded tensor's largest |value|. float32 and float64 (the models normalise and rotate in float32):
+# fraction of the recorded tensor's largest |value|. float32 and float64 (the rotary angles are float32 in both):
 # measured at most 2.9e-6 (tiny model; LLaDA and Dream fixtures 3.2e-7; portable kernels and this machine's AVX2
 # kernels against the recording), while small real changes of the model code move them by 1e-3 or more (the
 # normalisation's eps x 10: 1.9e-3 tiny, 1.2e-2 LLaDA, 9.8e-4 Dream; rope_theta x 1.01: 2.6e-3 tiny). bf16: rounding
