@@ -34,6 +34,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
+from statistics import NormalDist
 
 from dipod_trl.demo import quarter_mean
 
@@ -53,9 +54,58 @@ CELLS = {
 }
 OBJECTIVES = ("fpo", "spg")
 BETAS = {"base": 0.0, "+DiPOD": 0.05}
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-# The t distribution's 80% quantile by degrees of freedom: with T_975, the difference a test has 80% power to detect.
-T_80 = {1: 1.376, 2: 1.061, 3: 0.978, 4: 0.941, 5: 0.920, 6: 0.906, 7: 0.896, 8: 0.889, 9: 0.883, 10: 0.879}
+def _beta_continued_fraction(a: float, b: float, x: float) -> float:
+    """The continued fraction of the regularized incomplete beta function, by the modified Lentz method."""
+    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1 / (d if abs(d) > tiny else tiny)
+    result = d
+    for m in range(1, 100_000):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d, c = 1 + numerator * d, 1 + numerator / c
+            d, c = 1 / (d if abs(d) > tiny else tiny), c if abs(c) > tiny else tiny
+            result *= d * c
+        if abs(d * c - 1) < 1e-15:
+            return result
+    raise ArithmeticError(f"the incomplete beta continued fraction did not converge (a={a}, b={b}, x={x})")
+
+
+def regularized_beta(a: float, b: float, x: float) -> float:
+    """I_x(a, b), the regularized incomplete beta function (Numerical Recipes 6.4), to about 1e-14."""
+    if x <= 0 or x >= 1:
+        return float(x >= 1)
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1) / (a + b + 2):  # where the fraction converges fast; else by the symmetry I_x(a,b) = 1 - I_1-x(b,a)
+        return math.exp(log_front) * _beta_continued_fraction(a, b, x) / a
+    return 1 - math.exp(log_front) * _beta_continued_fraction(b, a, 1 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with `df` (any positive real) degrees of freedom."""
+    if math.isinf(df):
+        return NormalDist().cdf(t)
+    tail = 0.5 * regularized_beta(df / 2, 0.5, df / (df + t * t))
+    return 1 - tail if t > 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The p-quantile of Student's t with `df` (any positive real, or inf) degrees of freedom, by bisection of
+    `t_cdf` to float precision (no table, no rounding of the degrees of freedom)."""
+    if not (0 < p < 1 and df > 0):
+        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
+    if math.isinf(df):
+        return NormalDist().inv_cdf(p)
+    if p < 0.5:
+        return -t_quantile(1 - p, df)
+    low, high = 0.0, 1.0
+    while t_cdf(high, df) < p:
+        low, high = high, 2 * high
+    for _ in range(200):
+        middle = (low + high) / 2
+        if middle in (low, high):
+            break
+        low, high = (middle, high) if t_cdf(middle, df) < p else (low, middle)
+    return (low + high) / 2
 
 
 def run_one(job: dict) -> dict:
@@ -95,13 +145,14 @@ def interval(values: list[float]) -> tuple[float, float]:
     if n < 2:
         return mean, float("nan")
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, T_975[min(n - 1, 10)] * sd / math.sqrt(n)
+    return mean, t_quantile(0.975, n - 1) * sd / math.sqrt(n)
 
 
 def difference(a: list[float], b: list[float]) -> tuple[float, float]:
-    """mean(a) - mean(b) and the half-width of its 95% Welch interval."""
+    """mean(a) - mean(b) and the half-width of its 95% Welch interval (t quantile at the exact Welch-Satterthwaite
+    degrees of freedom, not rounded)."""
     se, df = welch_df(a, b)
-    return sum(a) / len(a) - sum(b) / len(b), T_975[max(1, min(int(df), 10))] * se
+    return sum(a) / len(a) - sum(b) / len(b), t_quantile(0.975, df) * se
 
 
 def welch_df(a: list[float], b: list[float]) -> tuple[float, float]:
@@ -118,8 +169,7 @@ def detectable_difference(a: list[float], b: list[float]) -> float:
     """The smallest true difference of means that a two-sided 5% Welch test on samples spread like `a` and `b`
     detects with 80% power: (t_0.975 + t_0.80) x the difference's standard error."""
     se, df = welch_df(a, b)
-    df = max(1, min(int(df), 10))
-    return (T_975[df] + T_80[df]) * se
+    return (t_quantile(0.975, df) + t_quantile(0.80, df)) * se
 
 
 def grid_pairs() -> list[tuple[str, str]]:

@@ -87,7 +87,9 @@ def test_welch_intervals_hold_5_percent_and_the_detectable_difference_is_found_8
     rng = random.Random(0)
     unit = [(x - 3) / statistics.stdev(range(1, 6)) for x in range(1, 6)]  # sample sd exactly 1
     size = double_drift.detectable_difference(unit, unit)
-    assert size == pytest.approx((2.306 + 0.889) * math.sqrt(2 / 5), rel=1e-9)  # 8 degrees of freedom
+    t_975, t_80 = double_drift.t_quantile(0.975, 8), double_drift.t_quantile(0.80, 8)  # 8 degrees of freedom
+    assert (round(t_975, 6), round(t_80, 6)) == (2.306004, 0.888890)  # the t table's values
+    assert size == pytest.approx((t_975 + t_80) * math.sqrt(2 / 5), rel=1e-12)
 
     def rejection_rate(shift: float, trials: int = 4000) -> float:
         rejected = 0
@@ -114,5 +116,72 @@ def test_the_paired_table_differences_each_seeds_runs_and_counts_where_dipod_is_
     runs += [{"objective": "spg", "cell": "c", "method": "+DiPOD 0.05", "seed": s, "value": v}
              for s, v in dipod.items()]
     text = double_drift_long.paired_table(runs, [("spg", "c")], {"base": 0.0, "+DiPOD 0.05": 0.05}, column)
-    half_width = 4.303 * statistics.stdev([0.1, 0.3, -0.1]) / math.sqrt(3)
+    half_width = 4.302653 * statistics.stdev([0.1, 0.3, -0.1]) / math.sqrt(3)  # t_0.975 at 2 degrees of freedom
     assert text.splitlines()[-1] == f"| spg | c | DiPOD 0.05 - base | 3 | 0.100 ± {half_width:.3f} (2/3) |"
+
+
+def _t_density(t: float, df: float) -> float:
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    return math.exp(log_norm - (df + 1) / 2 * math.log1p(t * t / df))
+
+
+def _simpson(f, a: float, b: float, intervals: int = 4000) -> float:
+    h = (b - a) / intervals
+    return h / 3 * sum((1 if i in (0, intervals) else 4 if i % 2 else 2) * f(a + i * h) for i in range(intervals + 1))
+
+
+def test_t_quantile_is_exact_at_closed_forms_table_values_and_fractional_degrees_of_freedom():
+    """The t quantile behind every interval, checked against what is known independently of its code: the closed
+    forms at 1 and 2 degrees of freedom, the printed table (t_0.975: 12.7062 at 1, 2.228139 at 10, 2.144787 at 14 and
+    2.131450 at 15, 1.959964 in the normal limit; t_0.80 0.879058 at 10), and at fractional degrees of freedom the
+    density integrated numerically (Simpson's rule) up to the quantile, which must give the probability asked for."""
+    q = double_drift.t_quantile
+    for p in (0.6, 0.8, 0.9, 0.975, 0.995):
+        assert q(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-12)
+        assert q(p, 2) == pytest.approx((2 * p - 1) / math.sqrt(2 * p * (1 - p)), rel=1e-12)
+        assert q(1 - p, 7.5) == pytest.approx(-q(p, 7.5), rel=1e-14)
+    assert round(q(0.975, 1), 4) == 12.7062 and round(q(0.975, 10), 6) == 2.228139
+    assert round(q(0.975, 14), 6) == 2.144787 and round(q(0.975, 15), 6) == 2.131450
+    assert round(q(0.80, 10), 6) == 0.879058
+    assert round(q(0.975, math.inf), 6) == 1.959964 and q(0.975, 1e6) == pytest.approx(1.959966, abs=1e-6)
+    for p, df in [(0.975, 14.7), (0.975, 18.0), (0.80, 14.7), (0.975, 3.3), (0.975, 0.7)]:
+        t = q(p, df)
+        assert 0.5 + _simpson(lambda x, df=df: _t_density(x, df), 0.0, t) == pytest.approx(p, abs=1e-10), (p, df)
+    assert 2.131450 < q(0.975, 14.7) < 2.144787  # between the table's 15 and 14 degrees of freedom
+    with pytest.raises(ValueError, match="0 < p < 1 and df > 0"):
+        q(0.975, 0)
+
+
+def test_welch_df_is_the_exact_welch_satterthwaite_value_neither_capped_nor_rounded():
+    """Samples with sample variances exactly 1 (5 values) and 4 (10 values): standard error sqrt(1/5 + 4/10), and
+    Welch-Satterthwaite df (0.2 + 0.4)^2 / (0.2^2/4 + 0.4^2/9) = 12.96 exactly; two samples of 10 with equal spread
+    give 18, not the 10 a capped table gives; the interval uses the t quantile at those df."""
+    def scaled(n: int, sd: float) -> list[float]:
+        raw = list(range(n))
+        mean, spread = sum(raw) / n, statistics.stdev(raw)
+        return [sd * (x - mean) / spread for x in raw]
+
+    a, b = scaled(5, 1.0), [x + 0.5 for x in scaled(10, 2.0)]
+    se, df = double_drift.welch_df(a, b)
+    assert se == pytest.approx(math.sqrt(0.6), rel=1e-12) and df == pytest.approx(12.96, rel=1e-12)
+    mean, half_width = double_drift.difference(a, b)
+    assert mean == pytest.approx(-0.5, abs=1e-12)
+    assert half_width == pytest.approx(double_drift.t_quantile(0.975, 12.96) * math.sqrt(0.6), rel=1e-12)
+    assert 2.160369 < double_drift.t_quantile(0.975, 12.96) < 2.178813  # between the table's 13 and 12 df
+    assert double_drift.welch_df(scaled(10, 1.0), scaled(10, 1.0))[1] == pytest.approx(18.0, rel=1e-12)
+    assert double_drift.interval(scaled(12, 1.0))[1] == pytest.approx(2.200985 / math.sqrt(12), rel=1e-6)  # 11 df
+
+
+def test_the_confirmation_pages_welch_intervals_recompute_from_its_csv():
+    """docs/double_drift_confirm.md's DiPOD - base row recomputes from docs/double_drift_confirm.csv with the exact
+    Welch degrees of freedom (14.7 to 18 there): the drift gap's interval is -0.541 ± 0.518."""
+    rows = list(csv.DictReader(open(os.path.join(double_drift_long.DOCS, "double_drift_confirm.csv"))))
+    column = "drift gap (last 25%)"
+    base = [float(r[column]) for r in rows if r["method"] == "base"]
+    dipod = [float(r[column]) for r in rows if r["method"] == "+DiPOD 0.05"]
+    assert len(base) == len(dipod) == 10
+    mean, half_width = double_drift.difference(dipod, base)
+    assert 14.7 < double_drift.welch_df(dipod, base)[1] < 18
+    assert f"{mean:.3f} ± {half_width:.3f}" == "-0.541 ± 0.518"
+    page = open(os.path.join(double_drift_long.DOCS, "double_drift_confirm.md")).read()
+    assert "| DiPOD 0.05 - base | | 0.011 ± 0.019 | -0.541 ± 0.518 |" in page
