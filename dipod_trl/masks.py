@@ -13,7 +13,9 @@ import torch
 
 from .randomness import Generators, random_uniform
 
-ESTIMATORS = ("mc", "antithetic", "stratified", "block_random", "one_step")
+ESTIMATORS = ("mc", "antithetic", "stratified", "quadrature", "block_random", "one_step")
+# Estimators whose samples come in pairs that share one random order.
+PAIRED_ESTIMATORS = ("antithetic", "quadrature")
 
 
 def check_num_samples(num_samples: int, estimator: str, *, names=("num_samples", "estimator")) -> None:
@@ -21,8 +23,8 @@ def check_num_samples(num_samples: int, estimator: str, *, names=("num_samples",
     count, kind = names
     if num_samples < 1:
         raise ValueError(f"{count} (K) must be >= 1, got {num_samples}.")
-    if estimator == "antithetic" and num_samples % 2 != 0:
-        raise ValueError(f"{count} must be even for {kind}='antithetic' (pairs of masks), got {num_samples}.")
+    if estimator in PAIRED_ESTIMATORS and num_samples % 2 != 0:
+        raise ValueError(f"{count} must be even for {kind}={estimator!r} (pairs of masks), got {num_samples}.")
 
 
 @dataclass
@@ -90,7 +92,7 @@ def draw_masks(
 ) -> MaskDraw:
     """Draw the masks of `num_samples` Monte-Carlo samples per row.
 
-    Estimators (all unbiased for the ELBO except `one_step`):
+    Estimators (all unbiased for the ELBO except `quadrature` and `one_step`):
 
     * `mc`: `l` uniform on `1..L`, then a uniformly random subset of `l` completion tokens, weight `L / l`.
     * `antithetic`: samples come in pairs that share one random order `pi`: `pi[:l]` and `pi[l-1:]` (sizes `l` and
@@ -98,6 +100,15 @@ def draw_masks(
       little (high variance) is paired with one that masks much. `num_samples` must be even.
     * `stratified`: sample `k` of `K` draws its mask ratio from the `k`-th of `K` equal strata of (0, 1]
       (LLaDA-1.5's VRPO); the average over the `K` samples stays unbiased.
+    * `quadrature`: deliberately **biased**. Every pair of samples splits one random order `pi` in halves, `pi[:a]`
+      and `pi[a:]` with `a = floor(L / 2)` (`ceil` in every second pair): the time integral is replaced by its
+      midpoint node (half the tokens masked), with an exact count of masked tokens, and every token is scored
+      exactly once per pair (weight 2 per sample, so a pair's estimate is the sum of every token's log-probability
+      with half the completion masked). Only the choice of halves is random, so the variance is far below `mc`'s;
+      the bias is the midpoint rule's error, `sum_i [h_i(L/2) - mean_s h_i(s)]` with `h_i(s)` token `i`'s expected
+      log-probability when `s` tokens are masked, and does not shrink with `K` (GDPO's semi-deterministic
+      estimate with one node). `benchmarks/bench_elbo_variance.py` reports it next to the variance.
+      `num_samples` must be even.
     * `block_random`: SPG's block-wise estimate of the semi-autoregressive ELBO (SPG's `forward_type
       block_random`). Each sample picks one block `k` of `block_length` positions uniformly among the blocks that
       hold completion tokens, masks `l` uniform on `1..L_k` of its `L_k` completion tokens, shows every later block
@@ -162,6 +173,8 @@ def _subset_masks(valid: torch.Tensor, lengths: torch.Tensor, estimator: str, ge
     elif estimator == "stratified":
         strata = torch.arange(num_samples, device=device).unsqueeze(0)
         u = (strata + random_uniform((batch, num_samples), generator, device)) / num_samples
+    elif estimator == "quadrature":
+        return _quadrature_masks(valid, lengths, ranks)
     else:  # antithetic: one draw per pair; the partner reuses the order of its first sample
         u = random_uniform((batch, num_samples // 2), generator, device)
         ranks = ranks[:, 0::2].repeat_interleave(2, dim=1)
@@ -176,6 +189,18 @@ def _subset_masks(valid: torch.Tensor, lengths: torch.Tensor, estimator: str, ge
         masks = ranks < num_masked.unsqueeze(-1)
     weights = torch.where(lengths > 0, lengths.float() / num_masked.clamp(min=1).float(), 0.0)
     return masks & valid, weights
+
+
+def _quadrature_masks(valid: torch.Tensor, lengths: torch.Tensor, ranks: torch.Tensor):
+    """`quadrature` masks and weights (see [`draw_masks`]): each pair splits its order in halves, `pi[:a]`, `pi[a:]`."""
+    batch, num_samples, length = valid.shape
+    pair_lengths = lengths[:, 0::2]
+    odd_pair = torch.arange(num_samples // 2, device=valid.device) % 2
+    split = (pair_lengths + odd_pair) // 2  # floor(L / 2), or ceil in every second pair
+    first = ranks[:, 0::2] < split.unsqueeze(-1)
+    masks = torch.stack([first, ~first], dim=2).view(batch, num_samples, length) & valid
+    weights = torch.where(lengths > 0, 2.0, 0.0)
+    return masks, weights
 
 
 def _block_random(valid: torch.Tensor, block_length: int, generator: Generators, width: int | None):
