@@ -26,7 +26,7 @@ import json
 import os
 import time
 
-from _long_sort import DEFAULT_SFT_DIR, ROOT
+from _long_sort import ROOT
 from double_drift import COLUMNS, matched_seeds, result_path, run_pending, table, write_csv
 
 from dipod_trl.demo import RECIPE, quarter_mean
@@ -35,6 +35,7 @@ DEMO_ESTIMATORS = ("mc", "antithetic", "quadrature")
 # (estimator, K) of the long part: the release's 4 mc samples against 2 of the new estimator.
 LONG_ESTIMATORS = {"mc x4": ("mc", 4), "quadrature x2": ("quadrature", 2)}
 DEMO_CELL = "FPO+DiPOD, 2 iters, K=2, lr 2e-4"
+LONG_SFT = os.path.join(ROOT, "benchmarks", "results", "long_sort_sft")  # the committed 64-token SFT checkpoint
 
 
 def run_demo_job(job: dict) -> dict:
@@ -81,7 +82,7 @@ def long_jobs(args) -> list[dict]:
 
     cell = f"FPO+DiPOD, 12 iters, lr {args.long_lr:g}, 64 tokens"
     return [dict(objective="fpo", cell=cell, learning_rate=args.long_lr, method=name, dipod_beta=0.05, seed=seed,
-                 recipe={**RECIPES["fpo"], "elbo_estimator": estimator, "elbo_num_samples": k}, sft=DEFAULT_SFT_DIR,
+                 recipe={**RECIPES["fpo"], "elbo_estimator": estimator, "elbo_num_samples": k}, sft=LONG_SFT,
                  generations=args.long_generations, batch_size=32, drift_sequences=16, drift_every=2,
                  eval_examples=128, kv_cache="dual",
                  out=os.path.join(args.output_dir, "long", name.replace(" ", "_"), str(seed)))
