@@ -13,7 +13,9 @@ import torch
 
 from .randomness import Generators, random_uniform
 
-ESTIMATORS = ("mc", "antithetic", "stratified", "quadrature", "block_random", "one_step")
+ESTIMATORS = ("mc", "antithetic", "stratified", "quadrature", "control_variate", "block_random", "one_step")
+# Estimators whose weights are per token, (B, K, C), instead of per sample.
+TOKEN_WEIGHTED_ESTIMATORS = ("control_variate",)
 # Estimators whose samples come in pairs that share one random order.
 PAIRED_ESTIMATORS = ("antithetic", "quadrature")
 
@@ -25,6 +27,9 @@ def check_num_samples(num_samples: int, estimator: str, *, names=("num_samples",
         raise ValueError(f"{count} (K) must be >= 1, got {num_samples}.")
     if estimator in PAIRED_ESTIMATORS and num_samples % 2 != 0:
         raise ValueError(f"{count} must be even for {kind}={estimator!r} (pairs of masks), got {num_samples}.")
+    if estimator == "control_variate" and num_samples < 2:
+        raise ValueError(f"{count} must be >= 2 for {kind}='control_variate' (the fully masked sample and at least "
+                         f"one random mask), got {num_samples}.")
 
 
 @dataclass
@@ -34,7 +39,8 @@ class MaskDraw:
     Attributes:
         completion_masks: bool (B, K, C), True where the sample masks a completion token.
         weights: float (B, K), the factor applied to a sample's sum of masked-token log-probabilities (`L / l` for the
-            ELBO, 1 for the one-step estimate); 0 for an empty completion.
+            ELBO, 1 for the one-step estimate); 0 for an empty completion. Float (B, K, C) for estimators that weigh
+            each token of a sample separately (`control_variate`, see `TOKEN_WEIGHTED_ESTIMATORS`).
         prompt_masks: bool (B, K, P) or None, prompt positions masked as well (d1's `p_mask_prompt`).
         context_masks: bool (B, K, C) or None, completion positions shown as mask tokens but not scored: the later
             blocks of `block_random`, and canvas positions past the first EOS (which are then attended).
@@ -109,6 +115,15 @@ def draw_masks(
       log-probability when `s` tokens are masked, and does not shrink with `K` (GDPO's semi-deterministic
       estimate with one node). `benchmarks/bench_elbo_variance.py` reports it next to the variance.
       `num_samples` must be even.
+    * `control_variate`: unbiased, with the fully masked completion as a control variate. Sample 0 masks every
+      token (its log-probabilities `g_i^full` are exact, no randomness); samples `1..K-1` mask `l` of the `L`
+      tokens, `l` drawn from `q(l) ∝ L - l` on `1..L-1` (stratified over the `K - 1` samples by inverse CDF), and
+      estimate the rest of the ELBO, `sum_l (1/l) E[sum_{i in M} (g_i(M) - g_i^full)]`, with weight `1 / (l q(l))`.
+      A token's log-probability changes little with the number of tokens masked around it, so the differences are
+      small where `mc`'s terms are large; `q` spends the samples on small `l`, where they are largest. The weights
+      are per token (B, K, C): sample 0's token `i` carries `1 - (sum of the other samples' weights on i) / (K-1)`
+      (times `K`, as every estimate is a mean over the `K` samples). `num_samples` must be >= 2; a one-token
+      completion is scored exactly by the fully masked sample.
     * `block_random`: SPG's block-wise estimate of the semi-autoregressive ELBO (SPG's `forward_type
       block_random`). Each sample picks one block `k` of `block_length` positions uniformly among the blocks that
       hold completion tokens, masks `l` uniform on `1..L_k` of its `L_k` completion tokens, shows every later block
@@ -146,6 +161,8 @@ def draw_masks(
     if estimator == "one_step":
         masks = valid.clone()
         weights = (lengths > 0).float()
+    elif estimator == "control_variate":
+        masks, weights = _control_variate_masks(valid, lengths, generator, completion_width)
     elif estimator == "block_random":
         masks, weights, context = _block_random(valid, block_length, generator, completion_width)
     else:
@@ -201,6 +218,29 @@ def _quadrature_masks(valid: torch.Tensor, lengths: torch.Tensor, ranks: torch.T
     masks = torch.stack([first, ~first], dim=2).view(batch, num_samples, length) & valid
     weights = torch.where(lengths > 0, 2.0, 0.0)
     return masks, weights
+
+
+def _control_variate_masks(valid: torch.Tensor, lengths: torch.Tensor, generator: Generators, width: int | None):
+    """`control_variate` masks and per-token weights (see [`draw_masks`]): sample 0 fully masked, the others `l` of
+    `L` tokens with `l ~ q(l) ∝ L - l` on `1..L-1`, stratified."""
+    batch, num_samples, length = valid.shape
+    device = valid.device
+    num_random = num_samples - 1
+    ranks = _random_ranks(valid[:, 1:], generator, width)
+    u = (torch.arange(num_random, device=device) + random_uniform((batch, num_random), generator, device)) / num_random
+    total = lengths[:, :1].float()  # L, (B, 1)
+    sizes = torch.arange(1, length + 1, device=device).float()  # l = 1..C
+    q = (total - sizes).clamp(min=0) / (total * (total - 1) / 2).clamp(min=1)  # q(l) on 1..L-1, (B, C)
+    num_masked = ((q.cumsum(-1).unsqueeze(1) < u.unsqueeze(-1)).sum(-1) + 1)  # inverse CDF, (B, K-1)
+    has_random = lengths[:, 1:] >= 2
+    num_masked = torch.where(has_random, torch.minimum(num_masked, (lengths[:, 1:] - 1).clamp(min=1)), 0)
+    random_masks = (ranks < num_masked.unsqueeze(-1)) & valid[:, 1:]
+    q_at = q.gather(-1, (num_masked - 1).clamp(min=0))
+    factor = torch.where(has_random, 1.0 / (num_masked.clamp(min=1) * q_at.clamp(min=1e-12)), 0.0)  # 1 / (l q(l))
+    random_weights = num_samples / num_random * factor.unsqueeze(-1) * random_masks.float()
+    full_weights = num_samples * (1.0 - random_weights.sum(1) / num_samples) * valid[:, 0].float()
+    masks = torch.cat([valid[:, :1], random_masks], dim=1)
+    return masks, torch.cat([full_weights.unsqueeze(1), random_weights], dim=1)
 
 
 def _block_random(valid: torch.Tensor, block_length: int, generator: Generators, width: int | None):
