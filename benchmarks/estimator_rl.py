@@ -5,12 +5,12 @@
     python benchmarks/estimator_rl.py --summarise-only       # the tables of what has finished
 
 * `demo`: the demo's FPO + DiPOD setting (`dipod_trl.demo.RECIPE`: 2 inner iterations, K = 2 ELBO samples, lr 2e-4,
-  `dipod_beta` 0.05 with token normalisation; 64 completions of 8 tokens per generation batch) from the demo's
-  masked-SFT checkpoint, with the estimators of `DEMO_ESTIMATORS` (each K = 2, so the same forward passes), for
-  `--generations` batches as in the drift sweeps.
+  `dipod_beta` 0.05 with token normalisation; 64 completions of 8 tokens per generation batch; 10 generation
+  batches, as the demo runs it) from the demo's masked-SFT checkpoint, with the estimators of `DEMO_ESTIMATORS`
+  (each K = 2, so the same forward passes).
 * `long`: FPO as the release runs it (12 inner iterations) on the 64-token sort task of `double_drift_long.py`, from
   the committed SFT checkpoint, at `--long-lr`: 2 `quadrature` samples against the release's 4 `mc` samples (half
-  the forward passes of the ELBO), with and without nothing else changed.
+  the forward passes of the ELBO), nothing else changed.
 
 Per part and estimator: mean and 95% t-interval over seeds of the reward, the on-policy drift gap (importance-weighted
 order bound - ELBO), its growth, the on-policy ELBO's change and the held-out accuracy; then each estimator minus the
@@ -104,7 +104,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", nargs="+", default=["demo", "long"], choices=["demo", "long"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--generations", type=int, default=30, help="generation batches per demo run")
+    parser.add_argument("--generations", type=int, default=10,
+                        help="generation batches per demo run (the demo's recipe_generation_batches)")
     parser.add_argument("--long-generations", type=int, default=16, help="generation batches per long run")
     parser.add_argument("--long-lr", type=float, default=3e-4,
                         help="learning rate of the long part (3e-4: where the drift sweep found base FPO drifting)")
