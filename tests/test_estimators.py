@@ -136,3 +136,18 @@ def test_masked_token_logps_are_what_the_estimators_weigh(model):
     logps = masked_token_logps(model, prompt, completion, draw)
     assert torch.allclose(dipod_trl.elbo(model, prompt, completion, draw=draw),
                           elbo_from_token_logps(logps, draw).mean(1), atol=1e-6)
+
+
+@pytest.mark.parametrize("estimator", ["control_variate", "quadrature"])
+def test_fpo_trains_on_the_new_estimators_with_the_loss_written_out_independently(tokenizer, tmp_path, estimator):
+    """The trainer carries per-token weights (control_variate) through its buffers and micro-batches unchanged."""
+    from tests.conftest import generation_batch, make_trainer, text_hash
+    from tests.test_trainer import independent_loss
+
+    trainer = make_trainer(tokenizer, tmp_path, reward=text_hash, objective="fpo", dipod_beta=0.0,
+                           elbo_num_samples=4, elbo_estimator=estimator)
+    inputs = generation_batch(trainer)
+    assert inputs["mask_weights"].dim() == (4 if estimator == "control_variate" else 3)  # (B, iterations, K[, C])
+    loss = trainer.compute_loss(trainer.model, inputs)
+    expected, _, _ = independent_loss(trainer.model, inputs, "fpo")
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)

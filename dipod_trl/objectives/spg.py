@@ -75,12 +75,16 @@ class SPG(Objective):
             raise ValueError(
                 f"spg_eubo_beta must be >= 1 for the EUBO to bound the likelihood, got {args.spg_eubo_beta}."
             )
+        if not 0.0 <= args.spg_mix_weight <= 1.0:
+            raise ValueError(f"spg_mix_weight must be in [0, 1], got {args.spg_mix_weight}.")
+
+    @classmethod
+    def configure(cls, args) -> None:
         if args.elbo_estimator in TOKEN_WEIGHTED_ESTIMATORS:
             raise ValueError(f"elbo_estimator={args.elbo_estimator!r} weighs each token separately; SPG's EUBO needs "
                              "one weight per sample. Use 'block_random', 'antithetic', 'quadrature', 'stratified' or "
                              "'mc' with objective='spg'.")
-        if not 0.0 <= args.spg_mix_weight <= 1.0:
-            raise ValueError(f"spg_mix_weight must be in [0, 1], got {args.spg_mix_weight}.")
+        super().configure(args)
 
     def loss(self, token_logps: torch.Tensor, draw: MaskDraw, inputs: LossInputs) -> ObjectiveOutput:
         elbo = self.reduce(token_logps, draw)
