@@ -1,6 +1,6 @@
 """Error of every ELBO estimator against the exact ELBO at equal forward passes, on values and gradients.
 
-    python benchmarks/bench_elbo_variance.py              # about 10 minutes on 2 CPU cores
+    python benchmarks/bench_elbo_variance.py              # part 1 in minutes; part 2 about 35 on 2 busy cores
     python benchmarks/bench_elbo_variance.py --quick      # a smoke run
 
 Part 1, 8-token completions (the demo's masked-SFT model, as `dipod sft recipes/tiny_sft.yaml` trains it): 24
@@ -289,7 +289,7 @@ def main():
     parser.add_argument("--rows", type=int, default=24)
     parser.add_argument("--replicates", type=int, default=200)
     parser.add_argument("--directions", type=int, default=4)
-    parser.add_argument("--long-rows", type=int, default=4)
+    parser.add_argument("--long-rows", type=int, default=2)
     parser.add_argument("--long-replicates", type=int, default=32)
     parser.add_argument("--long-directions", type=int, default=1)
     parser.add_argument("--reference-samples", type=int, default=4096)
