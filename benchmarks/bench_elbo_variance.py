@@ -273,7 +273,7 @@ def part_two(args) -> None:
     for name in ESTIMATOR_NAMES:
         cells = []
         for k in SAMPLE_COUNTS:
-            def run():
+            def run(k=k, name=name):
                 draw = draw_masks(completion_mask, k, estimator=name, generator=torch.Generator().manual_seed(0))
                 with torch.no_grad():
                     elbo(model, prompt_ids, completion_ids, completion_mask=completion_mask, attention_mask=attention,
