@@ -6,7 +6,8 @@ The term reuses the ELBO the objective already computes (no extra forward pass):
 in the loss. The last column counts the sequences the model scores in one loss + backward with each setting (a
 forward hook): equal counts are the check that DiPOD adds no forward pass. For each objective, one generation
 batch of the demo's tiny model on digit_sort (64 completions) is scored and back-propagated `repeats` times with
-each setting, alternating, on identical inputs; the ratio compares median times. (Comparing whole training runs instead would measure how the runs differ, e.g. in completion length.)
+each setting, alternating, on identical inputs; the ratio compares median times. (Comparing whole training runs
+instead would measure how the runs differ, e.g. in completion length.)
 """
 
 import argparse
