@@ -123,7 +123,7 @@ def run_one(job: dict) -> dict:
 
     torch.set_num_threads(1)
     hf_logging.disable_progress_bar()
-    recipe = RECIPES[job["objective"]]
+    recipe = job.get("recipe") or RECIPES[job["objective"]]  # estimator_rl.py runs other ELBO estimators
     config = DiPODConfig(
         output_dir=job["out"], objective=job["objective"], dipod_beta=job["dipod_beta"], dipod_normalization="token",
         learning_rate=job["learning_rate"], lr_scheduler_type="constant", **recipe,

@@ -121,7 +121,9 @@ class DiPODConfig(GRPOConfig, FastDecodingArguments, ElboSamplingArguments, DiPO
             "help": "Policy-gradient surrogate for the diffusion policy. 'fpo': PPO-clipped ratio "
             "exp(ELBO_theta - ELBO_old) per sequence, masks shared between old, current and reference policy. "
             "'diffu_grpo': d1's per-token clipped ratio on one-step estimates. 'spg': SPG's sandwich, the ELBO for "
-            "positive advantages and an upper bound (EUBO) for negative ones. The registry is "
+            "positive advantages and an upper bound (EUBO) for negative ones. 'espo': ESPO's clipped sequence ratio "
+            "exp((ELBO_theta - ELBO_old) / max_completion_length). 'gdpo': the same ratio normalised by each "
+            "completion's length, on elbo_estimator='quadrature'. The registry is "
             "dipod_trl.objectives.OBJECTIVES."
         },
     )
@@ -154,8 +156,9 @@ class DiPODConfig(GRPOConfig, FastDecodingArguments, ElboSamplingArguments, DiPO
         metadata={
             "help": "FPO's KL penalty to the reference (weight `beta`). 'k3': exp(d) - d - 1 on the per-token ELBO "
             "difference d = (ELBO_ref - ELBO_theta) / length. 'linear_sequence': ELBO_theta - ELBO_ref in nats per "
-            "sequence, as the paper's release (its FPO branch). diffu_grpo always uses d1's per-token k3; spg has "
-            "no KL."
+            "sequence, as the paper's release (its FPO branch). espo and gdpo: 'k2', (ELBO_theta - ELBO_ref)^2 / 2 "
+            "summed over sequences and divided by their summed lengths (ESPO's release), or 'k3'. diffu_grpo always "
+            "uses d1's per-token k3; spg has no KL."
         },
     )
 

@@ -207,7 +207,8 @@ def block_causal_token_logps(
 
 def elbo_from_token_logps(token_logps: torch.Tensor, draw: MaskDraw) -> torch.Tensor:
     """Per-sample estimates (B, K): each sample's masked-token log-probability sum times its weight (or each token's
-    log-probability times its own weight, for per-token weights)."""
+    log-probability times its own weight, for weights of shape (B, K, C): block-causal draws and token-weighted
+    estimators)"""
     if draw.weights.dim() == 3:
         return (draw.weights * token_logps).sum(-1)
     return draw.weights * token_logps.sum(-1)

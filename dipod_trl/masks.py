@@ -13,7 +13,11 @@ import torch
 
 from .randomness import Generators, random_uniform
 
-ESTIMATORS = ("mc", "antithetic", "stratified", "block_random", "one_step")
+ESTIMATORS = ("mc", "antithetic", "stratified", "quadrature", "control_variate", "block_random", "one_step")
+# Estimators whose weights are per token, (B, K, C), instead of per sample.
+TOKEN_WEIGHTED_ESTIMATORS = ("control_variate",)
+# Estimators whose samples come in pairs that share one random order.
+PAIRED_ESTIMATORS = ("antithetic", "quadrature")
 
 
 def check_num_samples(num_samples: int, estimator: str, *, names=("num_samples", "estimator")) -> None:
@@ -21,8 +25,11 @@ def check_num_samples(num_samples: int, estimator: str, *, names=("num_samples",
     count, kind = names
     if num_samples < 1:
         raise ValueError(f"{count} (K) must be >= 1, got {num_samples}.")
-    if estimator == "antithetic" and num_samples % 2 != 0:
-        raise ValueError(f"{count} must be even for {kind}='antithetic' (pairs of masks), got {num_samples}.")
+    if estimator in PAIRED_ESTIMATORS and num_samples % 2 != 0:
+        raise ValueError(f"{count} must be even for {kind}={estimator!r} (pairs of masks), got {num_samples}.")
+    if estimator == "control_variate" and num_samples < 2:
+        raise ValueError(f"{count} must be >= 2 for {kind}='control_variate' (the fully masked sample and at least "
+                         f"one random mask), got {num_samples}.")
 
 
 @dataclass
@@ -33,7 +40,8 @@ class MaskDraw:
         completion_masks: bool (B, K, C), True where the sample masks a completion token.
         weights: float (B, K), the factor applied to a sample's sum of masked-token log-probabilities (`L / l` for the
             ELBO, 1 for the one-step estimate); 0 for an empty completion. Or float (B, K, C), one factor per token:
-            the block-causal draws, where each block has its own `L_k / l_k`.
+            the block-causal draws, where each block has its own `L_k / l_k`, and the estimators that weigh each token
+            of a sample separately (`control_variate`, see `TOKEN_WEIGHTED_ESTIMATORS`).
         prompt_masks: bool (B, K, P) or None, prompt positions masked as well (d1's `p_mask_prompt`).
         context_masks: bool (B, K, C) or None, completion positions shown as mask tokens but not scored: the later
             blocks of `block_random`, and canvas positions past the first EOS (which are then attended).
@@ -92,7 +100,7 @@ def draw_masks(
 ) -> MaskDraw:
     """Draw the masks of `num_samples` Monte-Carlo samples per row.
 
-    Estimators (all unbiased for the ELBO except `one_step`):
+    Estimators (all unbiased for the ELBO except `quadrature` and `one_step`):
 
     * `mc`: `l` uniform on `1..L`, then a uniformly random subset of `l` completion tokens, weight `L / l`.
     * `antithetic`: samples come in pairs that share one random order `pi`: `pi[:l]` and `pi[l-1:]` (sizes `l` and
@@ -100,6 +108,24 @@ def draw_masks(
       little (high variance) is paired with one that masks much. `num_samples` must be even.
     * `stratified`: sample `k` of `K` draws its mask ratio from the `k`-th of `K` equal strata of (0, 1]
       (LLaDA-1.5's VRPO); the average over the `K` samples stays unbiased.
+    * `quadrature`: deliberately **biased**. Every pair of samples splits one random order `pi` in halves, `pi[:a]`
+      and `pi[a:]` with `a = floor(L / 2)` (`ceil` in every second pair): the time integral is replaced by its
+      midpoint node (half the tokens masked), with an exact count of masked tokens, and every token is scored
+      exactly once per pair (weight 2 per sample, so a pair's estimate is the sum of every token's log-probability
+      with half the completion masked). Only the choice of halves is random, so the variance is far below `mc`'s;
+      the bias is the midpoint rule's error, `sum_i [h_i(L/2) - mean_s h_i(s)]` with `h_i(s)` token `i`'s expected
+      log-probability when `s` tokens are masked, and does not shrink with `K` (GDPO's semi-deterministic
+      estimate with one node). `benchmarks/bench_elbo_variance.py` reports it next to the variance.
+      `num_samples` must be even.
+    * `control_variate`: unbiased, with the fully masked completion as a control variate. Sample 0 masks every
+      token (its log-probabilities `g_i^full` are exact, no randomness); samples `1..K-1` mask `l` of the `L`
+      tokens, `l` drawn from `q(l) ∝ L - l` on `1..L-1` (stratified over the `K - 1` samples by inverse CDF), and
+      estimate the rest of the ELBO, `sum_l (1/l) E[sum_{i in M} (g_i(M) - g_i^full)]`, with weight `1 / (l q(l))`.
+      A token's log-probability changes little with the number of tokens masked around it, so the differences are
+      small where `mc`'s terms are large; `q` spends the samples on small `l`, where they are largest. The weights
+      are per token (B, K, C): sample 0's token `i` carries `1 - (sum of the other samples' weights on i) / (K-1)`
+      (times `K`, as every estimate is a mean over the `K` samples). `num_samples` must be >= 2; a one-token
+      completion is scored exactly by the fully masked sample.
     * `block_random`: SPG's block-wise estimate of the semi-autoregressive ELBO (SPG's `forward_type
       block_random`). Each sample picks one block `k` of `block_length` positions uniformly among the blocks that
       hold completion tokens, masks `l` uniform on `1..L_k` of its `L_k` completion tokens, shows every later block
@@ -143,6 +169,8 @@ def draw_masks(
     elif estimator == "one_step":
         masks = valid.clone()
         weights = (lengths > 0).float()
+    elif estimator == "control_variate":
+        masks, weights = _control_variate_masks(valid, lengths, generator, completion_width)
     elif estimator == "block_random":
         masks, weights, context = _block_random(valid, block_length, generator, completion_width)
     else:
@@ -170,6 +198,8 @@ def _subset_masks(valid: torch.Tensor, lengths: torch.Tensor, estimator: str, ge
     elif estimator == "stratified":
         strata = torch.arange(num_samples, device=device).unsqueeze(0)
         u = (strata + random_uniform((batch, num_samples), generator, device)) / num_samples
+    elif estimator == "quadrature":
+        return _quadrature_masks(valid, lengths, ranks)
     else:  # antithetic: one draw per pair; the partner reuses the order of its first sample
         u = random_uniform((batch, num_samples // 2), generator, device)
         ranks = ranks[:, 0::2].repeat_interleave(2, dim=1)
@@ -184,6 +214,41 @@ def _subset_masks(valid: torch.Tensor, lengths: torch.Tensor, estimator: str, ge
         masks = ranks < num_masked.unsqueeze(-1)
     weights = torch.where(lengths > 0, lengths.float() / num_masked.clamp(min=1).float(), 0.0)
     return masks & valid, weights
+
+
+def _quadrature_masks(valid: torch.Tensor, lengths: torch.Tensor, ranks: torch.Tensor):
+    """`quadrature` masks and weights (see [`draw_masks`]): each pair splits its order in halves, `pi[:a]`, `pi[a:]`."""
+    batch, num_samples, length = valid.shape
+    pair_lengths = lengths[:, 0::2]
+    odd_pair = torch.arange(num_samples // 2, device=valid.device) % 2
+    split = (pair_lengths + odd_pair) // 2  # floor(L / 2), or ceil in every second pair
+    first = ranks[:, 0::2] < split.unsqueeze(-1)
+    masks = torch.stack([first, ~first], dim=2).view(batch, num_samples, length) & valid
+    weights = torch.where(lengths > 0, 2.0, 0.0)
+    return masks, weights
+
+
+def _control_variate_masks(valid: torch.Tensor, lengths: torch.Tensor, generator: Generators, width: int | None):
+    """`control_variate` masks and per-token weights (see [`draw_masks`]): sample 0 fully masked, the others `l` of
+    `L` tokens with `l ~ q(l) ∝ L - l` on `1..L-1`, stratified."""
+    batch, num_samples, length = valid.shape
+    device = valid.device
+    num_random = num_samples - 1
+    ranks = _random_ranks(valid[:, 1:], generator, width)
+    u = (torch.arange(num_random, device=device) + random_uniform((batch, num_random), generator, device)) / num_random
+    total = lengths[:, :1].float()  # L, (B, 1)
+    sizes = torch.arange(1, length + 1, device=device).float()  # l = 1..C
+    q = (total - sizes).clamp(min=0) / (total * (total - 1) / 2).clamp(min=1)  # q(l) on 1..L-1, (B, C)
+    num_masked = ((q.cumsum(-1).unsqueeze(1) < u.unsqueeze(-1)).sum(-1) + 1)  # inverse CDF, (B, K-1)
+    has_random = lengths[:, 1:] >= 2
+    num_masked = torch.where(has_random, torch.minimum(num_masked, (lengths[:, 1:] - 1).clamp(min=1)), 0)
+    random_masks = (ranks < num_masked.unsqueeze(-1)) & valid[:, 1:]
+    q_at = q.gather(-1, (num_masked - 1).clamp(min=0))
+    factor = torch.where(has_random, 1.0 / (num_masked.clamp(min=1) * q_at.clamp(min=1e-12)), 0.0)  # 1 / (l q(l))
+    random_weights = num_samples / num_random * factor.unsqueeze(-1) * random_masks.float()
+    full_weights = num_samples * (1.0 - random_weights.sum(1) / num_samples) * valid[:, 0].float()
+    masks = torch.cat([valid[:, :1], random_masks], dim=1)
+    return masks, torch.cat([full_weights.unsqueeze(1), random_weights], dim=1)
 
 
 def _block_random(valid: torch.Tensor, block_length: int, generator: Generators, width: int | None):
@@ -223,6 +288,8 @@ def random_orders(completion_mask: torch.Tensor, num_orders: int, generator: Gen
 BLOCK_CAUSAL_REFUSED = {
     "block_random": "it already is the block-by-block ELBO, with the later blocks shown as masks; a block-causal model "
     "scores every block given the clean blocks before it in one pass, with no masked context after it",
+    "control_variate": "its control variate (a sample masking the whole completion) and its proposal over the number "
+    "of masked tokens are defined for one completion-wide draw, not for each block on its own",
 }
 
 
@@ -242,7 +309,7 @@ def draw_block_masks(valid: torch.Tensor, prompt_attention_mask: torch.Tensor | 
     """Masks and per-token weights (B, K, C) of a block-causal draw, for valid positions (B, K, C).
 
     The ELBO of a block-diffusion model is the sum over blocks of each block's masked-token ELBO given the clean blocks
-    before it. `mc`, `antithetic` and `stratified` draw each block's mask on its own (its own `l_k` uniform on
+    before it. `mc`, `antithetic`, `stratified` and `quadrature` draw each block's mask on its own (its own `l_k` uniform on
     `1..L_k`, weight `L_k / l_k` on its tokens), so one sample holds an unbiased estimate of every block's ELBO and the
     sample's total estimates their sum. `one_step` masks every block whole: d1's one-step estimate, per block, given
     the clean blocks before it. Blocks are taken in a fixed number of slots (from `width`, the longest completion), so
@@ -250,7 +317,7 @@ def draw_block_masks(valid: torch.Tensor, prompt_attention_mask: torch.Tensor | 
     """
     if estimator in BLOCK_CAUSAL_REFUSED:
         raise ValueError(f"estimator={estimator!r} does not apply to a block-causal model: "
-                         f"{BLOCK_CAUSAL_REFUSED[estimator]}. Use 'mc', 'antithetic' or 'stratified'.")
+                         f"{BLOCK_CAUSAL_REFUSED[estimator]}. Use 'mc', 'antithetic', 'stratified' or 'quadrature'.")
     if block_length is None or block_length < 1:
         raise ValueError(f"A block-causal draw needs a positive block_length, got {block_length}.")
     batch, num_samples, length = valid.shape

@@ -117,10 +117,13 @@ class ElboSamplingArguments:
         metadata={
             "help": "ELBO estimator: 'mc' (mask ratio uniform), 'antithetic' (pairs of complementary masks, "
             "coupled-GRPO style; needs an even elbo_num_samples), 'stratified' (stratified mask ratios, "
-            "LLaDA-1.5's VRPO), all unbiased for the ELBO; or 'block_random' (SPG's forward_type block_random: one "
-            "random block of block_length partly masked, later blocks and the canvas past the first EOS masked; "
+            "LLaDA-1.5's VRPO), 'control_variate' (one fully masked sample as a control variate for the others; "
+            "elbo_num_samples >= 2; not with spg), all unbiased for the ELBO; 'quadrature' (pairs of complementary "
+            "halves: the time integral's midpoint node with an exact count, deliberately biased, lowest error on "
+            "the demo's model; needs an even elbo_num_samples); or 'block_random' (SPG's forward_type block_random: "
+            "one random block of block_length partly masked, later blocks and the canvas past the first EOS masked; "
             "unbiased for the block-by-block ELBO of the semi-autoregressive sampler; elbo_num_samples is SPG's "
-            "num_t)."
+            "num_t). docs/estimators.md has their measured errors."
         },
     )
 

@@ -90,7 +90,7 @@ PROMPTS = [[1, 2, 3], [4, 5, 6, 2], [3, 1]]
 COMPLETIONS = [[2, 6, 0, 5, 3, 1], [6, 6, 0, 1], [0, 5, 4, 3, 2, 1, 6]]
 
 
-@pytest.mark.parametrize("estimator", ["mc", "antithetic", "stratified", "one_step"])
+@pytest.mark.parametrize("estimator", ["mc", "antithetic", "stratified", "quadrature", "one_step"])
 @pytest.mark.parametrize("extra", [{}, {"p_mask_prompt": 0.3}, {"mask_padding": True}])
 def test_one_pass_equals_the_per_block_loop(model, estimator, extra):
     prompt_ids, attention, completion_ids, completion_mask = padded_batch(PROMPTS, COMPLETIONS)
@@ -203,6 +203,8 @@ def test_block_random_and_guidance_are_refused_for_block_causal_models(model):
     prompt, completion = torch.tensor([[1, 2, 3]]), torch.tensor([[4, 5, 6]])
     with pytest.raises(ValueError, match="block_random.*does not apply to a block-causal model"):
         dipod_trl.elbo(model, prompt, completion, estimator="block_random", block_length=BLOCK)
+    with pytest.raises(ValueError, match="control_variate.*does not apply to a block-causal model"):
+        dipod_trl.elbo(model, prompt, completion, estimator="control_variate", num_samples=2, block_length=BLOCK)
     with pytest.raises(NotImplementedError, match="cfg_scale"):
         dipod_trl.elbo(model, prompt, completion, cfg_scale=1.0, block_length=BLOCK)
 

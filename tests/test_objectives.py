@@ -224,7 +224,8 @@ def text_hash(completions, **kwargs):
 
 def test_the_registry_refuses_an_unknown_objective_and_names_the_known_ones():
     assert objective_class("spg") is SPG
-    with pytest.raises(ValueError, match=r"objective must be one of \('fpo', 'diffu_grpo', 'spg'\), got 'ppo'"):
+    known = r"\('fpo', 'diffu_grpo', 'spg', 'espo', 'gdpo'\)"
+    with pytest.raises(ValueError, match=rf"objective must be one of {known}, got 'ppo'"):
         objective_class("ppo")
 
 

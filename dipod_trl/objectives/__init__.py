@@ -12,10 +12,11 @@ from __future__ import annotations
 from .advantages import group_relative_advantages
 from .base import LossInputs, Objective, ObjectiveOutput, dipod_term
 from .diffu_grpo import DiffuGRPO, diffu_grpo_loss
+from .espo import ESPO, GDPO, sequence_ratio_loss
 from .fpo import FPO, fpo_loss
 from .spg import SPG, spg_eubo_per_token, spg_loss
 
-OBJECTIVES: dict[str, type[Objective]] = {objective.name: objective for objective in (FPO, DiffuGRPO, SPG)}
+OBJECTIVES: dict[str, type[Objective]] = {objective.name: objective for objective in (FPO, DiffuGRPO, SPG, ESPO, GDPO)}
 DIPOD_NORMALIZATIONS = ("sequence", "token")
 
 
@@ -31,6 +32,8 @@ __all__ = [
     "OBJECTIVES",
     "FPO",
     "DiffuGRPO",
+    "ESPO",
+    "GDPO",
     "LossInputs",
     "Objective",
     "ObjectiveOutput",
@@ -38,6 +41,7 @@ __all__ = [
     "diffu_grpo_loss",
     "dipod_term",
     "fpo_loss",
+    "sequence_ratio_loss",
     "group_relative_advantages",
     "objective_class",
     "spg_eubo_per_token",

@@ -90,7 +90,7 @@ class Objective:
         if self.draws_elbo_samples() and args.elbo_estimator in BLOCK_CAUSAL_REFUSED:
             raise ValueError(
                 f"elbo_estimator={args.elbo_estimator!r} does not apply to a block-causal model: "
-                f"{BLOCK_CAUSAL_REFUSED[args.elbo_estimator]}. Use 'mc', 'antithetic' or 'stratified'."
+                f"{BLOCK_CAUSAL_REFUSED[args.elbo_estimator]}. Use 'mc', 'antithetic', 'stratified' or 'quadrature'."
             )
         if args.cfg_scale > 0:
             raise ValueError(
@@ -113,9 +113,13 @@ class Objective:
         if args.p_mask_prompt is None:
             args.p_mask_prompt = cls.default_p_mask_prompt
         if args.kl_estimator not in cls.kl_estimators:
+            from . import OBJECTIVES  # the registry imports this module
+
+            takers = [name for name, other in OBJECTIVES.items() if args.kl_estimator in other.kl_estimators]
             raise ValueError(
-                f"kl_estimator={args.kl_estimator!r} applies to objective='fpo' only (objective={cls.name!r} has "
-                f"{cls.kl_description}). Remove kl_estimator or set objective='fpo'."
+                f"kl_estimator={args.kl_estimator!r} applies to objective={' or '.join(map(repr, takers))} only "
+                f"(objective={cls.name!r} has {cls.kl_description}). Remove kl_estimator or set "
+                f"objective={takers[0]!r}."
             )
         args.check_elbo_sampling(samples_drawn=cls.draws_elbo_samples())
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import torch
 
-from ..masks import MaskDraw
+from ..masks import TOKEN_WEIGHTED_ESTIMATORS, MaskDraw
 from .base import LossInputs, Objective, ObjectiveOutput
 
 NEGATIVE_BOUNDS = ("eubo", "mix")
@@ -78,6 +78,14 @@ class SPG(Objective):
             )
         if not 0.0 <= args.spg_mix_weight <= 1.0:
             raise ValueError(f"spg_mix_weight must be in [0, 1], got {args.spg_mix_weight}.")
+
+    @classmethod
+    def configure(cls, args) -> None:
+        if args.elbo_estimator in TOKEN_WEIGHTED_ESTIMATORS:
+            raise ValueError(f"elbo_estimator={args.elbo_estimator!r} weighs each token separately; SPG's EUBO needs "
+                             "one weight per sample. Use 'block_random', 'antithetic', 'quadrature', 'stratified' or "
+                             "'mc' with objective='spg'.")
+        super().configure(args)
 
     def loss(self, token_logps: torch.Tensor, draw: MaskDraw, inputs: LossInputs) -> ObjectiveOutput:
         elbo = self.reduce(token_logps, draw)
