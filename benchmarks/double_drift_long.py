@@ -58,7 +58,7 @@ from double_drift import (
     write_csv,
 )
 
-from dipod_trl.demo import quarter_mean
+from dipod_trl.commands.demo import quarter_mean
 
 # The release's inner iterations and ELBO estimator per objective.
 RECIPES = {

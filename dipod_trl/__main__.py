@@ -3,7 +3,7 @@
 This is what `accelerate launch [--config_file ...] -m dipod_trl recipes/paper/fpo_gsm8k.yaml` executes on every process.
 """
 
-from .cli import main
+from .commands.cli import main
 
 if __name__ == "__main__":
     main()

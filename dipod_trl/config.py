@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig
 
-from .finite import check_finite_fields
+from .guards.non_finite import check_finite_fields
 from .objectives import DIPOD_NORMALIZATIONS, OBJECTIVES, objective_class
 from .options import DiPODTermArguments, ElboSamplingArguments, FastDecodingArguments
 

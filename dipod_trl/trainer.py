@@ -36,12 +36,12 @@ from trl.models import prepare_deepspeed, unwrap_model_for_generation
 from trl.trainer.callbacks import SyncRefModelCallback
 from trl.trainer.utils import nanstd, pad
 
-from .checkpoints import check_optimizer_state, complete_checkpoint, refusing_code, resolve_resume
+from .saving.checkpoints import check_optimizer_state, complete_checkpoint, refusing_code, resolve_resume
 from .config import DiPODConfig
 from .drift import DRIFT_STATISTICS, drift_statistics
-from .finite import check_finite
-from .generation_state import load_generation_state, save_generation_state
-from .input_checks import (
+from .guards.non_finite import check_finite
+from .saving.generation_state import load_generation_state, save_generation_state
+from .guards.trainer_inputs import (
     RewardFunctionError,  # noqa: F401 (raised from the reward checks; part of the trainer's interface)
     check_finite_rewards,
     check_prompt_columns,
@@ -50,12 +50,12 @@ from .input_checks import (
     truncate_prompts,
 )
 from .likelihood import MaskDraw, masked_token_logps
-from .model_card import write_model_card
+from .saving.model_card import write_model_card
 from .masks import random_orders
 from .models import as_diffusion_lm, load_diffusion_model, load_diffusion_tokenizer
 from .objectives import LossInputs, dipod_term, group_relative_advantages, objective_class
 from .randomness import SEED_STRIDE
-from .redaction import hub_token_to_environment, saving_without_secrets
+from .saving.redaction import hub_token_to_environment, saving_without_secrets
 from .sampling import generate
 
 _NON_FINITE_HINT = (

@@ -21,7 +21,7 @@ from transformers import BertConfig, BertForMaskedLM, TrainerCallback, TrainerSt
 
 import dipod_trl
 from dipod_trl import checkpoints
-from dipod_trl.checkpoints import COMPLETE_NAME
+from dipod_trl.saving.checkpoints import COMPLETE_NAME
 from dipod_trl.models import TinyMDLMConfig, TinyMDLMForMaskedDiffusion, build_tiny_tokenizer
 
 

@@ -12,9 +12,9 @@ import torch
 
 from dipod_trl import cli
 from dipod_trl.evaluation import evaluate_task
-from dipod_trl.recipe import parse_recipe
-from dipod_trl.rewards import resolve_rewards
-from dipod_trl.task_data import TaskArguments
+from dipod_trl.commands.recipe import parse_recipe
+from dipod_trl.commands.reward_resolution import resolve_rewards
+from dipod_trl.commands.task_data import TaskArguments
 from dipod_trl.tasks.digit_sort import load as load_digit_sort
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -285,7 +285,7 @@ def test_generate_command_prints_completions(sft_checkpoint, capsys):
 
 
 def test_eval_and_generate_load_in_the_dtype_asked_for(sft_checkpoint, tmp_path, capsys):
-    from dipod_trl.model_setup import load_for_inference
+    from dipod_trl.commands.model_setup import load_for_inference
 
     for dtype, expected in (("auto", torch.float32), ("bfloat16", torch.bfloat16), ("float16", torch.float16)):
         model, _ = load_for_inference(sft_checkpoint, False, dtype=dtype)  # the checkpoint is stored in float32
@@ -325,7 +325,7 @@ def test_train_help_names_the_command_puts_dipods_keys_first_and_sets_refused_ke
     from trl import ModelConfig
 
     from dipod_trl.config import DiPODConfig
-    from dipod_trl.output_dir import OutputArguments
+    from dipod_trl.commands.output_dir import OutputArguments
 
     with pytest.raises(SystemExit) as exited:
         cli.main(["train", "--help"])

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from dipod_trl.checkpoints import COMPLETE_NAME, load_checkpoint_file, mark_complete, resolve_resume
+from dipod_trl.saving.checkpoints import COMPLETE_NAME, load_checkpoint_file, mark_complete, resolve_resume
 from tests.conftest import craft, make_trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from dipod_trl.demo import quarter_mean
+from dipod_trl.commands.demo import quarter_mean
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 import double_drift  # noqa: E402

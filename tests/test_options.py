@@ -5,7 +5,7 @@ import pytest
 from transformers import HfArgumentParser
 
 from dipod_trl import DiPODConfig
-from dipod_trl.demo import DemoConfig
+from dipod_trl.commands.demo import DemoConfig
 from dipod_trl.evaluation import EvalArguments
 from dipod_trl.options import FastDecodingArguments
 from dipod_trl.sft import MaskedSFTConfig

@@ -20,7 +20,7 @@ import bitsandbytes as bnb  # noqa: E402
 
 from dipod_trl import cli  # noqa: E402
 from dipod_trl.models import DreamConfig, DreamModel, LLaDAConfig, LLaDAModelLM, load_diffusion_model  # noqa: E402
-from dipod_trl.model_setup import load_model_and_tokenizer  # noqa: E402
+from dipod_trl.commands.model_setup import load_model_and_tokenizer  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WIDE = {  # fixture -> (model class, config class, width keys, output head, embeddings)

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from dipod_trl.checkpoints import COMPLETE_NAME, mark_complete, resolve_resume
+from dipod_trl.saving.checkpoints import COMPLETE_NAME, mark_complete, resolve_resume
 from tests.conftest import StopAt, make_trainer
 
 

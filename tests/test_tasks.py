@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dipod_trl.rewards import resolve_rewards
-from dipod_trl.task_data import TaskArguments, load_datasets
+from dipod_trl.commands.reward_resolution import resolve_rewards
+from dipod_trl.commands.task_data import TaskArguments, load_datasets
 from dipod_trl.models import build_tiny_tokenizer
 from dipod_trl.tasks import TASKS, countdown, get_task, gsm8k, load_task, math500, sudoku, tokenize_prompt
 

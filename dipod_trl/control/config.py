@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..finite import check_finite_fields
+from ..guards.non_finite import check_finite_fields
 
 LOSS_TYPES = ("fpo", "fpo++", "ppo")
 CFM_REDUCTIONS = ("sqrt", "mean", "sum")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..finite import check_finite_fields
-from ..model_setup import DTYPE_HELP
+from ..guards.non_finite import check_finite_fields
+from ..commands.model_setup import DTYPE_HELP
 from ..options import FastDecodingArguments
 from ..tasks import PROMPT_STYLES
 

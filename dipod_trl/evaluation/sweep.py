@@ -1,7 +1,7 @@
 """Checkpoint selection as the paper's authors did it: every checkpoint of a run at several generation lengths.
 
     dipod eval --task gsm8k --checkpoints outputs/run/checkpoint-* --gen_length 128 256 512
-    accelerate launch --num_processes 8 -m dipod_trl.cli eval --task gsm8k --checkpoints ... --gen_length 128 256 512
+    accelerate launch --num_processes 8 -m dipod_trl eval --task gsm8k --checkpoints ... --gen_length 128 256 512
 
 Block length 32 and steps = length / 2 by default (d1's evaluation). For each checkpoint and length the sweep writes
 the records (resumable, under `records/`), d1's evaluation file (`<task>_<checkpoint>_<length>_<steps>_0_generations
@@ -22,7 +22,7 @@ import time
 import warnings
 from collections.abc import Callable
 
-from ..checkpoints import weights_problem
+from ..saving.checkpoints import weights_problem
 from .arguments import EvalArguments
 from .d1_files import write_d1_generations
 from .evaluator import eval_plan, evaluate_model, load_eval_dataset, process_state, scoring_plan, summarise

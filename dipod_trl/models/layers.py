@@ -18,7 +18,7 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .kv_cache import BlockKVCache, span_start
-from .published import complete_for_published_code
+from .published_code_compat import complete_for_published_code
 from .protocol import MASKED_LM_TRAITS, FamilyTraits, padded_positions
 
 

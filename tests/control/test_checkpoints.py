@@ -14,7 +14,7 @@ import pytest
 import torch
 from gymnasium.wrappers.vector import NormalizeReward
 
-from dipod_trl.checkpoints import COMPLETE_NAME, checkpoint_problem, mark_complete
+from dipod_trl.saving.checkpoints import COMPLETE_NAME, checkpoint_problem, mark_complete
 from dipod_trl.control import FlowPolicy, FlowPolicyTrainer
 from dipod_trl.control.envs import find_wrapper
 from tests.control.conftest import tiny_config

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from dipod_trl.control import FlowPolicyTrainer
-from dipod_trl.finite import NonFiniteError
+from dipod_trl.guards.non_finite import NonFiniteError
 from tests.control.conftest import tiny_config
 
 

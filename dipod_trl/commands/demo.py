@@ -31,14 +31,14 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from reward_models import exact_match_accuracy
 
-from .config import DiPODConfig
-from .evaluation import evaluate_task
-from .finite import check_finite_fields
-from .models import build_tiny_model, build_tiny_tokenizer
-from .options import DiPODTermArguments, OneSampleElboArguments
-from .sft import MaskedDiffusionSFTTrainer, MaskedSFTConfig
-from .tasks.digit_sort import load as load_digit_sort
-from .trainer import DiPODTrainer
+from ..config import DiPODConfig
+from ..evaluation import evaluate_task
+from ..guards.non_finite import check_finite_fields
+from ..models import build_tiny_model, build_tiny_tokenizer
+from ..options import DiPODTermArguments, OneSampleElboArguments
+from ..sft import MaskedDiffusionSFTTrainer, MaskedSFTConfig
+from ..tasks.digit_sort import load as load_digit_sort
+from ..trainer import DiPODTrainer
 
 
 # Part 2's settings: the steady regime of benchmarks/double_drift.py, where RL raises held-out accuracy.

@@ -31,7 +31,7 @@ from .recipe import parse_recipe
 from .task_data import TaskArguments
 
 if TYPE_CHECKING:
-    from .evaluation.arguments import EvalArguments
+    from ..evaluation.arguments import EvalArguments
 
 COMMANDS = ("train", "sft", "eval", "generate", "merge", "demo", "control")
 USAGE = {
@@ -48,7 +48,7 @@ def version() -> str:
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as installed
 
-    from . import __version__
+    from .. import __version__
 
     def of(package):
         try:
@@ -83,7 +83,7 @@ def _finish_distributed() -> None:
 def claimed_output_dir(config, output_args):
     """The checkpoint `config.resume_from_checkpoint` means (`true`: the last one in output_dir), while this run holds
     output_dir: refused when it holds an earlier run's files and the run neither resumes nor overwrites."""
-    from .checkpoints import resolve_resume
+    from ..saving.checkpoints import resolve_resume
     from .output_dir import claim_output_dir
 
     checkpoint = resolve_resume(config.resume_from_checkpoint, config.output_dir)
@@ -109,8 +109,8 @@ def _run_recipe(command: str, argv: list[str], config_class, run, refused=None):
 
 def train(argv: list[str]):
     """RL with DiPOD from a recipe; returns the trainer."""
-    from .config import _UNSUPPORTED as REFUSED_GRPO_KEYS
-    from .config import DiPODConfig
+    from ..config import _UNSUPPORTED as REFUSED_GRPO_KEYS
+    from ..config import DiPODConfig
 
     return _run_recipe("train", argv, DiPODConfig, _train, refused=REFUSED_GRPO_KEYS)
 
@@ -118,9 +118,9 @@ def train(argv: list[str]):
 def _train(model_args, task_args, config, checkpoint):
     from .lora import diffusion_peft_config
     from .model_setup import load_model_and_tokenizer
-    from .rewards import resolve_rewards
+    from .reward_resolution import resolve_rewards
     from .task_data import load_datasets
-    from .trainer import DiPODTrainer, check_train_dataset
+    from ..trainer import DiPODTrainer, check_train_dataset
 
     train_data, eval_data = load_datasets(task_args)
     check_train_dataset(train_data, config)  # before the model loads
@@ -138,7 +138,7 @@ def _train(model_args, task_args, config, checkpoint):
 
 def sft(argv: list[str]):
     """Masked-diffusion SFT from a recipe; returns the trainer."""
-    from .sft import MaskedSFTConfig
+    from ..sft import MaskedSFTConfig
 
     return _run_recipe("sft", argv, MaskedSFTConfig, _sft)
 
@@ -146,7 +146,7 @@ def sft(argv: list[str]):
 def _sft(model_args, task_args, config, checkpoint):
     from .lora import with_lora_adapters
     from .model_setup import load_model_and_tokenizer
-    from .sft import MaskedDiffusionSFTTrainer
+    from ..sft import MaskedDiffusionSFTTrainer
     from .task_data import sft_datasets
 
     train_data, eval_data = sft_datasets(task_args)
@@ -162,14 +162,14 @@ def _sft(model_args, task_args, config, checkpoint):
 
 def evaluate(argv: list[str]) -> dict:
     """`dipod eval`: accuracy of a model (or a sweep of checkpoints) on a task's test split; prints the summaries."""
-    from .evaluation.arguments import EvalArguments
+    from ..evaluation.arguments import EvalArguments
     from .model_setup import check_dtype, load_for_inference
 
     (args,) = parse_command("eval", [EvalArguments], argv)
     check_dtype(args.dtype)
     load = functools.partial(load_for_inference, dtype=args.dtype)
     if args.checkpoints:
-        from .evaluation.sweep import run_sweep
+        from ..evaluation.sweep import run_sweep
 
         return run_sweep(args, load)
     return run_evaluation(args, load)
@@ -180,10 +180,10 @@ def run_evaluation(args: EvalArguments, load_model: Callable) -> dict:
     import os
     import time
 
-    from .evaluation.d1_files import write_d1_generations
-    from .evaluation.evaluator import evaluate_model, load_eval_dataset, process_state, scoring_plan
-    from .evaluation.records import model_name
-    from .tasks import get_task
+    from ..evaluation.d1_files import write_d1_generations
+    from ..evaluation.evaluator import evaluate_model, load_eval_dataset, process_state, scoring_plan
+    from ..evaluation.records import model_name
+    from ..tasks import get_task
 
     task = get_task(args.task)
     scoring = scoring_plan(task, args.scoring, args.prompt_style)
@@ -226,15 +226,15 @@ class GenerateArguments:
     dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
 
     def __post_init__(self):
-        from .finite import check_finite_fields
+        from ..guards.non_finite import check_finite_fields
 
         check_finite_fields(self)
 
 
 def generate_command(argv: list[str]) -> list[str]:
     from .model_setup import check_dtype, load_for_inference
-    from .options import FastDecodingArguments
-    from .sampling import generate
+    from ..options import FastDecodingArguments
+    from ..sampling import generate
 
     args, fast = parse_command("generate", [GenerateArguments, FastDecodingArguments], argv)
     check_dtype(args.dtype)
@@ -262,7 +262,7 @@ def merge(argv: list[str]) -> str:
     import shutil
     import tempfile
 
-    from .models.loading import merge_adapters
+    from ..models.loading import merge_adapters
 
     parser = argparse.ArgumentParser(prog="dipod merge", description=merge.__doc__)
     parser.add_argument("adapter_dir", help="Directory (or hub id) holding adapter_config.json and the adapters.")
@@ -318,7 +318,7 @@ def demo(argv: list[str]) -> dict:
 
 
 def control(argv: list[str]):
-    from .control.cli import main as control_main
+    from .control import main as control_main
 
     return control_main(argv)
 
