@@ -93,9 +93,6 @@ class FastDecodingArguments:
         """The options as keyword arguments of `generate` (all None: exact decoding)."""
         return {name: getattr(self, name) for name in ("kv_cache", "cache_refresh_steps", "confidence_threshold")}
 
-    def as_kwargs(self) -> dict:
-        return self.fast_decoding()
-
     def check_fast_decoding(self) -> None:
         check_fast_decoding(**self.fast_decoding(), cfg_scale=getattr(self, "cfg_scale", 0.0))
 

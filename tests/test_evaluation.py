@@ -149,7 +149,7 @@ def test_checkpoint_sweep_writes_table_plot_and_d1_files_and_resumes_without_loa
     def must_not_load(path, trust_remote_code):
         raise AssertionError(f"{path} was loaded again although its records are complete")
 
-    from dipod_trl.evaluation import EvalArguments
+    from dipod_trl.commands.eval_arguments import EvalArguments
     from dipod_trl.commands.recipe import parse_recipe
     from dipod_trl.evaluation import run_sweep
 

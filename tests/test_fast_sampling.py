@@ -342,7 +342,8 @@ def test_rows_that_leave_the_batch_take_their_cache_with_them(tiny_lm, tokenizer
 def test_eval_takes_the_fast_decoding_options_and_keeps_their_records_apart(tmp_path):
     """`dipod eval --kv_cache ...`: a bad value is a clear error; fast settings change the records' setup (records of
     fast decoding are never reused as exact ones), while exact decoding keeps the setup it always had."""
-    from dipod_trl.evaluation import EvalArguments, eval_plan, setup_key
+    from dipod_trl.commands.eval_arguments import EvalArguments
+    from dipod_trl.evaluation import eval_plan, setup_key
     from dipod_trl.tasks import get_task
 
     with pytest.raises(ValueError, match="kv_cache must be None, 'prefix' or 'dual', got 'duel'"):

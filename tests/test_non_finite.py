@@ -15,7 +15,7 @@ from dipod_trl import DiPODConfig, cli
 from dipod_trl.commands.cli import GenerateArguments
 from dipod_trl.control import FlowPolicyConfig
 from dipod_trl.commands.demo import DemoConfig
-from dipod_trl.evaluation import EvalArguments
+from dipod_trl.commands.eval_arguments import EvalArguments
 from dipod_trl.guards.non_finite import NonFiniteError
 from tests.conftest import FAST, TINY, make_trainer
 

@@ -6,7 +6,7 @@ from transformers import HfArgumentParser
 
 from dipod_trl import DiPODConfig
 from dipod_trl.commands.demo import DemoConfig
-from dipod_trl.evaluation import EvalArguments
+from dipod_trl.commands.eval_arguments import EvalArguments
 from dipod_trl.options import FastDecodingArguments
 from dipod_trl.sft import MaskedSFTConfig
 

@@ -20,18 +20,13 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from .model_setup import DTYPE_HELP
 from .output_dir import OutputArguments
 from .recipe import parse_recipe
 from .task_data import TaskArguments
-
-if TYPE_CHECKING:
-    from ..evaluation.arguments import EvalArguments
 
 COMMANDS = ("train", "sft", "eval", "generate", "merge", "demo", "control")
 USAGE = {
@@ -162,7 +157,7 @@ def _sft(model_args, task_args, config, checkpoint):
 
 def evaluate(argv: list[str]) -> dict:
     """`dipod eval`: accuracy of a model (or a sweep of checkpoints) on a task's test split; prints the summaries."""
-    from ..evaluation.arguments import EvalArguments
+    from .eval_arguments import EvalArguments
     from .model_setup import check_dtype, load_for_inference
 
     (args,) = parse_command("eval", [EvalArguments], argv)
@@ -172,41 +167,9 @@ def evaluate(argv: list[str]) -> dict:
         from ..evaluation.sweep import run_sweep
 
         return run_sweep(args, load)
+    from ..evaluation.one_model import run_evaluation
+
     return run_evaluation(args, load)
-
-
-def run_evaluation(args: EvalArguments, load_model: Callable) -> dict:
-    """`dipod eval --model`: each length's summary, printed; returns the summary (of the last length)."""
-    import os
-    import time
-
-    from ..evaluation.d1_files import write_d1_generations
-    from ..evaluation.evaluator import evaluate_model, load_eval_dataset, process_state, scoring_plan
-    from ..evaluation.records import model_name
-    from ..tasks import get_task
-
-    task = get_task(args.task)
-    scoring = scoring_plan(task, args.scoring, args.prompt_style)
-    dataset = load_eval_dataset(args, task, scoring.prompt_style)
-    model, tokenizer = load_model(args.model, args.trust_remote_code)
-    model = model.to(process_state().device)
-    summary = {}
-    for gen_length in args.gen_length:
-        start = time.time()
-        summary, output, records = evaluate_model(args, model, tokenizer, dataset, task, gen_length, args.output,
-                                                  model_name(args.model), scoring)
-        if process_state().is_main_process:
-            write_d1_generations(records, os.path.splitext(output)[0] + "_generations.json",
-                                 model_path=model_name(args.model), checkpoint_path="", gen_length=gen_length,
-                                 steps=args.steps_for(gen_length), block_length=args.block_length,
-                                 wall_time=time.time() - start)
-            scores = ", ".join(f"{name} {summary[f'accuracy_{name}']:.4f}" for name in ("d1", "project")
-                               if f"accuracy_{name}" in summary)
-            print(f"{args.task} ({args.split}, {summary['num_examples']} examples, gen_length {gen_length}, "
-                  f"{scoring.prompt_style} prompts): accuracy {summary['accuracy']:.4f} ({scores}) in "
-                  f"{time.time() - start:.0f}s")
-            print(f"records: {output} (d1's layout: {os.path.splitext(output)[0]}_generations.json)")
-    return summary
 
 
 @dataclass
@@ -249,7 +212,7 @@ def generate_command(argv: list[str]) -> list[str]:
     ids, mask = generate(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), tokenizer=tokenizer,
                          gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
                          temperature=args.temperature, remasking=args.remasking, cfg_scale=args.cfg_scale,
-                         **fast.as_kwargs())
+                         **fast.fast_decoding())
     texts = tokenizer.batch_decode([i[m.bool()] for i, m in zip(ids, mask)], skip_special_tokens=True)
     for prompt, text in zip(args.prompt, texts):
         print(f">>> {prompt}\n{text}\n")

@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Callable
 from contextlib import nullcontext
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from accelerate import PartialState
@@ -22,7 +22,6 @@ from ..models import as_diffusion_lm
 from ..randomness import SEED_STRIDE
 from ..sampling import generate
 from ..tasks import tokenize_prompt
-from .arguments import EvalArguments, fast_decoding_of
 from .d1_files import d1_subset
 from .records import (
     finished_records,
@@ -34,6 +33,9 @@ from .records import (
     setup_key,
     with_fast_decoding,
 )
+
+if TYPE_CHECKING:  # the options of `dipod eval`, declared in the command layer
+    from ..commands.eval_arguments import EvalArguments
 
 
 def process_state() -> PartialState:
@@ -269,7 +271,7 @@ def evaluate_model(args: EvalArguments, model, tokenizer, dataset, task, gen_len
         steps=args.steps_for(gen_length), temperature=args.temperature, remasking=args.remasking,
         num_generations=args.num_generations, batch_size=args.batch_size, output_path=output, seed=args.seed,
         progress=progress, run=plan["run"], weights=scoring.weights, d1_record=task.d1_record, model_name=model_name,
-        fast_decoding=fast_decoding_of(args),
+        fast_decoding=args.fast_decoding(),
     )
     return summary, output, records
 
@@ -281,7 +283,7 @@ def eval_plan(args: EvalArguments, task, gen_length: int, model_name: str, scori
     run = {"task": task.name, "split": args.split, "dataset_source": args.dataset_source,
            "prompt_style": scoring.prompt_style,
            "few_shot": args.few_shot, "d1_subset": args.d1_subset}
-    run = with_fast_decoding(run, fast_decoding_of(args))
+    run = with_fast_decoding(run, args.fast_decoding())
     if args.dtype != "auto":  # records of another precision are another run's; `auto` keeps the setup it always had
         run = {**run, "dtype": args.dtype}
     setup = run_setup(model_name, gen_length=gen_length, block_length=args.block_length,

@@ -21,12 +21,15 @@ import re
 import time
 import warnings
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..saving.checkpoints import weights_problem
-from .arguments import EvalArguments
 from .d1_files import write_d1_generations
 from .evaluator import eval_plan, evaluate_model, load_eval_dataset, process_state, scoring_plan, summarise
 from .records import finished_records, question_text, setup_key
+
+if TYPE_CHECKING:  # the options of `dipod eval`, declared in the command layer
+    from ..commands.eval_arguments import EvalArguments
 
 
 def expand_checkpoints(patterns: list[str]) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..guards.non_finite import check_finite_fields
-from ..commands.model_setup import DTYPE_HELP
+from .model_setup import DTYPE_HELP
 from ..options import FastDecodingArguments
 from ..tasks import PROMPT_STYLES
 
@@ -95,9 +95,4 @@ class EvalArguments(FastDecodingArguments):
 
     def steps_for(self, gen_length: int) -> int:
         return self.steps if self.steps is not None else max(gen_length // 2, 1)
-
-
-def fast_decoding_of(args) -> dict:
-    """The fast-decoding options of `args` (all None: exact decoding)."""
-    return FastDecodingArguments.fast_decoding(args)
 
