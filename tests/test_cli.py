@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from dipod_trl import cli
+from dipod_trl.commands import cli
 from dipod_trl.evaluation import evaluate_task
 from dipod_trl.commands.recipe import parse_recipe
 from dipod_trl.commands.reward_resolution import resolve_rewards
@@ -173,7 +173,7 @@ def test_two_processes_reproduce_one_process_with_the_same_global_batch(
 RECORD_LAUNCH = """
 import json, os, sys
 import torch.distributed as dist
-from dipod_trl import cli
+from dipod_trl.commands import cli
 from dipod_trl.trainer import DiPODTrainer
 
 train = DiPODTrainer.train
@@ -308,7 +308,7 @@ def test_eval_and_generate_load_in_the_dtype_asked_for(sft_checkpoint, tmp_path,
 
 
 def test_version_and_help_answer_without_importing_torch():
-    code = ("import sys; from dipod_trl import cli; cli.main(['--version']); cli.main(['--help']); "
+    code = ("import sys; from dipod_trl.commands import cli; cli.main(['--version']); cli.main(['--help']); "
             "print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]

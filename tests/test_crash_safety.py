@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dipod_trl import cli
+from dipod_trl.commands import cli
 from dipod_trl.saving.checkpoints import COMPLETE_NAME, checkpoint_problem, resolve_resume
 from tests.conftest import forkserver, kill_when_saving
 

@@ -122,7 +122,7 @@ def test_a_two_process_mid_cycle_checkpoint_is_refused_on_one_process(tmp_path):
         listed = f.read()
     for name in ("generation_state_rank0.pt", "generation_state_rank1.pt", "rng_state_0.pth", "rng_state_1.pth"):
         assert name in listed  # the marker was written after both processes' files
-    from dipod_trl import cli
+    from dipod_trl.commands import cli
 
     with pytest.raises(ValueError, match=r"num_processes 2 \(this run: 1\)"):
         cli.main(["train", *args, "--per_device_train_batch_size", "8", "--max_steps", "2",

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from dipod_trl import cli
+from dipod_trl.commands import cli
 from dipod_trl.evaluation.evaluator import default_output, scoring_plan, summarise
 from dipod_trl.evaluation.records import repair_partial_line
 from dipod_trl.models import build_tiny_model, build_tiny_tokenizer

@@ -9,7 +9,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoTokenizer
 
-from dipod_trl import cli
+from dipod_trl.commands import cli
 from dipod_trl.commands.model_setup import load_model_and_tokenizer
 from dipod_trl.models import TinyMDLMForMaskedDiffusion, load_diffusion_model
 from dipod_trl.models.loading import is_adapter_checkpoint, load_tokenizer

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from dipod_trl import cli
+from dipod_trl.commands import cli
 from dipod_trl.models import TinyMDLMForMaskedDiffusion, load_diffusion_model
 from tests.conftest import _logits
 

@@ -7,7 +7,7 @@ import shlex
 import torch
 from datasets import Dataset
 
-from dipod_trl import cli
+from dipod_trl.commands import cli
 from dipod_trl.sft import MaskedDiffusionSFTTrainer, MaskedSFTConfig
 from tests.conftest import make_tiny_model
 from tests.conftest import make_trainer

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dipod_trl import cli
+from dipod_trl.commands import cli
 from dipod_trl.commands.control import main as control_main
 from tests.conftest import FAST, TINY
 

@@ -18,7 +18,7 @@ from trl import ModelConfig
 pytest.importorskip("bitsandbytes", reason="the 4-bit path needs bitsandbytes (the dev and gpu extras install it)")
 import bitsandbytes as bnb  # noqa: E402
 
-from dipod_trl import cli  # noqa: E402
+from dipod_trl.commands import cli  # noqa: E402
 from dipod_trl.models import DreamConfig, DreamModel, LLaDAConfig, LLaDAModelLM, load_diffusion_model  # noqa: E402
 from dipod_trl.commands.model_setup import load_model_and_tokenizer  # noqa: E402
 

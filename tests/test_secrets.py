@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from dipod_trl import cli
+from dipod_trl.commands import cli
 from tests.conftest import MODEL_NAME, JudgeServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,6 +1,6 @@
-"""`python -m dipod_trl.commands.resolved_values KEY[,KEY...] RECIPE [--key value ...]`: print what a training run would use for
-each KEY (one line each, empty for None), parsed exactly as `dipod train` parses it: the recipe's values, overridden
-by the command line. Shell scripts that launch training (recipes/slurm/launch.sh) read keys through this, so that they
+"""`python -m dipod_trl.commands.resolved_values KEY[,KEY...] RECIPE [--key value ...]`: print what a training run
+would use for each KEY (one line each, empty for None), parsed exactly as `dipod train` parses it: the recipe's
+values, overridden by the command line. Shell scripts that launch training (recipes/slurm/launch.sh) read keys through this, so that they
 and the trainer never disagree about, say, the output directory.
 """
 
