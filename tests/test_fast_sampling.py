@@ -307,7 +307,7 @@ def test_trainer_generates_with_the_cache_scores_exactly_and_logs_forwards(token
 
 
 def test_generate_command_takes_the_fast_decoding_options(tokenizer, tmp_path, capsys):
-    from dipod_trl import cli
+    from dipod_trl.commands import cli
 
     one_layer_model(tokenizer, seed=1).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
@@ -323,13 +323,13 @@ def test_generate_command_takes_the_fast_decoding_options(tokenizer, tmp_path, c
 def test_rows_that_leave_the_batch_take_their_cache_with_them(tiny_lm, tokenizer):
     """When rows finish mid-block, the remaining rows go on with their own cached keys/values: span logits after
     `keep_rows` equal those of a cache built for the remaining rows alone."""
-    from dipod_trl.sampling import BlockScorer, GenerationStats
+    from dipod_trl.sampling import BlockLogits, GenerationStats
 
     lm = DiffusionLM(tiny_lm, mask_token_id=tiny_lm.config.mask_token_id)
     ids, mask = random_canvas(tokenizer, tiny_lm)
     keep = torch.tensor([False, True, False, True])
     with torch.no_grad():
-        scorer = BlockScorer(lm, "dual", None, 0.0, GenerationStats())
+        scorer = BlockLogits(lm, "dual", None, 0.0, GenerationStats())
         scorer(ids, mask, None, 13, 17, step=0)  # the block's first step builds the cache for all four rows
         scorer.keep_rows(keep)
         kept = scorer(ids[keep], mask[keep], None, 13, 17, step=1)
