@@ -387,6 +387,22 @@ def test_every_recipe_parses_into_the_config_it_documents(name):
         assert (config.scale_rewards, config.one_step_masks, config.max_prompt_length) == ("none", "canvas", 200)
 
 
+def test_a_bare_recipe_path_trains_it_as_accelerate_launch_runs_the_flagship():
+    """`accelerate launch -m dipod_trl recipes/gsm8k.yaml` runs `python -m dipod_trl recipes/gsm8k.yaml` on each
+    process: the bare path is the train command, parsed into the paper's FPO + DiPOD run on GSM8K."""
+    from trl import ModelConfig
+
+    from dipod_trl.commands.output_dir import OutputArguments
+    from dipod_trl.config import DiPODConfig
+
+    command, rest = cli.command_and_arguments([os.path.join(RECIPES, "gsm8k.yaml"), "--dipod_beta", "0.1"])
+    assert command == "train"
+    model, task, config, _ = parse_recipe([ModelConfig, TaskArguments, DiPODConfig, OutputArguments],
+                                          rest + ["--bf16", "false"])
+    assert (model.model_name_or_path, task.task, config.objective) == ("GSAI-ML/LLaDA-8B-Instruct", "gsm8k", "fpo")
+    assert (config.dipod_beta, config.output_dir) == (0.1, "outputs/gsm8k")  # the command line wins over the recipe
+
+
 def test_unknown_command_is_an_error():
     with pytest.raises(SystemExit, match="unknown command 'trian'"):
         cli.main(["trian", "recipes/tiny.yaml"])

@@ -192,6 +192,16 @@ def test_the_paper_recipes_are_exactly_the_eight_runs():
     assert sorted(f[:-5] for f in os.listdir(PAPER) if f.endswith(".yaml")) == sorted(NAMES)
 
 
+def test_the_flagship_recipe_is_the_papers_fpo_gsm8k_run_key_for_key():
+    """recipes/gsm8k.yaml, the run the README starts with, sets the same keys to the same values as the paper's
+    FPO + DiPOD GSM8K recipe (checked against the release below); only its output folder differs."""
+    with open(os.path.join(os.path.dirname(PAPER), "gsm8k.yaml")) as f:
+        flagship = yaml.safe_load(f)
+    with open(os.path.join(PAPER, "fpo_gsm8k.yaml")) as f:
+        paper = yaml.safe_load(f)
+    assert flagship == {**paper, "output_dir": "outputs/gsm8k"}
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_paper_recipe_equals_the_release_key_for_key(name):
     objects, raw = parsed(name)

@@ -286,6 +286,17 @@ def control(argv: list[str]):
     return control_main(argv)
 
 
+def command_and_arguments(argv: list[str]) -> tuple[str, list[str]]:
+    """The command `argv` names and its arguments. A bare recipe (`accelerate launch -m dipod_trl recipes/gsm8k.yaml`)
+    or a bare `--key value` means `train`."""
+    command, rest = argv[0], argv[1:]
+    if command in COMMANDS:
+        return command, rest
+    if command.endswith((".yaml", ".yml")) or command.startswith("--"):
+        return "train", list(argv)
+    raise SystemExit(f"dipod: unknown command {command!r}; expected one of {', '.join(COMMANDS)} or a recipe.")
+
+
 def main(argv: list[str] | None = None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -294,12 +305,7 @@ def main(argv: list[str] | None = None):
     if argv[0] in ("-V", "--version"):
         print(version())
         return None
-    command, rest = argv[0], argv[1:]
-    if command not in COMMANDS:
-        if command.endswith((".yaml", ".yml")) or command.startswith("--"):
-            command, rest = "train", argv  # python -m dipod_trl RECIPE.yaml [...]
-        else:
-            raise SystemExit(f"dipod: unknown command {command!r}; expected one of {', '.join(COMMANDS)} or a recipe.")
+    command, rest = command_and_arguments(argv)
     handler = {"train": train, "sft": sft, "eval": evaluate, "generate": generate_command, "merge": merge,
                "demo": demo, "control": control}[command]
     return handler(rest)
