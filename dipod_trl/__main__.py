@@ -1,6 +1,6 @@
 """`python -m dipod_trl RECIPE [--key value ...]` trains from a recipe; `python -m dipod_trl demo` runs the demo.
 
-This is what `accelerate launch [--config_file ...] -m dipod_trl recipes/paper/fpo_gsm8k.yaml` executes on every process.
+This is what `accelerate launch [--config_file ...] -m dipod_trl recipes/gsm8k.yaml` executes on every process.
 """
 
 from .commands.cli import main

@@ -34,10 +34,8 @@ import torch.nn.functional as F
 
 from .guidance import model_logits
 from .models import DiffusionLM, as_diffusion_lm, unwrap_model
-from .options import check_fast_decoding
+from .options import REMASKING_RULES, check_fast_decoding
 from .randomness import Generators, generators_of_rows, random_uniform
-
-REMASKING_RULES = ("low_confidence", "random", "margin", "entropy")
 
 
 @dataclass

@@ -15,12 +15,12 @@ import torch
 from transformers import Trainer, TrainingArguments
 from trl.trainer.utils import pad
 
-from .saving.checkpoints import complete_checkpoint
 from .config import apply_device_defaults
 from .likelihood import masked_diffusion_sft_loss
-from .saving.model_card import write_model_card
 from .models import as_diffusion_lm
 from .options import OneSampleElboArguments
+from .saving.checkpoints import complete_checkpoint
+from .saving.model_card import write_model_card
 from .saving.redaction import hub_token_to_environment, saving_without_secrets
 from .tasks import tokenize_prompt
 

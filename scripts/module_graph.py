@@ -6,8 +6,9 @@
 A node is a top-level module of `dipod_trl/` or one of its subpackages (with `--files`: every `.py` file).
 An arrow A -> B is an import of B written in A. "load-time" arrows are the imports Python runs when A is
 imported (module level); "all" arrows add the imports inside functions, which run only when the function is
-called. Imports under `if TYPE_CHECKING:` (annotations only, never run) are not arrows. Layers: the length of the longest load-time import chain, plus one (a module
-that imports nothing of the package is on layer 1). Cycles: strongly connected groups of more than one node.
+called. Imports under `if TYPE_CHECKING:` (annotations only, never run) are not arrows. Layers: the length of
+the longest load-time import chain, plus one (a module that imports nothing of the package is on layer 1).
+Cycles: strongly connected groups of more than one node.
 """
 
 from __future__ import annotations

@@ -20,9 +20,9 @@ from datasets import Dataset
 from transformers import BertConfig, BertForMaskedLM, TrainerCallback, TrainerState
 
 import dipod_trl
+from dipod_trl.models import TinyMDLMConfig, TinyMDLMForMaskedDiffusion, build_tiny_tokenizer
 from dipod_trl.saving import checkpoints
 from dipod_trl.saving.checkpoints import COMPLETE_NAME
-from dipod_trl.models import TinyMDLMConfig, TinyMDLMForMaskedDiffusion, build_tiny_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ import warnings
 import pytest
 from datasets import Dataset, load_dataset
 
-from dipod_trl import DiPODConfig, DiPODTrainer, cli
+from dipod_trl import DiPODConfig, DiPODTrainer
+from dipod_trl.commands import cli
 from dipod_trl.evaluation import read_records
 from dipod_trl.trainer import RewardFunctionError
 from tests.conftest import FAST, TINY, count_sevens, make_tiny_model, make_trainer, prompts_dataset, text_hash

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from dipod_trl.commands import cli
-from dipod_trl.evaluation import evaluate_task
 from dipod_trl.commands.recipe import parse_recipe
 from dipod_trl.commands.reward_resolution import resolve_rewards
 from dipod_trl.commands.task_data import TaskArguments
+from dipod_trl.evaluation import evaluate_task
 from dipod_trl.tasks.digit_sort import load as load_digit_sort
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -233,12 +233,13 @@ def held_out_accuracy(model_dir: str) -> float:
     from transformers import AutoTokenizer
 
     from dipod_trl.models import load_diffusion_model
+    from dipod_trl.options import SamplerArguments
     from reward_models import exact_match_accuracy
 
     test = load_digit_sort("test", num_examples=256)
     return evaluate_task(load_diffusion_model(model_dir), AutoTokenizer.from_pretrained(model_dir), test,
-                         exact_match_accuracy, gen_length=8, block_length=4, steps=8, batch_size=128,
-                         progress=False)["accuracy"]
+                         exact_match_accuracy, gen_length=8, steps=8, sampler=SamplerArguments(block_length=4),
+                         batch_size=128, progress=False)["accuracy"]
 
 
 def test_recipe_training_raises_held_out_accuracy_over_the_sft_start(sft_checkpoint, tmp_path):
@@ -324,8 +325,8 @@ def test_train_help_names_the_command_puts_dipods_keys_first_and_sets_refused_ke
 
     from trl import ModelConfig
 
-    from dipod_trl.config import DiPODConfig
     from dipod_trl.commands.output_dir import OutputArguments
+    from dipod_trl.config import DiPODConfig
 
     with pytest.raises(SystemExit) as exited:
         cli.main(["train", "--help"])

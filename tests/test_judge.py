@@ -320,9 +320,8 @@ def test_a_recipe_judge_scores_unparsable_replies_none_only_when_rewards_may_be_
 
 
 def test_an_api_key_is_sent_from_the_argument_the_environment_or_the_recipe(server, monkeypatch):
-    from dipod_trl.commands.reward_resolution import resolve_rewards
-
     from dipod_trl.commands import cli
+    from dipod_trl.commands.reward_resolution import resolve_rewards
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("DIPOD_JUDGE_API_KEY", raising=False)

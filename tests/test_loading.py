@@ -16,6 +16,7 @@ from dipod_trl.models.loading import is_adapter_checkpoint, load_tokenizer
 from dipod_trl.models.quantization import quantization_kwargs
 from tests.conftest import _logits
 
+
 def test_an_adapter_directory_loads_as_its_base_with_the_adapters(lora_run):
     base_dir, adapter_dir, adapter_logits, base_logits = lora_run
     assert is_adapter_checkpoint(adapter_dir) and not is_adapter_checkpoint(base_dir)

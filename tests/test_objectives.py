@@ -3,7 +3,6 @@ registry: a new objective is one class."""
 
 import itertools
 import math
-
 from dataclasses import replace
 
 import pytest
@@ -12,7 +11,8 @@ from datasets import Dataset
 
 import dipod_trl
 from dipod_trl import DiPODConfig, DiPODTrainer
-from dipod_trl.likelihood import MaskDraw, elbo_from_token_logps
+from dipod_trl.likelihood import elbo_from_token_logps
+from dipod_trl.masks import MaskDraw
 from dipod_trl.objectives import (
     OBJECTIVES,
     SPG,

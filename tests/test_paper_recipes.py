@@ -11,9 +11,9 @@ import pytest
 import yaml
 from trl import ModelConfig
 
-from dipod_trl.config import DiPODConfig
 from dipod_trl.commands.recipe import parse_recipe
 from dipod_trl.commands.task_data import TaskArguments
+from dipod_trl.config import DiPODConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER = os.path.join(ROOT, "recipes", "paper")

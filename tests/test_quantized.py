@@ -19,8 +19,8 @@ pytest.importorskip("bitsandbytes", reason="the 4-bit path needs bitsandbytes (t
 import bitsandbytes as bnb  # noqa: E402
 
 from dipod_trl.commands import cli  # noqa: E402
-from dipod_trl.models import DreamConfig, DreamModel, LLaDAConfig, LLaDAModelLM, load_diffusion_model  # noqa: E402
 from dipod_trl.commands.model_setup import load_model_and_tokenizer  # noqa: E402
+from dipod_trl.models import DreamConfig, DreamModel, LLaDAConfig, LLaDAModelLM, load_diffusion_model  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WIDE = {  # fixture -> (model class, config class, width keys, output head, embeddings)

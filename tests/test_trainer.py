@@ -9,7 +9,7 @@ from datasets import Dataset
 
 import dipod_trl
 from dipod_trl import DiPODConfig, DiPODTrainer
-from dipod_trl.likelihood import MaskDraw
+from dipod_trl.masks import MaskDraw
 from dipod_trl.trainer import RewardFunctionError
 from tests.conftest import (
     StopAt,

@@ -21,9 +21,7 @@ import functools
 import os
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
-from .model_setup import DTYPE_HELP
 from .output_dir import OutputArguments
 from .recipe import parse_recipe
 from .task_data import TaskArguments
@@ -104,18 +102,18 @@ def _run_recipe(command: str, argv: list[str], config_class, run, refused=None):
 
 def train(argv: list[str]):
     """RL with DiPOD from a recipe; returns the trainer."""
-    from ..config import _UNSUPPORTED as REFUSED_GRPO_KEYS
-    from ..config import DiPODConfig
+    from ..config import REFUSED_GRPO_OPTIONS, DiPODConfig
 
-    return _run_recipe("train", argv, DiPODConfig, _train, refused=REFUSED_GRPO_KEYS)
+    return _run_recipe("train", argv, DiPODConfig, _train, refused=REFUSED_GRPO_OPTIONS)
 
 
 def _train(model_args, task_args, config, checkpoint):
+    from ..guards.trainer_inputs import check_train_dataset
+    from ..trainer import DiPODTrainer
     from .lora import diffusion_peft_config
     from .model_setup import load_model_and_tokenizer
     from .reward_resolution import resolve_rewards
     from .task_data import load_datasets
-    from ..trainer import DiPODTrainer, check_train_dataset
 
     train_data, eval_data = load_datasets(task_args)
     check_train_dataset(train_data, config)  # before the model loads
@@ -139,9 +137,9 @@ def sft(argv: list[str]):
 
 
 def _sft(model_args, task_args, config, checkpoint):
+    from ..sft import MaskedDiffusionSFTTrainer
     from .lora import with_lora_adapters
     from .model_setup import load_model_and_tokenizer
-    from ..sft import MaskedDiffusionSFTTrainer
     from .task_data import sft_datasets
 
     train_data, eval_data = sft_datasets(task_args)
@@ -172,51 +170,11 @@ def evaluate(argv: list[str]) -> dict:
     return run_evaluation(args, load)
 
 
-@dataclass
-class GenerateArguments:
-    """Arguments of `dipod generate`."""
-
-    model: str = field(metadata={"help": "Model directory or hub id."})
-    prompt: list[str] = field(metadata={"help": "One or more prompts."})
-    chat: bool = field(default=True, metadata={"help": "Wrap each prompt as a user message in the chat template."})
-    gen_length: int = field(default=64, metadata={"help": "Completion length."})
-    block_length: int = field(default=32, metadata={"help": "Semi-autoregressive block length."})
-    steps: int = field(default=64, metadata={"help": "Denoising steps."})
-    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature (0: greedy)."})
-    remasking: str = field(default="low_confidence", metadata={"help": "Remasking rule."})
-    cfg_scale: float = field(default=0.0, metadata={"help": "Classifier-free guidance scale."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow hub models that ship modeling code."})
-    dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
-
-    def __post_init__(self):
-        from ..guards.non_finite import check_finite_fields
-
-        check_finite_fields(self)
-
-
 def generate_command(argv: list[str]) -> list[str]:
-    from .model_setup import check_dtype, load_for_inference
-    from ..options import FastDecodingArguments
-    from ..sampling import generate
+    """`dipod generate`: print completions of the prompts (`commands.generate`, imported here: it needs torch)."""
+    from .generate import generate_command as run
 
-    args, fast = parse_command("generate", [GenerateArguments, FastDecodingArguments], argv)
-    check_dtype(args.dtype)
-    model, tokenizer = load_for_inference(args.model, args.trust_remote_code, dtype=args.dtype)
-    if args.chat:
-        batch = tokenizer.apply_chat_template([[{"role": "user", "content": p}] for p in args.prompt],
-                                              add_generation_prompt=True, return_dict=True, return_tensors="pt",
-                                              padding=True)
-    else:
-        batch = tokenizer(args.prompt, return_tensors="pt", padding=True, add_special_tokens=False)
-    device = next(model.parameters()).device
-    ids, mask = generate(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), tokenizer=tokenizer,
-                         gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
-                         temperature=args.temperature, remasking=args.remasking, cfg_scale=args.cfg_scale,
-                         **fast.fast_decoding())
-    texts = tokenizer.batch_decode([i[m.bool()] for i, m in zip(ids, mask)], skip_special_tokens=True)
-    for prompt, text in zip(args.prompt, texts):
-        print(f">>> {prompt}\n{text}\n")
-    return texts
+    return run(argv)
 
 
 def merge(argv: list[str]) -> str:

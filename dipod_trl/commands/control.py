@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
+from ..control.config import FlowPolicyConfig
 from ..saving.checkpoints import resolve_resume
 from .output_dir import claim_output_dir
 from .recipe import parse_recipe
-from ..control.config import FlowPolicyConfig
 
 
 def main(argv: list[str] | None = None) -> dict:

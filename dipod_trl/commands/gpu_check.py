@@ -227,13 +227,13 @@ def train_steps(report: Report, name: str, argv: list[str], shapes: dict, layers
     """The recipe through the CLI's own parsing, loading and trainer, each optimizer step's peak memory recorded."""
     from transformers import TrainerCallback
 
-    from . import cli
     from ..config import DiPODConfig
+    from ..trainer import DiPODTrainer
+    from . import cli
     from .lora import diffusion_peft_config
     from .model_setup import load_model_and_tokenizer
     from .reward_resolution import resolve_rewards
     from .task_data import load_datasets
-    from ..trainer import DiPODTrainer
 
     steps = []
 

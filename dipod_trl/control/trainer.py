@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from gymnasium.wrappers.vector import NormalizeReward
 
-from ..saving.checkpoints import begin_checkpoint, load_checkpoint_file, mark_complete, resolve_resume
 from ..guards.non_finite import check_finite
+from ..saving.checkpoints import begin_checkpoint, load_checkpoint_file, mark_complete, resolve_resume
 from .config import FlowPolicyConfig
 from .envs import find_wrapper, make_envs
 from .evaluation import evaluate

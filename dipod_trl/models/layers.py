@@ -18,8 +18,8 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .kv_cache import BlockKVCache, span_start
-from .published_code_compat import complete_for_published_code
 from .protocol import MASKED_LM_TRAITS, FamilyTraits, padded_positions
+from .published_code_compat import complete_for_published_code
 
 
 @dataclass

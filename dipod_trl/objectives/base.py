@@ -91,9 +91,13 @@ class Objective:
         if args.p_mask_prompt is None:
             args.p_mask_prompt = cls.default_p_mask_prompt
         if args.kl_estimator not in cls.kl_estimators:
+            from . import OBJECTIVES  # the registry, which imports this module
+
+            owners = " or ".join(repr(name) for name, each in OBJECTIVES.items()
+                                 if args.kl_estimator in each.kl_estimators)
             raise ValueError(
-                f"kl_estimator={args.kl_estimator!r} applies to objective='fpo' only (objective={cls.name!r} has "
-                f"{cls.kl_description}). Remove kl_estimator or set objective='fpo'."
+                f"kl_estimator={args.kl_estimator!r} applies to objective={owners} only (objective={cls.name!r} has "
+                f"{cls.kl_description}). Remove kl_estimator or set objective={owners}."
             )
         args.check_elbo_sampling(samples_drawn=cls.draws_elbo_samples())
 
