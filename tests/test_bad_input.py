@@ -13,7 +13,8 @@ from dipod_trl import DiPODConfig, DiPODTrainer
 from dipod_trl.commands import cli
 from dipod_trl.evaluation import read_records
 from dipod_trl.trainer import RewardFunctionError
-from tests.conftest import FAST, TINY, count_sevens, make_tiny_model, make_trainer, prompts_dataset, text_hash
+from tests.helpers.models import make_tiny_model
+from tests.helpers.trainers import FAST, TINY, count_sevens, make_trainer, prompts_dataset, text_hash
 
 
 @pytest.mark.parametrize("rows", [0, 1])

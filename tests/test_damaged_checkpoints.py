@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from dipod_trl.saving.checkpoints import COMPLETE_NAME, load_checkpoint_file, mark_complete, resolve_resume
-from tests.conftest import craft, make_trainer
+from tests.helpers.exploits import craft
+from tests.helpers.trainers import make_trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # New completions every 2 steps: checkpoint-1 and checkpoint-3 fall inside a generation cycle, checkpoint-2 not.

@@ -9,8 +9,7 @@ import dipod_trl
 from dipod_trl.models import DiffusionLM, TinyMDLMForMaskedDiffusion
 from dipod_trl.models.protocol import padded_positions
 from dipod_trl.sampling import _WARNED_NO_CACHE
-
-from .conftest import make_tiny_model
+from tests.helpers.models import make_tiny_model
 
 PROMPTS = ["2+2=", "what is 13*7?", "a", "hello world"]
 
@@ -286,7 +285,7 @@ def test_config_refuses_bad_fast_decoding_values(overrides, match):
 def test_trainer_generates_with_the_cache_scores_exactly_and_logs_forwards(tokenizer, tmp_path):
     """The trainer passes the options to the sampler (on a one-layer model the cache with refreshes gives the exact
     generation batch, scores included: scoring never uses the cache) and logs the forward counts of its rollouts."""
-    from tests.conftest import generation_batch, make_trainer
+    from tests.helpers.trainers import generation_batch, make_trainer
 
     batches = []
     for fast in ({}, dict(kv_cache="dual", cache_refresh_steps=2)):

@@ -14,7 +14,7 @@ import torch
 
 from dipod_trl.models import TinyMDLMConfig, TinyMDLMForMaskedDiffusion, build_tiny_tokenizer
 from reward_models import JudgeReplyError, JudgeReward, JudgeUnavailableError, parse_score
-from tests.conftest import MODEL_NAME, JudgeServer
+from tests.helpers.servers import MODEL_NAME, JudgeServer
 
 TEMPLATE = "Rate 0-10.\nQ: {prompt}\nA: {completion}\nScore:"
 

@@ -9,7 +9,8 @@ from datasets import Dataset
 
 from dipod_trl.commands import cli
 from dipod_trl.sft import MaskedDiffusionSFTTrainer, MaskedSFTConfig
-from tests.conftest import make_tiny_model, make_trainer
+from tests.helpers.models import make_tiny_model
+from tests.helpers.trainers import make_trainer
 
 FORBIDDEN = ("DeepSeekMath", "huggingface.co/None", "from transformers import pipeline", "generator = pipeline")
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 import dipod_trl
 from dipod_trl.models import as_diffusion_lm, build_tiny_tokenizer, load_diffusion_model, load_diffusion_tokenizer
-from tests.conftest import make_tiny_model
+from tests.helpers.models import make_tiny_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REFERENCE = FIXTURES / "model_reference.safetensors"

@@ -18,7 +18,7 @@ from dipod_trl.commands.eval_arguments import EvalArguments
 from dipod_trl.commands.generate import GenerateArguments
 from dipod_trl.control import FlowPolicyConfig
 from dipod_trl.guards.non_finite import NonFiniteError
-from tests.conftest import FAST, TINY, make_trainer
+from tests.helpers.trainers import FAST, TINY, make_trainer
 
 NAN, INF = float("nan"), float("inf")
 

@@ -27,7 +27,8 @@ from dipod_trl.objectives import (
     spg_eubo_per_token,
     spg_loss,
 )
-from tests.conftest import make_tiny_model
+from tests.helpers.models import make_tiny_model
+from tests.helpers.trainers import text_hash
 
 
 def test_fpo_loss_is_the_clipped_sequence_ratio_objective():
@@ -215,11 +216,6 @@ class Reinforce(Objective):
     def loss(self, token_logps, draw, inputs: LossInputs) -> ObjectiveOutput:
         elbo = self.reduce(token_logps, draw)
         return replace(reinforce_loss(elbo, inputs.advantages, inputs.lengths), on_policy=elbo)
-
-
-def text_hash(completions, **kwargs):
-    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
-    return [(sum(map(ord, t)) % 7) / 7 for t in texts]
 
 
 def test_the_registry_refuses_an_unknown_objective_and_names_the_known_ones():

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from dipod_trl.commands import cli
 from dipod_trl.commands.control import main as control_main
-from tests.conftest import FAST, TINY
+from tests.helpers.trainers import FAST, TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

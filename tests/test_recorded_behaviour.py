@@ -24,7 +24,9 @@ from datasets import Dataset
 
 import dipod_trl
 from dipod_trl import DiPODConfig, DiPODTrainer
-from dipod_trl.models import TinyMDLMConfig, TinyMDLMForMaskedDiffusion, build_tiny_tokenizer
+from dipod_trl.models import TinyMDLMForMaskedDiffusion, build_tiny_tokenizer
+from tests.helpers.models import make_tiny_model
+from tests.helpers.trainers import text_hash
 
 FIXTURE = Path(__file__).parent / "fixtures" / "recorded_behaviour.json"
 
@@ -49,18 +51,9 @@ GENERATION_CASES = {
 
 
 def tiny_model(tokenizer, seed: int, initializer_range: float) -> TinyMDLMForMaskedDiffusion:
-    torch.manual_seed(seed)
-    config = TinyMDLMConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=128, initializer_range=initializer_range, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    return TinyMDLMForMaskedDiffusion(config).double()
-
-
-def text_hash(completions, **kwargs):
-    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
-    return [(sum(map(ord, t)) % 7) / 7 for t in texts]
+    """The shared tiny model in float64 (recorded values need no float32 rounding)."""
+    return make_tiny_model(len(tokenizer), seed, initializer_range=initializer_range,
+                           pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id).double()
 
 
 def parameter_digest(model) -> dict[str, list[float]]:

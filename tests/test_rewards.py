@@ -25,7 +25,7 @@ from reward_models import (
     sudoku_solved,
     xml_count_reward,
 )
-from tests.conftest import direct_scores
+from tests.helpers.models import direct_scores
 
 # Keywords TRL adds to every reward call (besides the dataset columns).
 TRL_EXTRAS = {"trainer_state": object(), "log_extra": lambda *a, **k: None, "log_metric": lambda *a, **k: None}

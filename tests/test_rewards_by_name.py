@@ -8,7 +8,7 @@ import pytest
 import reward_models
 from dipod_trl.commands.reward_resolution import resolve_rewards, reward_function
 from dipod_trl.commands.task_data import TaskArguments
-from tests.conftest import direct_scores
+from tests.helpers.models import direct_scores
 
 REWARDS_FILE = '''
 def length_reward(completions, **kwargs):

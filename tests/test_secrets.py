@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from dipod_trl.commands import cli
-from tests.conftest import MODEL_NAME, JudgeServer
+from tests.helpers.servers import MODEL_NAME, JudgeServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = os.path.join(ROOT, "recipes")

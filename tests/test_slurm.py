@@ -12,7 +12,7 @@ import pytest
 
 from dipod_trl.commands.resolved_values import resolved_values
 from dipod_trl.saving.checkpoints import mark_complete, resolve_resume
-from tests.conftest import check_shell_script
+from tests.helpers.processes import check_shell_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLURM = os.path.join(ROOT, "recipes", "slurm")

@@ -11,12 +11,12 @@ import dipod_trl
 from dipod_trl import DiPODConfig, DiPODTrainer
 from dipod_trl.masks import MaskDraw
 from dipod_trl.trainer import RewardFunctionError
-from tests.conftest import (
+from tests.helpers.models import make_tiny_model, sequential_order_probability
+from tests.helpers.trainers import (
     StopAt,
     count_sevens,
     generation_batch,
     gradients,
-    make_tiny_model,
     make_trainer,
     prompts_dataset,
     text_hash,
@@ -239,18 +239,6 @@ def test_evaluation_during_training_scores_every_eval_prompt(tokenizer, tmp_path
     for logged in evals:
         assert logged["eval_reward"] == pytest.approx(expected)
         assert logged["eval_rewards/answer_value/mean"] == pytest.approx(expected)
-
-
-def sequential_order_probability(model, prompt: list[int], completion: list[int], order, mask_id: int) -> float:
-    """p_sigma(y) by explicit unmasking: a forward pass per step on the unpadded sequence, probabilities multiplied."""
-    canvas = prompt + [mask_id] * len(completion)
-    probability = 1.0
-    for position in order:
-        with torch.no_grad():
-            probs = model(torch.tensor([canvas])).logits[0, len(prompt) + position].double().softmax(-1)
-        probability *= probs[completion[position]].item()
-        canvas[len(prompt) + position] = completion[position]
-    return probability
 
 
 def test_drift_monitor_logs_the_elbo_and_bound_of_its_orders(tokenizer, tmp_path):

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from dipod_trl.control import FlowPolicy, FlowPolicyConfig, compute_gae, fpo_loss, fpo_plus_plus_loss, minibatch_loss
+from dipod_trl.control.loss import draw_cfm_samples
 from dipod_trl.control.objectives import dipod_loss, value_loss
 from dipod_trl.control.policy import Critic, GaussianPolicy
-from dipod_trl.control.loss import draw_cfm_samples
 
 B, N, A, OBS = 6, 5, 2, 3
 CLIP = 0.2

@@ -22,7 +22,7 @@ from dipod_trl.control import (
 from dipod_trl.control.envs import make_envs
 from dipod_trl.control.loss import draw_cfm_samples, minibatch_loss
 from dipod_trl.control.policy import Critic
-from tests.control.conftest import tiny_config
+from tests.helpers.control import tiny_config
 
 RECIPES = os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "control")
 
