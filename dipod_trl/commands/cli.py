@@ -172,9 +172,11 @@ def evaluate(argv: list[str]) -> dict:
 
 def generate_command(argv: list[str]) -> list[str]:
     """`dipod generate`: print completions of the prompts (`commands.generate`, imported here: it needs torch)."""
-    from .generate import generate_command as run
+    from ..options import FastDecodingArguments
+    from .generate import GenerateArguments, print_completions
 
-    return run(argv)
+    args, fast = parse_command("generate", [GenerateArguments, FastDecodingArguments], argv)
+    return print_completions(args, fast)
 
 
 def merge(argv: list[str]) -> str:

@@ -26,12 +26,11 @@ class GenerateArguments(SamplerArguments):
         self.check_sampler()
 
 
-def generate_command(argv: list[str]) -> list[str]:
+def print_completions(args: GenerateArguments, fast: FastDecodingArguments) -> list[str]:
+    """Load the model, sample a completion of each prompt, print and return them."""
     from ..sampling import generate
-    from .cli import parse_command
     from .model_setup import check_dtype, load_for_inference
 
-    args, fast = parse_command("generate", [GenerateArguments, FastDecodingArguments], argv)
     check_dtype(args.dtype)
     model, tokenizer = load_for_inference(args.model, args.trust_remote_code, dtype=args.dtype)
     if args.chat:
