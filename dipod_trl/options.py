@@ -68,8 +68,9 @@ class SamplerArguments:
             raise ValueError(f"block_length must be a positive number of tokens, got {self.block_length}.")
         if self.remasking not in REMASKING_RULES:
             raise ValueError(f"remasking must be one of {REMASKING_RULES}, got {self.remasking!r}.")
-        if self.temperature < 0 or self.cfg_scale < 0:
-            raise ValueError(f"temperature and cfg_scale must be >= 0, got {self.temperature} and {self.cfg_scale}.")
+        for name in ("temperature", "cfg_scale"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
 
 
 def check_fast_decoding(

@@ -226,24 +226,6 @@ def test_padded_batch_gives_the_rows_of_unpadded_prompts_with_fast_decoding(tiny
     assert (batched_mask == 0).any()  # some rows did stop early
 
 
-@pytest.mark.parametrize(
-    "kwargs,match",
-    [
-        (dict(confidence_threshold=0.0), "confidence_threshold must be in \\(0, 1\\]"),
-        (dict(confidence_threshold=1.5), "confidence_threshold must be in \\(0, 1\\]"),
-        (dict(confidence_threshold=-0.2), "confidence_threshold must be in \\(0, 1\\]"),
-        (dict(kv_cache="full"), "kv_cache must be None, 'prefix' or 'dual', got 'full'"),
-        (dict(kv_cache="dual", cache_refresh_steps=0), "cache_refresh_steps must be a positive integer"),
-        (dict(cache_refresh_steps=2), "cache_refresh_steps is set but kv_cache is None"),
-        (dict(kv_cache="prefix", cfg_scale=1.0), "kv_cache does not support classifier-free guidance"),
-    ],
-)
-def test_bad_fast_decoding_arguments_are_clear_errors(tiny_lm, kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        dipod_trl.generate(tiny_lm, torch.ones(1, 3, dtype=torch.long), gen_length=4, block_length=4, steps=4,
-                           **kwargs)
-
-
 class NoCacheTinyModel(TinyMDLMForMaskedDiffusion):
     supports_block_kv_cache = False
 
@@ -263,23 +245,7 @@ def test_model_without_cache_support_decodes_exactly_with_one_warning(tiny_lm, t
     assert torch.equal(ids, dipod_trl.generate(tiny_lm, prompt_ids, mask, **schedule)[0])
 
 
-# Reachable from the config, the trainer and the command line.
-
-
-@pytest.mark.parametrize(
-    "overrides,match",
-    [
-        (dict(kv_cache="suffix"), "kv_cache must be None, 'prefix' or 'dual'"),
-        (dict(confidence_threshold=1.2), "confidence_threshold must be in \\(0, 1\\]"),
-        (dict(kv_cache="dual", cache_refresh_steps=-1), "cache_refresh_steps must be a positive integer"),
-        (dict(kv_cache="dual", cfg_scale=0.5), "kv_cache does not support classifier-free guidance"),
-    ],
-)
-def test_config_refuses_bad_fast_decoding_values(overrides, match):
-    from dipod_trl import DiPODConfig
-
-    with pytest.raises(ValueError, match=match):
-        DiPODConfig(output_dir="/tmp/unused", max_completion_length=8, block_length=4, diffusion_steps=8, **overrides)
+# Reachable from the config, the trainer and the command line (bad values: tests/test_options.py).
 
 
 def test_trainer_generates_with_the_cache_scores_exactly_and_logs_forwards(tokenizer, tmp_path):
