@@ -192,8 +192,8 @@ class DiffusionPreTrainedModel(PreTrainedModel):
         _set_submodule(self, self.output_embeddings_path, value)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, then the folder completed (see `published.py`) so that the published code
-        loads it under transformers 4.x."""
+        """`PreTrainedModel.save_pretrained`, then the folder completed (see `published_code_compat.py`) so that the
+        published code loads it under transformers 4.x."""
         super().save_pretrained(save_directory, *args, **kwargs)
         if self.published_code_repo is not None and kwargs.get("is_main_process", True):
             complete_for_published_code(str(save_directory), self.config, self.name_or_path, self.published_code_repo)
