@@ -99,3 +99,18 @@ def test_the_guide_dipodconfig_table_lists_every_field_dipodconfig_adds_with_its
             default = added[name]
             same = float(default) == value if isinstance(value, float) else default == value
             assert same, (name, default, cell)
+
+
+def test_the_import_graph_has_no_cycle_and_only_the_entry_point_imports_the_command_layer():
+    """What the layout section promises, read from the source by scripts/module_graph.py."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("module_graph", os.path.join(ROOT, "scripts", "module_graph.py"))
+    graph = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(graph)
+    for per_file in (False, True):
+        nodes, load, every = graph.graph("dipod_trl", per_file)
+        assert graph.strongly_connected(nodes, every) == []
+    nodes, _, every = graph.graph("dipod_trl", False)
+    importers = sorted(node for node in nodes if "dipod_trl.commands" in every[node])
+    assert importers == ["dipod_trl.__main__"]
