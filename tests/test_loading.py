@@ -105,13 +105,11 @@ def test_4bit_keys_without_load_in_4bit_are_an_error_not_ignored():
 
 
 def test_training_goes_on_from_an_adapter_directory_and_moves_only_the_adapters(lora_run, tmp_path):
-    from dipod_trl import DiPODConfig, DiPODTrainer
-    from tests.helpers.trainers import count_sevens, prompts_dataset
+    from dipod_trl import DiPODTrainer
+    from tests.helpers.trainers import count_sevens, prompts_dataset, tiny_run_config
 
     base_dir, adapter_dir, _, _ = lora_run
-    args = DiPODConfig(output_dir=str(tmp_path), max_completion_length=8, block_length=4, diffusion_steps=8,
-                       num_generations=4, per_device_train_batch_size=8, max_steps=1, report_to="none",
-                       save_strategy="no", learning_rate=1e-2, disable_tqdm=True)
+    args = tiny_run_config(tmp_path, max_steps=1, learning_rate=1e-2)
     trainer = DiPODTrainer(adapter_dir, count_sevens, args=args, train_dataset=prompts_dataset())
     start = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()

@@ -10,7 +10,7 @@ import torch
 from datasets import Dataset
 
 import dipod_trl
-from dipod_trl import DiPODConfig, DiPODTrainer
+from dipod_trl import DiPODTrainer
 from dipod_trl.likelihood import elbo_from_token_logps
 from dipod_trl.masks import MaskDraw
 from dipod_trl.objectives import (
@@ -28,7 +28,7 @@ from dipod_trl.objectives import (
     spg_loss,
 )
 from tests.helpers.models import make_tiny_model
-from tests.helpers.trainers import text_hash
+from tests.helpers.trainers import text_hash, tiny_run_config
 
 
 def test_fpo_loss_is_the_clipped_sequence_ratio_objective():
@@ -226,11 +226,8 @@ def test_the_registry_refuses_an_unknown_objective_and_names_the_known_ones():
 
 def test_a_new_objective_is_one_class_in_the_registry(tokenizer, tmp_path, monkeypatch):
     monkeypatch.setitem(OBJECTIVES, "reinforce", Reinforce)
-    args = DiPODConfig(
-        output_dir=str(tmp_path), objective="reinforce", max_completion_length=8, block_length=4, diffusion_steps=8,
-        num_generations=4, per_device_train_batch_size=8, max_steps=1, report_to="none", save_strategy="no",
-        disable_tqdm=True, seed=0, drift_num_orders=0, elbo_num_samples=2, dipod_beta=0.05, temperature=1.0,
-    )
+    args = tiny_run_config(tmp_path, objective="reinforce", max_steps=1, seed=0, drift_num_orders=0,
+                           elbo_num_samples=2, dipod_beta=0.05, temperature=1.0)
     assert args.dipod_normalization == "token" and args.p_mask_prompt == 0.0  # the class's defaults
     model = make_tiny_model(len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                             initializer_range=0.05).double().train()

@@ -20,6 +20,7 @@ from tests.helpers.trainers import (
     make_trainer,
     prompts_dataset,
     text_hash,
+    tiny_run_config,
 )
 
 
@@ -300,10 +301,7 @@ def test_lora_adapters_train_and_the_base_is_the_reference(tokenizer, tmp_path):
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["qkv", "up"])
     trainer = DiPODTrainer(
         trainer_model, count_sevens,
-        args=DiPODConfig(output_dir=str(tmp_path), max_completion_length=8, block_length=4, diffusion_steps=8,
-                         num_generations=4, per_device_train_batch_size=8, max_steps=2, report_to="none",
-                         save_strategy="no", beta=0.04, learning_rate=1e-2, disable_tqdm=True, num_iterations=2,
-                         logging_steps=1),
+        args=tiny_run_config(tmp_path, max_steps=2, beta=0.04, learning_rate=1e-2, num_iterations=2, logging_steps=1),
         train_dataset=prompts_dataset(), processing_class=tokenizer, peft_config=config,
     )
     trainer.train()
@@ -400,9 +398,7 @@ def test_reward_fn_shorthand_and_hub_style_loading(tokenizer, tmp_path):
     tokenizer.save_pretrained(tmp_path / "model")
     trainer = DiPODTrainer(
         str(tmp_path / "model"), reward_fn=count_sevens,
-        args=DiPODConfig(output_dir=str(tmp_path / "out"), max_completion_length=8, block_length=4, diffusion_steps=8,
-                         num_generations=4, per_device_train_batch_size=8, max_steps=1, report_to="none",
-                         save_strategy="no", disable_tqdm=True, learning_rate=1e-2),
+        args=tiny_run_config(tmp_path / "out", max_steps=1, learning_rate=1e-2),
         train_dataset=prompts_dataset(),
     )
     # the path's weights and tokenizer were loaded

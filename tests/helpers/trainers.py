@@ -37,33 +37,29 @@ def text_hash(completions, **kwargs):
     return [(sum(map(ord, t)) % 7) / 7 for t in texts]
 
 
-def make_trainer(tokenizer, tmp_path, reward=count_sevens, model=None, dataset=None, eval_dataset=None, **overrides):
-    from dipod_trl import DiPODConfig, DiPODTrainer  # on first use: most tests need no trainer
+# The fields every trainer test on the tiny model sets: 8-token completions in 2 blocks, groups of 4, no saves or logs.
+TINY_RUN = dict(max_completion_length=8, block_length=4, diffusion_steps=8, num_generations=4,
+                per_device_train_batch_size=8, report_to="none", save_strategy="no", disable_tqdm=True)
 
-    config = dict(
-        output_dir=str(tmp_path / "run"),
-        max_completion_length=8,
-        block_length=4,
-        diffusion_steps=8,
-        num_generations=4,
-        per_device_train_batch_size=8,
-        max_steps=2,
-        learning_rate=1e-3,
-        logging_steps=1,
-        report_to="none",
-        save_strategy="no",
-        disable_tqdm=True,
-        seed=0,
-        drift_num_orders=2,
-        drift_num_sequences=2,
-    )
+
+def tiny_run_config(output_dir, **overrides):
+    """A `DiPODConfig` of `TINY_RUN` writing to `output_dir`, with `overrides`."""
+    from dipod_trl import DiPODConfig
+
+    return DiPODConfig(**{**TINY_RUN, "output_dir": str(output_dir), **overrides})
+
+
+def make_trainer(tokenizer, tmp_path, reward=count_sevens, model=None, dataset=None, eval_dataset=None, **overrides):
+    from dipod_trl import DiPODTrainer  # on first use: most tests need no trainer
+
+    config = dict(max_steps=2, learning_rate=1e-3, logging_steps=1, seed=0, drift_num_orders=2, drift_num_sequences=2)
     config.update(overrides)
     model = model if model is not None else make_tiny_model(
         len(tokenizer), seed=0, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         initializer_range=0.05,
     ).train()
     return DiPODTrainer(
-        model, reward, args=DiPODConfig(**config), train_dataset=dataset or prompts_dataset(),
+        model, reward, args=tiny_run_config(tmp_path / "run", **config), train_dataset=dataset or prompts_dataset(),
         eval_dataset=eval_dataset, processing_class=tokenizer,
     )
 
