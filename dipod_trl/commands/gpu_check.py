@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: dipod_trl/commands/ is two levels down
 RECIPE = ROOT / "recipes" / "paper" / "fpo_gsm8k.yaml"
 ZERO2 = ROOT / "recipes" / "accelerate" / "zero2.yaml"
 # LLaDA-8B's shapes (its published config.json), fewer layers; --cpu: the same architecture, small.
