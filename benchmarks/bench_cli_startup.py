@@ -3,7 +3,7 @@
     python benchmarks/bench_cli_startup.py                       # this checkout
     python benchmarks/bench_cli_startup.py --baseline ../other   # and another checkout of the project, e.g. main
 
-Each command runs `--repeats` times as `python -m dipod_trl.cli ...` with PYTHONPATH set to the checkout; the table
+Each command runs `--repeats` times as `python -m dipod_trl ...` with PYTHONPATH set to the checkout; the table
 shows the median seconds. A command that fails in a checkout (such as `--version` before it existed) shows its exit
 status instead of a time.
 """
@@ -26,7 +26,7 @@ def median_seconds(checkout: str, command: list[str], repeats: int) -> str:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "dipod_trl.cli", *command], env=env, cwd=checkout,
+        result = subprocess.run([sys.executable, "-m", "dipod_trl", *command], env=env, cwd=checkout,
                                 capture_output=True)
         times.append(time.perf_counter() - start)
         if result.returncode != 0:

@@ -41,10 +41,10 @@ LONG_SFT = os.path.join(ROOT, "benchmarks", "results", "long_sort_sft")
 
 
 def demo_model(path: str):
-    """The demo's masked-SFT model (`dipod_trl.demo.pretrain`, the settings of recipes/tiny_sft.yaml), cached."""
+    """The demo's masked-SFT model (`dipod_trl.commands.demo.pretrain`, the settings of recipes/tiny_sft.yaml), cached."""
     from transformers import AutoModel, AutoTokenizer
 
-    from dipod_trl.demo import DemoConfig, pretrain
+    from dipod_trl.commands.demo import DemoConfig, pretrain
     from dipod_trl.models import build_tiny_tokenizer
 
     if not os.path.exists(os.path.join(path, "config.json")):

@@ -36,7 +36,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
 from statistics import NormalDist
 
-from dipod_trl.demo import quarter_mean
+from dipod_trl.commands.demo import quarter_mean
 
 # The grid searched: each cell's values of the demo's RL settings (`DemoConfig` fields).
 CELLS = {
@@ -114,7 +114,7 @@ def run_one(job: dict) -> dict:
     torch.set_num_threads(1)
     from transformers.utils import logging as hf_logging
 
-    from dipod_trl.demo import DemoConfig, accuracy, load_digit_sort, rl_run
+    from dipod_trl.commands.demo import DemoConfig, accuracy, load_digit_sort, rl_run
     from dipod_trl.models import build_tiny_tokenizer
 
     hf_logging.disable_progress_bar()
@@ -219,7 +219,7 @@ def plot(runs: list[dict], path: str, pairs=None, methods=BETAS,
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from dipod_trl.demo import _smooth
+    from dipod_trl.commands.demo import _smooth
 
     rows = (("reward", "reward (T=1)"), ("drift_gap", "drift gap (nats / completion)"),
             ("drift_elbo", "on-policy ELBO (nats / completion)"))
@@ -342,7 +342,7 @@ def main():
                         help="only write the table and figure from the finished runs of the grid given")
     args = parser.parse_args()
 
-    from dipod_trl.demo import DemoConfig, pretrain
+    from dipod_trl.commands.demo import DemoConfig, pretrain
     from dipod_trl.models import build_tiny_tokenizer
 
     os.makedirs(args.output_dir, exist_ok=True)

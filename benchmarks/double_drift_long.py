@@ -58,7 +58,7 @@ from double_drift import (
     write_csv,
 )
 
-from dipod_trl.demo import quarter_mean
+from dipod_trl.commands.demo import quarter_mean
 
 # The release's inner iterations and ELBO estimator per objective.
 RECIPES = {
@@ -114,12 +114,12 @@ def progress(job: dict):
 
 def run_one(job: dict) -> dict:
     import torch
+    from rl_fast_rollouts import held_out
     from transformers import AutoModel, AutoTokenizer
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from transformers.utils import logging as hf_logging
 
     from dipod_trl import DiPODConfig, DiPODTrainer
-    from rl_fast_rollouts import held_out
 
     torch.set_num_threads(1)
     hf_logging.disable_progress_bar()
@@ -180,14 +180,17 @@ def compare_rollouts(args) -> None:
     import torch
 
     from dipod_trl.evaluation import evaluate_records
+    from dipod_trl.options import FastDecodingArguments, SamplerArguments
 
     torch.set_num_threads(1)
     model, tokenizer = sft_model(args.sft_dir, steps=args.sft_steps)
     test = load_long_sort("test", args.eval_examples)
-    for name, fast in (("exact", None), ("dual", {"kv_cache": "dual"})):
+    sampler = SamplerArguments(block_length=SCHEDULE_EVAL["block_length"], temperature=1.0)
+    for name, fast in (("exact", None), ("dual", FastDecodingArguments(kv_cache="dual"))):
         start = time.perf_counter()
-        _, records = evaluate_records(model, tokenizer, test, digit_accuracy, **SCHEDULE_EVAL, temperature=1.0,
-                                      num_generations=4, batch_size=64, seed=0, progress=False, fast_decoding=fast)
+        _, records = evaluate_records(model, tokenizer, test, digit_accuracy, gen_length=SCHEDULE_EVAL["gen_length"],
+                                      steps=SCHEDULE_EVAL["steps"], sampler=sampler, fast=fast, num_generations=4,
+                                      batch_size=64, seed=0, progress=False)
         scores = torch.tensor([score for r in records for score in r["scores"]["project"]])
         print(f"{name:6s} T=1, {len(scores)} samples: per-character reward {scores.mean():.4f} ± "
               f"{scores.std() / len(scores) ** 0.5:.4f} (se), {time.perf_counter() - start:.0f} s", flush=True)

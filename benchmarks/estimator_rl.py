@@ -4,7 +4,7 @@
     python benchmarks/estimator_rl.py --parts demo --seeds 0 --generations 3     # a quick look
     python benchmarks/estimator_rl.py --summarise-only       # the tables of what has finished
 
-* `demo`: the demo's FPO + DiPOD setting (`dipod_trl.demo.RECIPE`: 2 inner iterations, K = 2 ELBO samples, lr 2e-4,
+* `demo`: the demo's FPO + DiPOD setting (`dipod_trl.commands.demo.RECIPE`: 2 inner iterations, K = 2 ELBO samples, lr 2e-4,
   `dipod_beta` 0.05 with token normalisation; 64 completions of 8 tokens per generation batch; 10 generation
   batches, as the demo runs it) from the demo's masked-SFT checkpoint, with the estimators of `DEMO_ESTIMATORS`
   (each K = 2, so the same forward passes).
@@ -29,7 +29,7 @@ import time
 from _long_sort import ROOT
 from double_drift import COLUMNS, matched_seeds, result_path, run_pending, table, write_csv
 
-from dipod_trl.demo import RECIPE, quarter_mean
+from dipod_trl.commands.demo import RECIPE, quarter_mean
 
 DEMO_ESTIMATORS = ("mc", "antithetic", "quadrature")
 # (estimator, K) of the long part: the release's 4 mc samples against 2 of the new estimator.
@@ -44,7 +44,7 @@ def run_demo_job(job: dict) -> dict:
     torch.set_num_threads(1)
     from transformers.utils import logging as hf_logging
 
-    from dipod_trl.demo import DemoConfig, accuracy, load_digit_sort, rl_run
+    from dipod_trl.commands.demo import DemoConfig, accuracy, load_digit_sort, rl_run
     from dipod_trl.models import build_tiny_tokenizer
 
     hf_logging.disable_progress_bar()
@@ -116,7 +116,7 @@ def main():
 
     from transformers.utils import logging as hf_logging
 
-    from dipod_trl.demo import DemoConfig, pretrain
+    from dipod_trl.commands.demo import DemoConfig, pretrain
     from dipod_trl.models import build_tiny_tokenizer
 
     hf_logging.disable_progress_bar()

@@ -24,6 +24,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from dipod_trl import DiPODConfig, DiPODTrainer
 from dipod_trl.evaluation import evaluate_task
+from dipod_trl.options import SamplerArguments
 
 SETTINGS = {
     "exact": {},
@@ -67,7 +68,8 @@ def rl_run(args, setting: str, seed: int) -> dict:
 def held_out(model, tokenizer, args) -> dict:
     """Exact greedy decoding on held-out prompts: exact-match and per-character accuracy."""
     test = load_long_sort("test", args.num_eval_examples)
-    schedule = dict(gen_length=GEN_LENGTH, block_length=SCHEDULE["block_length"], steps=SCHEDULE["diffusion_steps"])
+    schedule = dict(gen_length=GEN_LENGTH, steps=SCHEDULE["diffusion_steps"],
+                    sampler=SamplerArguments(block_length=SCHEDULE["block_length"]))
     return {name: evaluate_task(model, tokenizer, test, reward, **schedule, batch_size=64, progress=False)["accuracy"]
             for name, reward in (("eval_char_accuracy", digit_accuracy), ("eval_exact_match", exact_match))}
 

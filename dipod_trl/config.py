@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig
 
-from .finite import check_finite_fields
+from .guards.non_finite import check_finite_fields
 from .objectives import DIPOD_NORMALIZATIONS, OBJECTIVES, objective_class
-from .options import DiPODTermArguments, ElboSamplingArguments, FastDecodingArguments
+from .options import DiPODTermArguments, ElboSamplingArguments, FastDecodingArguments, SamplerArguments
 
 
 def apply_device_defaults(args) -> None:
@@ -49,7 +49,7 @@ def apply_device_defaults(args) -> None:
 
 
 # GRPOConfig fields with no meaning for masked diffusion, the value they must keep, and why.
-_UNSUPPORTED = {
+REFUSED_GRPO_OPTIONS = {
     "use_vllm": (False, "vLLM does not serve masked diffusion LMs; generation uses dipod_trl.generate. (A judge "
                  "reward model can still be served with vLLM, see reward_models.JudgeReward.)"),
     "use_transformers_continuous_batching": (False, "continuous batching is an autoregressive decoding feature"),
@@ -77,7 +77,7 @@ def check_training_length(args) -> None:
 
 
 @dataclass
-class DiPODConfig(GRPOConfig, FastDecodingArguments, ElboSamplingArguments, DiPODTermArguments):
+class DiPODConfig(GRPOConfig, SamplerArguments, FastDecodingArguments, ElboSamplingArguments, DiPODTermArguments):
     r"""
     Configuration class for [`DiPODTrainer`]. Only the parameters specific to diffusion policies are listed here; see
     `trl.GRPOConfig` for the rest.
@@ -105,6 +105,7 @@ class DiPODConfig(GRPOConfig, FastDecodingArguments, ElboSamplingArguments, DiPO
     drift_num_orders, drift_num_sequences, drift_every, reward_nan_policy.
 
     Option groups shared with other commands are declared once in `dipod_trl.options` and composed here:
+    `SamplerArguments` (block_length, remasking, cfg_scale; temperature is GRPOConfig's),
     `FastDecodingArguments` (kv_cache, cache_refresh_steps, confidence_threshold), `ElboSamplingArguments`
     (elbo_num_samples, elbo_estimator), `DiPODTermArguments` (dipod_beta). The objective named by `objective` fills
     the defaults it decides (`dipod_normalization`, `p_mask_prompt`) and checks what depends on it.
@@ -207,18 +208,6 @@ class DiPODConfig(GRPOConfig, FastDecodingArguments, ElboSamplingArguments, DiPO
             "max_completion_length / block_length."
         },
     )
-    block_length: int = field(
-        default=32,
-        metadata={"help": "Semi-autoregressive block length; max_completion_length must be a multiple of it."},
-    )
-    remasking: str = field(
-        default="low_confidence",
-        metadata={"help": "Which predictions a step commits: 'low_confidence', 'random', 'margin' or 'entropy'."},
-    )
-    cfg_scale: float = field(
-        default=0.0,
-        metadata={"help": "Classifier-free guidance scale for generation and scoring (0 disables it)."},
-    )
     max_prompt_length: int | None = field(
         default=512,
         metadata={"help": "Longest prompt in tokens; what happens to longer ones is set by prompt_truncation."},
@@ -310,7 +299,6 @@ class DiPODConfig(GRPOConfig, FastDecodingArguments, ElboSamplingArguments, DiPO
         for each in OBJECTIVES.values():
             each.check_options(self)
         objective.configure(self)  # dipod_normalization and p_mask_prompt defaults; ELBO sampling checks
-        choice("remasking", ("low_confidence", "random", "margin", "entropy"))
         choice("prompt_truncation", ("error", "left"))
         choice("reward_nan_policy", ("error", "skip"))
         choice("dipod_normalization", DIPOD_NORMALIZATIONS)
@@ -320,8 +308,7 @@ class DiPODConfig(GRPOConfig, FastDecodingArguments, ElboSamplingArguments, DiPO
         for name in ("elbo_chunk_size", "elbo_grad_chunk_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive number of rows or None, got {getattr(self, name)}.")
-        if self.block_length < 1:
-            raise ValueError(f"block_length must be a positive number of tokens, got {self.block_length}.")
+        self.check_sampler()
         length = self.max_completion_length
         if length is None or length < 1 or length % self.block_length != 0:
             raise ValueError(
@@ -337,6 +324,6 @@ class DiPODConfig(GRPOConfig, FastDecodingArguments, ElboSamplingArguments, DiPO
         self.check_fast_decoding()
         if self.drift_num_orders < 0 or self.drift_num_sequences < 0 or self.drift_every < 1:
             raise ValueError("drift_num_orders and drift_num_sequences must be >= 0 and drift_every >= 1.")
-        for name, (allowed, why) in _UNSUPPORTED.items():
+        for name, (allowed, why) in REFUSED_GRPO_OPTIONS.items():
             if getattr(self, name, allowed) != allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not supported by DiPODTrainer: {why}.")

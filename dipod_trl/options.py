@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from .masks import ESTIMATORS, check_num_samples
 
 KV_CACHE_MODES = (None, "prefix", "dual")
+REMASKING_RULES = ("low_confidence", "random", "margin", "entropy")
 # What a user may choose; `one_step` is diffu-GRPO's own draw, chosen by the objective.
 ELBO_ESTIMATORS = tuple(name for name in ESTIMATORS if name != "one_step")
 
@@ -27,6 +28,49 @@ def with_defaults(group: type, **defaults) -> type:
     if defaults:
         raise TypeError(f"{group.__name__} has no option(s) {sorted(defaults)}.")
     return dataclass(kw_only=True)(type(group.__name__, (group,), namespace))
+
+
+@dataclass(kw_only=True)
+class SamplerArguments:
+    """The masked-diffusion sampler's choices that training, `dipod eval` and `dipod generate` share.
+
+    The completion length and the number of denoising steps are declared by each command, because they differ in
+    name and default: training follows TRL (`max_completion_length`) and names the steps `diffusion_steps`; `dipod
+    eval` sweeps several `gen_length`s with `steps` defaulting to half of each. In `DiPODConfig` the `temperature`
+    field is `GRPOConfig`'s (default 1.0: RL samples), which takes precedence over this one.
+
+    `dipod_trl.generate` keeps its explicit keywords (`generate(model, ids, gen_length=..., block_length=...,
+    steps=..., temperature=...)`, LLaDA's reference form, which callers outside this package use): a command passes
+    its groups as `**args.sampler_options(), **args.fast_decoding()`, each group's names being `generate`'s.
+    """
+
+    block_length: int = field(
+        default=32,
+        metadata={"help": "Semi-autoregressive block length; the completion length must be a multiple of it."},
+    )
+    temperature: float = field(default=0.0, metadata={"help": "Gumbel-max sampling temperature; 0 is greedy."})
+    remasking: str = field(
+        default="low_confidence",
+        metadata={"help": f"Which predictions a step commits first: one of {', '.join(REMASKING_RULES)}."},
+    )
+    cfg_scale: float = field(
+        default=0.0,
+        metadata={"help": "Classifier-free guidance scale (0 disables it); in training also used when scoring."},
+    )
+
+    def sampler_options(self) -> dict:
+        """The options as keyword arguments of `generate`."""
+        return {name: getattr(self, name) for name in ("block_length", "temperature", "remasking", "cfg_scale")}
+
+    def check_sampler(self) -> None:
+        """Refuse values `generate` would refuse, when the arguments are parsed rather than at the first batch."""
+        if self.block_length < 1:
+            raise ValueError(f"block_length must be a positive number of tokens, got {self.block_length}.")
+        if self.remasking not in REMASKING_RULES:
+            raise ValueError(f"remasking must be one of {REMASKING_RULES}, got {self.remasking!r}.")
+        for name in ("temperature", "cfg_scale"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
 
 
 def check_fast_decoding(
@@ -92,9 +136,6 @@ class FastDecodingArguments:
     def fast_decoding(self) -> dict:
         """The options as keyword arguments of `generate` (all None: exact decoding)."""
         return {name: getattr(self, name) for name in ("kv_cache", "cache_refresh_steps", "confidence_threshold")}
-
-    def as_kwargs(self) -> dict:
-        return self.fast_decoding()
 
     def check_fast_decoding(self) -> None:
         check_fast_decoding(**self.fast_decoding(), cfg_scale=getattr(self, "cfg_scale", 0.0))

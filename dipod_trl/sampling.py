@@ -34,10 +34,8 @@ import torch.nn.functional as F
 
 from .guidance import model_logits
 from .models import DiffusionLM, as_diffusion_lm, unwrap_model
-from .options import check_fast_decoding
+from .options import REMASKING_RULES, check_fast_decoding
 from .randomness import Generators, generators_of_rows, random_uniform
-
-REMASKING_RULES = ("low_confidence", "random", "margin", "entropy")
 
 
 @dataclass
@@ -159,7 +157,7 @@ def _cache_supported(lm: DiffusionLM) -> bool:
     return False
 
 
-class BlockScorer:
+class BlockLogits:
     """Logits of the current block's positions, from a full forward or from a span forward over the block cache.
 
     The cache is rebuilt with a full forward at the first step of each block and every `refresh_steps` steps inside
@@ -327,7 +325,7 @@ def generate(
     stats = GenerationStats()
     if kv_cache is not None and not _cache_supported(lm):
         kv_cache = cache_refresh_steps = None
-    scorer = BlockScorer(lm, kv_cache, cache_refresh_steps, cfg_scale, stats)
+    scorer = BlockLogits(lm, kv_cache, cache_refresh_steps, cfg_scale, stats)
 
     for block in range(num_blocks):
         start = prompt_length + block * block_length
@@ -347,8 +345,8 @@ def generate(
                 break
             # Only the current block can be committed, so only its positions are scored (the model still sees all).
             logits = scorer(xa, full_attention[active], prompt_index[active], start, end, step)
-            x0, transfer = _commit(logits, block_masked, k, temperature, remasking, confidence_threshold,
-                                   generators_of_rows(generator, active))
+            x0, transfer = _tokens_to_commit(logits, block_masked, k, temperature, remasking, confidence_threshold,
+                                             generators_of_rows(generator, active))
             xa[:, start:end] = torch.where(transfer, x0, xa[:, start:end])
             x[active] = xa
             if stopping:
@@ -366,7 +364,7 @@ def generate(
     return completion_ids, completion_mask
 
 
-def _commit(logits, block_masked, k, temperature, remasking, confidence_threshold, row_generators):
+def _tokens_to_commit(logits, block_masked, k, temperature, remasking, confidence_threshold, row_generators):
     """One denoising step's choice for a block: the sampled tokens `x0` and which masked positions take them (the
     `k` most confident of each row, plus, with a threshold, every one above it)."""
     x0 = add_gumbel_noise(logits, temperature, row_generators).argmax(dim=-1)

@@ -15,14 +15,14 @@ import torch
 from transformers import Trainer, TrainingArguments
 from trl.trainer.utils import pad
 
-from .checkpoints import complete_checkpoint, resolve_resume
 from .config import apply_device_defaults, check_training_length
 from .likelihood import masked_diffusion_sft_loss
-from .model_card import write_model_card
 from .models import as_diffusion_lm
 from .options import OneSampleElboArguments
-from .redaction import hub_token_to_environment, saving_without_secrets
-from .resume_settings import finish_resume, start_run
+from .saving.checkpoints import complete_checkpoint, resolve_resume
+from .saving.model_card import write_model_card
+from .saving.redaction import hub_token_to_environment, saving_without_secrets
+from .saving.resume_settings import finish_resume, start_run
 from .tasks import tokenize_prompt
 
 

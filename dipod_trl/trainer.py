@@ -36,12 +36,10 @@ from trl.models import prepare_deepspeed, unwrap_model_for_generation
 from trl.trainer.callbacks import SyncRefModelCallback
 from trl.trainer.utils import nanstd, pad
 
-from .checkpoints import check_optimizer_state, complete_checkpoint, refusing_code, resolve_resume, resume_instead
 from .config import DiPODConfig
 from .drift import DRIFT_STATISTICS, drift_statistics
-from .finite import check_finite, check_finite_weights
-from .generation_state import load_generation_state, save_generation_state
-from .input_checks import (
+from .guards.non_finite import check_finite, check_finite_weights
+from .guards.trainer_inputs import (
     RewardFunctionError,  # noqa: F401 (raised from the reward checks; part of the trainer's interface)
     check_finite_rewards,
     check_prompt_columns,
@@ -49,15 +47,23 @@ from .input_checks import (
     guard_reward_function,
     truncate_prompts,
 )
-from .likelihood import MaskDraw, masked_token_logps
-from .masks import block_orders, random_orders
-from .model_card import write_model_card
+from .likelihood import masked_token_logps
+from .masks import MaskDraw, block_orders, random_orders
 from .models import as_diffusion_lm, load_diffusion_model, load_diffusion_tokenizer
 from .objectives import LossInputs, dipod_term, group_relative_advantages, objective_class
 from .randomness import SEED_STRIDE
-from .redaction import hub_token_to_environment, saving_without_secrets
-from .resume_settings import finish_resume, start_run
 from .sampling import generate
+from .saving.checkpoints import (
+    check_optimizer_state,
+    complete_checkpoint,
+    refusing_code,
+    resolve_resume,
+    resume_instead,
+)
+from .saving.generation_state import load_generation_state, save_generation_state
+from .saving.model_card import write_model_card
+from .saving.redaction import hub_token_to_environment, saving_without_secrets
+from .saving.resume_settings import finish_resume, start_run
 
 _NON_FINITE_HINT = (
     "The last complete checkpoint saved before this step holds finite weights (a resume checks them). Lower "
@@ -239,16 +245,11 @@ class DiPODTrainer(GRPOTrainer):
                 padded,
                 attention,
                 gen_length=self.args.max_completion_length,
-                block_length=self.args.block_length,
                 steps=self.args.diffusion_steps,
-                temperature=self.temperature,
-                remasking=self.args.remasking,
-                cfg_scale=self.args.cfg_scale,
+                **self.args.sampler_options(),  # block_length, temperature, remasking, cfg_scale
+                **self.args.fast_decoding(),  # kv_cache, cache_refresh_steps, confidence_threshold
                 eos_token_ids=self.eos_token_ids,
                 generator=self._generators,
-                kv_cache=self.args.kv_cache,
-                cache_refresh_steps=self.args.cache_refresh_steps,
-                confidence_threshold=self.args.confidence_threshold,
                 return_stats=True,
             )
         mode = "train" if self.model.training else "eval"

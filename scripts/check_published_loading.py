@@ -39,7 +39,7 @@ def save_folders(work: Path, code: Path) -> dict:
     from peft import LoraConfig, get_peft_model
     from safetensors.torch import save_file
 
-    from dipod_trl import cli
+    from dipod_trl.commands import cli
     from dipod_trl.models import load_diffusion_model, load_diffusion_tokenizer
 
     folders = {}

@@ -4,7 +4,7 @@
 # steps with and without elbo_grad_chunk_size, ZeRO-2 when more than one GPU is visible; peak memory per step next to
 # docs/memory.md's arithmetic. Writes one JSON report and exits non-zero when a check failed.
 #   scripts/gpu_check.sh [--report gpu_check.json] [--layers 2] [--steps 2] [--cpu]
-# Environment: PYTHON (default: .venv/bin/python when it exists, else python3). The bulk is dipod_trl/gpu_check.py.
+# Environment: PYTHON (default: .venv/bin/python when it exists, else python3). The bulk is dipod_trl/commands/gpu_check.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python="${PYTHON:-}"
@@ -13,4 +13,4 @@ if [ -z "$python" ]; then
 fi
 # Offline: everything the check needs is made on the spot (no hub lookups, no telemetry, no waiting on timeouts).
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-1}"
-exec "$python" -m dipod_trl.gpu_check "$@"
+exec "$python" -m dipod_trl.commands.gpu_check "$@"

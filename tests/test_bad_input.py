@@ -11,26 +11,19 @@ import warnings
 import pytest
 from datasets import Dataset, load_dataset
 
-from dipod_trl import DiPODConfig, DiPODTrainer, cli
+from dipod_trl import DiPODConfig, DiPODTrainer
+from dipod_trl.commands import cli
 from dipod_trl.evaluation import read_records
 from dipod_trl.trainer import RewardFunctionError
-from tests.conftest import (
-    FAST,
-    TINY,
-    count_sevens,
-    forkserver,
-    make_tiny_model,
-    make_trainer,
-    prompts_dataset,
-    text_hash,
-)
+from tests.helpers.models import make_tiny_model
+from tests.helpers.trainers import FAST, TINY, count_sevens, make_trainer, prompts_dataset, text_hash, tiny_run_config
+from tests.helpers.processes import forkserver
 
 
 @pytest.mark.parametrize("rows", [0, 1])
 def test_a_dataset_smaller_than_one_generation_batch_is_refused(tokenizer, tmp_path, rows):
     # 8 completions per step in groups of 4: one generation batch needs 2 prompts.
-    config = DiPODConfig(output_dir=str(tmp_path), max_completion_length=8, block_length=4, diffusion_steps=8,
-                         num_generations=4, per_device_train_batch_size=8, report_to="none")
+    config = tiny_run_config(tmp_path)
     model = make_tiny_model(len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     with pytest.raises(ValueError, match=f"train_dataset has {rows} rows, but one generation batch needs 2"):
         DiPODTrainer(model, count_sevens, args=config, train_dataset=prompts_dataset(rows), processing_class=tokenizer)

@@ -8,7 +8,7 @@ import torch
 import dipod_trl
 from dipod_trl.likelihood import MaskDraw
 from dipod_trl.models import TinyBlockMDLMConfig, TinyBlockMDLMForBlockDiffusion
-from tests.conftest import generation_batch, gradients, make_trainer, prompts_dataset, text_hash
+from tests.helpers.trainers import generation_batch, gradients, make_trainer, prompts_dataset, text_hash
 
 
 def block_scores(model, inputs, iteration, objective, block_length=4):

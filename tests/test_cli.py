@@ -10,11 +10,11 @@ import sys
 import pytest
 import torch
 
-from dipod_trl import cli
+from dipod_trl.commands import cli
+from dipod_trl.commands.recipe import parse_recipe
+from dipod_trl.commands.reward_resolution import resolve_rewards
+from dipod_trl.commands.task_data import TaskArguments
 from dipod_trl.evaluation import evaluate_task
-from dipod_trl.recipe import parse_recipe
-from dipod_trl.rewards import resolve_rewards
-from dipod_trl.task_data import TaskArguments
 from dipod_trl.tasks.digit_sort import load as load_digit_sort
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -173,7 +173,7 @@ def test_two_processes_reproduce_one_process_with_the_same_global_batch(
 RECORD_LAUNCH = """
 import json, os, sys
 import torch.distributed as dist
-from dipod_trl import cli
+from dipod_trl.commands import cli
 from dipod_trl.trainer import DiPODTrainer
 
 train = DiPODTrainer.train
@@ -233,12 +233,13 @@ def held_out_accuracy(model_dir: str) -> float:
     from transformers import AutoTokenizer
 
     from dipod_trl.models import load_diffusion_model
+    from dipod_trl.options import SamplerArguments
     from reward_models import exact_match_accuracy
 
     test = load_digit_sort("test", num_examples=256)
     return evaluate_task(load_diffusion_model(model_dir), AutoTokenizer.from_pretrained(model_dir), test,
-                         exact_match_accuracy, gen_length=8, block_length=4, steps=8, batch_size=128,
-                         progress=False)["accuracy"]
+                         exact_match_accuracy, gen_length=8, steps=8, sampler=SamplerArguments(block_length=4),
+                         batch_size=128, progress=False)["accuracy"]
 
 
 def test_recipe_training_raises_held_out_accuracy_over_the_sft_start(sft_checkpoint, tmp_path):
@@ -285,7 +286,7 @@ def test_generate_command_prints_completions(sft_checkpoint, capsys):
 
 
 def test_eval_and_generate_load_in_the_dtype_asked_for(sft_checkpoint, tmp_path, capsys):
-    from dipod_trl.model_setup import load_for_inference
+    from dipod_trl.commands.model_setup import load_for_inference
 
     for dtype, expected in (("auto", torch.float32), ("bfloat16", torch.bfloat16), ("float16", torch.float16)):
         model, _ = load_for_inference(sft_checkpoint, False, dtype=dtype)  # the checkpoint is stored in float32
@@ -308,7 +309,7 @@ def test_eval_and_generate_load_in_the_dtype_asked_for(sft_checkpoint, tmp_path,
 
 
 def test_version_and_help_answer_without_importing_torch():
-    code = ("import sys; from dipod_trl import cli; cli.main(['--version']); cli.main(['--help']); "
+    code = ("import sys; from dipod_trl.commands import cli; cli.main(['--version']); cli.main(['--help']); "
             "print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -324,8 +325,8 @@ def test_train_help_names_the_command_puts_dipods_keys_first_and_sets_refused_ke
 
     from trl import ModelConfig
 
+    from dipod_trl.commands.output_dir import OutputArguments
     from dipod_trl.config import DiPODConfig
-    from dipod_trl.output_dir import OutputArguments
 
     with pytest.raises(SystemExit) as exited:
         cli.main(["train", "--help"])
@@ -333,11 +334,10 @@ def test_train_help_names_the_command_puts_dipods_keys_first_and_sets_refused_ke
     out = capsys.readouterr().out
     assert out.startswith("usage: dipod train RECIPE.yaml [--key value ...]")
     headings = [line for line in out.splitlines() if line.endswith(":") and not line.startswith(" ")]
-    assert headings == ["options:", "DiPODConfig (dipod_trl):", "FastDecodingArguments (dipod_trl):",
-                        "ElboSamplingArguments (dipod_trl):", "DiPODTermArguments (dipod_trl):",
-                        "TaskArguments (dipod_trl):", "ModelConfig (trl):",
-                        "OutputArguments (dipod_trl):", "GRPOConfig (trl):", "TrainingArguments (transformers):",
-                        "refused: keys of the parent config this trainer does not support:"]
+    ours = [i for i, heading in enumerate(headings) if heading.endswith("(dipod_trl):")]
+    parents = [headings.index("GRPOConfig (trl):"), headings.index("TrainingArguments (transformers):")]
+    assert headings[1] == "DiPODConfig (dipod_trl):" and max(ours) < min(parents)  # the project's keys come first
+    assert headings[-1].startswith("refused:")
     every_key = {f.name for cls in (DiPODConfig, TaskArguments, ModelConfig, OutputArguments) for f in fields(cls)
                  if f.init}
     listed = [key for key in re.findall(r"^  --(\w+)", out, re.MULTILINE)
@@ -385,6 +385,22 @@ def test_every_recipe_parses_into_the_config_it_documents(name):
         assert (config.num_iterations, config.dipod_beta, config.max_grad_norm) == (iterations, 0.05, 0.2)
         assert (config.adam_beta1, config.adam_beta2, config.weight_decay) == (0.9, 0.99, 0.1)
         assert (config.scale_rewards, config.one_step_masks, config.max_prompt_length) == ("none", "canvas", 200)
+
+
+def test_a_bare_recipe_path_trains_it_as_accelerate_launch_runs_the_flagship():
+    """`accelerate launch -m dipod_trl recipes/gsm8k.yaml` runs `python -m dipod_trl recipes/gsm8k.yaml` on each
+    process: the bare path is the train command, parsed into the paper's FPO + DiPOD run on GSM8K."""
+    from trl import ModelConfig
+
+    from dipod_trl.commands.output_dir import OutputArguments
+    from dipod_trl.config import DiPODConfig
+
+    command, rest = cli.command_and_arguments([os.path.join(RECIPES, "gsm8k.yaml"), "--dipod_beta", "0.1"])
+    assert command == "train"
+    model, task, config, _ = parse_recipe([ModelConfig, TaskArguments, DiPODConfig, OutputArguments],
+                                          rest + ["--bf16", "false"])
+    assert (model.model_name_or_path, task.task, config.objective) == ("GSAI-ML/LLaDA-8B-Instruct", "gsm8k", "fpo")
+    assert (config.dipod_beta, config.output_dir) == (0.1, "outputs/gsm8k")  # the command line wins over the recipe
 
 
 def test_unknown_command_is_an_error():

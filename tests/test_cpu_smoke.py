@@ -1,5 +1,6 @@
-"""recipes/cpu_smoke.sh: a paper recipe, as written, for two optimizer steps on a CPU (no bf16, no 4-bit, no
-evaluation, tiny lengths, the built-in tiny model), with a local copy of the task's data."""
+"""recipes/cpu_smoke.sh: the flagship recipe (recipes/gsm8k.yaml, the paper's FPO + DiPOD GSM8K run), as written,
+for two optimizer steps on a CPU (no bf16, no 4-bit, no evaluation, tiny lengths, the built-in tiny model), with a
+local copy of the task's data."""
 
 import ast
 import json
@@ -15,14 +16,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow  # a training process: about 10 s of CPU, more on a busy machine
-def test_cpu_smoke_runs_a_paper_recipe_for_two_steps(tmp_path):
+def test_cpu_smoke_runs_the_flagship_recipe_for_two_steps(tmp_path):
     data = tmp_path / "gsm8k.jsonl"
     rows = [{"question": f"Tom has {i} apples and buys 3 more. How many now?", "answer": f"#### {i + 3}"}
             for i in range(8)]
     data.write_text("\n".join(map(json.dumps, rows)))
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": ROOT}
     result = subprocess.run(
-        ["bash", "recipes/cpu_smoke.sh", "recipes/paper/fpo_gsm8k.yaml", "--dataset_source", str(data),
+        ["bash", "recipes/cpu_smoke.sh", "recipes/gsm8k.yaml", "--dataset_source", str(data),
          "--output_dir", str(tmp_path / "run")], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     logs = [ast.literal_eval(match) for match in re.findall(r"\{'loss'.*?\}", result.stdout + result.stderr)]

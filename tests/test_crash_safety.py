@@ -16,9 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dipod_trl import cli
-from dipod_trl.checkpoints import COMPLETE_NAME, checkpoint_problem, resolve_resume
-from tests.conftest import forkserver, kill_when_saving
+from dipod_trl.commands import cli
+from dipod_trl.saving.checkpoints import COMPLETE_NAME, checkpoint_problem, resolve_resume
+from tests.helpers.processes import forkserver, kill_when_saving
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "recipes", "tiny.yaml")

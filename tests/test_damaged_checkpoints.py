@@ -10,8 +10,9 @@ import sys
 import pytest
 import torch
 
-from dipod_trl.checkpoints import COMPLETE_NAME, load_checkpoint_file, mark_complete, resolve_resume
-from tests.conftest import craft, make_trainer
+from dipod_trl.saving.checkpoints import COMPLETE_NAME, load_checkpoint_file, mark_complete, resolve_resume
+from tests.helpers.exploits import craft
+from tests.helpers.trainers import make_trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # New completions every 2 steps: checkpoint-1 and checkpoint-3 fall inside a generation cycle, checkpoint-2 not.
@@ -122,7 +123,7 @@ def test_a_two_process_mid_cycle_checkpoint_is_refused_on_one_process(tmp_path):
         listed = f.read()
     for name in ("generation_state_rank0.pt", "generation_state_rank1.pt", "rng_state_0.pth", "rng_state_1.pth"):
         assert name in listed  # the marker was written after both processes' files
-    from dipod_trl import cli
+    from dipod_trl.commands import cli
 
     with pytest.raises(ValueError, match=r"num_processes 2 \(this run: 1\)"):
         cli.main(["train", *args, "--per_device_train_batch_size", "8", "--max_steps", "2",

@@ -21,7 +21,6 @@ from dipod_trl.tasks.sudoku import generate_puzzles as generate_sudoku_puzzles
 from dipod_trl.tasks.sudoku import load as load_sudoku
 from reward_models import countdown_accuracy, gsm8k_accuracy, math500_accuracy, sudoku_accuracy, sudoku_solved
 
-
 SYSTEM_PROMPTS = {module.__name__.rsplit(".", 1)[1]: module.SYSTEM_PROMPT
                   for module in (gsm8k, math500, countdown, sudoku)}
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from dipod_trl.demo import DemoConfig, run_demo
+from dipod_trl.commands.demo import DemoConfig, run_demo
 
 
 def test_demo_writes_curves_summary_and_checkpoints(tmp_path, capsys):

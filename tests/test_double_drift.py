@@ -11,11 +11,12 @@ import sys
 
 import pytest
 
-from dipod_trl.demo import quarter_mean
+from dipod_trl.commands.demo import quarter_mean
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 import double_drift  # noqa: E402
 import double_drift_long  # noqa: E402
+
 START, END = ("<!-- long table: start (benchmarks/double_drift_long.py writes it) -->", "<!-- long table: end -->")
 
 

@@ -10,7 +10,7 @@ import torch
 import dipod_trl
 from dipod_trl.likelihood import MaskDraw
 from dipod_trl.objectives import ESPO, GDPO, LossInputs
-from tests.conftest import generation_batch, gradients, make_trainer, text_hash
+from tests.helpers.trainers import generation_batch, gradients, make_trainer, text_hash
 
 # Inputs recorded once: sequence ELBOs of the current, old and reference policies, advantages, completion lengths.
 ELBO = [-12.5, -30.25, -7.0, -18.75, -44.0, -3.5]
@@ -120,9 +120,9 @@ def test_the_espo_recipe_has_the_releases_sudoku_settings():
 
     from trl import ModelConfig
 
-    from dipod_trl.cli import TaskArguments
+    from dipod_trl.commands.task_data import TaskArguments
     from dipod_trl.config import DiPODConfig
-    from dipod_trl.recipe import parse_recipe
+    from dipod_trl.commands.recipe import parse_recipe
 
     recipe = os.path.join(os.path.dirname(os.path.dirname(__file__)), "recipes", "espo", "sudoku.yaml")
     model, task, config = parse_recipe([ModelConfig, TaskArguments, DiPODConfig], [recipe, "--bf16", "false"])

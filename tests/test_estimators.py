@@ -14,7 +14,7 @@ import torch
 import dipod_trl
 from dipod_trl.config import DiPODConfig
 from dipod_trl.likelihood import MaskDraw, draw_masks, elbo_from_token_logps, masked_token_logps
-from tests.conftest import make_tiny_model
+from tests.helpers.models import make_tiny_model
 from tests.test_likelihood import CASES, exact_elbo, token_logps
 
 
@@ -141,7 +141,7 @@ def test_masked_token_logps_are_what_the_estimators_weigh(model):
 @pytest.mark.parametrize("estimator", ["control_variate", "quadrature"])
 def test_fpo_trains_on_the_new_estimators_with_the_loss_written_out_independently(tokenizer, tmp_path, estimator):
     """The trainer carries per-token weights (control_variate) through its buffers and micro-batches unchanged."""
-    from tests.conftest import generation_batch, make_trainer, text_hash
+    from tests.helpers.trainers import generation_batch, make_trainer, text_hash
     from tests.test_trainer import independent_loss
 
     trainer = make_trainer(tokenizer, tmp_path, reward=text_hash, objective="fpo", dipod_beta=0.0,

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from dipod_trl import cli
+from dipod_trl.commands import cli
 from dipod_trl.evaluation.evaluator import default_output, scoring_plan, summarise
 from dipod_trl.evaluation.records import repair_partial_line
 from dipod_trl.models import build_tiny_model, build_tiny_tokenizer
@@ -149,8 +149,8 @@ def test_checkpoint_sweep_writes_table_plot_and_d1_files_and_resumes_without_loa
     def must_not_load(path, trust_remote_code):
         raise AssertionError(f"{path} was loaded again although its records are complete")
 
-    from dipod_trl.evaluation import EvalArguments
-    from dipod_trl.recipe import parse_recipe
+    from dipod_trl.commands.eval_arguments import EvalArguments
+    from dipod_trl.commands.recipe import parse_recipe
     from dipod_trl.evaluation import run_sweep
 
     (args,) = parse_recipe([EvalArguments], argv[1:])
@@ -166,9 +166,9 @@ def test_a_sweep_sharded_over_two_processes_equals_one_process(sft_run, tmp_path
     # are sharded: other batch compositions or thread counts change float32 reductions, and with them near-tied
     # greedy choices of a briefly trained model.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
-    alone = [sys.executable, "-m", "dipod_trl.cli", *common, "--output_dir", str(tmp_path / "one")]
+    alone = [sys.executable, "-m", "dipod_trl", *common, "--output_dir", str(tmp_path / "one")]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-              os.path.join(RECIPES, "accelerate", "cpu2.yaml"), "-m", "dipod_trl.cli", *common,
+              os.path.join(RECIPES, "accelerate", "cpu2.yaml"), "-m", "dipod_trl", *common,
               "--output_dir", str(tmp_path / "two")]
     for command in (alone, launch):
         result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)

@@ -9,8 +9,7 @@ import dipod_trl
 from dipod_trl.models import DiffusionLM, TinyMDLMForMaskedDiffusion
 from dipod_trl.models.protocol import padded_positions
 from dipod_trl.sampling import _WARNED_NO_CACHE
-
-from .conftest import make_tiny_model
+from tests.helpers.models import make_tiny_model
 
 PROMPTS = ["2+2=", "what is 13*7?", "a", "hello world"]
 
@@ -227,24 +226,6 @@ def test_padded_batch_gives_the_rows_of_unpadded_prompts_with_fast_decoding(tiny
     assert (batched_mask == 0).any()  # some rows did stop early
 
 
-@pytest.mark.parametrize(
-    "kwargs,match",
-    [
-        (dict(confidence_threshold=0.0), "confidence_threshold must be in \\(0, 1\\]"),
-        (dict(confidence_threshold=1.5), "confidence_threshold must be in \\(0, 1\\]"),
-        (dict(confidence_threshold=-0.2), "confidence_threshold must be in \\(0, 1\\]"),
-        (dict(kv_cache="full"), "kv_cache must be None, 'prefix' or 'dual', got 'full'"),
-        (dict(kv_cache="dual", cache_refresh_steps=0), "cache_refresh_steps must be a positive integer"),
-        (dict(cache_refresh_steps=2), "cache_refresh_steps is set but kv_cache is None"),
-        (dict(kv_cache="prefix", cfg_scale=1.0), "kv_cache does not support classifier-free guidance"),
-    ],
-)
-def test_bad_fast_decoding_arguments_are_clear_errors(tiny_lm, kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        dipod_trl.generate(tiny_lm, torch.ones(1, 3, dtype=torch.long), gen_length=4, block_length=4, steps=4,
-                           **kwargs)
-
-
 class NoCacheTinyModel(TinyMDLMForMaskedDiffusion):
     supports_block_kv_cache = False
 
@@ -264,29 +245,13 @@ def test_model_without_cache_support_decodes_exactly_with_one_warning(tiny_lm, t
     assert torch.equal(ids, dipod_trl.generate(tiny_lm, prompt_ids, mask, **schedule)[0])
 
 
-# Reachable from the config, the trainer and the command line.
-
-
-@pytest.mark.parametrize(
-    "overrides,match",
-    [
-        (dict(kv_cache="suffix"), "kv_cache must be None, 'prefix' or 'dual'"),
-        (dict(confidence_threshold=1.2), "confidence_threshold must be in \\(0, 1\\]"),
-        (dict(kv_cache="dual", cache_refresh_steps=-1), "cache_refresh_steps must be a positive integer"),
-        (dict(kv_cache="dual", cfg_scale=0.5), "kv_cache does not support classifier-free guidance"),
-    ],
-)
-def test_config_refuses_bad_fast_decoding_values(overrides, match):
-    from dipod_trl import DiPODConfig
-
-    with pytest.raises(ValueError, match=match):
-        DiPODConfig(output_dir="/tmp/unused", max_completion_length=8, block_length=4, diffusion_steps=8, **overrides)
+# Reachable from the config, the trainer and the command line (bad values: tests/test_options.py).
 
 
 def test_trainer_generates_with_the_cache_scores_exactly_and_logs_forwards(tokenizer, tmp_path):
     """The trainer passes the options to the sampler (on a one-layer model the cache with refreshes gives the exact
     generation batch, scores included: scoring never uses the cache) and logs the forward counts of its rollouts."""
-    from tests.conftest import generation_batch, make_trainer
+    from tests.helpers.trainers import generation_batch, make_trainer
 
     batches = []
     for fast in ({}, dict(kv_cache="dual", cache_refresh_steps=2)):
@@ -307,7 +272,7 @@ def test_trainer_generates_with_the_cache_scores_exactly_and_logs_forwards(token
 
 
 def test_generate_command_takes_the_fast_decoding_options(tokenizer, tmp_path, capsys):
-    from dipod_trl import cli
+    from dipod_trl.commands import cli
 
     one_layer_model(tokenizer, seed=1).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
@@ -323,13 +288,13 @@ def test_generate_command_takes_the_fast_decoding_options(tokenizer, tmp_path, c
 def test_rows_that_leave_the_batch_take_their_cache_with_them(tiny_lm, tokenizer):
     """When rows finish mid-block, the remaining rows go on with their own cached keys/values: span logits after
     `keep_rows` equal those of a cache built for the remaining rows alone."""
-    from dipod_trl.sampling import BlockScorer, GenerationStats
+    from dipod_trl.sampling import BlockLogits, GenerationStats
 
     lm = DiffusionLM(tiny_lm, mask_token_id=tiny_lm.config.mask_token_id)
     ids, mask = random_canvas(tokenizer, tiny_lm)
     keep = torch.tensor([False, True, False, True])
     with torch.no_grad():
-        scorer = BlockScorer(lm, "dual", None, 0.0, GenerationStats())
+        scorer = BlockLogits(lm, "dual", None, 0.0, GenerationStats())
         scorer(ids, mask, None, 13, 17, step=0)  # the block's first step builds the cache for all four rows
         scorer.keep_rows(keep)
         kept = scorer(ids[keep], mask[keep], None, 13, 17, step=1)
@@ -342,7 +307,8 @@ def test_rows_that_leave_the_batch_take_their_cache_with_them(tiny_lm, tokenizer
 def test_eval_takes_the_fast_decoding_options_and_keeps_their_records_apart(tmp_path):
     """`dipod eval --kv_cache ...`: a bad value is a clear error; fast settings change the records' setup (records of
     fast decoding are never reused as exact ones), while exact decoding keeps the setup it always had."""
-    from dipod_trl.evaluation import EvalArguments, eval_plan, setup_key
+    from dipod_trl.commands.eval_arguments import EvalArguments
+    from dipod_trl.evaluation import eval_plan, setup_key
     from dipod_trl.tasks import get_task
 
     with pytest.raises(ValueError, match="kv_cache must be None, 'prefix' or 'dual', got 'duel'"):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from dipod_trl import gpu_check
+from dipod_trl.commands import gpu_check
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKS = ["random_checkpoint", "load_bf16", "load_nf4", "generate_kv_cache_None", "generate_kv_cache_dual",

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.conftest import generation_batch, gradients, make_trainer, text_hash
+from tests.helpers.trainers import generation_batch, gradients, make_trainer, text_hash
 
 
 def loss_and_gradient(trainer, model, inputs, chunk):

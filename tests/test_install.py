@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import check_shell_script
+from tests.helpers.processes import check_shell_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "scripts")

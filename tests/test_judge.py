@@ -18,7 +18,7 @@ import torch
 
 from dipod_trl.models import TinyMDLMConfig, TinyMDLMForMaskedDiffusion, build_tiny_tokenizer
 from reward_models import JudgeReplyError, JudgeReward, JudgeUnavailableError, parse_score
-from tests.conftest import MODEL_NAME, JudgeServer
+from tests.helpers.servers import MODEL_NAME, JudgeServer
 
 TEMPLATE = "Rate 0-10.\nQ: {prompt}\nA: {completion}\nScore:"
 
@@ -280,8 +280,8 @@ def test_a_flooding_reply_is_cut_off_at_max_reply_bytes_and_the_memory_stays_sma
 
 
 def test_the_recipe_sets_the_longest_judge_reply(server, monkeypatch):
-    from dipod_trl import cli
-    from dipod_trl.rewards import resolve_rewards
+    from dipod_trl.commands import cli
+    from dipod_trl.commands.reward_resolution import resolve_rewards
 
     server.fixed_reply = "7"
     (task_args,) = cli.parse_recipe([cli.TaskArguments], [
@@ -389,8 +389,8 @@ def test_constructor_validation():
 
 
 def test_a_recipe_judge_scores_unparsable_replies_none_only_when_rewards_may_be_skipped(server, monkeypatch):
-    from dipod_trl.rewards import resolve_rewards
-    from dipod_trl.task_data import TaskArguments
+    from dipod_trl.commands.reward_resolution import resolve_rewards
+    from dipod_trl.commands.task_data import TaskArguments
 
     server.fixed_reply = "I cannot judge this response."
     monkeypatch.setenv("DIPOD_JUDGE_URL", server.url)
@@ -408,9 +408,8 @@ def test_a_recipe_judge_scores_unparsable_replies_none_only_when_rewards_may_be_
 
 
 def test_an_api_key_is_sent_from_the_argument_the_environment_or_the_recipe(server, monkeypatch):
-    from dipod_trl.rewards import resolve_rewards
-
-    from dipod_trl import cli
+    from dipod_trl.commands import cli
+    from dipod_trl.commands.reward_resolution import resolve_rewards
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("DIPOD_JUDGE_API_KEY", raising=False)
@@ -456,7 +455,7 @@ def test_credentials_in_the_url_and_the_api_key_appear_in_no_error(server):
 
 
 def test_the_reward_guard_does_not_ask_an_unavailable_judge_again_per_sample(server):
-    from dipod_trl.input_checks import RewardFunctionError, guard_reward_function
+    from dipod_trl.guards.trainer_inputs import RewardFunctionError, guard_reward_function
 
     server.fixed_reply, server.delay = "7", 30.0
     guarded = guard_reward_function(judge(server.url, timeout=0.5, batch_size=2), "judge_reward")

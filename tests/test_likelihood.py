@@ -22,7 +22,7 @@ from dipod_trl.likelihood import (
     order_log_likelihoods,
     random_orders,
 )
-from tests.conftest import make_tiny_model
+from tests.helpers.models import make_tiny_model, sequential_order_probability
 
 MASK = 7
 
@@ -92,15 +92,6 @@ def test_antithetic_pairs_have_lower_variance_than_plain_mc(model, prompt, compl
     assert antithetic < 0.95 * plain
 
 
-def sequential_order_probability(model, prompt, completion, order):
-    """p_sigma(completion) as a product: unmask one position per step, multiply the probabilities it was given."""
-    masked, probability = [True] * len(completion), 1.0
-    for position in order:
-        probability *= math.exp(token_logps(model, prompt, completion, masked)[position])
-        masked[position] = False
-    return probability
-
-
 @pytest.mark.parametrize("prompt,completion", CASES)
 def test_order_log_likelihoods_over_all_orders_average_to_the_exact_elbo(model, prompt, completion):
     """The batched order likelihoods, averaged over every permutation, equal the ELBO enumerated over mask subsets."""
@@ -115,7 +106,7 @@ def test_order_log_likelihoods_match_the_sequential_reference(model, prompt, com
     batched = order_log_likelihoods(
         model, torch.tensor([prompt]), torch.tensor([completion]), torch.tensor([orders])
     )[0]
-    reference = [math.log(sequential_order_probability(model, prompt, completion, o)) for o in orders]
+    reference = [math.log(sequential_order_probability(model, prompt, completion, o, MASK)) for o in orders]
     assert batched.tolist() == pytest.approx(reference, abs=1e-5)
 
 
@@ -134,7 +125,7 @@ def test_order_bound_is_the_log_mean_probability_of_the_orders_it_draws(model):
         orders = drawn[:, :length].tolist()
         assert all(sorted(order) == list(range(length)) for order in orders)
         prompt, completion = prompts[row].tolist(), completions[row, :length].tolist()
-        probabilities = [sequential_order_probability(model, prompt, completion, order) for order in orders]
+        probabilities = [sequential_order_probability(model, prompt, completion, order, MASK) for order in orders]
         assert len({round(p, 8) for p in probabilities}) > 1  # distinct orders, so the mean is not trivial
         assert bound[row].item() == pytest.approx(math.log(sum(probabilities) / 3), abs=1e-5)
 
@@ -143,7 +134,7 @@ def test_sampled_order_bound_matches_its_exact_expectation_at_each_k(model):
     """Over many rows, the mean bound at K orders equals E[log mean_k p_sigma_k], enumerated over all K-tuples."""
     prompt, completion = CASES[0]
     probabilities = torch.tensor(
-        [sequential_order_probability(model, prompt, completion, order)
+        [sequential_order_probability(model, prompt, completion, order, MASK)
          for order in itertools.permutations(range(len(completion)))],
         dtype=torch.float64,
     )
@@ -181,7 +172,7 @@ def test_padding_and_completion_mask_do_not_change_the_estimate(model):
     assert order_log_likelihoods(
         model, torch.tensor([[0, 0, 1, 2]]), torch.tensor([[3, 4, 6, 6]]), orders,
         attention_mask=torch.tensor([[0, 0, 1, 1]]), completion_mask=torch.tensor([[1, 1, 0, 0]]),
-    ).item() == pytest.approx(math.log(sequential_order_probability(model, [1, 2], [3, 4], [1, 0])), abs=1e-5)
+    ).item() == pytest.approx(math.log(sequential_order_probability(model, [1, 2], [3, 4], [1, 0], MASK)), abs=1e-5)
 
 
 def test_elbo_on_a_shared_draw_is_the_weighted_sum_of_its_masked_token_logps(model):
@@ -361,7 +352,7 @@ def test_block_bound_is_the_mean_over_block_orders_and_below_their_likelihood(mo
     assert values.mean().item() == pytest.approx(bound, abs=1e-5)
     assert bound < block_likelihood  # Jensen; strict: the block orders' likelihoods differ
     if tail == 0:  # without a tail the any-order log-likelihood is the one the tests above enumerate
-        orders = torch.tensor([math.log(sequential_order_probability(model, prompt, completion, order))
+        orders = torch.tensor([math.log(sequential_order_probability(model, prompt, completion, order, MASK))
                                for order in itertools.permutations(range(len(completion)))], dtype=torch.float64)
         any_order = (torch.logsumexp(orders, 0) - math.log(len(orders))).item()
         print(f"block bound {bound:.4f} <= any-order log-likelihood {any_order:.4f}")

@@ -9,12 +9,13 @@ import torch
 from peft import PeftModel
 from transformers import AutoTokenizer
 
-from dipod_trl import cli
-from dipod_trl.model_setup import load_model_and_tokenizer
+from dipod_trl.commands import cli
+from dipod_trl.commands.model_setup import load_model_and_tokenizer
 from dipod_trl.models import TinyMDLMForMaskedDiffusion, load_diffusion_model
 from dipod_trl.models.loading import is_adapter_checkpoint, load_tokenizer
 from dipod_trl.models.quantization import quantization_kwargs
-from tests.conftest import _logits
+from tests.helpers.models import masked_batch_logits
+
 
 def test_an_adapter_directory_loads_as_its_base_with_the_adapters(lora_run):
     base_dir, adapter_dir, adapter_logits, base_logits = lora_run
@@ -23,7 +24,7 @@ def test_an_adapter_directory_loads_as_its_base_with_the_adapters(lora_run):
     model = load_diffusion_model(adapter_dir)
     assert isinstance(model, PeftModel)
     assert (adapter_logits - base_logits).abs().max() > 1e-2  # the adapters matter ...
-    assert torch.equal(_logits(model), adapter_logits)  # ... and are the saved ones
+    assert torch.equal(masked_batch_logits(model), adapter_logits)  # ... and are the saved ones
     # the tokenizer comes from the base when the adapter directory has none
     assert load_tokenizer(adapter_dir)("sort: 31415").input_ids == AutoTokenizer.from_pretrained(base_dir)(
         "sort: 31415").input_ids
@@ -37,7 +38,7 @@ def test_merge_writes_a_full_model_with_the_adapter_logits(lora_run, tmp_path, c
     assert not is_adapter_checkpoint(out)
     merged = load_diffusion_model(out)
     assert type(merged) is TinyMDLMForMaskedDiffusion
-    torch.testing.assert_close(_logits(merged), adapter_logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(masked_batch_logits(merged), adapter_logits, rtol=0, atol=1e-5)
     assert AutoTokenizer.from_pretrained(out).mask_token_id == load_tokenizer(adapter_dir).mask_token_id
 
 
@@ -104,13 +105,11 @@ def test_4bit_keys_without_load_in_4bit_are_an_error_not_ignored():
 
 
 def test_training_goes_on_from_an_adapter_directory_and_moves_only_the_adapters(lora_run, tmp_path):
-    from dipod_trl import DiPODConfig, DiPODTrainer
-    from tests.conftest import count_sevens, prompts_dataset
+    from dipod_trl import DiPODTrainer
+    from tests.helpers.trainers import count_sevens, prompts_dataset, tiny_run_config
 
     base_dir, adapter_dir, _, _ = lora_run
-    args = DiPODConfig(output_dir=str(tmp_path), max_completion_length=8, block_length=4, diffusion_steps=8,
-                       num_generations=4, per_device_train_batch_size=8, max_steps=1, report_to="none",
-                       save_strategy="no", learning_rate=1e-2, disable_tqdm=True)
+    args = tiny_run_config(tmp_path, max_steps=1, learning_rate=1e-2)
     trainer = DiPODTrainer(adapter_dir, count_sevens, args=args, train_dataset=prompts_dataset())
     start = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()

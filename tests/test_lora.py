@@ -8,7 +8,7 @@ import pytest
 from peft import get_peft_model
 from trl import ModelConfig
 
-from dipod_trl.lora import diffusion_peft_config
+from dipod_trl.commands.lora import diffusion_peft_config
 from dipod_trl.models import LLaDAConfig, LLaDAModelLM
 
 # The paper recipes' list (d1's release, written for Llama-style names).

@@ -9,7 +9,7 @@ from dipod_trl import DiPODConfig, DiPODTrainer
 from dipod_trl.likelihood import masked_diffusion_sft_loss, masked_token_logps
 from dipod_trl.models import as_diffusion_lm
 from dipod_trl.sft import MaskedDiffusionSFTTrainer, MaskedSFTConfig
-from tests.conftest import tiny_bert
+from tests.helpers.models import tiny_bert
 
 
 def _bert():

@@ -7,9 +7,9 @@ import shutil
 import pytest
 import torch
 
-from dipod_trl import cli
+from dipod_trl.commands import cli
 from dipod_trl.models import TinyMDLMForMaskedDiffusion, load_diffusion_model
-from tests.conftest import _logits
+from tests.helpers.models import masked_batch_logits
 
 
 def snapshot(folder) -> dict[str, bytes]:
@@ -26,12 +26,12 @@ def test_merge_refuses_a_non_empty_output_dir_and_replaces_it_whole_with_overwri
     with pytest.raises(FileExistsError, match=f"output_dir '{out}' is not empty .*notes.txt.*--overwrite"):
         cli.main(["merge", adapter_dir, str(out)])
     assert snapshot(out) == before  # untouched
-    torch.testing.assert_close(_logits(load_diffusion_model(str(out))), base_logits, rtol=0, atol=0)
+    torch.testing.assert_close(masked_batch_logits(load_diffusion_model(str(out))), base_logits, rtol=0, atol=0)
 
     cli.main(["merge", adapter_dir, str(out), "--overwrite"])
     merged = load_diffusion_model(str(out))
     assert type(merged) is TinyMDLMForMaskedDiffusion
-    torch.testing.assert_close(_logits(merged), adapter_logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(masked_batch_logits(merged), adapter_logits, rtol=0, atol=1e-5)
     assert not (out / "notes.txt").exists()  # replaced whole, not mixed
     assert out.stat().st_mode & 0o777 == 0o750  # with the folder's permissions
     assert sorted(os.listdir(tmp_path)) == ["model"]  # no staging folder left behind
@@ -39,7 +39,7 @@ def test_merge_refuses_a_non_empty_output_dir_and_replaces_it_whole_with_overwri
     empty = tmp_path / "empty"
     empty.mkdir()
     cli.main(["merge", adapter_dir, str(empty)])  # an empty directory needs no --overwrite
-    torch.testing.assert_close(_logits(load_diffusion_model(str(empty))), adapter_logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(masked_batch_logits(load_diffusion_model(str(empty))), adapter_logits, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("target", ["adapters", "parent"])

@@ -7,10 +7,10 @@ import shlex
 import torch
 from datasets import Dataset
 
-from dipod_trl import cli
+from dipod_trl.commands import cli
 from dipod_trl.sft import MaskedDiffusionSFTTrainer, MaskedSFTConfig
-from tests.conftest import make_tiny_model
-from tests.conftest import make_trainer
+from tests.helpers.models import make_tiny_model
+from tests.helpers.trainers import make_trainer
 
 FORBIDDEN = ("DeepSeekMath", "huggingface.co/None", "from transformers import pipeline", "generator = pipeline")
 
@@ -72,7 +72,7 @@ def test_an_sft_run_writes_a_card_that_names_its_hub_base_model(tokenizer, tmp_p
 def test_the_card_names_the_model_family():
     from pathlib import Path
 
-    from dipod_trl.model_card import family_of
+    from dipod_trl.saving.model_card import family_of
     from dipod_trl.models import load_diffusion_model
 
     fixtures = Path(__file__).parent / "fixtures"

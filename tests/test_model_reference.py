@@ -2,7 +2,7 @@
 tiny model (float32 and float64), the LLaDA and Dream fixtures (float32 and bf16), with and without padding, through
 the adapter, with the block key/value cache, and the tokens `generate` produces from them. The recording comes from
 another CPU, so logits compare within the rounding of another kernel set (`TOLERANCE`, measured) and tokens where
-rounding cannot flip them (`tests/rounding.py`).
+rounding cannot flip them (`tests/helpers/rounding.py`).
 
 Record again (only for an intended change of the numbers): `python -m tests.test_model_reference`.
 """
@@ -16,8 +16,8 @@ from safetensors.torch import load_file, save_file
 
 import dipod_trl
 from dipod_trl.models import as_diffusion_lm, build_tiny_tokenizer, load_diffusion_model, load_diffusion_tokenizer
-from tests.conftest import make_tiny_model
-from tests.rounding import stable_positions
+from tests.helpers.models import make_tiny_model
+from tests.helpers.rounding import stable_positions
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REFERENCE = FIXTURES / "model_reference.safetensors"
@@ -164,7 +164,7 @@ def test_models_compute_the_recorded_numbers_within_kernel_rounding(computed, fa
 @pytest.mark.parametrize("family", ["tiny", "llada", "dream"])
 def test_generated_tokens_are_the_recorded_ones_where_rounding_cannot_flip_them(computed, family):
     """Generated tokens equal the recorded ones at every position whose decisions hold under logits perturbed far
-    beyond kernel rounding (`tests.rounding.stable_positions`); at least `MIN_STABLE_TOKENS` positions a case."""
+    beyond kernel rounding (`tests.helpers.rounding.stable_positions`); at least `MIN_STABLE_TOKENS` positions a case."""
     reference = {k: v for k, v in load_file(str(REFERENCE)).items() if k.startswith(f"{family}/generate/")}
     assert len(reference) == 5
     tokens, stable = computed

@@ -18,7 +18,7 @@ from dipod_trl.models import (
     load_diffusion_model,
     register_auto_classes,
 )
-from tests.conftest import tiny_bert
+from tests.helpers.models import tiny_bert
 
 
 def test_tokenizer_covers_printable_ascii_and_the_special_tokens(tokenizer):

@@ -11,13 +11,14 @@ import sys
 import pytest
 import torch
 
-from dipod_trl import DiPODConfig, cli
-from dipod_trl.cli import GenerateArguments
+from dipod_trl import DiPODConfig
+from dipod_trl.commands import cli
+from dipod_trl.commands.demo import DemoConfig
+from dipod_trl.commands.eval_arguments import EvalArguments
+from dipod_trl.commands.generate import GenerateArguments
 from dipod_trl.control import FlowPolicyConfig
-from dipod_trl.demo import DemoConfig
-from dipod_trl.evaluation import EvalArguments
-from dipod_trl.finite import NonFiniteError
-from tests.conftest import FAST, TINY, make_trainer
+from dipod_trl.guards.non_finite import NonFiniteError
+from tests.helpers.trainers import FAST, TINY, make_trainer
 
 NAN, INF = float("nan"), float("inf")
 

@@ -3,7 +3,6 @@ registry: a new objective is one class."""
 
 import itertools
 import math
-
 from dataclasses import replace
 
 import pytest
@@ -11,8 +10,9 @@ import torch
 from datasets import Dataset
 
 import dipod_trl
-from dipod_trl import DiPODConfig, DiPODTrainer
-from dipod_trl.likelihood import MaskDraw, elbo_from_token_logps
+from dipod_trl import DiPODTrainer
+from dipod_trl.likelihood import elbo_from_token_logps
+from dipod_trl.masks import MaskDraw
 from dipod_trl.objectives import (
     OBJECTIVES,
     SPG,
@@ -27,7 +27,8 @@ from dipod_trl.objectives import (
     spg_eubo_per_token,
     spg_loss,
 )
-from tests.conftest import make_tiny_model
+from tests.helpers.models import make_tiny_model
+from tests.helpers.trainers import text_hash, tiny_run_config
 
 
 def test_fpo_loss_is_the_clipped_sequence_ratio_objective():
@@ -217,11 +218,6 @@ class Reinforce(Objective):
         return replace(reinforce_loss(elbo, inputs.advantages, inputs.lengths), on_policy=elbo)
 
 
-def text_hash(completions, **kwargs):
-    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
-    return [(sum(map(ord, t)) % 7) / 7 for t in texts]
-
-
 def test_the_registry_refuses_an_unknown_objective_and_names_the_known_ones():
     assert objective_class("spg") is SPG
     known = r"\('fpo', 'diffu_grpo', 'spg', 'espo', 'gdpo'\)"
@@ -231,11 +227,8 @@ def test_the_registry_refuses_an_unknown_objective_and_names_the_known_ones():
 
 def test_a_new_objective_is_one_class_in_the_registry(tokenizer, tmp_path, monkeypatch):
     monkeypatch.setitem(OBJECTIVES, "reinforce", Reinforce)
-    args = DiPODConfig(
-        output_dir=str(tmp_path), objective="reinforce", max_completion_length=8, block_length=4, diffusion_steps=8,
-        num_generations=4, per_device_train_batch_size=8, max_steps=1, report_to="none", save_strategy="no",
-        disable_tqdm=True, seed=0, drift_num_orders=0, elbo_num_samples=2, dipod_beta=0.05, temperature=1.0,
-    )
+    args = tiny_run_config(tmp_path, objective="reinforce", max_steps=1, seed=0, drift_num_orders=0,
+                           elbo_num_samples=2, dipod_beta=0.05, temperature=1.0)
     assert args.dipod_normalization == "token" and args.p_mask_prompt == 0.0  # the class's defaults
     model = make_tiny_model(len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                             initializer_range=0.05).double().train()

@@ -2,11 +2,14 @@
 its bad values with the same error."""
 
 import pytest
+import torch
 from transformers import HfArgumentParser
 
+import dipod_trl
 from dipod_trl import DiPODConfig
-from dipod_trl.demo import DemoConfig
-from dipod_trl.evaluation import EvalArguments
+from dipod_trl.commands.demo import DemoConfig
+from dipod_trl.commands.eval_arguments import EvalArguments
+from dipod_trl.commands.generate import GenerateArguments
 from dipod_trl.options import FastDecodingArguments
 from dipod_trl.sft import MaskedSFTConfig
 
@@ -15,6 +18,7 @@ COMMANDS = {
     "train": (DiPODConfig, RL),
     "eval": (EvalArguments, dict(model="/tmp/unused", task="digit_sort")),
     "generate": (FastDecodingArguments, {}),
+    "generate sampler": (GenerateArguments, dict(model="/tmp/unused", prompt=["p"])),
     "demo": (DemoConfig, {}),
     "sft": (MaskedSFTConfig, dict(output_dir="/tmp/unused")),
 }
@@ -27,7 +31,14 @@ BAD = [
     (("train", "demo", "sft"), dict(elbo_num_samples=0), r"elbo_num_samples \(K\) must be >= 1"),
     (("train", "demo", "sft"), dict(elbo_estimator="exact"), "elbo_estimator must be one of"),
     (("train", "demo"), dict(dipod_beta=-0.1), "dipod_beta must be >= 0"),
+    (("train", "eval", "generate sampler"), dict(remasking="lowest"), "remasking must be one of"),
+    (("train", "eval", "generate sampler"), dict(block_length=0), "block_length must be (a )?positive"),
+    (("train", "eval", "generate sampler"), dict(cfg_scale=-1.0), "cfg_scale must be >= 0"),
+    (("train", "eval"), dict(kv_cache="dual", cfg_scale=0.5), "kv_cache does not support classifier-free guidance"),
 ]
+# What `dipod_trl.generate` refuses when called with keywords: the same checks, the same errors.
+GENERATE_KEYWORDS = [(values, match) for commands, values, match in BAD if "generate sampler" in commands or
+                     ("generate" in commands and "elbo" not in match)]
 
 
 @pytest.mark.parametrize("commands,values,match", BAD)
@@ -35,7 +46,7 @@ def test_each_command_refuses_a_bad_option_with_the_groups_error(commands, value
     for command in commands:
         cls, required = COMMANDS[command]
         with pytest.raises(ValueError, match=match):
-            cls(**required, **values)
+            cls(**{**required, **values})
 
 
 def test_the_group_flags_parse_in_every_command_with_that_commands_defaults():
@@ -51,3 +62,14 @@ def test_the_group_flags_parse_in_every_command_with_that_commands_defaults():
     evaluation, = HfArgumentParser(EvalArguments).parse_args_into_dataclasses(["--task", "digit_sort", "--model", "m"]
                                                                              + fast)
     assert evaluation.fast_decoding() == dict(kv_cache="dual", cache_refresh_steps=2, confidence_threshold=0.9)
+
+
+@pytest.mark.parametrize("values,match", GENERATE_KEYWORDS + [
+    (dict(confidence_threshold=0.0), "confidence_threshold must be in"),
+    (dict(kv_cache="dual", cache_refresh_steps=0), "cache_refresh_steps must be a positive integer"),
+    (dict(kv_cache="prefix", cfg_scale=1.0), "kv_cache does not support classifier-free guidance"),
+])
+def test_generate_refuses_the_same_values_by_keyword(tiny_lm, values, match):
+    with pytest.raises(ValueError, match=match):
+        dipod_trl.generate(tiny_lm, torch.ones(1, 3, dtype=torch.long), **{**dict(gen_length=4, block_length=4,
+                                                                                    steps=4), **values})

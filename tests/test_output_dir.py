@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dipod_trl import cli
-from dipod_trl.control.cli import main as control_main
-from tests.conftest import FAST, TINY
+from dipod_trl.commands import cli
+from dipod_trl.commands.control import main as control_main
+from tests.helpers.trainers import FAST, TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,7 +38,7 @@ def test_a_second_run_into_a_used_output_dir_is_refused_unless_it_resumes_or_ove
 
 def test_a_run_into_an_output_dir_another_run_is_writing_to_stops(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom dipod_trl.output_dir import claim_output_dir\n"
+        [sys.executable, "-c", "import sys, time\nfrom dipod_trl.commands.output_dir import claim_output_dir\n"
          "with claim_output_dir(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n", str(tmp_path)],
         stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )

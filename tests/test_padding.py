@@ -5,10 +5,11 @@ import torch
 from torch import nn
 
 import dipod_trl
-from dipod_trl.likelihood import MaskDraw, draw_masks, masked_token_logps
+from dipod_trl.likelihood import masked_token_logps
+from dipod_trl.masks import MaskDraw, draw_masks
 from dipod_trl.models import as_diffusion_lm
 from dipod_trl.models.padding import _HONOURS_MASK, honours_attention_mask
-from tests.conftest import make_tiny_model, tiny_bert
+from tests.helpers.models import make_tiny_model, tiny_bert
 
 
 class MaskIgnoringLM(nn.Module):

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from trl import ModelConfig
 
+from dipod_trl.commands.recipe import parse_recipe
+from dipod_trl.commands.task_data import TaskArguments
 from dipod_trl.config import DiPODConfig
-from dipod_trl.recipe import parse_recipe
-from dipod_trl.task_data import TaskArguments
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER = os.path.join(ROOT, "recipes", "paper")
@@ -188,8 +188,14 @@ def value_of(objects, key):
     return value.value if hasattr(value, "value") else value  # enums such as lr_scheduler_type
 
 
-def test_the_paper_recipes_are_exactly_the_eight_runs():
-    assert sorted(f[:-5] for f in os.listdir(PAPER) if f.endswith(".yaml")) == sorted(NAMES)
+def test_the_flagship_recipe_is_the_papers_fpo_gsm8k_run_key_for_key():
+    """recipes/gsm8k.yaml, the run the README starts with, sets the same keys to the same values as the paper's
+    FPO + DiPOD GSM8K recipe (checked against the release below); only its output folder differs."""
+    with open(os.path.join(os.path.dirname(PAPER), "gsm8k.yaml")) as f:
+        flagship = yaml.safe_load(f)
+    with open(os.path.join(PAPER, "fpo_gsm8k.yaml")) as f:
+        paper = yaml.safe_load(f)
+    assert flagship == {**paper, "output_dir": "outputs/gsm8k"}
 
 
 @pytest.mark.parametrize("name", NAMES)

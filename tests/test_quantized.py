@@ -18,9 +18,10 @@ from trl import ModelConfig
 pytest.importorskip("bitsandbytes", reason="the 4-bit path needs bitsandbytes (the dev and gpu extras install it)")
 import bitsandbytes as bnb  # noqa: E402
 
-from dipod_trl import cli  # noqa: E402
+from dipod_trl.commands import cli  # noqa: E402
+from dipod_trl.commands.model_setup import load_model_and_tokenizer  # noqa: E402
 from dipod_trl.models import DreamConfig, DreamModel, LLaDAConfig, LLaDAModelLM, load_diffusion_model  # noqa: E402
-from dipod_trl.model_setup import load_model_and_tokenizer  # noqa: E402
+from tests.helpers.models import masked_batch_logits  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WIDE = {  # fixture -> (model class, config class, width keys, output head, embeddings)
@@ -58,11 +59,6 @@ def _ids(model) -> torch.Tensor:
     return ids
 
 
-def _logits(model, ids) -> torch.Tensor:
-    with torch.no_grad():
-        return model.eval()(ids).logits.float()
-
-
 def _relative_error(actual, expected) -> float:
     return ((actual - expected).abs().max() / expected.abs().max()).item()
 
@@ -83,10 +79,10 @@ def test_nf4_load_quantises_the_blocks_and_keeps_the_output_head_and_embeddings(
     fp32 = load_diffusion_model(path).eval()
     bf16 = load_diffusion_model(path, dtype=torch.bfloat16).eval()
     ids = _ids(fp32)
-    reference = _logits(fp32, ids)
-    error_4bit = _relative_error(_logits(model, ids), reference)
-    error_bf16 = _relative_error(_logits(bf16, ids), reference)
-    error_4bit_vs_bf16 = _relative_error(_logits(model, ids), _logits(bf16, ids))
+    reference = masked_batch_logits(fp32, ids)
+    error_4bit = _relative_error(masked_batch_logits(model, ids), reference)
+    error_bf16 = _relative_error(masked_batch_logits(bf16, ids), reference)
+    error_4bit_vs_bf16 = _relative_error(masked_batch_logits(model, ids), masked_batch_logits(bf16, ids))
     print(f"{Path(path).name}: logits' max relative error, NF4 vs fp32 {error_4bit:.4f}, NF4 vs bf16 "
           f"{error_4bit_vs_bf16:.4f}, bf16 vs fp32 {error_bf16:.4f}")
     assert error_4bit < 0.25  # NF4 (16 levels per block of 64) keeps the logits
@@ -129,5 +125,6 @@ def test_qlora_trains_two_dipod_steps_resumes_exactly_and_merges(wide_checkpoint
     assert not getattr(merged_model, "is_loaded_in_4bit", False)
     with_adapters = load_diffusion_model(str(tmp_path / "run")).eval()
     ids = _ids(merged_model)
-    torch.testing.assert_close(_logits(merged_model, ids), _logits(with_adapters, ids), rtol=1e-4, atol=1e-4)
-    assert not torch.allclose(_logits(merged_model, ids), _logits(load_diffusion_model(path), ids), atol=1e-4)
+    merged = masked_batch_logits(merged_model, ids)
+    torch.testing.assert_close(merged, masked_batch_logits(with_adapters, ids), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(merged, masked_batch_logits(load_diffusion_model(path), ids), atol=1e-4)

@@ -24,7 +24,7 @@ from dipod_trl.models import (
     load_diffusion_model,
     load_diffusion_tokenizer,
 )
-from tests.conftest import make_tiny_model
+from tests.helpers.models import make_tiny_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LLADA, DREAM = str(FIXTURES / "llada_tiny"), str(FIXTURES / "dream_tiny")

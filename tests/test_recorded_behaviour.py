@@ -6,9 +6,9 @@ policy has moved, and per-parameter digests of the gradients (sum, norm, and the
 and the tokens of short `generate` calls (exact, with the block cache, with a confidence threshold, sampled).
 Refactoring must leave all of them unchanged. The recording comes from another CPU, whose kernels round differently:
 floats compare within `TOLERANCE` (measured: it separates kernel rounding from a 1% change of a coefficient),
-integers exactly, and the tokens of the `generate` calls where rounding cannot flip them (`tests/rounding.py`). The
+integers exactly, and the tokens of the `generate` calls where rounding cannot flip them (`tests/helpers/rounding.py`). The
 trainer's completions (sampled at T=1) compare exactly: each of their decisions holds under logits perturbed far
-beyond kernel rounding (`tests/rounding.py`'s bound, checked when this was written).
+beyond kernel rounding (`tests/helpers/rounding.py`'s bound, checked when this was written).
 
 Regenerate (only when a change of behaviour is intended, and say so in the commit):
 `python -m tests.test_recorded_behaviour --write`.
@@ -27,8 +27,10 @@ from datasets import Dataset
 
 import dipod_trl
 from dipod_trl import DiPODConfig, DiPODTrainer
-from dipod_trl.models import TinyMDLMConfig, TinyMDLMForMaskedDiffusion, build_tiny_tokenizer
-from tests.rounding import stable_positions
+from dipod_trl.models import TinyMDLMForMaskedDiffusion, build_tiny_tokenizer
+from tests.helpers.models import make_tiny_model
+from tests.helpers.trainers import text_hash
+from tests.helpers.rounding import stable_positions
 
 FIXTURE = Path(__file__).parent / "fixtures" / "recorded_behaviour.json"
 
@@ -53,18 +55,9 @@ GENERATION_CASES = {
 
 
 def tiny_model(tokenizer, seed: int, initializer_range: float) -> TinyMDLMForMaskedDiffusion:
-    torch.manual_seed(seed)
-    config = TinyMDLMConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=128, initializer_range=initializer_range, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    return TinyMDLMForMaskedDiffusion(config).double()
-
-
-def text_hash(completions, **kwargs):
-    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
-    return [(sum(map(ord, t)) % 7) / 7 for t in texts]
+    """The shared tiny model in float64 (recorded values need no float32 rounding)."""
+    return make_tiny_model(len(tokenizer), seed, initializer_range=initializer_range,
+                           pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id).double()
 
 
 def parameter_digest(model) -> dict[str, list[float]]:
@@ -192,7 +185,7 @@ MIN_STABLE_TOKENS = 18  # of each case's 24: measured 24 of 24 in every case, so
 
 def test_generated_tokens_are_the_recorded_ones_where_rounding_cannot_flip_them(reference):
     """Each generation case's tokens and completion mask equal the recorded ones wherever its decisions hold under
-    logits perturbed far beyond kernel rounding (`tests.rounding.stable_positions`; a mask entry where every token up
+    logits perturbed far beyond kernel rounding (`tests.helpers.rounding.stable_positions`; a mask entry where every token up
     to it holds), on at least `MIN_STABLE_TOKENS` positions a case."""
     stable = {}
     current = record_generation(build_tiny_tokenizer(), stable)

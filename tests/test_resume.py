@@ -7,8 +7,8 @@ import shutil
 import pytest
 import torch
 
-from dipod_trl.checkpoints import COMPLETE_NAME, mark_complete, resolve_resume
-from tests.conftest import StopAt, make_trainer
+from dipod_trl.saving.checkpoints import COMPLETE_NAME, mark_complete, resolve_resume
+from tests.helpers.trainers import StopAt, make_trainer
 
 
 def _interrupt_and_resume(tokenizer, tmp_path, stop, **common):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import re
 import time
 from fractions import Fraction
@@ -25,7 +24,7 @@ from reward_models import (
     sudoku_solved,
     xml_count_reward,
 )
-from tests.conftest import direct_scores
+from tests.helpers.models import direct_scores
 
 # Keywords TRL adds to every reward call (besides the dataset columns).
 TRL_EXTRAS = {"trainer_state": object(), "log_extra": lambda *a, **k: None, "log_metric": lambda *a, **k: None}
@@ -49,21 +48,6 @@ Some people might think the answer is 48, or even 96 if they doubled instead of 
 # ---------------------------------------------------------------------------------------------------------------------
 # Public signatures and TRL's calling convention
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "func, params",
-    [
-        (reward_models.gsm8k_accuracy, ["completions", "answer", "kwargs"]),
-        (reward_models.math500_accuracy, ["completions", "answer", "kwargs"]),
-        (reward_models.countdown_accuracy, ["completions", "numbers", "target", "kwargs"]),
-        (reward_models.sudoku_accuracy, ["completions", "puzzle", "solution", "kwargs"]),
-    ],
-)
-def test_public_signatures(func, params):
-    signature = inspect.signature(func)
-    assert list(signature.parameters) == params
-    assert signature.parameters["kwargs"].kind is inspect.Parameter.VAR_KEYWORD
 
 
 def test_rewards_accept_trl_keywords_and_other_columns():

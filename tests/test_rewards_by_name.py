@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 import reward_models
-from dipod_trl.rewards import resolve_rewards, reward_function
-from dipod_trl.task_data import TaskArguments
-from tests.conftest import direct_scores
+from dipod_trl.commands.reward_resolution import resolve_rewards, reward_function
+from dipod_trl.commands.task_data import TaskArguments
+from tests.helpers.models import direct_scores
 
 REWARDS_FILE = '''
 def length_reward(completions, **kwargs):

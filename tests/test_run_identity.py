@@ -9,9 +9,9 @@ import shutil
 
 import pytest
 
-from dipod_trl import cli
-from dipod_trl.run_record import RUN_FILE
-from tests.conftest import FAST, ROOT, TINY
+from dipod_trl.commands import cli
+from dipod_trl.saving.run_record import RUN_FILE
+from tests.helpers.trainers import FAST, ROOT, TINY
 
 TINY_SFT = os.path.join(ROOT, "recipes", "tiny_sft.yaml")
 

@@ -89,7 +89,7 @@ def test_random_remasking_with_temperature_is_reproducible_from_a_generator(tiny
 
 def test_temperature_sampling_follows_the_model_distribution(tokenizer):
     """One masked position, one step: the sampled token frequencies match softmax(logits) (Gumbel-max sampling)."""
-    from tests.conftest import make_tiny_model
+    from tests.helpers.models import make_tiny_model
 
     model = make_tiny_model(8, seed=3, initializer_range=0.5)
     prompt = torch.tensor([[1, 2, 3]]).repeat(4000, 1)

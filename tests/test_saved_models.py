@@ -14,7 +14,8 @@ from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 
 import dipod_trl
-from dipod_trl import DiPODConfig, DiPODTrainer, cli
+from dipod_trl import DiPODConfig, DiPODTrainer
+from dipod_trl.commands import cli
 from dipod_trl.models import (
     DreamModel,
     LLaDA2MoeModelLM,

@@ -7,8 +7,8 @@ import pytest
 import torch
 import yaml
 
-from dipod_trl import cli
-from tests.conftest import MODEL_NAME, JudgeServer
+from dipod_trl.commands import cli
+from tests.helpers.servers import MODEL_NAME, JudgeServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = os.path.join(ROOT, "recipes")

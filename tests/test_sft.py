@@ -6,7 +6,7 @@ from datasets import Dataset
 
 from dipod_trl.likelihood import masked_diffusion_sft_loss
 from dipod_trl.sft import MaskedDiffusionSFTTrainer, MaskedSFTConfig, PromptCompletionCollator
-from tests.conftest import make_tiny_model
+from tests.helpers.models import make_tiny_model
 
 
 def test_collator_left_pads_prompts_and_ends_completions_with_eos(tokenizer):
@@ -46,7 +46,7 @@ def test_trainer_loss_is_the_masked_diffusion_sft_loss_and_it_learns(tokenizer, 
 
 
 def test_a_tokenizer_without_mask_token_is_refused(tmp_path):
-    from tests.conftest import tiny_bert
+    from tests.helpers.models import tiny_bert
 
     bert, tokenizer = tiny_bert(with_mask_token=False)
     args = MaskedSFTConfig(output_dir=str(tmp_path), report_to="none")

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from dipod_trl.checkpoints import mark_complete, resolve_resume
-from dipod_trl.recipe_value import resolved_values
-from tests.conftest import check_shell_script
+from dipod_trl.commands.resolved_values import resolved_values
+from dipod_trl.saving.checkpoints import mark_complete, resolve_resume
+from tests.helpers.processes import check_shell_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLURM = os.path.join(ROOT, "recipes", "slurm")
@@ -232,15 +232,15 @@ while [ "$1" != "-m" ]; do shift; done  # accelerate's own options
 shift 2  # -m dipod_trl
 exec python -c "$TRAINER" "$@"
 """
-TRAINER = "import sys\nfrom dipod_trl import cli\ncli.main(sys.argv[1:])\n"
-TERMINATED_TRAINER = ("import signal, sys\nfrom dipod_trl import cli\nfrom tests.conftest import kill_when_saving\n"
+TRAINER = "import sys\nfrom dipod_trl.commands import cli\ncli.main(sys.argv[1:])\n"
+TERMINATED_TRAINER = ("import signal, sys\nfrom dipod_trl.commands import cli\nfrom tests.helpers.processes import kill_when_saving\n"
                       "sys.setprofile(kill_when_saving('checkpoint-2', 'optimizer.pt', sig=signal.SIGTERM))\n"
                       "cli.main(sys.argv[1:])\n")
 
 
 @pytest.mark.slow  # two real tiny runs, each importing TRL
 def test_a_job_terminated_during_its_first_checkpoint_starts_afresh_when_requeued(tmp_path):
-    from dipod_trl.checkpoints import checkpoint_problem
+    from dipod_trl.saving.checkpoints import checkpoint_problem
 
     bin_dir, out = tmp_path / "bin", tmp_path / "out"
     bin_dir.mkdir()

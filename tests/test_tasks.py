@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dipod_trl.rewards import resolve_rewards
-from dipod_trl.task_data import TaskArguments, load_datasets
+from dipod_trl.commands.reward_resolution import resolve_rewards
+from dipod_trl.commands.task_data import TaskArguments, load_datasets
 from dipod_trl.models import build_tiny_tokenizer
 from dipod_trl.tasks import TASKS, countdown, get_task, gsm8k, load_task, math500, sudoku, tokenize_prompt
 
@@ -77,10 +77,24 @@ def test_sft_targets_score_full_marks_under_the_tasks_own_scoring():
             assert task.d1_accuracy(completions, **columns) == [1.0] * 5
 
 
-def test_the_default_rewards_of_a_task_are_its_mix():
-    funcs, weights = resolve_rewards(TaskArguments(task="countdown"), None)
-    assert (funcs, weights) == get_task("countdown").rewards()
-    assert resolve_rewards(TaskArguments(task="countdown"), [1.0, 0.0])[1] == [1.0, 0.0]
+def test_the_default_rewards_of_a_task_score_its_right_answers_above_wrong_ones():
+    """A recipe without reward_funcs trains on its task's mix: the weighted sum scores the reference completion of
+    every example above the same completion with its answer reversed."""
+    funcs, weights = resolve_rewards(TaskArguments(task="digit_sort"), None)
+    assert len(funcs) == len(weights) >= 1
+    task = get_task("digit_sort")
+    rows = load_task("digit_sort", split="test", num_examples=16)
+    right = [task.sft_completion(row) for row in rows]
+    wrong = [text.replace(row["answer"], row["answer"][::-1]) for text, row in zip(right, rows)]
+    assert all(a != b for a, b in zip(right, wrong))  # every reversed answer differs (no palindromes in the draw)
+    columns = {c: rows[c] for c in rows.column_names if c != "prompt"}
+
+    def total(completions):
+        scores = [f(prompts=rows["prompt"], completions=completions, **columns) for f in funcs]
+        return [sum(w * s[i] for w, s in zip(weights, scores)) for i in range(len(rows))]
+
+    assert all(r > w for r, w in zip(total(right), total(wrong)))
+    assert resolve_rewards(TaskArguments(task="countdown"), [1.0, 0.0])[1] == [1.0, 0.0]  # a recipe's weights win
 
 
 def test_d1s_own_test_files_load(tmp_path):

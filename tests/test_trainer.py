@@ -9,17 +9,18 @@ from datasets import Dataset
 
 import dipod_trl
 from dipod_trl import DiPODConfig, DiPODTrainer
-from dipod_trl.likelihood import MaskDraw
+from dipod_trl.masks import MaskDraw
 from dipod_trl.trainer import RewardFunctionError
-from tests.conftest import (
+from tests.helpers.models import make_tiny_model, sequential_order_probability
+from tests.helpers.trainers import (
     StopAt,
     count_sevens,
     generation_batch,
     gradients,
-    make_tiny_model,
     make_trainer,
     prompts_dataset,
     text_hash,
+    tiny_run_config,
 )
 
 
@@ -241,18 +242,6 @@ def test_evaluation_during_training_scores_every_eval_prompt(tokenizer, tmp_path
         assert logged["eval_rewards/answer_value/mean"] == pytest.approx(expected)
 
 
-def sequential_order_probability(model, prompt: list[int], completion: list[int], order, mask_id: int) -> float:
-    """p_sigma(y) by explicit unmasking: a forward pass per step on the unpadded sequence, probabilities multiplied."""
-    canvas = prompt + [mask_id] * len(completion)
-    probability = 1.0
-    for position in order:
-        with torch.no_grad():
-            probs = model(torch.tensor([canvas])).logits[0, len(prompt) + position].double().softmax(-1)
-        probability *= probs[completion[position]].item()
-        canvas[len(prompt) + position] = completion[position]
-    return probability
-
-
 def test_drift_monitor_logs_the_elbo_and_bound_of_its_orders(tokenizer, tmp_path):
     """The logged drift values equal the mean and the log-mean of order likelihoods computed step by step."""
     model = make_tiny_model(len(tokenizer), seed=2, pad_token_id=tokenizer.pad_token_id,
@@ -312,10 +301,7 @@ def test_lora_adapters_train_and_the_base_is_the_reference(tokenizer, tmp_path):
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["qkv", "up"])
     trainer = DiPODTrainer(
         trainer_model, count_sevens,
-        args=DiPODConfig(output_dir=str(tmp_path), max_completion_length=8, block_length=4, diffusion_steps=8,
-                         num_generations=4, per_device_train_batch_size=8, max_steps=2, report_to="none",
-                         save_strategy="no", beta=0.04, learning_rate=1e-2, disable_tqdm=True, num_iterations=2,
-                         logging_steps=1),
+        args=tiny_run_config(tmp_path, max_steps=2, beta=0.04, learning_rate=1e-2, num_iterations=2, logging_steps=1),
         train_dataset=prompts_dataset(), processing_class=tokenizer, peft_config=config,
     )
     trainer.train()
@@ -412,9 +398,7 @@ def test_reward_fn_shorthand_and_hub_style_loading(tokenizer, tmp_path):
     tokenizer.save_pretrained(tmp_path / "model")
     trainer = DiPODTrainer(
         str(tmp_path / "model"), reward_fn=count_sevens,
-        args=DiPODConfig(output_dir=str(tmp_path / "out"), max_completion_length=8, block_length=4, diffusion_steps=8,
-                         num_generations=4, per_device_train_batch_size=8, max_steps=1, report_to="none",
-                         save_strategy="no", disable_tqdm=True, learning_rate=1e-2),
+        args=tiny_run_config(tmp_path / "out", max_steps=1, learning_rate=1e-2),
         train_dataset=prompts_dataset(),
     )
     # the path's weights and tokenizer were loaded

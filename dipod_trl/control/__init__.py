@@ -6,7 +6,8 @@
     policy = FlowPolicy.from_pretrained("outputs/control/policy")
     returns = evaluate(policy, num_episodes=10)   # deterministic: seeded episodes and seeded flow noise
 
-From a recipe: `dipod control recipes/control/hopper.yaml [--key value ...]` (or `python -m dipod_trl.control.cli`).
+From a recipe: `dipod control recipes/control/hopper.yaml [--key value ...]` (or
+`python -m dipod_trl.commands.control`).
 Needs the `control` extra (`pip install dipod-trl[control]`) for the MuJoCo environments.
 """
 

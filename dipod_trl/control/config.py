@@ -8,8 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..finite import check_finite_fields
+from ..guards.non_finite import check_finite_fields
 
+# Not a class registry like dipod_trl.objectives: the three losses differ in three lines of one update (the policy
+# class in trainer.make_policy, the surrogate in loss.minibatch_loss, per-draw or per-action ratio diagnostics in
+# trainer._optimizer_step), and the loop reads top to bottom as CleanRL's does; classes would spread it over files.
 LOSS_TYPES = ("fpo", "fpo++", "ppo")
 CFM_REDUCTIONS = ("sqrt", "mean", "sum")
 TRUST_REGION_MODES = ("ppo", "spo", "aspo")

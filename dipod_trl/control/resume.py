@@ -1,5 +1,5 @@
 """A control checkpoint resumed with other settings: refused where the networks would not fit, warned and recorded
-otherwise (the rule of `dipod_trl.resume_settings`, for `FlowPolicyConfig`)."""
+otherwise (the rule of `dipod_trl.saving.resume_settings`, for `FlowPolicyConfig`)."""
 
 from __future__ import annotations
 

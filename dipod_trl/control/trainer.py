@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from gymnasium.wrappers.vector import NormalizeReward
 
-from ..checkpoints import begin_checkpoint, load_checkpoint_file, mark_complete, resolve_resume
-from ..finite import check_finite
-from ..run_record import run_for, write_run
+from ..guards.non_finite import check_finite
+from ..saving.checkpoints import begin_checkpoint, load_checkpoint_file, mark_complete, resolve_resume
+from ..saving.run_record import run_for, write_run
 from .config import FlowPolicyConfig
 from .envs import find_wrapper, make_envs
 from .evaluation import evaluate
@@ -83,7 +83,7 @@ class FlowPolicyTrainer:
         self.warmstart_done = False
         self.next_obs = None  # the envs' current observations between rollouts
         checkpoint = resolve_resume(config.resume_from_checkpoint, config.output_dir)
-        self.run = run_for(config.output_dir, checkpoint)  # the run's id (dipod_trl.run_record)
+        self.run = run_for(config.output_dir, checkpoint)  # the run's id (dipod_trl.saving.run_record)
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
         write_run(config.output_dir, self.run)

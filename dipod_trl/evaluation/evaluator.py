@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Callable
 from contextlib import nullcontext
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from accelerate import PartialState
@@ -19,10 +19,10 @@ from tqdm.auto import tqdm
 from trl.trainer.utils import pad
 
 from ..models import as_diffusion_lm
+from ..options import FastDecodingArguments, SamplerArguments
 from ..randomness import SEED_STRIDE
 from ..sampling import generate
 from ..tasks import tokenize_prompt
-from .arguments import EvalArguments, fast_decoding_of
 from .d1_files import d1_subset
 from .records import (
     finished_records,
@@ -34,6 +34,9 @@ from .records import (
     setup_key,
     with_fast_decoding,
 )
+
+if TYPE_CHECKING:  # the options of `dipod eval`, declared in the command layer
+    from ..commands.eval_arguments import EvalArguments
 
 
 def process_state() -> PartialState:
@@ -47,8 +50,7 @@ def process_state() -> PartialState:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _generate_batch(lm, model, tokenizer, rows, indices, *, num_generations, seed, gen_length, block_length, steps,
-                    temperature, remasking, fast_decoding):
+def _generate_batch(lm, model, tokenizer, rows, indices, *, num_generations, seed, gen_length, steps, sampler, fast):
     """Completions of a batch of rows: `(clean texts, raw texts, prompt texts)`, `num_generations` per row.
 
     Clean text stops at the first EOS without special tokens (the project's scoring); raw text is the whole canvas
@@ -65,8 +67,8 @@ def _generate_batch(lm, model, tokenizer, rows, indices, *, num_generations, see
                   for index in indices for g in range(num_generations)]
     with torch.no_grad():
         completion_ids, completion_mask = generate(
-            lm, prompt_ids.to(device), attention.to(device), gen_length=gen_length, block_length=block_length,
-            steps=steps, temperature=temperature, remasking=remasking, generator=generators, **fast_decoding,
+            lm, prompt_ids.to(device), attention.to(device), gen_length=gen_length, steps=steps,
+            **sampler.sampler_options(), generator=generators, **(fast.fast_decoding() if fast else {}),
         )
     completion_ids, completion_mask = completion_ids.cpu(), completion_mask.cpu()
     clean = tokenizer.batch_decode([c[m.bool()] for c, m in zip(completion_ids, completion_mask)],
@@ -125,10 +127,9 @@ def evaluate_records(
     scorers: Callable | dict[str, Callable],
     *,
     gen_length: int,
-    block_length: int,
     steps: int,
-    temperature: float = 0.0,
-    remasking: str = "low_confidence",
+    sampler: SamplerArguments | None = None,
+    fast: FastDecodingArguments | None = None,
     num_generations: int = 1,
     batch_size: int = 16,
     output_path: str | None = None,
@@ -138,7 +139,6 @@ def evaluate_records(
     weights: dict[str, Callable[[dict], float]] | None = None,
     d1_record: Callable[[dict], tuple] | None = None,
     model_name: str | None = None,
-    fast_decoding: dict | None = None,
 ) -> tuple[dict, list[dict]]:
     """Generate for every example of `dataset` and score; returns the summary and the records in dataset order.
 
@@ -148,19 +148,21 @@ def evaluate_records(
     (task, split, prompt layout...); the model's path or hub id, the sampler settings and the seed are always in it.
     `d1_record(row)` gives `(question, ground_truth)` as d1's files write them, stored for `write_d1_generations`.
     `model_name` names the model in the setup (default: its directory or hub id; an adapter checkpoint needs its own).
-    `fast_decoding` (`kv_cache`, `cache_refresh_steps`, `confidence_threshold`) goes to `generate` and, when on, into
-    the setup.
+    The sampler's options come as groups: `sampler` (block length, temperature, remasking, guidance; default: greedy
+    `SamplerArguments()`) and `fast` (`FastDecodingArguments`: kv_cache, cache_refresh_steps, confidence_threshold;
+    None decodes exactly), both checked when built; they go to `generate` and into the setup (fast decoding only when
+    on). `EvalArguments` is both groups: `sampler=args, fast=args`.
     """
-    run = with_fast_decoding(run, fast_decoding)
+    sampler = sampler if sampler is not None else SamplerArguments()
+    run = with_fast_decoding(run, fast.fast_decoding() if fast else None)
     if batch_size < 1 or num_generations < 1:
         raise ValueError(f"batch_size and num_generations must be at least 1, got {batch_size} and {num_generations}.")
     scorers = {"project": scorers} if callable(scorers) else dict(scorers)
     weights = weights or {}
     state = process_state()
     lm = as_diffusion_lm(model, tokenizer)
-    setup = run_setup(model_name or model_name_of(model), gen_length=gen_length, block_length=block_length, steps=steps,
-                      temperature=temperature, remasking=remasking, num_generations=num_generations, seed=seed,
-                      scorings=list(scorers), run=run)
+    setup = run_setup(model_name or model_name_of(model), gen_length=gen_length, steps=steps, sampler=sampler,
+                      num_generations=num_generations, seed=seed, scorings=list(scorers), run=run)
     key = setup_key(setup)
     questions = [question_text(p) for p in dataset["prompt"]]
     records = finished_records(output_path, key, questions) if output_path else {}
@@ -177,8 +179,7 @@ def evaluate_records(
             rows = [dataset[i] for i in indices]
             clean, raw, prompt_texts = _generate_batch(
                 lm, model, tokenizer, rows, indices, num_generations=num_generations, seed=seed, gen_length=gen_length,
-                block_length=block_length, steps=steps, temperature=temperature, remasking=remasking,
-                fast_decoding=fast_decoding or {},
+                steps=steps, sampler=sampler, fast=fast,
             )
             for record in _score_batch(rows, indices, clean, raw, prompt_texts, scorers, weights, d1_record,
                                        num_generations, base={"setup_key": key, "setup": setup}):
@@ -265,11 +266,10 @@ def evaluate_model(args: EvalArguments, model, tokenizer, dataset, task, gen_len
     plan = eval_plan(args, task, gen_length, model_name, scoring)
     output = output or default_output(model_name, task.name, args.split, setup_key(plan["setup"]))
     summary, records = evaluate_records(
-        model, tokenizer, dataset, scoring.scorers, gen_length=gen_length, block_length=args.block_length,
-        steps=args.steps_for(gen_length), temperature=args.temperature, remasking=args.remasking,
-        num_generations=args.num_generations, batch_size=args.batch_size, output_path=output, seed=args.seed,
-        progress=progress, run=plan["run"], weights=scoring.weights, d1_record=task.d1_record, model_name=model_name,
-        fast_decoding=fast_decoding_of(args),
+        model, tokenizer, dataset, scoring.scorers, gen_length=gen_length, steps=args.steps_for(gen_length),
+        sampler=args, fast=args, num_generations=args.num_generations, batch_size=args.batch_size, output_path=output,
+        seed=args.seed, progress=progress, run=plan["run"], weights=scoring.weights, d1_record=task.d1_record,
+        model_name=model_name,
     )
     return summary, output, records
 
@@ -281,11 +281,10 @@ def eval_plan(args: EvalArguments, task, gen_length: int, model_name: str, scori
     run = {"task": task.name, "split": args.split, "dataset_source": args.dataset_source,
            "prompt_style": scoring.prompt_style,
            "few_shot": args.few_shot, "d1_subset": args.d1_subset}
-    run = with_fast_decoding(run, fast_decoding_of(args))
+    run = with_fast_decoding(run, args.fast_decoding())
     if args.dtype != "auto":  # records of another precision are another run's; `auto` keeps the setup it always had
         run = {**run, "dtype": args.dtype}
-    setup = run_setup(model_name, gen_length=gen_length, block_length=args.block_length,
-                      steps=args.steps_for(gen_length), temperature=args.temperature, remasking=args.remasking,
+    setup = run_setup(model_name, gen_length=gen_length, steps=args.steps_for(gen_length), sampler=args,
                       num_generations=args.num_generations, seed=args.seed, scorings=list(scoring.scorers), run=run)
     return {"run": run, "setup": setup}
 

@@ -73,13 +73,15 @@ def read_records(path: str, key: str) -> dict[int, dict]:
     return records
 
 
-def run_setup(model_name: str, *, gen_length, block_length, steps, temperature, remasking, num_generations, seed,
-              scorings, run: dict | None = None) -> dict:
-    """What identifies a run's records: the model, the sampler settings, the seed, the scorings, and `run` (task,
-    split, prompt layout...)."""
-    return {"model": model_name, "gen_length": gen_length, "block_length": block_length, "steps": steps,
-            "temperature": temperature, "remasking": remasking, "num_generations": num_generations, "seed": seed,
-            "scorings": sorted(scorings), **(run or {})}
+def run_setup(model_name: str, *, gen_length, steps, sampler, num_generations, seed, scorings,
+              run: dict | None = None) -> dict:
+    """What identifies a run's records: the model, the sampler settings (`sampler`: a `SamplerArguments`), the seed,
+    the scorings, and `run` (task, split, prompt layout...). Guidance enters only when on, so that records without it
+    keep the setup they always had."""
+    guidance = {"cfg_scale": sampler.cfg_scale} if sampler.cfg_scale else {}
+    return {"model": model_name, "gen_length": gen_length, "block_length": sampler.block_length, "steps": steps,
+            "temperature": sampler.temperature, "remasking": sampler.remasking, "num_generations": num_generations,
+            "seed": seed, "scorings": sorted(scorings), **guidance, **(run or {})}
 
 
 def finished_records(path: str, key: str, questions: list[str]) -> dict[int, dict]:

@@ -1,7 +1,7 @@
 """Checkpoint selection as the paper's authors did it: every checkpoint of a run at several generation lengths.
 
     dipod eval --task gsm8k --checkpoints outputs/run/checkpoint-* --gen_length 128 256 512
-    accelerate launch --num_processes 8 -m dipod_trl.cli eval --task gsm8k --checkpoints ... --gen_length 128 256 512
+    accelerate launch --num_processes 8 -m dipod_trl eval --task gsm8k --checkpoints ... --gen_length 128 256 512
 
 Block length 32 and steps = length / 2 by default (d1's evaluation). For each checkpoint and length the sweep writes
 the records (resumable, under `records/`), d1's evaluation file (`<task>_<checkpoint>_<length>_<steps>_0_generations
@@ -21,12 +21,15 @@ import re
 import time
 import warnings
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from ..checkpoints import weights_problem
-from .arguments import EvalArguments
+from ..saving.checkpoints import weights_problem
 from .d1_files import write_d1_generations
 from .evaluator import eval_plan, evaluate_model, load_eval_dataset, process_state, scoring_plan, summarise
 from .records import finished_records, question_text, setup_key
+
+if TYPE_CHECKING:  # the options of `dipod eval`, declared in the command layer
+    from ..commands.eval_arguments import EvalArguments
 
 
 def expand_checkpoints(patterns: list[str]) -> list[str]:

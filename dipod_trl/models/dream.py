@@ -23,7 +23,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from .kv_cache import BlockKVCache
 from .layers import DiffusionPreTrainedModel, RMSNorm, apply_rotary, bidirectional_attention
 from .protocol import FamilyTraits
-from .published import DreamTokenizer
+from .published_code_compat import DreamTokenizer
 
 
 class DreamConfig(PreTrainedConfig):

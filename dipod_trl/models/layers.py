@@ -18,8 +18,8 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .kv_cache import BlockKVCache, span_start
-from .published import complete_for_published_code
 from .protocol import MASKED_LM_TRAITS, FamilyTraits, padded_positions
+from .published_code_compat import complete_for_published_code
 
 
 @dataclass
@@ -194,8 +194,8 @@ class DiffusionPreTrainedModel(PreTrainedModel):
         _set_submodule(self, self.output_embeddings_path, value)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, then the folder completed (see `published.py`) so that the published code
-        loads it under transformers 4.x."""
+        """`PreTrainedModel.save_pretrained`, then the folder completed (see `published_code_compat.py`) so that the
+        published code loads it under transformers 4.x."""
         super().save_pretrained(save_directory, *args, **kwargs)
         if self.published_code_repo is not None and kwargs.get("is_main_process", True):
             complete_for_published_code(str(save_directory), self.config, self.name_or_path, self.published_code_repo)

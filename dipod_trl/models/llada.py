@@ -23,7 +23,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from .kv_cache import BlockKVCache
 from .layers import DiffusionPreTrainedModel, RMSNorm, apply_rotary, bidirectional_attention
 from .protocol import FamilyTraits
-from .published import LLaDATokenizer
+from .published_code_compat import LLaDATokenizer
 
 LLADA_MASK_TOKEN_ID = 126336
 # LLaDA ends a completion with <|endoftext|> (EOS, 126081) or, in chat turns, <|eot_id|> (EOT, 126348); its sampler

@@ -28,7 +28,7 @@ from .kv_cache import BlockKVCache
 from .layers import DiffusionPreTrainedModel, RMSNorm, apply_rotary, bidirectional_attention
 from .moe import SparseMoeBlock, SwiGLU, TopKRouter, init_moe_weights, register_expert_weight_conversion
 from .protocol import FamilyTraits
-from .published import LLaDATokenizer
+from .published_code_compat import LLaDATokenizer
 
 LLADA2_MASK_TOKEN_ID = 156895  # <|mask|>, the `mask_id` default of the published generate
 LLADA2_EOS_TOKEN_ID = 156892  # <|endoftext|>, the `eos_id` default of the published generate (also the pad id)

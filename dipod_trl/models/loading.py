@@ -120,8 +120,8 @@ def load_diffusion_tokenizer(
     name_or_path: str, *, trust_remote_code: bool = False, **kwargs
 ) -> PreTrainedTokenizerBase:
     """The tokenizer of a diffusion LM, left-padding: LLaDA's and Dream's with their family's tokenizer class (Dream's
-    remote-code `DreamTokenizer` is a copy of Qwen2's; both save folders transformers 4.x reads, see `published.py`),
-    every other family's through `AutoTokenizer`."""
+    remote-code `DreamTokenizer` is a copy of Qwen2's; both save folders transformers 4.x reads, see
+    `published_code_compat.py`), every other family's through `AutoTokenizer`."""
     kwargs.setdefault("padding_side", "left")
     hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir") if k in kwargs}
     try:

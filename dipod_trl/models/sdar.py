@@ -30,7 +30,7 @@ from .kv_cache import BlockKVCache
 from .layers import DiffusionPreTrainedModel, RMSNorm, apply_rotary, bidirectional_attention
 from .moe import SparseMoeBlock, SwiGLU, TopKRouter, init_moe_weights, register_expert_weight_conversion
 from .protocol import FamilyTraits
-from .published import LLaDATokenizer
+from .published_code_compat import LLaDATokenizer
 
 SDAR_MASK_TOKEN_ID = 151669  # <|MASK|>
 # Qwen's end of text and end of turn; SDAR's generation_config lists both as EOS.

@@ -113,13 +113,11 @@ class Objective:
         if args.p_mask_prompt is None:
             args.p_mask_prompt = cls.default_p_mask_prompt
         if args.kl_estimator not in cls.kl_estimators:
-            from . import OBJECTIVES  # the registry imports this module
-
-            takers = [name for name, other in OBJECTIVES.items() if args.kl_estimator in other.kl_estimators]
+            owners = " or ".join(sorted({repr(each.name) for each in _objective_classes(Objective)
+                                         if args.kl_estimator in each.kl_estimators}))
             raise ValueError(
-                f"kl_estimator={args.kl_estimator!r} applies to objective={' or '.join(map(repr, takers))} only "
-                f"(objective={cls.name!r} has {cls.kl_description}). Remove kl_estimator or set "
-                f"objective={takers[0]!r}."
+                f"kl_estimator={args.kl_estimator!r} applies to objective={owners} only (objective={cls.name!r} has "
+                f"{cls.kl_description}). Remove kl_estimator or set objective={owners}."
             )
         args.check_elbo_sampling(samples_drawn=cls.draws_elbo_samples())
 
@@ -176,6 +174,11 @@ class Objective:
     def loss(self, token_logps: torch.Tensor, draw: MaskDraw, inputs: LossInputs) -> ObjectiveOutput:
         """The surrogate loss of the current policy's token log-probabilities (B, K, C) on `draw`."""
         raise NotImplementedError
+
+
+def _objective_classes(cls: type) -> list[type]:
+    """Every subclass of `cls`, at any depth: the objectives the registry (which imports this module) is built from."""
+    return [each for sub in cls.__subclasses__() for each in (sub, *_objective_classes(sub))]
 
 
 def dipod_term(

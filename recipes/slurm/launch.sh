@@ -4,7 +4,7 @@
 # newest checkpoint in the output directory when there is one (a requeued or resubmitted job continues).
 #   bash recipes/slurm/launch.sh RECIPE [--key value ...]
 # The output directory is the one the trainer will use: the recipe's output_dir, overridden by OUTPUT_DIR, overridden
-# by --output_dir on the command line, resolved by the trainer's own parser (python -m dipod_trl.recipe_value). When
+# by --output_dir on the command line, resolved by the trainer's own parser (python -m dipod_trl.commands.resolved_values). When
 # it holds a complete checkpoint-N folder and the command line chooses no checkpoint, the trainer is told
 # `--resume_from_checkpoint true`: it resumes from the newest checkpoint in that directory, and only there.
 # Environment: ACCELERATE_CONFIG (default recipes/accelerate/zero2.yaml), GPUS_PER_NODE (default: SLURM's count, or
@@ -54,7 +54,7 @@ overrides=("$@")
 if [ -n "${OUTPUT_DIR:-}" ]; then
     overrides=(--output_dir "$OUTPUT_DIR" "$@")  # the command line still wins
 fi
-resolved="$(python -m dipod_trl.recipe_value output_dir,resume_from_checkpoint "$recipe" "${overrides[@]}")"
+resolved="$(python -m dipod_trl.commands.resolved_values output_dir,resume_from_checkpoint "$recipe" "${overrides[@]}")"
 output_dir="$(sed -n 1p <<< "$resolved")"
 chosen_checkpoint="$(sed -n 2p <<< "$resolved")"
 

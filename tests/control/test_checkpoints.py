@@ -14,11 +14,12 @@ import pytest
 import torch
 from gymnasium.wrappers.vector import NormalizeReward
 
-from dipod_trl.checkpoints import COMPLETE_NAME, checkpoint_problem, mark_complete
 from dipod_trl.control import FlowPolicy, FlowPolicyTrainer
 from dipod_trl.control.envs import find_wrapper
-from tests.control.conftest import tiny_config
-from tests.conftest import craft, forkserver, kill_when_saving
+from dipod_trl.saving.checkpoints import COMPLETE_NAME, checkpoint_problem, mark_complete
+from tests.helpers.control import tiny_config
+from tests.helpers.exploits import craft
+from tests.helpers.processes import forkserver, kill_when_saving
 
 UPDATES = dict(save_every=1, total_timesteps=192, eval_every=0)  # three updates, a checkpoint after each
 

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from dipod_trl.control import FlowPolicyTrainer
-from dipod_trl.finite import NonFiniteError
-from tests.control.conftest import tiny_config
+from dipod_trl.guards.non_finite import NonFiniteError
+from tests.helpers.control import tiny_config
 
 
 class InjectNaN(gym.Wrapper):

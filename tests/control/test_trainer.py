@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from dipod_trl.commands.control import main as cli_main
+from dipod_trl.commands.recipe import parse_recipe
 from dipod_trl.control import (
     FlowPolicy,
     FlowPolicyConfig,
@@ -17,12 +19,10 @@ from dipod_trl.control import (
     ObservationNormalizedPolicy,
     evaluate,
 )
-from dipod_trl.control.cli import main as cli_main
 from dipod_trl.control.envs import make_envs
-from dipod_trl.control.policy import Critic
 from dipod_trl.control.loss import draw_cfm_samples, minibatch_loss
-from dipod_trl.recipe import parse_recipe
-from tests.control.conftest import tiny_config
+from dipod_trl.control.policy import Critic
+from tests.helpers.control import tiny_config
 
 RECIPES = os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "control")
 

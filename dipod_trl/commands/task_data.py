@@ -72,7 +72,7 @@ def _limit(dataset, n):
 
 def load_datasets(task_args: TaskArguments):
     """The train (and eval) datasets of a recipe."""
-    from .tasks import load_source, load_task
+    from ..tasks import load_source, load_task
 
     if task_args.task is not None:
         if task_args.prompt_style == "d1_eval":
@@ -99,7 +99,7 @@ def load_datasets(task_args: TaskArguments):
 def sft_datasets(task_args: TaskArguments):
     """The train (and eval) datasets of an SFT recipe, with a `completion` column: the dataset's own, or the task's
     SFT target for each row."""
-    from .tasks import TASKS
+    from ..tasks import TASKS
 
     train_data, eval_data = load_datasets(task_args)
     if len(train_data) == 0:

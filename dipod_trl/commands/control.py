@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from ..checkpoints import resolve_resume
-from ..output_dir import claim_output_dir
-from ..recipe import parse_recipe
-from .config import FlowPolicyConfig
+from ..control.config import FlowPolicyConfig
+from ..saving.checkpoints import resolve_resume
+from .output_dir import claim_output_dir
+from .recipe import parse_recipe
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Parse `[RECIPE.yaml] [--key value ...]`, train, and return the final evaluation metrics."""
-    from .trainer import FlowPolicyTrainer
+    from ..control.trainer import FlowPolicyTrainer
 
     argv = sys.argv[1:] if argv is None else list(argv)
     (config,) = parse_recipe([FlowPolicyConfig], argv)

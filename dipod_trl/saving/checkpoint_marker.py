@@ -29,7 +29,7 @@ def _checksums(paths: list[str]) -> list[str]:
 
 def mark_complete(directory: str, run: dict | None = None) -> None:
     """Write `checkpoint_complete.json` once every file of the checkpoint is on disk: each file's size and SHA-256,
-    and `run` (the run that wrote it and its settings, see `dipod_trl.run_record`).
+    and `run` (the run that wrote it and its settings, see `dipod_trl.saving.run_record`).
 
     The files are flushed to disk first and the marker is written under a temporary name and renamed, so that a
     crash at any moment leaves either no marker or a marker whose files are all there.

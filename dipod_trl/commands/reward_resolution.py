@@ -25,7 +25,7 @@ def resolve_rewards(task_args: TaskArguments, reward_weights, reward_nan_policy:
 
     A judge reply without a score stops the run showing the reply, unless `reward_nan_policy` is 'skip' (then it is no
     reward, like a None from any other function)."""
-    from .tasks import get_task
+    from ..tasks import get_task
 
     if task_args.reward_funcs:
         funcs = []

@@ -1,4 +1,4 @@
-"""`python -m dipod_trl.gpu_check` (scripts/gpu_check.sh): the GPU path end to end, offline, in a few minutes.
+"""`python -m dipod_trl.commands.gpu_check` (scripts/gpu_check.sh): the GPU path end to end, offline, in a few minutes.
 
 A LLaDA-8B-shaped model (width 4096, MLP 12288, 32 heads, the full 126,464-token vocabulary) with 2 layers instead of
 32 gets random weights, so nothing is downloaded; then, each step timed and its peak GPU memory recorded:
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: dipod_trl/commands/ is two levels down
 RECIPE = ROOT / "recipes" / "paper" / "fpo_gsm8k.yaml"
 ZERO2 = ROOT / "recipes" / "accelerate" / "zero2.yaml"
 # LLaDA-8B's shapes (its published config.json), fewer layers; --cpu: the same architecture, small.
@@ -136,7 +136,7 @@ def memory_arithmetic(shapes: dict, layers: int, *, quantized: bool, lora_r: int
 def build_checkpoint(directory: str, shapes: dict, layers: int) -> dict:
     """Random weights at `shapes` with `layers` layers, saved in bf16 with the built-in tokenizer (its mask, EOS and
     pad ids written into the config, so nothing is downloaded)."""
-    from .models import LLaDAConfig, LLaDAModelLM, build_tiny_tokenizer
+    from ..models import LLaDAConfig, LLaDAModelLM, build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     config = LLaDAConfig(**shapes, n_layers=layers, mask_token_id=tokenizer.mask_token_id,
@@ -203,8 +203,8 @@ def check_loading(report: Report, checkpoint: str, shapes: dict, layers: int, lo
 
 
 def check_generation(report: Report, checkpoint: str, gen_length: int, block_length: int, steps: int) -> None:
-    from . import generate
-    from .models import load_diffusion_model, load_diffusion_tokenizer
+    from .. import generate
+    from ..models import load_diffusion_model, load_diffusion_tokenizer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_diffusion_model(checkpoint, dtype=torch.bfloat16).to(device).eval()
@@ -227,13 +227,13 @@ def train_steps(report: Report, name: str, argv: list[str], shapes: dict, layers
     """The recipe through the CLI's own parsing, loading and trainer, each optimizer step's peak memory recorded."""
     from transformers import TrainerCallback
 
+    from ..config import DiPODConfig
+    from ..trainer import DiPODTrainer
     from . import cli
-    from .config import DiPODConfig
     from .lora import diffusion_peft_config
     from .model_setup import load_model_and_tokenizer
-    from .rewards import resolve_rewards
+    from .reward_resolution import resolve_rewards
     from .task_data import load_datasets
-    from .trainer import DiPODTrainer
 
     steps = []
 

@@ -15,7 +15,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from .run_record import LOCK_NAME, inside, unfinished_run, warn_fresh_start
+from ..saving.run_record import LOCK_NAME, inside, unfinished_run, warn_fresh_start
 
 
 @dataclass

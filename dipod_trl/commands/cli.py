@@ -20,18 +20,11 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from .model_setup import DTYPE_HELP
 from .output_dir import OutputArguments
 from .recipe import parse_recipe
 from .task_data import TaskArguments
-
-if TYPE_CHECKING:
-    from .evaluation.arguments import EvalArguments
 
 COMMANDS = ("train", "sft", "eval", "generate", "merge", "demo", "control")
 USAGE = {
@@ -48,7 +41,7 @@ def version() -> str:
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as installed
 
-    from . import __version__
+    from .. import __version__
 
     def of(package):
         try:
@@ -84,7 +77,7 @@ def claimed_output_dir(config, output_args):
     """The checkpoint `config.resume_from_checkpoint` means (`true`: the last one in output_dir), while this run holds
     output_dir: refused when it holds an earlier run's files and the run neither resumes a checkpoint of it nor
     overwrites."""
-    from .checkpoints import resolve_resume
+    from ..saving.checkpoints import resolve_resume
     from .output_dir import claim_output_dir
 
     checkpoint = resolve_resume(config.resume_from_checkpoint, config.output_dir)
@@ -110,18 +103,18 @@ def _run_recipe(command: str, argv: list[str], config_class, run, refused=None):
 
 def train(argv: list[str]):
     """RL with DiPOD from a recipe; returns the trainer."""
-    from .config import _UNSUPPORTED as REFUSED_GRPO_KEYS
-    from .config import DiPODConfig
+    from ..config import REFUSED_GRPO_OPTIONS, DiPODConfig
 
-    return _run_recipe("train", argv, DiPODConfig, _train, refused=REFUSED_GRPO_KEYS)
+    return _run_recipe("train", argv, DiPODConfig, _train, refused=REFUSED_GRPO_OPTIONS)
 
 
 def _train(model_args, task_args, config, checkpoint):
+    from ..guards.trainer_inputs import check_train_dataset
+    from ..trainer import DiPODTrainer
     from .lora import diffusion_peft_config
     from .model_setup import load_model_and_tokenizer
-    from .rewards import resolve_rewards
+    from .reward_resolution import resolve_rewards
     from .task_data import load_datasets
-    from .trainer import DiPODTrainer, check_train_dataset
 
     train_data, eval_data = load_datasets(task_args)
     check_train_dataset(train_data, config)  # before the model loads
@@ -139,15 +132,15 @@ def _train(model_args, task_args, config, checkpoint):
 
 def sft(argv: list[str]):
     """Masked-diffusion SFT from a recipe; returns the trainer."""
-    from .sft import MaskedSFTConfig
+    from ..sft import MaskedSFTConfig
 
     return _run_recipe("sft", argv, MaskedSFTConfig, _sft)
 
 
 def _sft(model_args, task_args, config, checkpoint):
+    from ..sft import MaskedDiffusionSFTTrainer
     from .lora import with_lora_adapters
     from .model_setup import load_model_and_tokenizer
-    from .sft import MaskedDiffusionSFTTrainer
     from .task_data import sft_datasets
 
     train_data, eval_data = sft_datasets(task_args)
@@ -163,98 +156,28 @@ def _sft(model_args, task_args, config, checkpoint):
 
 def evaluate(argv: list[str]) -> dict:
     """`dipod eval`: accuracy of a model (or a sweep of checkpoints) on a task's test split; prints the summaries."""
-    from .evaluation.arguments import EvalArguments
+    from .eval_arguments import EvalArguments
     from .model_setup import check_dtype, load_for_inference
 
     (args,) = parse_command("eval", [EvalArguments], argv)
     check_dtype(args.dtype)
     load = functools.partial(load_for_inference, dtype=args.dtype)
     if args.checkpoints:
-        from .evaluation.sweep import run_sweep
+        from ..evaluation.sweep import run_sweep
 
         return run_sweep(args, load)
+    from ..evaluation.one_model import run_evaluation
+
     return run_evaluation(args, load)
 
 
-def run_evaluation(args: EvalArguments, load_model: Callable) -> dict:
-    """`dipod eval --model`: each length's summary, printed; returns the summary (of the last length)."""
-    import os
-    import time
-
-    from .evaluation.d1_files import write_d1_generations
-    from .evaluation.evaluator import evaluate_model, load_eval_dataset, process_state, scoring_plan
-    from .evaluation.records import model_name
-    from .tasks import get_task
-
-    task = get_task(args.task)
-    scoring = scoring_plan(task, args.scoring, args.prompt_style)
-    dataset = load_eval_dataset(args, task, scoring.prompt_style)
-    model, tokenizer = load_model(args.model, args.trust_remote_code)
-    model = model.to(process_state().device)
-    summary = {}
-    for gen_length in args.gen_length:
-        start = time.time()
-        summary, output, records = evaluate_model(args, model, tokenizer, dataset, task, gen_length, args.output,
-                                                  model_name(args.model), scoring)
-        if process_state().is_main_process:
-            write_d1_generations(records, os.path.splitext(output)[0] + "_generations.json",
-                                 model_path=model_name(args.model), checkpoint_path="", gen_length=gen_length,
-                                 steps=args.steps_for(gen_length), block_length=args.block_length,
-                                 wall_time=time.time() - start)
-            scores = ", ".join(f"{name} {summary[f'accuracy_{name}']:.4f}" for name in ("d1", "project")
-                               if f"accuracy_{name}" in summary)
-            print(f"{args.task} ({args.split}, {summary['num_examples']} examples, gen_length {gen_length}, "
-                  f"{scoring.prompt_style} prompts): accuracy {summary['accuracy']:.4f} ({scores}) in "
-                  f"{time.time() - start:.0f}s")
-            print(f"records: {output} (d1's layout: {os.path.splitext(output)[0]}_generations.json)")
-    return summary
-
-
-@dataclass
-class GenerateArguments:
-    """Arguments of `dipod generate`."""
-
-    model: str = field(metadata={"help": "Model directory or hub id."})
-    prompt: list[str] = field(metadata={"help": "One or more prompts."})
-    chat: bool = field(default=True, metadata={"help": "Wrap each prompt as a user message in the chat template."})
-    gen_length: int = field(default=64, metadata={"help": "Completion length."})
-    block_length: int = field(default=32, metadata={"help": "Semi-autoregressive block length."})
-    steps: int = field(default=64, metadata={"help": "Denoising steps."})
-    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature (0: greedy)."})
-    remasking: str = field(default="low_confidence", metadata={"help": "Remasking rule."})
-    cfg_scale: float = field(default=0.0, metadata={"help": "Classifier-free guidance scale."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow hub models that ship modeling code."})
-    dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
-
-    def __post_init__(self):
-        from .finite import check_finite_fields
-
-        check_finite_fields(self)
-
-
 def generate_command(argv: list[str]) -> list[str]:
-    from .model_setup import check_dtype, load_for_inference
-    from .options import FastDecodingArguments
-    from .sampling import generate
+    """`dipod generate`: print completions of the prompts (`commands.generate`, imported here: it needs torch)."""
+    from ..options import FastDecodingArguments
+    from .generate import GenerateArguments, print_completions
 
     args, fast = parse_command("generate", [GenerateArguments, FastDecodingArguments], argv)
-    check_dtype(args.dtype)
-    model, tokenizer = load_for_inference(args.model, args.trust_remote_code, dtype=args.dtype)
-    if args.chat:
-        batch = tokenizer.apply_chat_template([[{"role": "user", "content": p}] for p in args.prompt],
-                                              add_generation_prompt=True, return_dict=True, return_tensors="pt",
-                                              padding=True)
-    else:
-        batch = tokenizer(args.prompt, return_tensors="pt", padding=True, add_special_tokens=False)
-    device = next(model.parameters()).device
-    ids, mask = generate(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), tokenizer=tokenizer,
-                         gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
-                         temperature=args.temperature, remasking=args.remasking, cfg_scale=args.cfg_scale,
-                         **fast.as_kwargs())
-    texts = tokenizer.batch_decode([i[m.bool()] for i, m in zip(ids, mask)], skip_special_tokens=True)
-    for prompt, text in zip(args.prompt, texts):
-        print(f">>> {prompt}\n{text}\n")
-    return texts
+    return print_completions(args, fast)
 
 
 def merge(argv: list[str]) -> str:
@@ -263,7 +186,7 @@ def merge(argv: list[str]) -> str:
     import shutil
     import tempfile
 
-    from .models.loading import merge_adapters
+    from ..models.loading import merge_adapters
 
     parser = argparse.ArgumentParser(prog="dipod merge", description=merge.__doc__)
     parser.add_argument("adapter_dir", help="Directory (or hub id) holding adapter_config.json and the adapters.")
@@ -319,9 +242,20 @@ def demo(argv: list[str]) -> dict:
 
 
 def control(argv: list[str]):
-    from .control.cli import main as control_main
+    from .control import main as control_main
 
     return control_main(argv)
+
+
+def command_and_arguments(argv: list[str]) -> tuple[str, list[str]]:
+    """The command `argv` names and its arguments. A bare recipe (`accelerate launch -m dipod_trl recipes/gsm8k.yaml`)
+    or a bare `--key value` means `train`."""
+    command, rest = argv[0], argv[1:]
+    if command in COMMANDS:
+        return command, rest
+    if command.endswith((".yaml", ".yml")) or command.startswith("--"):
+        return "train", list(argv)
+    raise SystemExit(f"dipod: unknown command {command!r}; expected one of {', '.join(COMMANDS)} or a recipe.")
 
 
 def main(argv: list[str] | None = None):
@@ -332,12 +266,7 @@ def main(argv: list[str] | None = None):
     if argv[0] in ("-V", "--version"):
         print(version())
         return None
-    command, rest = argv[0], argv[1:]
-    if command not in COMMANDS:
-        if command.endswith((".yaml", ".yml")) or command.startswith("--"):
-            command, rest = "train", argv  # python -m dipod_trl RECIPE.yaml [...]
-        else:
-            raise SystemExit(f"dipod: unknown command {command!r}; expected one of {', '.join(COMMANDS)} or a recipe.")
+    command, rest = command_and_arguments(argv)
     handler = {"train": train, "sft": sft, "eval": evaluate, "generate": generate_command, "merge": merge,
                "demo": demo, "control": control}[command]
     return handler(rest)

@@ -1,7 +1,7 @@
-"""`python -m dipod_trl.recipe_value KEY[,KEY...] RECIPE [--key value ...]`: print what a training run would use for
-each KEY (one line each, empty for None), parsed exactly as `dipod train` parses it: the recipe's values, overridden
-by the command line. Shell scripts that launch training (recipes/slurm/launch.sh) read keys through this, so that they
-and the trainer never disagree about, say, the output directory.
+"""`python -m dipod_trl.commands.resolved_values KEY[,KEY...] RECIPE [--key value ...]`: print what a training run
+would use for each KEY (one line each, empty for None), parsed exactly as `dipod train` parses it: the recipe's
+values, overridden by the command line. Shell scripts that launch training (recipes/slurm/launch.sh) read keys
+through this, so that they and the trainer never disagree about, say, the output directory.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ def resolved_values(keys: list[str], argv: list[str]) -> list:
     import torch
     from trl import ModelConfig
 
-    from .task_data import TaskArguments
-    from .config import DiPODConfig
+    from ..config import DiPODConfig
     from .output_dir import OutputArguments
     from .recipe import check_keys, parse_recipe
+    from .task_data import TaskArguments
 
     dataclass_types = [ModelConfig, TaskArguments, DiPODConfig, OutputArguments]
     check_keys(keys, dataclass_types, "the keys asked for")
@@ -36,7 +36,7 @@ def resolved_values(keys: list[str], argv: list[str]) -> list:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 1 or argv[0].startswith("-"):
-        raise SystemExit("usage: python -m dipod_trl.recipe_value KEY[,KEY...] RECIPE [--key value ...]")
+        raise SystemExit("usage: python -m dipod_trl.commands.resolved_values KEY[,KEY...] RECIPE [--key value ...]")
     for value in resolved_values(argv[0].split(","), argv[1:]):
         print("" if value is None else value)
 

@@ -4,7 +4,7 @@ The rule (docs/guide.md, "Resuming"): a resumed run trains with the settings it 
 on, and says so:
 - refused: a model of another size than the checkpoint's (its weights cannot load), a checkpoint of another trainer
   (SFT into RL), and, at a checkpoint saved inside a generation cycle, anything that changes the buffered batch's
-  layout or masks (`dipod_trl.generation_state`);
+  layout or masks (`dipod_trl.saving.generation_state`);
 - `learning_rate`: applied. The optimizer and scheduler states saved in the checkpoint hold the old one; the schedule
   is rescaled to the new value, so it continues with the new peak at the same point of its shape;
 - every other training setting: applied as given (as transformers does), with a warning naming old -> new.

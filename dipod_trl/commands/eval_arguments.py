@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..finite import check_finite_fields
-from ..model_setup import DTYPE_HELP
-from ..options import FastDecodingArguments
+from ..guards.non_finite import check_finite_fields
+from ..options import FastDecodingArguments, SamplerArguments
 from ..tasks import PROMPT_STYLES
+from .model_setup import DTYPE_HELP
 
 SCORINGS = ("both", "d1", "project")
 
 
 @dataclass
-class EvalArguments(FastDecodingArguments):
+class EvalArguments(SamplerArguments, FastDecodingArguments):
     """Arguments of `dipod eval`: one model (`--model`) or a checkpoint sweep (`--checkpoints`)."""
 
     task: str = field(metadata={"help": "Task to evaluate: gsm8k, math500, countdown, sudoku or digit_sort."})
@@ -48,12 +48,9 @@ class EvalArguments(FastDecodingArguments):
     gen_length: list[int] = field(
         default_factory=lambda: [256], metadata={"help": "Completion length(s), the generation canvas."}
     )
-    block_length: int = field(default=32, metadata={"help": "Semi-autoregressive block length."})
     steps: int | None = field(
         default=None, metadata={"help": "Denoising steps per completion; default: gen_length / 2 (d1's evaluation)."}
     )
-    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature; 0 is greedy (the paper's eval)."})
-    remasking: str = field(default="low_confidence", metadata={"help": "Remasking rule of the sampler."})
     num_generations: int = field(default=1, metadata={"help": "Generations per question (accuracy averages them)."})
     batch_size: int = field(default=16, metadata={"help": "Questions generated per batch (per process)."})
     output: str | None = field(
@@ -70,10 +67,11 @@ class EvalArguments(FastDecodingArguments):
 
     def __post_init__(self):
         check_finite_fields(self)
+        self.check_sampler()
         self.check_fast_decoding()
         if isinstance(self.gen_length, int):
             self.gen_length = [self.gen_length]
-        for name in ("batch_size", "num_generations", "block_length"):
+        for name in ("batch_size", "num_generations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}; e.g. --{name} 1.")
         if self.steps is not None and self.steps < 1:
@@ -95,9 +93,4 @@ class EvalArguments(FastDecodingArguments):
 
     def steps_for(self, gen_length: int) -> int:
         return self.steps if self.steps is not None else max(gen_length // 2, 1)
-
-
-def fast_decoding_of(args) -> dict:
-    """The fast-decoding options of `args` (all None: exact decoding)."""
-    return FastDecodingArguments.fast_decoding(args)
 

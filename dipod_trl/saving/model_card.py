@@ -92,7 +92,7 @@ def _model_line(model) -> str:
 def dipod_model_card(model, args, *, model_name: str, global_step: int = 0, hub_model_id: str | None = None,
                      dataset_name: str | None = None, run: dict | None = None) -> ModelCard:
     """The card of `model` trained with `args` (a `DiPODConfig` or a `MaskedSFTConfig`); `run`: its run record
-    (`dipod_trl.run_record`), for the settings changed on resume."""
+    (`dipod_trl.saving.run_record`), for the settings changed on resume."""
     base = base_model_of(model)
     on_hub = base is not None and not os.path.exists(base)  # a hub id, not a local directory
     adapters = bool(getattr(model, "peft_config", None))

@@ -22,9 +22,9 @@ def load_model_and_tokenizer(model_args, trust_remote_code: bool):
     `tiny_block` the same network as a block-diffusion model (the CPU stand-in of SDAR and LLaDA2 recipes)."""
     import torch
 
-    from .models import build_tiny_model, build_tiny_tokenizer, load_diffusion_model
-    from .models.loading import is_adapter_checkpoint, load_tokenizer
-    from .models.quantization import keep_4bit_layers_differentiable, quantization_kwargs
+    from ..models import build_tiny_model, build_tiny_tokenizer, load_diffusion_model
+    from ..models.loading import is_adapter_checkpoint, load_tokenizer
+    from ..models.quantization import keep_4bit_layers_differentiable, quantization_kwargs
 
     name = model_args.model_name_or_path
     if name is None:
@@ -63,8 +63,8 @@ def load_for_inference(path: str, trust_remote_code: bool, dtype: str = "auto"):
     import torch
 
     check_dtype(dtype)
-    from .models import load_diffusion_model
-    from .models.loading import load_tokenizer
+    from ..models import load_diffusion_model
+    from ..models.loading import load_tokenizer
 
     check_model_source(path)
     try:
@@ -104,7 +104,7 @@ def _looks_like_a_path(name: str) -> bool:
 def check_model_source(name: str) -> None:
     """Before loading `name`: a local directory must exist and hold readable weights; a hub id is left to the hub."""
     if os.path.isdir(name):
-        from .checkpoints import check_safetensors
+        from ..saving.checkpoints import check_safetensors
 
         check_safetensors(name)
     elif _looks_like_a_path(name):

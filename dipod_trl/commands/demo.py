@@ -31,15 +31,14 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from reward_models import exact_match_accuracy
 
-from .config import DiPODConfig
-from .evaluation import evaluate_task
-from .finite import check_finite_fields
-from .models import build_tiny_model, build_tiny_tokenizer
-from .options import DiPODTermArguments, OneSampleElboArguments
-from .sft import MaskedDiffusionSFTTrainer, MaskedSFTConfig
-from .tasks.digit_sort import load as load_digit_sort
-from .trainer import DiPODTrainer
-
+from ..config import DiPODConfig
+from ..evaluation import evaluate_task
+from ..guards.non_finite import check_finite_fields
+from ..models import build_tiny_model, build_tiny_tokenizer
+from ..options import DiPODTermArguments, OneSampleElboArguments, SamplerArguments
+from ..sft import MaskedDiffusionSFTTrainer, MaskedSFTConfig
+from ..tasks.digit_sort import load as load_digit_sort
+from ..trainer import DiPODTrainer
 
 # Part 2's settings: the steady regime of benchmarks/double_drift.py, where RL raises held-out accuracy.
 RECIPE = dict(objective="fpo", num_iterations=2, elbo_num_samples=2, elbo_estimator="antithetic", learning_rate=2e-4)
@@ -213,8 +212,8 @@ def rl_run(config: DemoConfig, sft_path: str, method: str, seed: int, out: str |
 
 def accuracy(path: str, test, tokenizer) -> float:
     model = AutoModel.from_pretrained(path).eval()
-    summary = evaluate_task(model, tokenizer, test, exact_match_accuracy, gen_length=8, block_length=4, steps=8,
-                            batch_size=128, progress=False)
+    summary = evaluate_task(model, tokenizer, test, exact_match_accuracy, gen_length=8, steps=8,
+                            sampler=SamplerArguments(block_length=4), batch_size=128, progress=False)
     return summary["accuracy"]
 
 
