@@ -25,11 +25,20 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .models import DiffusionLM
-from .models.block_mask import block_causal_mask
-from .models.kv_cache import CommittedBlocksCache
-from .randomness import Generators, generators_of_rows
-from .sampling import completion_mask_from_eos
+from ..models import DiffusionLM
+from ..models.block_mask import block_causal_mask
+from ..models.kv_cache import CommittedBlocksCache
+from ..randomness import Generators, generators_of_rows
+
+def completion_mask_from_eos(completion_ids: torch.Tensor, eos_token_ids) -> torch.Tensor:
+    """1 up to and including the first EOS of each row, 0 after it (everything after the first EOS is padding)."""
+    if not eos_token_ids:
+        return torch.ones_like(completion_ids, dtype=torch.long)
+    is_eos = torch.isin(completion_ids, torch.tensor(list(eos_token_ids), device=completion_ids.device))
+    eos_before = is_eos.long().cumsum(dim=1) - is_eos.long()
+    return (eos_before == 0).long()
+
+
 
 # What the published block samplers do not have, refused with the reason (see docs/guide.md, "Block diffusion").
 BLOCK_REFUSALS = {

@@ -1,4 +1,5 @@
-"""Batched masked-diffusion generation, as LLaDA's reference sampler defines it.
+"""Batched masked-diffusion generation, as LLaDA's reference sampler defines it (block-diffusion models, SDAR and
+LLaDA2, decode block by block with an exact cache of committed blocks instead: `blocks.py`).
 
 The completion canvas starts fully masked and is filled block by block, left to right (semi-autoregressive blocks of
 `block_length` tokens). Inside a block, each of the block's `steps / num_blocks` denoising steps predicts every masked
@@ -32,10 +33,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .guidance import model_logits
-from .models import DiffusionLM, as_diffusion_lm, unwrap_model
-from .options import REMASKING_RULES, check_fast_decoding
-from .randomness import Generators, generators_of_rows, random_uniform
+from ..guidance import model_logits
+from ..models import DiffusionLM, as_diffusion_lm, unwrap_model
+from ..options import REMASKING_RULES, check_fast_decoding
+from ..randomness import Generators, generators_of_rows, random_uniform
+from .blocks import block_steps, check_block_options, completion_mask_from_eos, generate_blocks
 
 
 @dataclass
@@ -94,15 +96,6 @@ def _confidence(logits: torch.Tensor, x0: torch.Tensor, remasking: str, generato
         return top2[..., 0] - top2[..., 1]
     # entropy: commit the positions the model is least uncertain about
     return (probs * torch.log(probs.clamp_min(1e-300))).sum(-1)
-
-
-def completion_mask_from_eos(completion_ids: torch.Tensor, eos_token_ids) -> torch.Tensor:
-    """1 up to and including the first EOS of each row, 0 after it (everything after the first EOS is padding)."""
-    if not eos_token_ids:
-        return torch.ones_like(completion_ids, dtype=torch.long)
-    is_eos = torch.isin(completion_ids, torch.tensor(list(eos_token_ids), device=completion_ids.device))
-    eos_before = is_eos.long().cumsum(dim=1) - is_eos.long()
-    return (eos_before == 0).long()
 
 
 def _finished(completion: torch.Tensor, mask_token_id: int, eos_ids: torch.Tensor) -> torch.Tensor:
@@ -270,10 +263,10 @@ def generate(
             least the fixed schedule's count (module docstring); None commits the fixed count.
         return_stats: also return a [`GenerationStats`] (model forwards, recomputed positions).
         top_k, top_p, editing_threshold: block-diffusion models (SDAR, LLaDA2) only: the published samplers'
-            top-k / nucleus filters at temperature > 0; LLaDA2.1's token editing is refused (`block_sampling.py`).
+            top-k / nucleus filters at temperature > 0; LLaDA2.1's token editing is refused (`sampling/blocks.py`).
 
     Block-diffusion models (`lm.block_causal`: SDAR, TraDo, LLaDA2) decode block by block with the exact cache of
-    committed blocks, as their published samplers do ([`generate_blocks`], `block_sampling.py`); there
+    committed blocks, as their published samplers do ([`generate_blocks`], `sampling/blocks.py`); there
     `confidence_threshold` is the published threshold rule and `remasking` must be `low_confidence`.
 
     Returns:
@@ -398,7 +391,6 @@ def _generate_block_causal(lm, prompt_ids, attention_mask, *, gen_length, block_
                            eos_token_ids, max_prompt_length, return_stats, kv_cache, cache_refresh_steps, remasking,
                            cfg_scale, editing_threshold, **sampling):
     """`generate` for block-diffusion models: the checks, then [`generate_blocks`]."""
-    from .block_sampling import block_steps, check_block_options, generate_blocks
 
     check_block_options(gen_length=gen_length, block_length=block_length, temperature=sampling["temperature"],
                         top_k=sampling["top_k"], top_p=sampling["top_p"],
