@@ -118,6 +118,14 @@ def test_a_recipe_with_a_key_given_twice_names_the_key_and_its_lines(tmp_path):
     assert not os.path.exists(tmp_path / "out")
 
 
+def test_a_yaml_merge_key_in_a_recipe_merges_as_yaml_means(tmp_path):
+    from dipod_trl.commands.recipe import load_recipe_file
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("base: &base\n  dipod_beta: 0.1\n  seed: 3\nrun:\n  <<: *base\n  seed: 4\n")
+    assert load_recipe_file(str(recipe))["run"] == {"dipod_beta": 0.1, "seed": 4}
+
+
 def test_chat_roles_a_template_does_not_know_are_named_in_a_warning(tokenizer, tmp_path):
     rows = [[{"role": "system", "content": "sort"}, {"role": "human" if i % 2 else "usr", "content": str(i)}]
             for i in range(16)]

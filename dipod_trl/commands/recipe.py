@@ -21,9 +21,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         lines = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: merged by SafeLoader itself below
+                continue
             key = self.construct_object(key_node, deep=deep)
             line = key_node.start_mark.line + 1
-            if key == "<<" or not isinstance(key, (str, int, float, bool)):
+            if not isinstance(key, (str, int, float, bool)):
                 continue
             if key in lines:
                 raise ValueError(
