@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from dipod_trl.commands import cli
-from dipod_trl.control.cli import main as control_main
+from dipod_trl.commands.control import main as control_main
 from dipod_trl.saving.run_record import RUN_FILE
 from tests.helpers.trainers import FAST, TINY
 from tests.test_output_dir import CONTROL
