@@ -37,7 +37,7 @@ def base_model_of(model) -> str | None:
 
 def family_of(model) -> str:
     """The model's family as its class names it (`family_name`), with its `model_type`."""
-    from .models.protocol import unwrap_model
+    from ..models.protocol import unwrap_model
 
     base = unwrap_model(model)
     name = getattr(type(base), "family_name", None) or type(base).__name__
