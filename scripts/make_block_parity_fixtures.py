@@ -57,6 +57,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 REPO = Path(__file__).resolve().parent.parent
 BYTE_TOKENS = 256
 BLOCK = 4  # block length of the recorded block-causal inputs
+FUSED_LOSS_STAND_IN = "FusedLinearDiffusionCrossEntropyLoss = None\n"  # the training-only triton loss, unused
 
 SDAR_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|MASK|>"]
 SDAR_CHAT_TEMPLATE = (
@@ -188,7 +189,7 @@ def load_published(code_dir: Path, config: dict, workdir: Path) -> torch.nn.Modu
         if path.name not in ("__init__.py", "fused_linear_diffusion_cross_entropy.py"):
             shutil.copy(path, workdir / path.name)
     if (code_dir / "fused_linear_diffusion_cross_entropy.py").exists():  # training-only, imports triton
-        (workdir / "fused_linear_diffusion_cross_entropy.py").write_text("FusedLinearDiffusionCrossEntropyLoss = None\n")
+        (workdir / "fused_linear_diffusion_cross_entropy.py").write_text(FUSED_LOSS_STAND_IN)
     (workdir / "config.json").write_text(json.dumps(config, indent=2))
     hub_config = AutoConfig.from_pretrained(workdir, trust_remote_code=True)
     model = AutoModelForCausalLM.from_config(hub_config, trust_remote_code=True, torch_dtype=torch.float32)
@@ -250,7 +251,8 @@ def record(model, family: str, config: dict, seed: int) -> dict:
     ones = torch.ones(2, 16, dtype=torch.long)
 
     def run(input_ids, mask, position_ids):
-        return model(input_ids, attention_mask=as_published_mask(mask, family), position_ids=position_ids).logits.float()
+        mask = as_published_mask(mask, family)
+        return model(input_ids, attention_mask=mask, position_ids=position_ids).logits.float()
 
     tensors = {"input_ids": ids, "logits": run(ids, torch.ones(2, 1, 16, 16, dtype=torch.bool), positions),
                "block_logits": run(ids, block_causal(positions, ones), positions)}
@@ -318,7 +320,7 @@ def check_saved(folder: Path, code_dir: Path) -> float:
             install_flash_attn_stand_ins(Path(tmp) / "stand_ins")
         for path in code_dir.glob("*.py"):
             shutil.copy(path, work / path.name)
-        (work / "fused_linear_diffusion_cross_entropy.py").write_text("FusedLinearDiffusionCrossEntropyLoss = None\n")
+        (work / "fused_linear_diffusion_cross_entropy.py").write_text(FUSED_LOSS_STAND_IN)
         model = AutoModelForCausalLM.from_pretrained(work, trust_remote_code=True, torch_dtype=torch.float32).eval()
         expected = load_file(str(folder / "expected_logits.safetensors"))
         ids = expected["input_ids"]

@@ -1,6 +1,6 @@
-"""QLoRA on CPU: LLaDA-, Dream-, SDAR-, SDAR-MoE- and LLaDA2-architecture checkpoints loaded in 4-bit NF4 through the recipes' loading path
-(`load_in_4bit` and the `bnb_4bit_*` keys of `ModelConfig`), with bitsandbytes' CPU backend: which layers are
-quantised, how far the logits move, two DiPOD steps with LoRA, an exact resume, and a merge.
+"""QLoRA on CPU: LLaDA-, Dream-, SDAR-, SDAR-MoE- and LLaDA2-architecture checkpoints loaded in 4-bit NF4 through the
+recipes' loading path (`load_in_4bit` and the `bnb_4bit_*` keys of `ModelConfig`), with bitsandbytes' CPU backend:
+which layers are quantised, how far the logits move, two DiPOD steps with LoRA, an exact resume, and a merge.
 
 The fixtures are the parity fixtures' architectures (tests/fixtures) at width 64: bitsandbytes quantises in blocks of
 64 values, so narrower rows cannot be quantised."""
@@ -19,6 +19,7 @@ pytest.importorskip("bitsandbytes", reason="the 4-bit path needs bitsandbytes (t
 import bitsandbytes as bnb  # noqa: E402
 
 from dipod_trl import cli  # noqa: E402
+from dipod_trl.model_setup import load_model_and_tokenizer  # noqa: E402
 from dipod_trl.models import (  # noqa: E402
     DreamConfig,
     DreamModel,
@@ -32,7 +33,6 @@ from dipod_trl.models import (  # noqa: E402
     SDARMoeForCausalLM,
     load_diffusion_model,
 )
-from dipod_trl.model_setup import load_model_and_tokenizer  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WIDE = {  # fixture -> (model class, config class, width keys, output head, embeddings)
