@@ -195,3 +195,38 @@ def test_zero3_over_two_processes_trains_a_moe_model_as_one_process_does(tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_training(_log_history(str(one), 2), _log_history(str(zero3), 2), loss_tolerance=1e-5)
     assert_same_weights(str(one), str(zero3))
+
+
+def test_family_traits_mask_and_stop_ids():
+    from pathlib import Path
+
+    from dipod_trl.models import (
+        LLaDA2MoeConfig,
+        LLaDA2MoeModelLM,
+        SDARConfig,
+        SDARForCausalLM,
+        as_diffusion_lm,
+        family_traits,
+        load_diffusion_tokenizer,
+    )
+
+    fixtures = Path(__file__).parent / "fixtures"
+    sdar, llada2 = (load_diffusion_model(str(fixtures / f"{n}_tiny")) for n in ("sdar", "llada2"))
+    for model, block in ((sdar, 4), (llada2, 32)):
+        assert family_traits(model).block_causal and family_traits(model).default_block_length == block
+        assert not family_traits(model).shift_logits
+    tokenizer = load_diffusion_tokenizer(str(fixtures / "sdar_tiny"))
+    lm = as_diffusion_lm(sdar, tokenizer)
+    assert lm.mask_token_id == tokenizer.convert_tokens_to_ids("<|MASK|>")
+    assert lm.eos_token_ids == tuple(tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"]))
+    tokenizer = load_diffusion_tokenizer(str(fixtures / "llada2_tiny"))
+    lm = as_diffusion_lm(llada2, tokenizer)
+    assert lm.mask_token_id == tokenizer.convert_tokens_to_ids("<|mask|>")
+    assert lm.eos_token_ids == (tokenizer.convert_tokens_to_ids("<|endoftext|>"),)
+    # the published ids, for full-vocabulary models without a tokenizer
+    small = dict(hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=2,
+                 num_key_value_heads=1, head_dim=4)
+    full_sdar = as_diffusion_lm(SDARForCausalLM(SDARConfig(**small)))
+    assert (full_sdar.mask_token_id, full_sdar.eos_token_ids) == (151669, (151643, 151645))
+    full_llada2 = as_diffusion_lm(LLaDA2MoeModelLM(LLaDA2MoeConfig(**small, num_experts=None)))
+    assert (full_llada2.mask_token_id, full_llada2.eos_token_ids) == (156895, (156892,))
