@@ -34,6 +34,10 @@ published weight names, a byte-level tokenizer) plus `parity.safetensors`, the p
 - the block-diffusion training input `[noisy || clean]` of SDAR's trainer (`bd_input_ids`, 2 x 32, positions
   `bd_position_ids` repeating 0..15, the published `block_diff_mask` as `bd_attention_mask`): `bd_logits`.
 The repository holds none of the published code; `--code` points at a checkout of it.
+
+`check-saved` loads a folder this package saved (for instance `dipod merge` of LoRA adapters on a fixture, with the
+package's logits in `expected_logits.safetensors`) with the published code, as `trust_remote_code=True` would from
+the hub repository its `auto_map` names, and prints the relative difference of the logits (docs/models.md).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 REPO = Path(__file__).resolve().parent.parent
 BYTE_TOKENS = 256
 BLOCK = 4  # block length of the recorded block-causal inputs
+FUSED_LOSS_STAND_IN = "FusedLinearDiffusionCrossEntropyLoss = None\n"  # the training-only triton loss, unused
 
 SDAR_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|MASK|>"]
 SDAR_CHAT_TEMPLATE = (
@@ -184,7 +189,7 @@ def load_published(code_dir: Path, config: dict, workdir: Path) -> torch.nn.Modu
         if path.name not in ("__init__.py", "fused_linear_diffusion_cross_entropy.py"):
             shutil.copy(path, workdir / path.name)
     if (code_dir / "fused_linear_diffusion_cross_entropy.py").exists():  # training-only, imports triton
-        (workdir / "fused_linear_diffusion_cross_entropy.py").write_text("FusedLinearDiffusionCrossEntropyLoss = None\n")
+        (workdir / "fused_linear_diffusion_cross_entropy.py").write_text(FUSED_LOSS_STAND_IN)
     (workdir / "config.json").write_text(json.dumps(config, indent=2))
     hub_config = AutoConfig.from_pretrained(workdir, trust_remote_code=True)
     model = AutoModelForCausalLM.from_config(hub_config, trust_remote_code=True, torch_dtype=torch.float32)
@@ -246,7 +251,8 @@ def record(model, family: str, config: dict, seed: int) -> dict:
     ones = torch.ones(2, 16, dtype=torch.long)
 
     def run(input_ids, mask, position_ids):
-        return model(input_ids, attention_mask=as_published_mask(mask, family), position_ids=position_ids).logits.float()
+        mask = as_published_mask(mask, family)
+        return model(input_ids, attention_mask=mask, position_ids=position_ids).logits.float()
 
     tensors = {"input_ids": ids, "logits": run(ids, torch.ones(2, 1, 16, 16, dtype=torch.bool), positions),
                "block_logits": run(ids, block_causal(positions, ones), positions)}
@@ -296,13 +302,47 @@ def make(family: str, code_dir: Path, out_root: Path, seed: int = 0) -> None:
     print(f"{out.relative_to(REPO)}: {size / 1024:.0f} KiB")
 
 
+def check_saved(folder: Path, code_dir: Path) -> float:
+    """Load a folder this package saved (`save_pretrained` / `dipod merge`; its `auto_map` names the family's hub
+    repository) with the published code, as the hub would serve it, and return the relative difference between the
+    published model's logits and the ones the package recorded in `folder/expected_logits.safetensors` (`input_ids`,
+    `logits`)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "folder"
+        shutil.copytree(folder, work)
+        config = json.loads((work / "config.json").read_text())
+        config["auto_map"] = {k: v.rpartition("--")[2] for k, v in config["auto_map"].items()}  # the hub's files
+        (work / "config.json").write_text(json.dumps(config))
+        if config["model_type"] != "llada2_moe":
+            install_flash_attn_stand_ins(Path(tmp) / "stand_ins")
+        for path in code_dir.glob("*.py"):
+            shutil.copy(path, work / path.name)
+        (work / "fused_linear_diffusion_cross_entropy.py").write_text(FUSED_LOSS_STAND_IN)
+        model = AutoModelForCausalLM.from_pretrained(work, trust_remote_code=True, torch_dtype=torch.float32).eval()
+        expected = load_file(str(folder / "expected_logits.safetensors"))
+        ids = expected["input_ids"]
+        with torch.no_grad():
+            logits = model(ids, attention_mask=as_published_mask(torch.ones(ids.shape[0], 1, ids.shape[1],
+                                                                              ids.shape[1], dtype=torch.bool),
+                                                                   "llada2" if config["model_type"] == "llada2_moe"
+                                                                   else "sdar")).logits.float()
+        return ((logits - expected["logits"]).abs().max() / expected["logits"].abs().max()).item()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("family", choices=["sdar", "sdar_moe", "llada2"])
+    parser.add_argument("family", choices=["sdar", "sdar_moe", "llada2", "check-saved"])
     parser.add_argument("--code", type=Path, required=True, help="the published model folder (modeling + config .py)")
     parser.add_argument("--out", type=Path, default=REPO / "tests" / "fixtures")
+    parser.add_argument("--folder", type=Path, help="check-saved: the saved folder, with expected_logits.safetensors")
     args = parser.parse_args()
-    make(args.family, args.code, args.out)
+    if args.family == "check-saved":
+        print(f"{args.folder}: published code's logits, relative difference {check_saved(args.folder, args.code):.2e}")
+    else:
+        make(args.family, args.code, args.out)
 
 
 if __name__ == "__main__":

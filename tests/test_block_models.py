@@ -161,3 +161,72 @@ def test_stacked_experts_save_under_the_published_names_and_load_back(family, tm
     ids = torch.randint(0, 62, (2, 12))
     with torch.no_grad():
         torch.testing.assert_close(reloaded(ids).logits, model(ids).logits, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_zero3_over_two_processes_trains_a_moe_model_as_one_process_does(tmp_path):
+    """recipes/tiny.yaml on the SDAR-MoE fixture (stacked experts, router; beta > 0, so the reference model is
+    partitioned too) for 2 steps: DeepSpeed ZeRO-3 over two CPU processes (recipes/accelerate/cpu2_zero3.yaml, half
+    the per-device batch) gives the one-process run's rewards, losses and final weights."""
+    pytest.importorskip("deepspeed")
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.test_cli import COMMON, RECIPES, _log_history, assert_same_training, assert_same_weights
+
+    checkpoint = str(Path(__file__).parent / "fixtures" / "sdar_moe_tiny")
+    short = ["--max_steps", "2", "--save_steps", "2", "--num_generations", "4", "--drift_num_orders", "0"]
+    one = tmp_path / "one"
+    one.mkdir()
+    command = [sys.executable, "-m", "dipod_trl", os.path.join(RECIPES, "tiny.yaml"), "--model_name_or_path",
+               checkpoint, "--output_dir", str(one), "--per_device_train_batch_size", "16", *COMMON, *short]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=one, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    zero3 = tmp_path / "zero3"
+    zero3.mkdir()
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+              os.path.join(RECIPES, "accelerate", "cpu2_zero3.yaml"), "-m", "dipod_trl",
+              os.path.join(RECIPES, "tiny.yaml"), "--model_name_or_path", checkpoint, "--output_dir", str(zero3),
+              "--per_device_train_batch_size", "8", *COMMON, *short]
+    result = subprocess.run(launch, cwd=zero3, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_training(_log_history(str(one), 2), _log_history(str(zero3), 2), loss_tolerance=1e-5)
+    assert_same_weights(str(one), str(zero3))
+
+
+def test_family_traits_mask_and_stop_ids():
+    from pathlib import Path
+
+    from dipod_trl.models import (
+        LLaDA2MoeConfig,
+        LLaDA2MoeModelLM,
+        SDARConfig,
+        SDARForCausalLM,
+        as_diffusion_lm,
+        family_traits,
+        load_diffusion_tokenizer,
+    )
+
+    fixtures = Path(__file__).parent / "fixtures"
+    sdar, llada2 = (load_diffusion_model(str(fixtures / f"{n}_tiny")) for n in ("sdar", "llada2"))
+    for model, block in ((sdar, 4), (llada2, 32)):
+        assert family_traits(model).block_causal and family_traits(model).default_block_length == block
+        assert not family_traits(model).shift_logits
+    tokenizer = load_diffusion_tokenizer(str(fixtures / "sdar_tiny"))
+    lm = as_diffusion_lm(sdar, tokenizer)
+    assert lm.mask_token_id == tokenizer.convert_tokens_to_ids("<|MASK|>")
+    assert lm.eos_token_ids == tuple(tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"]))
+    tokenizer = load_diffusion_tokenizer(str(fixtures / "llada2_tiny"))
+    lm = as_diffusion_lm(llada2, tokenizer)
+    assert lm.mask_token_id == tokenizer.convert_tokens_to_ids("<|mask|>")
+    assert lm.eos_token_ids == (tokenizer.convert_tokens_to_ids("<|endoftext|>"),)
+    # the published ids, for full-vocabulary models without a tokenizer
+    small = dict(hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=2,
+                 num_key_value_heads=1, head_dim=4)
+    full_sdar = as_diffusion_lm(SDARForCausalLM(SDARConfig(**small)))
+    assert (full_sdar.mask_token_id, full_sdar.eos_token_ids) == (151669, (151643, 151645))
+    full_llada2 = as_diffusion_lm(LLaDA2MoeModelLM(LLaDA2MoeConfig(**small, num_experts=None)))
+    assert (full_llada2.mask_token_id, full_llada2.eos_token_ids) == (156895, (156892,))

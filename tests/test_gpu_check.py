@@ -8,12 +8,15 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from dipod_trl.commands import gpu_check
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKS = ["random_checkpoint", "load_bf16", "load_nf4", "generate_kv_cache_None", "generate_kv_cache_dual",
-          "train_recipe", "train_recipe_unchunked", "train_zero2"]
+          "train_recipe", "train_recipe_unchunked", "train_zero2"] + [
+    f"{family}_{check}" for family in ("sdar", "llada2_moe")
+    for check in ("random_checkpoint", "load_bf16", "load_nf4_lora_train_step", "generate")]
 
 
 @pytest.mark.slow  # one process through every check: about 10 s of CPU, a minute on a busy machine
@@ -36,6 +39,30 @@ def test_gpu_check_cpu_mode_passes_every_check_and_writes_its_report(tmp_path):
     # chunking the gradient pass changes memory, not the numbers
     assert unchunked["losses"] == pytest.approx(chunked["losses"], rel=1e-5)
     assert chunked["arithmetic_mib"]["rows"] == 6 and unchunked["arithmetic_mib"]["rows"] == 8
+
+
+def test_block_model_configs_have_the_published_shapes_and_full_vocabularies():
+    from dipod_trl.models import LLaDA2MoeModelLM, SDARForCausalLM, build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    sdar = gpu_check.block_model_config("sdar", False, 2, tokenizer)
+    llada2 = gpu_check.block_model_config("llada2_moe", False, 2, tokenizer)
+    assert (sdar.hidden_size, sdar.intermediate_size, sdar.num_key_value_heads, sdar.vocab_size) == (4096, 12288, 8,
+                                                                                                     151936)
+    assert (llada2.num_experts, llada2.num_experts_per_tok, llada2.vocab_size, llada2.rope_dim) == (256, 8, 157184, 64)
+    assert sdar.num_hidden_layers == llada2.num_hidden_layers == 2 and sdar.mask_token_id == tokenizer.mask_token_id
+    # the parameter count of the 2-layer shapes, from meta tensors (nothing allocated)
+    with torch.device("meta"):
+        counts = {name: sum(p.numel() for p in cls(config).parameters())
+                  for name, cls, config in (("sdar", SDARForCausalLM, sdar), ("llada2", LLaDA2MoeModelLM, llada2))}
+    assert counts["sdar"] == 2 * 151936 * 4096 + 2 * (4096 * 4096 * 2 + 2 * 4096 * 1024 + 3 * 4096 * 12288
+                                                      + 2 * 4096 + 2 * 128) + 4096
+    attention = 2048 * (16 + 2 * 4) * 128 + 2048 * 2048 + 2 * 128 + 2 * 2048  # qkv, dense, q/k norms, layer norms
+    dense_layer = attention + 3 * 2048 * 5120
+    moe_layer = attention + 256 * 2048 + 256 * 3 * 2048 * 512 + 3 * 2048 * 512  # router, experts, shared expert
+    assert counts["llada2"] == 2 * 157184 * 2048 + dense_layer + moe_layer + 2048
+    small = gpu_check.block_model_config("llada2_moe", True, 2, tokenizer)
+    assert small.hidden_size == 64 and small.num_experts == 8
 
 
 def test_memory_arithmetic_reproduces_docs_memory_for_llada_8b():

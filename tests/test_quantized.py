@@ -1,6 +1,6 @@
-"""QLoRA on CPU: LLaDA- and Dream-architecture checkpoints loaded in 4-bit NF4 through the recipes' loading path
-(`load_in_4bit` and the `bnb_4bit_*` keys of `ModelConfig`), with bitsandbytes' CPU backend: which layers are
-quantised, how far the logits move, two DiPOD steps with LoRA, an exact resume, and a merge.
+"""QLoRA on CPU: LLaDA-, Dream-, SDAR-, SDAR-MoE- and LLaDA2-architecture checkpoints loaded in 4-bit NF4 through the
+recipes' loading path (`load_in_4bit` and the `bnb_4bit_*` keys of `ModelConfig`), with bitsandbytes' CPU backend:
+which layers are quantised, how far the logits move, two DiPOD steps with LoRA, an exact resume, and a merge.
 
 The fixtures are the parity fixtures' architectures (tests/fixtures) at width 64: bitsandbytes quantises in blocks of
 64 values, so narrower rows cannot be quantised."""
@@ -20,7 +20,19 @@ import bitsandbytes as bnb  # noqa: E402
 
 from dipod_trl.commands import cli  # noqa: E402
 from dipod_trl.commands.model_setup import load_model_and_tokenizer  # noqa: E402
-from dipod_trl.models import DreamConfig, DreamModel, LLaDAConfig, LLaDAModelLM, load_diffusion_model  # noqa: E402
+from dipod_trl.models import (  # noqa: E402
+    DreamConfig,
+    DreamModel,
+    LLaDA2MoeConfig,
+    LLaDA2MoeModelLM,
+    LLaDAConfig,
+    LLaDAModelLM,
+    SDARConfig,
+    SDARForCausalLM,
+    SDARMoeConfig,
+    SDARMoeForCausalLM,
+    load_diffusion_model,
+)
 from tests.helpers.models import masked_batch_logits  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -29,6 +41,11 @@ WIDE = {  # fixture -> (model class, config class, width keys, output head, embe
               "model.transformer.ff_out", "model.transformer.wte"),
     "dream": (DreamModel, DreamConfig, {"hidden_size": 64, "intermediate_size": 128},
               "lm_head", "model.embed_tokens"),
+    # the block-diffusion fixtures are 64 wide already; the MoE experts are stacked tensors, not linear layers, and
+    # stay in bfloat16 (as do the routers)
+    "sdar": (SDARForCausalLM, SDARConfig, {}, "lm_head", "model.embed_tokens"),
+    "sdar_moe": (SDARMoeForCausalLM, SDARMoeConfig, {}, "lm_head", "model.embed_tokens"),
+    "llada2": (LLaDA2MoeModelLM, LLaDA2MoeConfig, {}, "lm_head", "model.word_embeddings"),
 }
 NF4 = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", use_bnb_nested_quant=True, dtype="bfloat16")
 

@@ -76,6 +76,71 @@ def test_dream_padded_logits_match_published_code_at_real_positions():
     assert relative_error(ours_2d[:, real], reference["padded_logits"][:, real]) < 1e-4
 
 
+@pytest.mark.parametrize("path", BLOCK_CAUSAL)
+def test_block_causal_padded_and_training_mask_logits_match_published_code(path):
+    """The published code's logits under the masks these models decode and train with: the samplers' block-causal
+    mask, a left-padded batch (blocks counted from each row's first real token), and the trainer's `[noisy || clean]`
+    block-diffusion mask with repeated positions."""
+    reference = load_file(f"{path}/parity.safetensors")
+    model = load_diffusion_model(path).eval()
+    real = reference["padded_attention_mask"].bool()
+    with torch.no_grad():
+        block = model(reference["input_ids"], attention_mask=block_causal_mask(16, 4).expand(2, -1, -1, -1)).logits
+        padded = model(reference["padded_input_ids"], attention_mask=reference["padded_pairwise_mask"],
+                       position_ids=reference["padded_position_ids"]).logits
+        training = model(reference["bd_input_ids"], attention_mask=reference["bd_attention_mask"],
+                         position_ids=reference["bd_position_ids"]).logits
+    assert relative_error(block, reference["block_logits"]) < 1e-4
+    assert relative_error(padded[real], reference["padded_logits"][real]) < 1e-4
+    assert relative_error(training, reference["bd_logits"]) < 1e-4
+    # The masks matter: block-causal logits are not the full-attention ones, and a block does not see later blocks.
+    assert (block - reference["logits"]).abs().max() > 1e-3
+    with torch.no_grad():
+        first_two = model(reference["input_ids"][:, :8], attention_mask=block_causal_mask(8, 4).expand(2, -1, -1, -1))
+    torch.testing.assert_close(first_two.logits, block[:, :8], rtol=1e-5, atol=1e-5)
+    # A left-padded row under the block-causal mask has the logits of the row alone.
+    torch.testing.assert_close(padded[0, 4:], block[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("path", BLOCK_CAUSAL)
+def test_block_kv_cache_serves_block_causal_spans_exactly(path):
+    """The sampler's use: a full forward under the block-causal mask fills the cache, and a span forward of one block
+    with the same pairwise mask equals the full forward's logits of that block."""
+    model = load_diffusion_model(path).eval()
+    reference = load_file(f"{path}/parity.safetensors")
+    ids, mask, positions = (reference[k] for k in ("padded_input_ids", "padded_pairwise_mask", "padded_position_ids"))
+    with torch.no_grad():
+        full = model(ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        for start, end in [(0, 4), (8, 12), (16, 20)]:
+            span = model(ids[:, start:end], attention_mask=mask, position_ids=positions[:, start:end],
+                         past_key_values=full.cache, cache_position=torch.arange(start, end)).logits
+            torch.testing.assert_close(span, full.logits[:, start:end], rtol=1e-5, atol=1e-5)
+        # a cache of other tokens gives other logits: the span really reads it
+        other = model(ids.flip(1), attention_mask=mask, position_ids=positions, use_cache=True).cache
+        stale = model(ids[:, 16:20], attention_mask=mask, position_ids=positions[:, 16:20], past_key_values=other,
+                      cache_position=torch.arange(16, 20)).logits
+    assert (stale - full.logits[:, 16:20]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("path", BLOCK_CAUSAL)
+def test_lora_on_the_declared_targets_adapts_every_published_linear_layer_but_the_head(path):
+    """LoRA on each family's `lora_target_modules` (the routed experts are stacked tensors and the router is no linear
+    layer, so they get none) adapts exactly the linear layers but `lm_head`, and moves the logits."""
+    from peft import LoraConfig, get_peft_model
+
+    base = load_diffusion_model(path).eval()
+    targets = list(type(base).lora_target_modules)
+    ids = load_file(f"{path}/parity.safetensors")["input_ids"]
+    with torch.no_grad():
+        before = base(ids).logits.clone()
+    linear = {n for n, m in base.named_modules() if isinstance(m, torch.nn.Linear) and n != "lm_head"}
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False))
+    adapted = {n.removeprefix("base_model.model.") for n, m in model.named_modules() if hasattr(m, "lora_A")}
+    assert adapted == linear and len(linear) > 0
+    with torch.no_grad():
+        assert (model(ids).logits - before).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("path", ALL)
 def test_left_and_right_padding_leave_real_logits_unchanged(path):
     model = load_diffusion_model(path).eval()

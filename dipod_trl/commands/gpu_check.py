@@ -8,7 +8,11 @@ A LLaDA-8B-shaped model (width 4096, MLP 12288, 32 heads, the full 126,464-token
 3. a few training steps of the paper recipe (recipes/paper/fpo_gsm8k.yaml: FPO + DiPOD, QLoRA r=128, its keys as
    written, only model, data and length of run replaced) with its `elbo_grad_chunk_size` and without it, each step's
    peak memory next to docs/memory.md's arithmetic for this model;
-4. the same recipe under DeepSpeed ZeRO-2 (recipes/accelerate/zero2.yaml) when more than one GPU is visible.
+4. the same recipe under DeepSpeed ZeRO-2 (recipes/accelerate/zero2.yaml) when more than one GPU is visible;
+5. the block diffusion families at their published shapes, 2 layers, full vocabularies: SDAR-8B (dense, Qwen3) and
+   LLaDA2.0-mini (mixture of experts: 256 experts of which 8 per token, a shared expert): bf16 and NF4 loading, LoRA
+   on the family's declared targets with one optimizer step of the masked-diffusion loss under the block-causal mask,
+   and generation.
 
 It writes one JSON report (default gpu_check.json) and exits non-zero when any check failed. `--cpu` runs the same
 checks at small shapes on the CPU (bitsandbytes' CPU backend for NF4), so the test suite keeps this script working.
@@ -39,6 +43,17 @@ LLADA_8B = dict(d_model=4096, n_heads=32, n_kv_heads=32, mlp_hidden_size=12288, 
                 embedding_size=126464, max_sequence_length=4096)
 SMALL = dict(d_model=64, n_heads=4, n_kv_heads=4, mlp_hidden_size=128, vocab_size=512, embedding_size=512,
              max_sequence_length=512)
+# SDAR-8B's and LLaDA2.0-mini's shapes (their published config.json), 2 layers; --cpu: the same architectures, small.
+SDAR_8B = dict(hidden_size=4096, intermediate_size=12288, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+               vocab_size=151936, max_position_embeddings=32768)
+LLADA2_MINI = dict(hidden_size=2048, intermediate_size=5120, num_attention_heads=16, num_key_value_heads=4,
+                   head_dim=128, vocab_size=157184, max_position_embeddings=32768, num_experts=256,
+                   num_experts_per_tok=8, n_group=8, topk_group=4, moe_intermediate_size=512, num_shared_experts=1,
+                   first_k_dense_replace=1)
+BLOCK_SMALL = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                   vocab_size=512, max_position_embeddings=512)
+BLOCK_SMALL_MOE = dict(num_experts=8, num_experts_per_tok=2, n_group=4, topk_group=2, moe_intermediate_size=16,
+                       num_shared_experts=1, first_k_dense_replace=1)
 # What a run on one GPU replaces in the recipe: its model, its data (written here), how long it runs, and logging.
 RUN_OVERRIDES = ["--trust_remote_code", "false", "--num_train_examples", "12", "--eval_strategy", "no",
                  "--save_strategy", "no", "--report_to", "none", "--logging_steps", "1", "--disable_tqdm", "true",
@@ -274,6 +289,91 @@ def train_steps(report: Report, name: str, argv: list[str], shapes: dict, layers
         del trainer
 
 
+def block_model_config(family: str, cpu: bool, layers: int, tokenizer):
+    """The SDAR-8B- ("sdar") or LLaDA2.0-mini-shaped ("llada2_moe") config with `layers` layers, the tokenizer's
+    special ids; small shapes with `cpu`."""
+    from ..models import LLaDA2MoeConfig, SDARConfig
+
+    ids = dict(mask_token_id=tokenizer.mask_token_id, eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, num_hidden_layers=layers)
+    if family == "sdar":
+        return SDARConfig(**(BLOCK_SMALL if cpu else SDAR_8B), **ids)
+    return LLaDA2MoeConfig(**({**BLOCK_SMALL, **BLOCK_SMALL_MOE} if cpu else LLADA2_MINI), **ids)
+
+
+def check_block_model(report: Report, family: str, work: str, cpu: bool, layers: int) -> None:
+    """bf16 and NF4 loading, LoRA with one optimizer step of the masked-diffusion loss under the block-causal mask,
+    and generation, for one block diffusion family; each check's peak memory in the report."""
+    import bitsandbytes as bnb
+    from peft import LoraConfig, get_peft_model
+    from trl import ModelConfig
+
+    from .. import generate
+    from .model_setup import load_model_and_tokenizer
+    from ..models import NATIVE_MODELS, block_causal_mask, build_tiny_tokenizer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    checkpoint = os.path.join(work, family)
+    with report.check(f"{family}_random_checkpoint") as details:
+        tokenizer = build_tiny_tokenizer()
+        config = block_model_config(family, cpu, layers, tokenizer)
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = NATIVE_MODELS[family](config).to(torch.bfloat16)
+        model.save_pretrained(checkpoint)
+        tokenizer.save_pretrained(checkpoint)
+        details.update(parameters=sum(p.numel() for p in model.parameters()), layers=layers,
+                       vocab_size=config.vocab_size)
+        del model
+    with report.check(f"{family}_load_bf16") as details:
+        model, tokenizer = load_model_and_tokenizer(ModelConfig(model_name_or_path=checkpoint, dtype="bfloat16"),
+                                                    trust_remote_code=False)
+        bf16_logits = logits_of(model.to(device), tokenizer)
+        details["footprint_mib"] = round(model.get_memory_footprint() / 2**20, 1)
+        del model
+    with report.check(f"{family}_load_nf4_lora_train_step") as details:
+        nf4 = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", use_bnb_nested_quant=True, dtype="bfloat16")
+        model, tokenizer = load_model_and_tokenizer(ModelConfig(model_name_or_path=checkpoint, **nf4),
+                                                    trust_remote_code=False)
+        linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+        quantised = [n for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
+        if set(linear) - set(quantised) != {"lm_head"}:
+            raise AssertionError(f"expected every block linear in 4-bit and lm_head in bf16; not 4-bit: "
+                                 f"{sorted(set(linear) - set(quantised))}")
+        error = (logits_of(model, tokenizer) - bf16_logits).abs().max() / bf16_logits.abs().max()
+        model = get_peft_model(model, LoraConfig(r=16, target_modules=list(type(model).lora_target_modules)))
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        block = type(model.get_base_model()).diffusion_traits.default_block_length
+        length = 2 * block if cpu else 256
+        ids = torch.randint(0, 256, (2, length), device=device)
+        noisy = torch.where(torch.rand(ids.shape, device=device) < 0.5, tokenizer.mask_token_id, ids)
+        reset_peak()
+        logits = model(noisy, attention_mask=block_causal_mask(length, block, device).expand(2, -1, -1, -1)).logits
+        masked = noisy == tokenizer.mask_token_id
+        loss = torch.nn.functional.cross_entropy(logits[masked].float(), ids[masked])
+        loss.backward()
+        optimizer.step()
+        details.update(quantised_layers=len(quantised), logits_max_relative_error_vs_bf16=round(error.item(), 4),
+                       footprint_mib=round(model.get_memory_footprint() / 2**20, 1), loss=loss.item(),
+                       tokens=2 * length, peak_mib=peak_mib())
+        if not (error < 0.5 and torch.isfinite(loss)):
+            raise AssertionError(f"NF4 logits {error:.3f} from bf16's, loss {loss.item()}")
+        del model, optimizer
+    with report.check(f"{family}_generate") as details:
+        model, tokenizer = load_model_and_tokenizer(ModelConfig(model_name_or_path=checkpoint, dtype="bfloat16"),
+                                                    trust_remote_code=False)
+        tokenizer.padding_side = "left"
+        batch = tokenizer([f"What is {i} + {i}?" for i in range(4)], return_tensors="pt", padding=True)
+        gen_length = 8 if cpu else 128
+        block = type(model).diffusion_traits.default_block_length
+        reset_peak()
+        ids, mask = generate(model.to(device).eval(), batch["input_ids"].to(device),
+                             batch["attention_mask"].to(device), tokenizer=tokenizer, gen_length=gen_length,
+                             block_length=min(block, gen_length), steps=gen_length)
+        details.update(completion_tokens=int(mask.sum()), gen_length=gen_length, peak_mib=peak_mib())
+        del model
+
+
 def check_zero2(report: Report, argv: list[str]) -> None:
     gpus = torch.cuda.device_count()
     if gpus < 2:
@@ -315,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         train_steps(report, "train_recipe_unchunked", argv + ["--elbo_grad_chunk_size", "None", "--output_dir",
                                                               os.path.join(work, "unchunked")], shapes, args.layers)
         check_zero2(report, argv + ["--output_dir", os.path.join(work, "zero2")])
+        for family in ("sdar", "llada2_moe"):
+            check_block_model(report, family, work, args.cpu, args.layers)
     failed = [c["name"] for c in report.data["checks"] if not c["ok"]]
     print(f"gpu_check: {'all checks passed' if not failed else 'FAILED: ' + ', '.join(failed)}; report: {args.report}")
     return 1 if failed else 0

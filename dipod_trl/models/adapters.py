@@ -6,8 +6,8 @@
 | built-in tiny block-diffusion model | `tiny_block_mdlm` | aligned, block-causal | `config.mask_token_id` |
 | LLaDA / LLaDA-1.5 (`GSAI-ML/LLaDA-8B-Instruct`) | `llada` | aligned | 126336; stops at EOS 126081 and EOT 126348 |
 | Dream (`Dream-org/Dream-v0-Instruct-7B`) | `Dream` | shifted by one (i predicts i+1) | tokenizer's `<|mask|>` |
-| SDAR / TraDo (`JetLM/SDAR-4B-Chat`), SDAR-30B-A3B | `sdar`, `sdar_moe` | aligned, block-causal (block 4) | 151669; stops at 151643 and 151645 |
-| LLaDA2.0 / LLaDA2.1 (`inclusionAI/LLaDA2.0-mini`) | `llada2_moe` | aligned, block-causal (block 32) | 156895; stops at 156892 |
+| SDAR / TraDo, SDAR-30B-A3B (`JetLM/SDAR-*-Chat`) | `sdar`, `sdar_moe` | aligned, block-causal | 151669 |
+| LLaDA2.0 / LLaDA2.1 (`inclusionAI/LLaDA2.0-mini`) | `llada2_moe` | aligned, block-causal | 156895 |
 | any Hugging Face masked LM (BERT, RoBERTa, ModernBERT, ...) | anything else | aligned | tokenizer's mask token |
 
 A family's differences are the [`FamilyTraits`] its model class declares as `diffusion_traits`; a model of another

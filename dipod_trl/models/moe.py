@@ -185,7 +185,7 @@ class SparseMoeBlock(nn.Module):
 
 @torch.no_grad()
 def init_moe_weights(module: nn.Module, std: float) -> None:
-    """Random init of the parameters `DiffusionPreTrainedModel._init_weights` does not know (stacked experts, router)."""
+    """Random init of what `DiffusionPreTrainedModel._init_weights` does not know (stacked experts, router)."""
     if isinstance(module, MoEExperts):
         module.gate_up_proj.normal_(0.0, std)
         module.down_proj.normal_(0.0, std)
@@ -198,6 +198,7 @@ def init_moe_weights(module: nn.Module, std: float) -> None:
 def register_expert_weight_conversion(model_type: str) -> None:
     """Load and save `model_type`'s experts under the published per-expert names (`mlp.experts.{e}.gate_proj.weight`,
     `up_proj`, `down_proj`), with transformers' Qwen2-MoE converters: stacked on load, split again on save."""
-    from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+    from transformers import conversion_mapping
 
-    register_checkpoint_conversion_mapping(model_type, get_checkpoint_conversion_mapping("qwen2_moe"), overwrite=True)
+    qwen2_moe = conversion_mapping.get_checkpoint_conversion_mapping("qwen2_moe")
+    conversion_mapping.register_checkpoint_conversion_mapping(model_type, qwen2_moe, overwrite=True)
