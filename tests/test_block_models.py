@@ -177,7 +177,9 @@ def test_zero3_over_two_processes_trains_a_moe_model_as_one_process_does(tmp_pat
     from tests.test_cli import COMMON, RECIPES, _log_history, assert_same_training, assert_same_weights
 
     checkpoint = str(Path(__file__).parent / "fixtures" / "sdar_moe_tiny")
-    short = ["--max_steps", "2", "--save_steps", "2", "--num_generations", "4", "--drift_num_orders", "0"]
+    # block-diffusion models decode with the published low-confidence rule only (COMMON's random remasking is refused)
+    short = ["--max_steps", "2", "--save_steps", "2", "--num_generations", "4", "--drift_num_orders", "0",
+             "--remasking", "low_confidence"]
     one = tmp_path / "one"
     one.mkdir()
     command = [sys.executable, "-m", "dipod_trl", os.path.join(RECIPES, "tiny.yaml"), "--model_name_or_path",
