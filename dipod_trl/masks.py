@@ -309,9 +309,10 @@ def draw_block_masks(valid: torch.Tensor, prompt_attention_mask: torch.Tensor | 
     """Masks and per-token weights (B, K, C) of a block-causal draw, for valid positions (B, K, C).
 
     The ELBO of a block-diffusion model is the sum over blocks of each block's masked-token ELBO given the clean blocks
-    before it. `mc`, `antithetic`, `stratified` and `quadrature` draw each block's mask on its own (its own `l_k` uniform on
+    before it. `mc`, `antithetic` and `stratified` draw each block's mask on its own (its own `l_k` uniform on
     `1..L_k`, weight `L_k / l_k` on its tokens), so one sample holds an unbiased estimate of every block's ELBO and the
-    sample's total estimates their sum. `one_step` masks every block whole: d1's one-step estimate, per block, given
+    sample's total estimates their sum; `quadrature` draws its complementary halves inside each block (biased, as
+    for a whole completion). `one_step` masks every block whole: d1's one-step estimate, per block, given
     the clean blocks before it. Blocks are taken in a fixed number of slots (from `width`, the longest completion), so
     that a row's masks do not depend on the batch.
     """

@@ -164,7 +164,8 @@ def test_models_compute_the_recorded_numbers_within_kernel_rounding(computed, fa
 @pytest.mark.parametrize("family", ["tiny", "llada", "dream"])
 def test_generated_tokens_are_the_recorded_ones_where_rounding_cannot_flip_them(computed, family):
     """Generated tokens equal the recorded ones at every position whose decisions hold under logits perturbed far
-    beyond kernel rounding (`tests.helpers.rounding.stable_positions`); at least `MIN_STABLE_TOKENS` positions a case."""
+    beyond kernel rounding (`tests.helpers.rounding.stable_positions`); at least `MIN_STABLE_TOKENS` positions a
+    case."""
     reference = {k: v for k, v in load_file(str(REFERENCE)).items() if k.startswith(f"{family}/generate/")}
     assert len(reference) == 5
     tokens, stable = computed

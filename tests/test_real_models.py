@@ -86,7 +86,8 @@ def test_block_causal_padded_and_training_mask_logits_match_published_code(path)
     model = load_diffusion_model(path).eval()
     real = reference["padded_attention_mask"].bool()
     with torch.no_grad():
-        block = model(reference["input_ids"], attention_mask=block_causal_mask(torch.ones(1, 16, dtype=torch.bool), 4).expand(2, -1, -1, -1)).logits
+        mask = block_causal_mask(torch.ones(1, 16, dtype=torch.bool), 4).expand(2, -1, -1, -1)
+        block = model(reference["input_ids"], attention_mask=mask).logits
         padded = model(reference["padded_input_ids"], attention_mask=reference["padded_pairwise_mask"],
                        position_ids=reference["padded_position_ids"]).logits
         training = model(reference["bd_input_ids"], attention_mask=reference["bd_attention_mask"],
@@ -97,7 +98,8 @@ def test_block_causal_padded_and_training_mask_logits_match_published_code(path)
     # The masks matter: block-causal logits are not the full-attention ones, and a block does not see later blocks.
     assert (block - reference["logits"]).abs().max() > 1e-3
     with torch.no_grad():
-        first_two = model(reference["input_ids"][:, :8], attention_mask=block_causal_mask(torch.ones(1, 8, dtype=torch.bool), 4).expand(2, -1, -1, -1))
+        mask = block_causal_mask(torch.ones(1, 8, dtype=torch.bool), 4).expand(2, -1, -1, -1)
+        first_two = model(reference["input_ids"][:, :8], attention_mask=mask)
     torch.testing.assert_close(first_two.logits, block[:, :8], rtol=1e-5, atol=1e-5)
     # A left-padded row under the block-causal mask has the logits of the row alone.
     torch.testing.assert_close(padded[0, 4:], block[0], rtol=1e-5, atol=1e-5)

@@ -6,9 +6,9 @@ policy has moved, and per-parameter digests of the gradients (sum, norm, and the
 and the tokens of short `generate` calls (exact, with the block cache, with a confidence threshold, sampled).
 Refactoring must leave all of them unchanged. The recording comes from another CPU, whose kernels round differently:
 floats compare within `TOLERANCE` (measured: it separates kernel rounding from a 1% change of a coefficient),
-integers exactly, and the tokens of the `generate` calls where rounding cannot flip them (`tests/helpers/rounding.py`). The
-trainer's completions (sampled at T=1) compare exactly: each of their decisions holds under logits perturbed far
-beyond kernel rounding (`tests/helpers/rounding.py`'s bound, checked when this was written).
+integers exactly, and the tokens of the `generate` calls where rounding cannot flip them
+(`tests/helpers/rounding.py`). The trainer's completions (sampled at T=1) compare exactly: each of their decisions
+holds under logits perturbed far beyond kernel rounding (`tests/helpers/rounding.py`'s bound, checked when this was written).
 
 Regenerate (only when a change of behaviour is intended, and say so in the commit):
 `python -m tests.test_recorded_behaviour --write`.
@@ -185,8 +185,8 @@ MIN_STABLE_TOKENS = 18  # of each case's 24: measured 24 of 24 in every case, so
 
 def test_generated_tokens_are_the_recorded_ones_where_rounding_cannot_flip_them(reference):
     """Each generation case's tokens and completion mask equal the recorded ones wherever its decisions hold under
-    logits perturbed far beyond kernel rounding (`tests.helpers.rounding.stable_positions`; a mask entry where every token up
-    to it holds), on at least `MIN_STABLE_TOKENS` positions a case."""
+    logits perturbed far beyond kernel rounding (`tests.helpers.rounding.stable_positions`; a mask entry where every
+    token up to it holds), on at least `MIN_STABLE_TOKENS` positions a case."""
     stable = {}
     current = record_generation(build_tiny_tokenizer(), stable)
     assert set(current) == set(reference["generation"])

@@ -233,7 +233,8 @@ shift 2  # -m dipod_trl
 exec python -c "$TRAINER" "$@"
 """
 TRAINER = "import sys\nfrom dipod_trl.commands import cli\ncli.main(sys.argv[1:])\n"
-TERMINATED_TRAINER = ("import signal, sys\nfrom dipod_trl.commands import cli\nfrom tests.helpers.processes import kill_when_saving\n"
+TERMINATED_TRAINER = ("import signal, sys\nfrom dipod_trl.commands import cli\n"
+                      "from tests.helpers.processes import kill_when_saving\n"
                       "sys.setprofile(kill_when_saving('checkpoint-2', 'optimizer.pt', sig=signal.SIGTERM))\n"
                       "cli.main(sys.argv[1:])\n")
 

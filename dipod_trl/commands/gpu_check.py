@@ -348,7 +348,8 @@ def check_block_model(report: Report, family: str, work: str, cpu: bool, layers:
         ids = torch.randint(0, 256, (2, length), device=device)
         noisy = torch.where(torch.rand(ids.shape, device=device) < 0.5, tokenizer.mask_token_id, ids)
         reset_peak()
-        logits = model(noisy, attention_mask=block_causal_mask(torch.ones(1, length, dtype=torch.bool, device=device), block).expand(2, -1, -1, -1)).logits
+        mask = block_causal_mask(torch.ones(1, length, dtype=torch.bool, device=device), block)
+        logits = model(noisy, attention_mask=mask.expand(2, -1, -1, -1)).logits
         masked = noisy == tokenizer.mask_token_id
         loss = torch.nn.functional.cross_entropy(logits[masked].float(), ids[masked])
         loss.backward()
