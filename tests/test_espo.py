@@ -10,7 +10,7 @@ import torch
 import dipod_trl
 from dipod_trl.likelihood import MaskDraw
 from dipod_trl.objectives import ESPO, GDPO, LossInputs
-from tests.helpers.trainers import generation_batch, gradients, make_trainer, text_hash
+from tests.helpers.trainers import assert_base_loss_and_exact_dipod_term, generation_batch, make_trainer, text_hash
 
 # Inputs recorded once: sequence ELBOs of the current, old and reference policies, advantages, completion lengths.
 ELBO = [-12.5, -30.25, -7.0, -18.75, -44.0, -3.5]
@@ -88,25 +88,10 @@ def test_trainer_loss_is_the_base_objective_and_dipod_adds_exactly_its_term(toke
     trainer = make_trainer(tokenizer, tmp_path, reward=text_hash, objective=objective, dipod_beta=0.0,
                            elbo_num_samples=4, elbo_estimator=estimator)
     model = trainer.model.double()
-    inputs = generation_batch(trainer)
-    assert inputs["advantages"].abs().sum() > 0, "the test needs a batch with a learning signal"
     normalizer = 8.0 if objective == "espo" else None  # max_completion_length, or each completion's length
-
-    model.zero_grad()
-    loss = trainer.compute_loss(model, inputs)
-    loss.backward()
-    grad = gradients(model).clone()
-    model.zero_grad()
-    expected, elbo, lengths = independent_sequence_loss(model, inputs, normalizer)
-    expected.backward()
-    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
-    assert torch.allclose(grad, gradients(model), atol=1e-6)
-
-    trainer.args.dipod_beta = 0.05
     assert trainer.args.dipod_normalization == "token"
-    with_dipod = trainer.compute_loss(model, inputs)
-    term = elbo.sum() / lengths.sum()
-    assert (with_dipod - loss).item() == pytest.approx(-0.05 * term.item(), abs=1e-6)
+    assert_base_loss_and_exact_dipod_term(trainer, model, generation_batch(trainer),
+                                          lambda model, inputs: independent_sequence_loss(model, inputs, normalizer))
 
 
 def test_gdpo_refuses_another_estimator(tokenizer, tmp_path):

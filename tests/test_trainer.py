@@ -14,9 +14,9 @@ from dipod_trl.trainer import RewardFunctionError
 from tests.helpers.models import make_tiny_model, sequential_order_probability
 from tests.helpers.trainers import (
     StopAt,
+    assert_base_loss_and_exact_dipod_term,
     count_sevens,
     generation_batch,
-    gradients,
     make_trainer,
     prompts_dataset,
     text_hash,
@@ -89,38 +89,10 @@ def test_loss_and_gradient_equal_the_base_objective_and_dipod_adds_exactly_its_t
     trainer = make_trainer(tokenizer, tmp_path, reward=text_hash, objective=objective, dipod_beta=0.0,
                            elbo_num_samples=4)
     model = trainer.model.double()  # float64, so that "equal" can mean within 1e-6 on every gradient entry
-    inputs = generation_batch(trainer)
-    assert inputs["advantages"].abs().sum() > 0, "the test needs a batch with a learning signal"
-
-    model.zero_grad()
-    loss = trainer.compute_loss(model, inputs)
-    loss.backward()
-    grad = gradients(model).clone()
-
-    model.zero_grad()
-    expected, on_policy, lengths = independent_loss(model, inputs, objective)
-    expected.backward()
-    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
-    assert torch.allclose(grad, gradients(model), atol=1e-6)
-
-    # With dipod_beta > 0 the loss and gradient move by exactly beta times the on-policy ELBO term.
-    trainer.args.dipod_beta = 0.05
-    model.zero_grad()
-    with_dipod = trainer.compute_loss(model, inputs)
-    with_dipod.backward()
-    grad_dipod = gradients(model).clone()
-    model.zero_grad()
-    _, on_policy, lengths = independent_loss(model, inputs, objective)
-    if trainer.args.dipod_normalization == "sequence":
-        term = on_policy.mean()
-    else:
-        term = on_policy.sum() / lengths.sum()
     expected_normalization = "sequence" if objective == "fpo" else "token"
     assert trainer.args.dipod_normalization == expected_normalization
-    term.backward()
-    assert (with_dipod - loss).item() == pytest.approx(-0.05 * term.item(), abs=1e-6)
-    difference = (grad_dipod - grad + 0.05 * gradients(model)).abs().max().item()
-    assert difference < 1e-6, difference
+    assert_base_loss_and_exact_dipod_term(trainer, model, generation_batch(trainer),
+                                          lambda model, inputs: independent_loss(model, inputs, objective))
 
 
 @pytest.mark.parametrize(

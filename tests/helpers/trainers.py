@@ -3,6 +3,7 @@ functions with spread, and a trainer factory."""
 
 import os
 
+import pytest
 import torch
 from datasets import Dataset
 from transformers import TrainerCallback
@@ -74,6 +75,37 @@ def generation_batch(trainer):
 
 def gradients(model):
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def assert_base_loss_and_exact_dipod_term(trainer, model, inputs, independent_loss, beta: float = 0.05):
+    """`trainer.compute_loss` at `dipod_beta=0` equals `independent_loss(model, inputs)` (the base objective written
+    out by the test; loss and every gradient entry to 1e-6, in float64), and at `dipod_beta=beta` it moves by exactly
+    `-beta` times DiPOD's term on the on-policy ELBOs `independent_loss` returns with their lengths (batch mean, or
+    per token under token normalisation), gradients included."""
+    assert inputs["advantages"].abs().sum() > 0, "the test needs a batch with a learning signal"
+    trainer.args.dipod_beta = 0.0
+    model.zero_grad()
+    loss = trainer.compute_loss(model, inputs)
+    loss.backward()
+    grad = gradients(model).clone()
+    model.zero_grad()
+    expected, _, _ = independent_loss(model, inputs)
+    expected.backward()
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    assert torch.allclose(grad, gradients(model), atol=1e-6)
+
+    trainer.args.dipod_beta = beta
+    model.zero_grad()
+    with_dipod = trainer.compute_loss(model, inputs)
+    with_dipod.backward()
+    grad_dipod = gradients(model).clone()
+    model.zero_grad()
+    _, on_policy, lengths = independent_loss(model, inputs)
+    term = on_policy.mean() if trainer.args.dipod_normalization == "sequence" else on_policy.sum() / lengths.sum()
+    term.backward()
+    assert (with_dipod - loss).item() == pytest.approx(-beta * term.item(), abs=1e-6)
+    difference = (grad_dipod - grad + beta * gradients(model)).abs().max().item()
+    assert difference < 1e-6, difference
 
 
 class StopAt(TrainerCallback):
