@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from dipod_trl.models import load_diffusion_model
 from dipod_trl.models.moe import MoEExperts, TopKRouter, grouped_topk
-from tests.tiny_block_models import make_tiny_block_model
+from tests.helpers.block_models import make_tiny_block_model
 
 
 def _experts(intermediate: int, dtype=torch.float32, seed=0):

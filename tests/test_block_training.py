@@ -158,7 +158,7 @@ FAMILIES = ["sdar", "sdar_moe", "llada2"]
 
 
 def family_model(tokenizer, family, **overrides):
-    from tests.tiny_block_models import make_tiny_block_model
+    from tests.helpers.block_models import make_tiny_block_model
 
     ids = dict(mask_token_id=tokenizer.mask_token_id, eos_token_id=tokenizer.eos_token_id,
                pad_token_id=tokenizer.pad_token_id)
