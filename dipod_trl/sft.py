@@ -16,6 +16,7 @@ from transformers import Trainer, TrainingArguments
 from trl.trainer.utils import pad
 
 from .config import apply_device_defaults, check_training_length
+from .guards.non_finite import check_weights_before_saving
 from .likelihood import masked_diffusion_sft_loss
 from .models import as_diffusion_lm
 from .options import OneSampleElboArguments
@@ -24,6 +25,9 @@ from .saving.model_card import write_model_card
 from .saving.redaction import hub_token_to_environment, saving_without_secrets
 from .saving.resume_settings import finish_resume, start_run
 from .tasks import tokenize_prompt
+
+_NON_FINITE_HINT = ("Lower learning_rate (or max_grad_norm), then resume from the last complete checkpoint "
+                    "(--resume_from_checkpoint true).")
 
 
 @dataclass
@@ -119,6 +123,8 @@ class MaskedDiffusionSFTTrainer(Trainer):
         write_model_card(self, model_name=model_name, dataset_name=dataset)
 
     def save_model(self, output_dir=None, _internal_call=False):
+        if not _internal_call:  # a checkpoint's weights are checked in _save_checkpoint, before its folder exists
+            check_weights_before_saving(self.model, "the final model", _NON_FINITE_HINT)
         super().save_model(output_dir, _internal_call)
         write_model_card(self, output_dir)
 
@@ -143,5 +149,6 @@ class MaskedDiffusionSFTTrainer(Trainer):
             finish_resume(self, checkpoint)  # learning_rate applied, changed settings recorded
 
     def _save_checkpoint(self, model, trial):
+        check_weights_before_saving(self.model, f"step {self.state.global_step}", _NON_FINITE_HINT)
         with complete_checkpoint(self, trial):  # marked once written: `resume_from_checkpoint: true` finds it
             super()._save_checkpoint(model, trial)

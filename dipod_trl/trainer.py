@@ -38,7 +38,7 @@ from trl.trainer.utils import nanstd, pad
 
 from .config import DiPODConfig
 from .drift import DRIFT_STATISTICS, drift_statistics
-from .guards.non_finite import check_finite, check_finite_weights
+from .guards.non_finite import check_finite, check_finite_weights, check_weights_before_saving
 from .guards.trainer_inputs import (
     RewardFunctionError,  # noqa: F401 (raised from the reward checks; part of the trainer's interface)
     check_finite_rewards,
@@ -494,6 +494,8 @@ class DiPODTrainer(GRPOTrainer):
         write_model_card(self, model_name=model_name, dataset_name=dataset_name)
 
     def save_model(self, output_dir=None, _internal_call=False):
+        if not _internal_call:  # a checkpoint's weights are checked in _save_checkpoint, before its folder exists
+            check_weights_before_saving(self.model, "the final model", _NON_FINITE_HINT)
         super().save_model(output_dir, _internal_call)
         write_model_card(self, output_dir)  # every saved model, checkpoints included, says what it is
 
@@ -508,6 +510,7 @@ class DiPODTrainer(GRPOTrainer):
         return super().train(checkpoint, trial, ignore_keys_for_eval, **kwargs)
 
     def _save_checkpoint(self, model, trial):
+        check_weights_before_saving(self.model, f"step {self.state.global_step}", _NON_FINITE_HINT)
         with complete_checkpoint(self, trial) as checkpoint:
             super()._save_checkpoint(model, trial)
             save_generation_state(self, checkpoint)

@@ -1,6 +1,7 @@
 """Non-finite numbers: NaN/inf config values are refused when the config is built, and a run whose loss or gradient
 norm goes non-finite stops with an error naming the step and the quantity, before it steps the optimizer or saves,
-with a non-zero exit code from `dipod train` and the last checkpoint left as it was."""
+with a non-zero exit code from `dipod train` and the last checkpoint left as it was; so does an optimizer step that
+overflows the weights, before they are saved."""
 
 import hashlib
 import math
@@ -91,3 +92,30 @@ def test_a_non_finite_gradient_norm_stops_before_the_optimizer_step(tokenizer, t
         trainer.train()
     for name, p in trainer.model.named_parameters():
         assert torch.equal(p, start[name]), name  # the optimizer never stepped
+
+
+def test_an_optimizer_step_that_overflows_the_weights_is_not_saved_and_the_run_resumes_from_the_last_good_one(
+        tmp_path):
+    # The loss and gradients stay finite; Adam's step at 1e38 (about lr per weight) overflows some float32 weights.
+    run = ["train", TINY, "--output_dir", str(tmp_path), *FAST, "--lr_scheduler_type", "constant"]
+    cli.main([*run, "--learning_rate", "1e-3", "--max_steps", "1"])
+    before = file_hashes(tmp_path)
+    before.pop("dipod_run.json")  # the run's record: it notes the resume and its changed learning rate
+    with pytest.raises(NonFiniteError, match=r"step 2: the weight \S+ holds NaN or infinite values after the "
+                                             r"optimizer step\. The run stops here, before they are saved"):
+        cli.main([*run, "--learning_rate", "1e38", "--max_steps", "2", "--resume_from_checkpoint", "true"])
+    after = file_hashes(tmp_path)
+    after.pop("dipod_run.json")
+    assert after == before  # no checkpoint-2, no final model over the good one
+    resumed = cli.main([*run, "--learning_rate", "1e-3", "--max_steps", "2", "--resume_from_checkpoint", "true"])
+    assert resumed.state.global_step == 2
+    assert all(bool(torch.isfinite(p).all()) for p in resumed.model.parameters())
+
+
+def test_sft_refuses_to_save_overflowed_weights_too(tmp_path):
+    sft = ["sft", os.path.join(os.path.dirname(TINY), "tiny_sft.yaml"), "--output_dir", str(tmp_path),
+           "--save_strategy", "steps", "--save_steps", "1", "--disable_tqdm", "true", "--max_steps", "1",
+           "--learning_rate", "1e38", "--lr_scheduler_type", "constant", "--warmup_steps", "0"]
+    with pytest.raises(NonFiniteError, match=r"step 1: the weight \S+ holds NaN or infinite values"):
+        cli.main(sft)
+    assert not os.path.exists(tmp_path / "checkpoint-1") and not os.path.exists(tmp_path / "model.safetensors")

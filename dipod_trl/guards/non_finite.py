@@ -2,7 +2,8 @@
 
 A NaN learning rate, beta or temperature does not fail loudly by itself: it trains, logs a filtered loss and saves
 NaN weights. So configs refuse them when built, and trainers stop at the first non-finite loss, gradient norm,
-reward, observation or action, before the step that produced it is applied or saved.
+reward, observation or action, before the step that produced it is applied or saved; and an optimizer step that
+overflows the weights themselves (finite gradients, too large a step) is caught before those weights are saved.
 """
 
 from __future__ import annotations
@@ -52,6 +53,33 @@ def check_finite(value, quantity: str, where: str, hint: str = "") -> None:
                 f"{tensor[first].item()} at index {first[0] if len(first) == 1 else first}")
     message = f"{where}: {what}. The run stops here, before it is used or saved."
     raise NonFiniteError(f"{message} {hint}" if hint else message)
+
+
+def first_non_finite_weight(model) -> str | None:
+    """The name of the first weight of `model` holding NaN or inf on this process, else None (under DeepSpeed ZeRO-3
+    this process's shard of each weight is what it holds)."""
+    for name, param in model.named_parameters():
+        local = getattr(param, "ds_tensor", param)
+        if not bool(torch.isfinite(local.detach()).all()):
+            return name
+    return None
+
+
+def check_weights_before_saving(model, where: str, hint: str = "") -> None:
+    """Raise a `NonFiniteError` instead of saving weights that hold NaN or inf: saved, they would become the run's
+    newest checkpoint (or its final model) though nothing can be trained or sampled from them. Every process
+    checks, and with several processes they agree, so none is left waiting in the save."""
+    name = first_non_finite_weight(model)
+    bad = name is not None
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        flag = torch.tensor([float(bad)], device=next(model.parameters()).device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        bad = bool(flag.item())
+    if bad:
+        what = f"the weight {name} holds" if name else "a weight on another process holds"
+        message = (f"{where}: {what} NaN or infinite values after the optimizer step. The run stops here, "
+                   "before they are saved.")
+        raise NonFiniteError(f"{message} {hint}" if hint else message)
 
 
 def check_finite_weights(model, checkpoint: str, instead: str = "") -> None:
