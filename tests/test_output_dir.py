@@ -74,6 +74,34 @@ def test_lora_from_the_command_line_trains_and_resumes_exactly(tmp_path):
         assert torch.equal(weights, again[name]), name
 
 
+
+def test_a_resume_with_other_lora_adapters_is_refused_naming_them_and_a_new_scale_is_applied_and_recorded(tmp_path):
+    lora = ["--use_peft", "true", "--lora_alpha", "8"]
+    train(tmp_path, "--max_steps", "1", *lora, "--lora_r", "4")
+    resume = ["--max_steps", "2", "--resume_from_checkpoint", "true"]
+    with pytest.raises(ValueError, match=r"holds LoRA adapters with r 4 \(this run's: 8\): they cannot load"):
+        train(tmp_path, *resume, *lora, "--lora_r", "8")
+    with pytest.raises(ValueError, match=r"holds LoRA adapters with target_modules .*layers\.0\.up.* \(this run's: "
+                                         r"\[[^]]*qkv[^]]*\]\)"):
+        train(tmp_path, *resume, *lora, "--lora_r", "4", "--lora_target_modules", "qkv", "out")
+    with pytest.raises(ValueError, match=r"holds LoRA adapters \(r=4\) and this run trains the full model\. Resume "
+                                         r"with the run's LoRA settings \(--use_peft true --lora_r 4"):
+        train(tmp_path, *resume)
+    assert not os.path.exists(tmp_path / "checkpoint-2")
+    with pytest.warns(UserWarning, match=r"changed settings: lora\.lora_alpha 8 -> 16\."):
+        resumed = train(tmp_path, *resume, "--use_peft", "true", "--lora_alpha", "16", "--lora_r", "4")
+    assert resumed.state.global_step == 2
+    assert resumed.model.peft_config["default"].lora_alpha == 16
+    with open(tmp_path / "dipod_run.json") as f:
+        assert json.load(f)["changes"][-1]["changes"] == {"lora.lora_alpha": [8, 16]}
+
+
+def test_a_resume_with_lora_over_full_weights_is_refused(tmp_path):
+    train(tmp_path, "--max_steps", "1")
+    with pytest.raises(ValueError, match=r"holds full model weights and this run trains LoRA adapters\. Resume "
+                                         r"without use_peft"):
+        train(tmp_path, "--max_steps", "2", "--resume_from_checkpoint", "true", "--use_peft", "true")
+
 CONTROL = [os.path.join(ROOT, "recipes", "control", "pendulum.yaml"), "--total_timesteps", "64", "--num_envs", "2",
            "--num_steps", "32", "--num_minibatches", "2", "--update_epochs", "1", "--num_cfm_samples", "4",
            "--eval_episodes", "2", "--save_every", "1"]

@@ -2,12 +2,14 @@
 
 The rule (docs/guide.md, "Resuming"): a resumed run trains with the settings it is given, from the checkpoint's step
 on, and says so:
-- refused: a model of another size than the checkpoint's (its weights cannot load), a checkpoint of another trainer
-  (SFT into RL), and, at a checkpoint saved inside a generation cycle, anything that changes the buffered batch's
+- refused: a model of another size than the checkpoint's (its weights cannot load), LoRA adapters of another rank or
+  on other modules (or adapters where the checkpoint holds full weights, and the reverse), a checkpoint of another
+  trainer (SFT into RL), and, at a checkpoint saved inside a generation cycle, anything that changes the buffered batch's
   layout or masks (`dipod_trl.saving.generation_state`);
 - `learning_rate`: applied. The optimizer and scheduler states saved in the checkpoint hold the old one; the schedule
   is rescaled to the new value, so it continues with the new peak at the same point of its shape;
-- every other training setting: applied as given (as transformers does), with a warning naming old -> new.
+- every other training setting, and the adapters' scale (`lora_alpha`, `use_rslora`) and dropout: applied as given
+  (as transformers does), with a warning naming old -> new.
 Every change is recorded, with the step, in `output_dir/dipod_run.json` and in the model card.
 """
 
@@ -28,6 +30,9 @@ SETTINGS = (
     "diffusion_steps", "remasking", "scale_rewards", "reward_weights", "loss_type", "epsilon", "epsilon_high",
     "spg_eubo_beta", "spg_negative_bound", "spg_mix_weight", "seed",
 )
+# LoRA config keys that fix which adapter weights exist and their shapes, and those that only scale or regularise them.
+ADAPTER_SHAPE_KEYS = ("r", "target_modules", "rank_pattern", "modules_to_save", "use_dora", "bias")
+ADAPTER_SCALE_KEYS = ("lora_alpha", "use_rslora", "alpha_pattern", "lora_dropout")
 # Model config keys that fix the weights' shapes.
 MODEL_SHAPE_KEYS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                     "num_key_value_heads", "intermediate_size", "max_position_embeddings")
@@ -81,6 +86,47 @@ def check_model_size(checkpoint: str, model) -> None:
         )
 
 
+def _adapter_value(config: dict, key: str):
+    value = config.get(key)
+    return sorted(value) if isinstance(value, (list, set, tuple)) else value
+
+
+def check_adapters(checkpoint: str, model) -> dict:
+    """Refuse a checkpoint whose LoRA adapters cannot load into `model`'s (another rank or other target modules), or
+    that holds adapters where `model` has none, or the reverse, naming what differs and how to resume. Returns the
+    scale and dropout settings that differ, {key: [old, new]} (they load, and apply as given)."""
+    try:
+        with open(os.path.join(checkpoint, "adapter_config.json")) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        saved = None
+    peft_config = getattr(model, "peft_config", {}).get("default")
+    ours = peft_config.to_dict() if peft_config is not None else None
+    if saved is None and ours is None:
+        return {}
+    restart = f"or start a new run from the checkpoint's weights (--model_name_or_path {checkpoint}, without " \
+              "resume_from_checkpoint)"
+    if ours is None:
+        raise ValueError(
+            f"checkpoint {checkpoint} holds LoRA adapters (r={saved.get('r')}) and this run trains the full model. "
+            f"Resume with the run's LoRA settings (--use_peft true --lora_r {saved.get('r')} ...), {restart}.")
+    if saved is None:
+        if not os.path.exists(os.path.join(checkpoint, "config.json")):
+            return {}  # neither adapters nor a model: checked file by file elsewhere
+        raise ValueError(
+            f"checkpoint {checkpoint} holds full model weights and this run trains LoRA adapters. Resume without "
+            f"use_peft, {restart}.")
+    changed = {key: [_adapter_value(saved, key), _adapter_value(ours, key)] for key in ADAPTER_SHAPE_KEYS
+               if _adapter_value(saved, key) != _adapter_value(ours, key)}
+    if changed:
+        shown = ", ".join(f"{key} {old} (this run's: {new})" for key, (old, new) in changed.items())
+        raise ValueError(
+            f"checkpoint {checkpoint} holds LoRA adapters with {shown}: they cannot load into this run's adapters. "
+            f"Resume with the checkpoint's LoRA settings, {restart}.")
+    return {f"lora.{key}": [saved.get(key), ours.get(key)] for key in ADAPTER_SCALE_KEYS
+            if saved.get(key) != ours.get(key)}
+
+
 def start_run(trainer, checkpoint: str | None) -> dict:
     """The run record of `trainer.train(checkpoint)`, written into output_dir (main process) as `trainer.dipod_run`;
     refuses a checkpoint of another trainer or model size. Settings changed since the checkpoint are recorded by
@@ -89,6 +135,7 @@ def start_run(trainer, checkpoint: str | None) -> dict:
     if checkpoint is not None:
         check_trainer_kind(checkpoint, trainer)
         check_model_size(checkpoint, trainer.model)
+        trainer._adapter_changes = check_adapters(checkpoint, trainer.model)
     if trainer.args.should_save:
         write_run(trainer.args.output_dir, record)
     trainer.dipod_run = record
@@ -99,6 +146,7 @@ def finish_resume(trainer, checkpoint: str) -> None:
     """Once `checkpoint`'s states are loaded: apply a changed learning_rate, then warn of and record every changed
     setting (old -> new, at the checkpoint's step) in the run record, which the model card lists."""
     changes = setting_changes(marker_run(checkpoint).get("settings", {}), trainer.args)
+    changes.update(getattr(trainer, "_adapter_changes", {}))
     if not changes:
         return
     apply_learning_rate(trainer, checkpoint)
