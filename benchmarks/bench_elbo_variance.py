@@ -41,7 +41,7 @@ LONG_SFT = os.path.join(ROOT, "benchmarks", "results", "long_sort_sft")
 
 
 def demo_model(path: str):
-    """The demo's masked-SFT model (`dipod_trl.commands.demo.pretrain`, the settings of recipes/tiny_sft.yaml), cached."""
+    """The demo's masked-SFT model (`dipod_trl.commands.demo.pretrain`, the settings of recipes/tiny_sft.yaml)."""
     from transformers import AutoModel, AutoTokenizer
 
     from dipod_trl.commands.demo import DemoConfig, pretrain
@@ -156,6 +156,39 @@ def print_ratios(title: str, errors: dict) -> None:
         print(f"{name:<17}" + "".join(cells))
 
 
+def mc_time_moments(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per mask size l = 1..L, exactly from a row's subset table: m2(l) = E[(S/l)^2 | l] and E[X | l] = L E[S/l | l],
+    with S the masked tokens' log-probability sum of a uniform subset of size l and X one `mc` sample."""
+    length = table.shape[1]
+    bits = torch.tensor(list(itertools.product([0, 1], repeat=length)))
+    sizes, sums = bits.sum(-1), (table * bits).sum(-1)
+    m2 = torch.stack([((sums[sizes == l] / l) ** 2).mean() for l in range(1, length + 1)])
+    means = torch.stack([(sums[sizes == l] / l).mean() * length for l in range(1, length + 1)])
+    return m2, means
+
+
+def time_proposal_bound(tables, exacts) -> None:
+    """What a data-driven time proposal could gain for `mc`, exactly, from every mask's log-probabilities.
+
+    One sample with the time drawn from q is X = S(M) / (l q(l)), M a uniform subset of size l (q uniform is `mc`).
+    Its second moment is sum_l m2(l) / q(l), so the best unbiased proposal is q(l) ∝ sqrt(m2(l)). Printed: the random
+    time's share of `mc`'s variance (Var_l E[X | l] / Var X), the variance of that per-row optimum (an oracle: no
+    running statistic can do better) and of one proposal pooled over the rows of each length (what running per-l
+    statistics would learn), as ratios to `mc`'s."""
+    moments = [(*mc_time_moments(table), exact) for table, exact in zip(tables, exacts)]
+    time_share, oracle, pooled = [], [], []
+    for m2, means, exact in moments:
+        variance = len(m2) * float(m2.sum()) - exact ** 2
+        time_share.append(float(means.var(unbiased=False)) / variance)
+        oracle.append((float(m2.sqrt().sum()) ** 2 - exact ** 2) / variance)
+        q = torch.stack([other / other.mean() for other, *_ in moments if len(other) == len(m2)]).mean(0).sqrt()
+        pooled.append((float((m2 / (q / q.sum())).sum()) - exact ** 2) / variance)
+    print("\ntime proposal (mc, one sample; mean / median over rows): the random time's share of the variance "
+          f"{statistics.mean(time_share):.3f} / {statistics.median(time_share):.3f}; variance of the per-row optimal "
+          f"proposal {statistics.mean(oracle):.3f} / {statistics.median(oracle):.3f}x mc's, of one proposal pooled "
+          f"per length {statistics.mean(pooled):.3f} / {statistics.median(pooled):.3f}x")
+
+
 def part_one(args) -> None:
     from dipod_trl.tasks.digit_sort import load as load_digit_sort
 
@@ -180,6 +213,7 @@ def part_one(args) -> None:
     print_ratios(f"ELBO value: MSE against the exact ELBO as a ratio to mc's at the same K ({args.replicates} "
                  "replicates per row; mean and median over rows; bias2: squared bias's share of the MSE, pooled)",
                  enumeration_errors(tables, exacts, args.replicates, seed=1))
+    time_proposal_bound(tables, exacts)
 
     eps = 1e-4
     gradient_errors = {}
@@ -202,9 +236,8 @@ def part_one(args) -> None:
 # ---------------------------------------------------------------- part 2: the 64-token checkpoint
 
 def long_rows(args):
-    from transformers import AutoModel, AutoTokenizer
-
     from _long_sort import GEN_LENGTH, load_long_sort
+    from transformers import AutoModel, AutoTokenizer
 
     model = AutoModel.from_pretrained(LONG_SFT).eval()
     tokenizer = AutoTokenizer.from_pretrained(LONG_SFT)
