@@ -10,8 +10,10 @@ def diffusion_peft_config(model_args, model=None):
 
     TRL's `lora_task_type` defaults to CAUSAL_LM, whose PEFT wrapper needs the generation hooks of a causal LM; a
     diffusion LM gets the plain `PeftModel` (no task type). Without `lora_target_modules`, every linear layer but the
-    output head gets an adapter (PEFT knows no default modules for these architectures). With `model`, each target name
-    that matches none of its modules is a warning (see `unmatched_lora_targets`).
+    output head gets an adapter (PEFT knows no default modules for these architectures), and in an MoE model (SDAR-MoE,
+    LLaDA2) so do the routed experts, whose weights are stacked 3-D parameters that `all-linear` does not reach: most
+    of the model's weights, left frozen otherwise (with lora_dropout 0, all PEFT allows there). With `model`, each
+    target name that matches none of its modules is a warning (see `unmatched_lora_targets`).
     """
     from trl import get_peft_config
 
@@ -22,9 +24,27 @@ def diffusion_peft_config(model_args, model=None):
         config.task_type = None
     if config.target_modules is None and not config.target_parameters:
         config.target_modules = "all-linear"
+        if model is not None:
+            config.target_parameters = stacked_expert_parameters(model) or None
+        if config.target_parameters and config.lora_dropout:
+            warnings.warn(
+                f"lora_dropout {config.lora_dropout} -> 0: this MoE model's routed experts get LoRA adapters too, and "
+                "PEFT's adapters on stacked expert weights take no dropout. To keep dropout and leave the experts "
+                "frozen, name the layers to adapt in lora_target_modules.", UserWarning, stacklevel=2)
+            config.lora_dropout = 0.0
     if model is not None:
         unmatched_lora_targets(model, config.target_modules)
     return config
+
+
+def stacked_expert_parameters(model) -> list[str]:
+    """The routed experts' stacked weights of `model` as PEFT's `target_parameters` names them (`experts.gate_up_proj`,
+    `experts.down_proj`: one LoRA pair per expert, on the 3-D parameter), or [] for a dense model."""
+    from ..models.moe import MoEExperts
+
+    if not any(isinstance(module, MoEExperts) for module in model.modules()):
+        return []
+    return ["experts.gate_up_proj", "experts.down_proj"]
 
 
 def unmatched_lora_targets(model, target_modules) -> list[str]:

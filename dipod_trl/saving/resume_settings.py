@@ -4,8 +4,8 @@ The rule (docs/guide.md, "Resuming"): a resumed run trains with the settings it 
 on, and says so:
 - refused: a model of another size than the checkpoint's (its weights cannot load), LoRA adapters of another rank or
   on other modules (or adapters where the checkpoint holds full weights, and the reverse), a checkpoint of another
-  trainer (SFT into RL), and, at a checkpoint saved inside a generation cycle, anything that changes the buffered batch's
-  layout or masks (`dipod_trl.saving.generation_state`);
+  trainer (SFT into RL), and, at a checkpoint saved inside a generation cycle, anything that changes the buffered
+  batch's layout or masks (`dipod_trl.saving.generation_state`);
 - `learning_rate`: applied. The optimizer and scheduler states saved in the checkpoint hold the old one; the schedule
   is rescaled to the new value, so it continues with the new peak at the same point of its shape;
 - every other training setting, and the adapters' scale (`lora_alpha`, `use_rslora`) and dropout: applied as given
@@ -31,7 +31,7 @@ SETTINGS = (
     "spg_eubo_beta", "spg_negative_bound", "spg_mix_weight", "seed",
 )
 # LoRA config keys that fix which adapter weights exist and their shapes, and those that only scale or regularise them.
-ADAPTER_SHAPE_KEYS = ("r", "target_modules", "rank_pattern", "modules_to_save", "use_dora", "bias")
+ADAPTER_SHAPE_KEYS = ("r", "target_modules", "target_parameters", "rank_pattern", "modules_to_save", "use_dora", "bias")
 ADAPTER_SCALE_KEYS = ("lora_alpha", "use_rslora", "alpha_pattern", "lora_dropout")
 # Model config keys that fix the weights' shapes.
 MODEL_SHAPE_KEYS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
