@@ -249,3 +249,28 @@ def test_a_new_objective_is_one_class_in_the_registry(tokenizer, tmp_path, monke
     assert loss.item() == pytest.approx(expected.item(), abs=1e-9)
     trainer.train()
     assert trainer.state.global_step == 1
+
+
+@pytest.mark.parametrize("objective,extra", [("fpo", {}), ("diffu_grpo", {}), ("spg", {}), ("espo", {}),
+                                             ("gdpo", {"elbo_estimator": "quadrature"})])
+def test_dipod_term_adds_no_forward_pass(tokenizer, tmp_path, objective, extra):
+    """DiPOD reuses the ELBO its objective already estimates on the iteration's masks: one loss + backward scores as
+    many sequences with the term as without (a forward hook counts the rows), and the term does change the loss."""
+    from tests.helpers.trainers import generation_batch, make_trainer
+
+    trainer = make_trainer(tokenizer, tmp_path, objective=objective, drift_num_orders=0, **extra)
+    inputs = generation_batch(trainer)
+    rows, losses = {0.0: 0, 0.05: 0}, {}
+    current = [0.0]  # the setting whose rows the hook counts
+    hook = trainer.model.register_forward_hook(
+        lambda module, args, kwargs, out: rows.__setitem__(current[0], rows[current[0]] + kwargs.get(
+            "input_ids", args[0] if args else None).shape[0]), with_kwargs=True)
+    for beta in (0.0, 0.05):
+        trainer.args.dipod_beta = current[0] = beta
+        loss = trainer.compute_loss(trainer.model, inputs)
+        loss.backward()
+        trainer.model.zero_grad()
+        losses[beta] = loss.item()
+    hook.remove()
+    assert rows[0.0] == rows[0.05] > 0, rows
+    assert losses[0.0] != losses[0.05]
