@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dipod_trl.sampling.blocks import generate_blocks  # noqa: E402
 from dipod_trl.models import SDARConfig, SDARForCausalLM, as_diffusion_lm  # noqa: E402
 from dipod_trl.sampling import GenerationStats  # noqa: E402
+from dipod_trl.sampling.blocks import generate_blocks  # noqa: E402
 
 
 def tiny_sdar(vocab_size: int = 512) -> SDARForCausalLM:

@@ -19,8 +19,8 @@ sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 
-from dipod_trl.saving.checkpoints import checkpoint_problem, mark_complete  # noqa: E402
 from dipod_trl.models import build_tiny_model, build_tiny_tokenizer  # noqa: E402
+from dipod_trl.saving.checkpoints import checkpoint_problem, mark_complete  # noqa: E402
 
 
 def timed(fn) -> float:

@@ -20,7 +20,6 @@ from _common import tiny_model
 from dipod_trl import DiPODConfig, DiPODTrainer
 from dipod_trl.tasks.digit_sort import load as load_digit_sort
 
-
 # Per objective, the settings it needs besides the shared ones.
 OBJECTIVES = {"fpo": {}, "diffu_grpo": {}, "spg": {}, "espo": {}, "gdpo": {"elbo_estimator": "quadrature"}}
 

@@ -62,8 +62,8 @@ def measure(completion_length: int, num_samples: int, grad_chunk: int | None, ba
     from transformers.utils import logging
 
     from dipod_trl import DiPODConfig, DiPODTrainer
-    from dipod_trl.tasks.digit_sort import load as load_digit_sort
     from dipod_trl.models import build_tiny_model, build_tiny_tokenizer
+    from dipod_trl.tasks.digit_sort import load as load_digit_sort
 
     logging.set_verbosity_error()
     warnings.filterwarnings("ignore")

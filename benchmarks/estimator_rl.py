@@ -4,8 +4,8 @@
     python benchmarks/estimator_rl.py --parts demo --seeds 0 --generations 3     # a quick look
     python benchmarks/estimator_rl.py --summarise-only       # the tables of what has finished
 
-* `demo`: the demo's FPO + DiPOD setting (`dipod_trl.commands.demo.RECIPE`: 2 inner iterations, K = 2 ELBO samples, lr 2e-4,
-  `dipod_beta` 0.05 with token normalisation; 64 completions of 8 tokens per generation batch; 10 generation
+* `demo`: the demo's FPO + DiPOD setting (`dipod_trl.commands.demo.RECIPE`: 2 inner iterations, K = 2 ELBO samples,
+  lr 2e-4, `dipod_beta` 0.05 with token normalisation; 64 completions of 8 tokens per generation batch; 10 generation
   batches, as the demo runs it) from the demo's masked-SFT checkpoint, with the estimators of `DEMO_ESTIMATORS`
   (each K = 2, so the same forward passes).
 * `long`: FPO as the release runs it (12 inner iterations) on the 64-token sort task of `double_drift_long.py`, from

@@ -16,8 +16,8 @@ from dipod_trl.commands import cli
 from dipod_trl.evaluation import read_records
 from dipod_trl.trainer import RewardFunctionError
 from tests.helpers.models import make_tiny_model
-from tests.helpers.trainers import FAST, TINY, count_sevens, make_trainer, prompts_dataset, text_hash, tiny_run_config
 from tests.helpers.processes import forkserver
+from tests.helpers.trainers import FAST, TINY, count_sevens, make_trainer, prompts_dataset, text_hash, tiny_run_config
 
 
 @pytest.mark.parametrize("rows", [0, 1])

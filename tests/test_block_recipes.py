@@ -15,9 +15,9 @@ import pytest
 import yaml
 from trl import ModelConfig
 
-from dipod_trl.config import DiPODConfig
 from dipod_trl.commands.recipe import parse_recipe
 from dipod_trl.commands.task_data import TaskArguments
+from dipod_trl.config import DiPODConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = [f"{family}/{objective}_{task}" for family in ("sdar", "llada2") for objective in ("fpo", "spg")

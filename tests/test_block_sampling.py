@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 
 import dipod_trl
-from dipod_trl.sampling.blocks import commit_published, generate_blocks, keep_top_k, keep_top_p, propose
 from dipod_trl.models import as_diffusion_lm
 from dipod_trl.models.block_mask import block_causal_mask
 from dipod_trl.models.tiny import TinyBlockMDLMForBlockDiffusion, build_tiny_model
 from dipod_trl.sampling import GenerationStats
+from dipod_trl.sampling.blocks import commit_published, generate_blocks, keep_top_k, keep_top_p, propose
 
 FIXTURE = Path(__file__).parent / "fixtures" / "block_sampler_tiny"
 PARITY = json.loads((FIXTURE / "parity.json").read_text())

@@ -105,9 +105,9 @@ def test_the_espo_recipe_has_the_releases_sudoku_settings():
 
     from trl import ModelConfig
 
+    from dipod_trl.commands.recipe import parse_recipe
     from dipod_trl.commands.task_data import TaskArguments
     from dipod_trl.config import DiPODConfig
-    from dipod_trl.commands.recipe import parse_recipe
 
     recipe = os.path.join(os.path.dirname(os.path.dirname(__file__)), "recipes", "espo", "sudoku.yaml")
     model, task, config = parse_recipe([ModelConfig, TaskArguments, DiPODConfig], [recipe, "--bf16", "false"])

@@ -72,8 +72,8 @@ def test_an_sft_run_writes_a_card_that_names_its_hub_base_model(tokenizer, tmp_p
 def test_the_card_names_the_model_family():
     from pathlib import Path
 
-    from dipod_trl.saving.model_card import family_of
     from dipod_trl.models import load_diffusion_model
+    from dipod_trl.saving.model_card import family_of
 
     fixtures = Path(__file__).parent / "fixtures"
     expected = {"sdar": "SDAR (block diffusion, Qwen3 architecture), `model_type` `sdar`",

@@ -8,7 +8,8 @@ Refactoring must leave all of them unchanged. The recording comes from another C
 floats compare within `TOLERANCE` (measured: it separates kernel rounding from a 1% change of a coefficient),
 integers exactly, and the tokens of the `generate` calls where rounding cannot flip them
 (`tests/helpers/rounding.py`). The trainer's completions (sampled at T=1) compare exactly: each of their decisions
-holds under logits perturbed far beyond kernel rounding (`tests/helpers/rounding.py`'s bound, checked when this was written).
+holds under logits perturbed far beyond kernel rounding (`tests/helpers/rounding.py`'s bound, checked when this was
+written).
 
 Regenerate (only when a change of behaviour is intended, and say so in the commit):
 `python -m tests.test_recorded_behaviour --write`.
@@ -29,8 +30,8 @@ import dipod_trl
 from dipod_trl import DiPODConfig, DiPODTrainer
 from dipod_trl.models import TinyMDLMForMaskedDiffusion, build_tiny_tokenizer
 from tests.helpers.models import make_tiny_model
-from tests.helpers.trainers import text_hash
 from tests.helpers.rounding import stable_positions
+from tests.helpers.trainers import text_hash
 
 FIXTURE = Path(__file__).parent / "fixtures" / "recorded_behaviour.json"
 

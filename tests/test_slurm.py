@@ -57,8 +57,8 @@ def test_slurm_scripts_pass_bash_syntax_check_and_shellcheck(script):
 
 @pytest.mark.slow  # each node resolves the recipe with the trainer's parser (imports TRL): several seconds a node
 def test_multinode_script_launches_one_accelerate_per_node_with_its_rank(tmp_path):
-    launched, _ = run_slurm_script(tmp_path, "train_multinode.slurm", 2, "recipes/paper/fpo_gsm8k.yaml", "--dipod_beta", "0.1",
-                                   MAIN_PROCESS_PORT="29611", OUTPUT_DIR=str(tmp_path / "out"))
+    launched, _ = run_slurm_script(tmp_path, "train_multinode.slurm", 2, "recipes/paper/fpo_gsm8k.yaml",
+                                   "--dipod_beta", "0.1", MAIN_PROCESS_PORT="29611", OUTPUT_DIR=str(tmp_path / "out"))
     assert sorted(launched) == [0, 1]
     for rank, argv in launched.items():
         assert option(argv, "--num_machines") == "2"

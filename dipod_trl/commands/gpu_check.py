@@ -309,8 +309,8 @@ def check_block_model(report: Report, family: str, work: str, cpu: bool, layers:
     from trl import ModelConfig
 
     from .. import generate
-    from .model_setup import load_model_and_tokenizer
     from ..models import NATIVE_MODELS, block_causal_mask, build_tiny_tokenizer
+    from .model_setup import load_model_and_tokenizer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     checkpoint = os.path.join(work, family)

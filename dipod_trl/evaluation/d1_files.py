@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+
 def write_d1_generations(records: list[dict], path: str, *, model_path: str, checkpoint_path: str, gen_length: int,
                          steps: int, block_length: int, wall_time: float = 0.0) -> None:
     """d1's evaluation file: one entry per generation with d1's question and ground truth and the raw canvas text,

@@ -30,6 +30,7 @@ from ..models.block_mask import block_causal_mask
 from ..models.kv_cache import CommittedBlocksCache
 from ..randomness import Generators, generators_of_rows
 
+
 def completion_mask_from_eos(completion_ids: torch.Tensor, eos_token_ids) -> torch.Tensor:
     """1 up to and including the first EOS of each row, 0 after it (everything after the first EOS is padding)."""
     if not eos_token_ids:

@@ -2,10 +2,10 @@
 
 A checkpoint is complete when `checkpoint_complete.json` is in it: written last, after every process wrote its files,
 it lists each file with its size and SHA-256, and the run that wrote it (`dipod_trl.saving.run_record`). A run killed
-while saving, or a full disk, leaves a folder without it (or with files shorter than listed); a file changed since (same-size
-garbage, NaN bytes) no longer matches its checksum. `resume_from_checkpoint=true` and eval sweeps pass over such
-folders with a warning, and older checkpoints of the run are rotated away only once the new one is complete. Every
-file is loaded with `torch.load(weights_only=True)`: a checkpoint holds tensors and plain values, never code.
+while saving, or a full disk, leaves a folder without it (or with files shorter than listed); a file changed since
+(same-size garbage, NaN bytes) no longer matches its checksum. `resume_from_checkpoint=true` and eval sweeps pass over
+such folders with a warning, and older checkpoints of the run are rotated away only once the new one is complete.
+Every file is loaded with `torch.load(weights_only=True)`: a checkpoint holds tensors and plain values, never code.
 """
 
 from __future__ import annotations

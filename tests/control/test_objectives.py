@@ -146,7 +146,8 @@ def make_batch(policy, seed=0, action_dim=A):
 @pytest.mark.parametrize("reduction", ["sqrt", "mean", "sum"])
 def test_policy_cfm_loss_matches_draw_by_draw_computation(reduction):
     torch.manual_seed(0)
-    policy = FlowPolicy(OBS, 3, hidden_sizes=[16, 16], cfm_loss_reduction=reduction)  # 3 action dims: the divisors differ
+    # 3 action dims: the divisors differ
+    policy = FlowPolicy(OBS, 3, hidden_sizes=[16, 16], cfm_loss_reduction=reduction)
     batch = make_batch(policy, action_dim=3)
     got = policy.cfm_loss(batch["obs"], batch["actions"], batch["cfm_t"], batch["cfm_eps"])
     with torch.no_grad():
