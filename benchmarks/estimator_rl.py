@@ -122,12 +122,12 @@ def main():
     hf_logging.disable_progress_bar()
     os.makedirs(args.output_dir, exist_ok=True)
     texts = []
-    for part in args.parts:
+    for part in ("demo", "long"):  # the tables of both parts, so that running one part keeps the other's
         if part == "demo":
             jobs, run_one, methods = demo_jobs(args), run_demo_job, DEMO_ESTIMATORS
             columns = COLUMNS
             sft = jobs[0]["sft"]
-            if not args.summarise_only and not os.path.exists(os.path.join(sft, "config.json")):
+            if part in args.parts and not args.summarise_only and not os.path.exists(os.path.join(sft, "config.json")):
                 pretrain(DemoConfig(), build_tiny_tokenizer(), sft)
             title = f"demo task, {args.generations} generation batches per run"
         else:
@@ -137,8 +137,10 @@ def main():
             title = f"64-token task, {args.long_generations} generation batches of 32 completions per run"
         runs = [json.load(open(result_path(job))) for job in jobs if os.path.exists(result_path(job))]
         print(f"{part}: {len(runs)} of {len(jobs)} runs already finished", flush=True)
-        if not args.summarise_only:
+        if part in args.parts and not args.summarise_only:
             runs += run_pending(jobs, run_one, args.workers, describe)
+        if not runs:
+            continue
         texts.append(f"## {title}\n\n" + summarise(part, jobs, runs, methods, columns, args.output_dir))
         print(texts[-1], flush=True)
     with open(os.path.join(args.output_dir, "estimator_rl.md"), "w") as f:
