@@ -124,7 +124,7 @@ class MaskedDiffusionSFTTrainer(Trainer):
 
     def save_model(self, output_dir=None, _internal_call=False):
         if not _internal_call:  # a checkpoint's weights are checked in _save_checkpoint, before its folder exists
-            check_weights_before_saving(self.model, "the final model", _NON_FINITE_HINT)
+            check_weights_before_saving(self.model, "the final model", _NON_FINITE_HINT, all_processes=False)
         super().save_model(output_dir, _internal_call)
         write_model_card(self, output_dir)
 

@@ -65,13 +65,14 @@ def first_non_finite_weight(model) -> str | None:
     return None
 
 
-def check_weights_before_saving(model, where: str, hint: str = "") -> None:
+def check_weights_before_saving(model, where: str, hint: str = "", all_processes: bool = True) -> None:
     """Raise a `NonFiniteError` instead of saving weights that hold NaN or inf: saved, they would become the run's
-    newest checkpoint (or its final model) though nothing can be trained or sampled from them. Every process
-    checks, and with several processes they agree, so none is left waiting in the save."""
+    newest checkpoint (or its final model) though nothing can be trained or sampled from them. With `all_processes`
+    (a checkpoint save, which every process enters) the processes agree, so none is left waiting in the save;
+    without it each checks its own weights (a final `save_model` may be called on one process only)."""
     name = first_non_finite_weight(model)
     bad = name is not None
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if all_processes and torch.distributed.is_available() and torch.distributed.is_initialized():
         flag = torch.tensor([float(bad)], device=next(model.parameters()).device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         bad = bool(flag.item())
