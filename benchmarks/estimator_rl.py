@@ -8,9 +8,9 @@
   lr 2e-4, `dipod_beta` 0.05 with token normalisation; 64 completions of 8 tokens per generation batch; 10 generation
   batches, as the demo runs it) from the demo's masked-SFT checkpoint, with the estimators of `DEMO_ESTIMATORS`
   (each K = 2, so the same forward passes).
-* `long`: FPO as the release runs it (12 inner iterations) on the 64-token sort task of `double_drift_long.py`, from
-  the committed SFT checkpoint, at `--long-lr`: 2 `quadrature` samples against the release's 4 `mc` samples (half
-  the forward passes of the ELBO), nothing else changed.
+* `long`: FPO as the release runs it (12 inner iterations), with DiPOD (`dipod_beta` 0.05) and alone, on the 64-token
+  sort task of `double_drift_long.py`, from the committed SFT checkpoint, at `--long-lr`: 2 `quadrature` samples
+  against the release's 4 `mc` samples (half the forward passes of the ELBO), nothing else changed.
 
 Per part and estimator: mean and 95% t-interval over seeds of the reward, the on-policy drift gap (importance-weighted
 order bound - ELBO), its growth, the on-policy ELBO's change and the held-out accuracy; then each estimator minus the
@@ -78,15 +78,19 @@ def demo_jobs(args) -> list[dict]:
 
 
 def long_jobs(args) -> list[dict]:
+    """The long part's runs: FPO + DiPOD (under long/) and FPO alone (under long_base/), each estimator arm."""
     from double_drift_long import RECIPES
 
-    cell = f"FPO+DiPOD, 12 iters, lr {args.long_lr:g}, 64 tokens"
-    return [dict(objective="fpo", cell=cell, learning_rate=args.long_lr, method=name, dipod_beta=0.05, seed=seed,
-                 recipe={**RECIPES["fpo"], "elbo_estimator": estimator, "elbo_num_samples": k}, sft=LONG_SFT,
-                 generations=args.long_generations, batch_size=32, drift_sequences=16, drift_every=2,
+    def cell(beta):
+        return f"{'FPO+DiPOD' if beta else 'FPO'}, 12 iters, lr {args.long_lr:g}, 64 tokens"
+
+    return [dict(objective="fpo", cell=cell(beta), learning_rate=args.long_lr, method=name, dipod_beta=beta,
+                 seed=seed, recipe={**RECIPES["fpo"], "elbo_estimator": estimator, "elbo_num_samples": k},
+                 sft=LONG_SFT, generations=args.long_generations, batch_size=32, drift_sequences=16, drift_every=2,
                  eval_examples=128, kv_cache="dual",
-                 out=os.path.join(args.output_dir, "long", name.replace(" ", "_"), str(seed)))
-            for seed in args.seeds for name, (estimator, k) in LONG_ESTIMATORS.items()]
+                 out=os.path.join(args.output_dir, "long" if beta else "long_base", name.replace(" ", "_"),
+                                  str(seed)))
+            for beta in args.long_betas for seed in args.seeds for name, (estimator, k) in LONG_ESTIMATORS.items()]
 
 
 def summarise(part: str, jobs: list[dict], runs: list[dict], methods, columns, output_dir: str) -> str:
@@ -109,6 +113,8 @@ def main():
     parser.add_argument("--long-generations", type=int, default=16, help="generation batches per long run")
     parser.add_argument("--long-lr", type=float, default=3e-4,
                         help="learning rate of the long part (3e-4: where the drift sweep found base FPO drifting)")
+    parser.add_argument("--long-betas", type=float, nargs="+", default=[0.05, 0.0],
+                        help="dipod_beta of the long part's runs: FPO + DiPOD, and FPO alone")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--output-dir", default=os.path.join(ROOT, "benchmarks", "results", "estimator_rl"))
     parser.add_argument("--summarise-only", action="store_true")
