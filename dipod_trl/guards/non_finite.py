@@ -86,9 +86,9 @@ def check_weights_before_saving(model, where: str, hint: str = "", all_processes
 def check_finite_weights(model, checkpoint: str, instead: str = "") -> None:
     """Refuse the weights just loaded from `checkpoint` when one of them is NaN or infinite: resumed, the run would
     fail at its first step and point back at this checkpoint as the good one."""
-    for name, param in model.named_parameters():
-        if not bool(torch.isfinite(param.detach()).all()):
-            raise ValueError(
-                f"checkpoint {checkpoint} is damaged: its weight {name} holds NaN or infinite values, so resuming "
-                f"from it cannot train. {instead or 'Resume from an earlier complete checkpoint of the run.'}"
-            )
+    name = first_non_finite_weight(model)
+    if name is not None:
+        raise ValueError(
+            f"checkpoint {checkpoint} is damaged: its weight {name} holds NaN or infinite values, so resuming "
+            f"from it cannot train. {instead or 'Resume from an earlier complete checkpoint of the run.'}"
+        )

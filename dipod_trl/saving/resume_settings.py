@@ -129,13 +129,13 @@ def check_adapters(checkpoint: str, model) -> dict:
 
 def start_run(trainer, checkpoint: str | None) -> dict:
     """The run record of `trainer.train(checkpoint)`, written into output_dir (main process) as `trainer.dipod_run`;
-    refuses a checkpoint of another trainer or model size. Settings changed since the checkpoint are recorded by
-    `finish_resume`, once the checkpoint has loaded (a refusal while loading records nothing)."""
+    refuses a checkpoint of another trainer, model size or LoRA layout. Settings changed since the checkpoint are
+    recorded by `finish_resume`, once the checkpoint has loaded (a refusal while loading records nothing)."""
     record = run_for(trainer.args.output_dir, checkpoint)
     if checkpoint is not None:
         check_trainer_kind(checkpoint, trainer)
         check_model_size(checkpoint, trainer.model)
-        trainer._adapter_changes = check_adapters(checkpoint, trainer.model)
+        check_adapters(checkpoint, trainer.model)
     if trainer.args.should_save:
         write_run(trainer.args.output_dir, record)
     trainer.dipod_run = record
@@ -146,7 +146,7 @@ def finish_resume(trainer, checkpoint: str) -> None:
     """Once `checkpoint`'s states are loaded: apply a changed learning_rate, then warn of and record every changed
     setting (old -> new, at the checkpoint's step) in the run record, which the model card lists."""
     changes = setting_changes(marker_run(checkpoint).get("settings", {}), trainer.args)
-    changes.update(getattr(trainer, "_adapter_changes", {}))
+    changes.update(check_adapters(checkpoint, trainer.model))  # passed in start_run: only scale and dropout left
     if not changes:
         return
     apply_learning_rate(trainer, checkpoint)
