@@ -74,7 +74,6 @@ def test_lora_from_the_command_line_trains_and_resumes_exactly(tmp_path):
         assert torch.equal(weights, again[name]), name
 
 
-
 def test_a_resume_with_other_lora_adapters_is_refused_naming_them_and_a_new_scale_is_applied_and_recorded(tmp_path):
     lora = ["--use_peft", "true", "--lora_alpha", "8"]
     train(tmp_path, "--max_steps", "1", *lora, "--lora_r", "4")
@@ -101,6 +100,7 @@ def test_a_resume_with_lora_over_full_weights_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"holds full model weights and this run trains LoRA adapters\. Resume "
                                          r"without use_peft"):
         train(tmp_path, "--max_steps", "2", "--resume_from_checkpoint", "true", "--use_peft", "true")
+
 
 CONTROL = [os.path.join(ROOT, "recipes", "control", "pendulum.yaml"), "--total_timesteps", "64", "--num_envs", "2",
            "--num_steps", "32", "--num_minibatches", "2", "--update_epochs", "1", "--num_cfm_samples", "4",
