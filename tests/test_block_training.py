@@ -5,72 +5,20 @@ FPO ratio at the first inner iteration, the refusals, and learning."""
 import pytest
 import torch
 
-import dipod_trl
-from dipod_trl.likelihood import MaskDraw
 from dipod_trl.models import TinyBlockMDLMConfig, TinyBlockMDLMForBlockDiffusion
 from tests.helpers.trainers import (
     assert_base_loss_and_exact_dipod_term,
     generation_batch,
     gradients,
+    independent_loss,
+    independent_scores,
     make_trainer,
     prompts_dataset,
     text_hash,
 )
 
-
-def block_scores(model, inputs, iteration, objective, block_length=4):
-    """`independent_scores` of tests/test_trainer.py with the blocks the trainer scores with (its `block_length`, 4
-    in `make_trainer`, which is not every model's default)."""
-    draw = MaskDraw(*(inputs[k][:, iteration] if k in inputs else None
-                      for k in ("mask_completion", "mask_weights", "mask_prompt", "mask_context")))
-    args = (model, inputs["prompt_ids"], inputs["completion_ids"])
-    kwargs = dict(completion_mask=inputs["completion_mask"], attention_mask=inputs["prompt_mask"], draw=draw,
-                  block_length=block_length)
-    if objective == "diffu_grpo":
-        return dipod_trl.likelihood.one_step_token_logps(*args, **kwargs), draw
-    return dipod_trl.elbo(*args, **kwargs), draw
-
-
-def independent_block_loss(model, inputs, objective, eps=0.2, eubo_beta=1.5, block_length=4):
-    """The base objective written out per sequence/token as `independent_loss` of tests/test_trainer.py does, from
-    the public block-causal estimates; SPG's upper bound with per-token weights (a block-causal draw weighs each
-    token by L_k / l_k of its block)."""
-    scores, draw = block_scores(model, inputs, 0, objective, block_length)
-    adv = inputs["advantages"].tolist()
-    mask = inputs["completion_mask"]
-    lengths = mask.sum(-1)
-    if objective == "fpo":
-        terms = []
-        for j, a in enumerate(adv):
-            ratio = torch.exp(scores[j] - scores[j].detach())
-            terms.append(-torch.min(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a))
-        return torch.stack(terms).mean(), scores, lengths
-    if objective == "diffu_grpo":
-        total = 0.0
-        for j, a in enumerate(adv):
-            for t in range(mask.shape[1]):
-                if mask[j, t]:
-                    ratio = torch.exp(scores[j, t] - scores[j, t].detach())
-                    total = total - torch.min(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a)
-        return total / mask.sum(), scores.sum(-1), lengths
-    token_logps = dipod_trl.likelihood.masked_token_logps(
-        model, inputs["prompt_ids"], inputs["completion_ids"], draw,
-        completion_mask=mask, attention_mask=inputs["prompt_mask"], block_length=block_length,
-    )
-    total = 0.0
-    for j, a in enumerate(adv):
-        if a > 0:
-            score = scores[j] / lengths[j]
-        else:
-            per_token = []
-            for i in range(mask.shape[1]):
-                hits = [k for k in range(draw.num_samples) if draw.completion_masks[j, k, i]]
-                if hits:
-                    avg = sum(draw.weights[j, k, i] * torch.exp(eubo_beta * token_logps[j, k, i]) for k in hits)
-                    per_token.append(torch.log(avg / draw.num_samples) / eubo_beta)
-            score = torch.stack(per_token).mean()
-        total = total - lengths[j] * a * score
-    return total / lengths.sum(), scores, lengths
+# The trainer's block length in `make_trainer`'s runs (not every model's default).
+BLOCK = 4
 
 
 def make_block_model(tokenizer, seed=0, **overrides):
@@ -97,8 +45,8 @@ def test_block_loss_and_gradient_equal_the_base_objective_and_dipod_adds_exactly
     inputs = generation_batch(trainer)
     if objective != "diffu_grpo":  # masks drawn block by block: one weight per token, L_k / l_k of its block
         assert inputs["mask_weights"].dim() == 4
-    assert_base_loss_and_exact_dipod_term(trainer, model, inputs,
-                                          lambda model, inputs: independent_block_loss(model, inputs, objective))
+    assert_base_loss_and_exact_dipod_term(
+        trainer, model, inputs, lambda model, inputs: independent_loss(model, inputs, objective, block_length=BLOCK))
 
 
 def test_block_scores_differ_from_full_attention_scores(tokenizer, tmp_path):
@@ -106,10 +54,10 @@ def test_block_scores_differ_from_full_attention_scores(tokenizer, tmp_path):
     ELBOs on the same masks (so the equality above is not the full-attention path twice)."""
     trainer = block_trainer(tokenizer, tmp_path, reward=text_hash, objective="fpo", elbo_num_samples=4)
     inputs = generation_batch(trainer)
-    block, _ = block_scores(trainer.model, inputs, 0, "fpo")
+    block, _ = independent_scores(trainer.model, inputs, 0, "fpo", block_length=BLOCK)
     full_attention = make_trainer(tokenizer, tmp_path / "full", reward=text_hash, objective="fpo").model
     full_attention.load_state_dict(trainer.model.state_dict())
-    full, _ = block_scores(full_attention, inputs, 0, "fpo")
+    full, _ = independent_scores(full_attention, inputs, 0, "fpo", block_length=BLOCK)
     assert (block - full).abs().max() > 1e-3
 
 
@@ -179,7 +127,7 @@ def test_family_loss_and_gradient_equal_the_base_objective(tokenizer, tmp_path, 
     loss.backward()
     grad = gradients(model).clone()
     model.zero_grad()
-    expected, _, _ = independent_block_loss(model, inputs, objective)
+    expected, _, _ = independent_loss(model, inputs, objective, block_length=BLOCK)
     expected.backward()
     assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
     assert (grad - gradients(model)).abs().max().item() < 1e-6
@@ -194,7 +142,7 @@ def test_moe_ratio_is_exactly_one_at_the_first_inner_iteration(tokenizer, tmp_pa
     inputs = generation_batch(trainer)
     assert "old_scores" in inputs
     trainer._step = 0
-    current, _ = block_scores(trainer.model, inputs, 0, "fpo")
+    current, _ = independent_scores(trainer.model, inputs, 0, "fpo", block_length=BLOCK)
     assert torch.equal(torch.exp(current - inputs["old_scores"][:, 0]), torch.ones_like(current))
     trainer.compute_loss(trainer.model, inputs)
     assert trainer._metrics["train"]["ratio/mean"][-1] == 1.0

@@ -141,8 +141,7 @@ def test_masked_token_logps_are_what_the_estimators_weigh(model):
 @pytest.mark.parametrize("estimator", ["control_variate", "quadrature"])
 def test_fpo_trains_on_the_new_estimators_with_the_loss_written_out_independently(tokenizer, tmp_path, estimator):
     """The trainer carries per-token weights (control_variate) through its buffers and micro-batches unchanged."""
-    from tests.helpers.trainers import generation_batch, make_trainer, text_hash
-    from tests.test_trainer import independent_loss
+    from tests.helpers.trainers import generation_batch, independent_loss, make_trainer, text_hash
 
     trainer = make_trainer(tokenizer, tmp_path, reward=text_hash, objective="fpo", dipod_beta=0.0,
                            elbo_num_samples=4, elbo_estimator=estimator)

@@ -9,7 +9,6 @@ from datasets import Dataset
 
 import dipod_trl
 from dipod_trl import DiPODConfig, DiPODTrainer
-from dipod_trl.masks import MaskDraw
 from dipod_trl.trainer import RewardFunctionError
 from tests.helpers.models import make_tiny_model, sequential_order_probability
 from tests.helpers.trainers import (
@@ -17,71 +16,13 @@ from tests.helpers.trainers import (
     assert_base_loss_and_exact_dipod_term,
     count_sevens,
     generation_batch,
+    independent_loss,
+    independent_scores,
     make_trainer,
     prompts_dataset,
     text_hash,
     tiny_run_config,
 )
-
-
-def independent_scores(model, inputs, iteration, objective):
-    draw = MaskDraw(
-        inputs["mask_completion"][:, iteration],
-        inputs["mask_weights"][:, iteration],
-        inputs["mask_prompt"][:, iteration] if "mask_prompt" in inputs else None,
-        inputs["mask_context"][:, iteration] if "mask_context" in inputs else None,
-    )
-    args = (model, inputs["prompt_ids"], inputs["completion_ids"])
-    kwargs = dict(completion_mask=inputs["completion_mask"], attention_mask=inputs["prompt_mask"], draw=draw)
-    if objective == "diffu_grpo":
-        return dipod_trl.likelihood.one_step_token_logps(*args, **kwargs), draw
-    return dipod_trl.elbo(*args, **kwargs), draw
-
-
-def independent_loss(model, inputs, objective, eps=0.2, kl_beta=0.0, eubo_beta=1.5, kl_estimator="k3"):
-    """The base objective written out per sequence/token, from estimates computed with the public API."""
-    scores, draw = independent_scores(model, inputs, 0, objective)
-    adv = inputs["advantages"].tolist()
-    mask = inputs["completion_mask"]
-    lengths = mask.sum(-1)
-    if objective == "fpo":
-        terms = []
-        for j, a in enumerate(adv):
-            ratio = torch.exp(scores[j] - scores[j].detach())
-            terms.append(-torch.min(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a))
-            if kl_beta and kl_estimator == "linear_sequence":
-                terms[-1] = terms[-1] + kl_beta * (scores[j] - inputs["ref_scores"][j, 0])
-            elif kl_beta:
-                d = (inputs["ref_scores"][j, 0] - scores[j]) / lengths[j]
-                terms[-1] = terms[-1] + kl_beta * (torch.exp(d) - d - 1)
-        return torch.stack(terms).mean(), scores, lengths
-    if objective == "diffu_grpo":
-        total = 0.0
-        for j, a in enumerate(adv):
-            for t in range(mask.shape[1]):
-                if mask[j, t]:
-                    ratio = torch.exp(scores[j, t] - scores[j, t].detach())
-                    total = total - torch.min(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a)
-        return total / mask.sum(), scores.sum(-1), lengths
-    # spg: ELBO per token for A > 0, the EUBO per token for A < 0, length-weighted
-    token_logps = dipod_trl.likelihood.masked_token_logps(
-        model, inputs["prompt_ids"], inputs["completion_ids"], draw,
-        completion_mask=mask, attention_mask=inputs["prompt_mask"],
-    )
-    total = 0.0
-    for j, a in enumerate(adv):
-        if a > 0:
-            score = scores[j] / lengths[j]
-        else:
-            per_token = []
-            for i in range(mask.shape[1]):
-                hits = [k for k in range(draw.num_samples) if draw.completion_masks[j, k, i]]
-                if hits:
-                    avg = sum(draw.weights[j, k] * torch.exp(eubo_beta * token_logps[j, k, i]) for k in hits)
-                    per_token.append(torch.log(avg / draw.num_samples) / eubo_beta)
-            score = torch.stack(per_token).mean()
-        total = total - lengths[j] * a * score
-    return total / lengths.sum(), scores, lengths
 
 
 @pytest.mark.parametrize("objective", ["fpo", "diffu_grpo", "spg"])

@@ -1,5 +1,5 @@
 """Trainers on the tiny model: the recipe and command-line arguments of a fast run, a prompt dataset, reward
-functions with spread, and a trainer factory."""
+functions with spread, a trainer factory, and each base objective written out independently of the trainer."""
 
 import os
 
@@ -8,13 +8,14 @@ import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 
+import dipod_trl
+from dipod_trl.masks import MaskDraw
 from tests.helpers.models import make_tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "recipes", "tiny.yaml")
 FAST = ["--model_name_or_path", "tiny", "--per_device_train_batch_size", "8", "--num_generations", "4",
         "--drift_num_orders", "0", "--logging_steps", "1", "--disable_tqdm", "true", "--save_steps", "1"]
-
 
 
 def prompts_dataset(n=16):
@@ -75,6 +76,71 @@ def generation_batch(trainer):
 
 def gradients(model):
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def independent_scores(model, inputs, iteration, objective, block_length=None):
+    """The estimates the trainer's loss uses at inner `iteration`, from the batch's stored masks through the public
+    API: per-token one-step log-probabilities for diffu_grpo, the ELBO otherwise. A block-causal model needs the
+    trainer's `block_length` (4 in `make_trainer`, which is not every model's default)."""
+    draw = MaskDraw(*(inputs[k][:, iteration] if k in inputs else None
+                      for k in ("mask_completion", "mask_weights", "mask_prompt", "mask_context")))
+    args = (model, inputs["prompt_ids"], inputs["completion_ids"])
+    kwargs = dict(completion_mask=inputs["completion_mask"], attention_mask=inputs["prompt_mask"], draw=draw,
+                  block_length=block_length)
+    if objective == "diffu_grpo":
+        return dipod_trl.likelihood.one_step_token_logps(*args, **kwargs), draw
+    return dipod_trl.elbo(*args, **kwargs), draw
+
+
+def independent_loss(model, inputs, objective, eps=0.2, kl_beta=0.0, eubo_beta=1.5, kl_estimator="k3",
+                     block_length=None):
+    """The base objective written out per sequence/token, from `independent_scores`; returns the loss, the on-policy
+    scores and the completion lengths. SPG's upper bound takes each mask's weight per token where the draw has
+    per-token weights (a block-causal draw weighs each token by L_k / l_k of its block)."""
+    scores, draw = independent_scores(model, inputs, 0, objective, block_length)
+    adv = inputs["advantages"].tolist()
+    mask = inputs["completion_mask"]
+    lengths = mask.sum(-1)
+    if objective == "fpo":
+        terms = []
+        for j, a in enumerate(adv):
+            ratio = torch.exp(scores[j] - scores[j].detach())
+            terms.append(-torch.min(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a))
+            if kl_beta and kl_estimator == "linear_sequence":
+                terms[-1] = terms[-1] + kl_beta * (scores[j] - inputs["ref_scores"][j, 0])
+            elif kl_beta:
+                d = (inputs["ref_scores"][j, 0] - scores[j]) / lengths[j]
+                terms[-1] = terms[-1] + kl_beta * (torch.exp(d) - d - 1)
+        return torch.stack(terms).mean(), scores, lengths
+    if objective == "diffu_grpo":
+        total = 0.0
+        for j, a in enumerate(adv):
+            for t in range(mask.shape[1]):
+                if mask[j, t]:
+                    ratio = torch.exp(scores[j, t] - scores[j, t].detach())
+                    total = total - torch.min(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a)
+        return total / mask.sum(), scores.sum(-1), lengths
+    # spg: ELBO per token for A > 0, the EUBO per token for A < 0, length-weighted
+    token_logps = dipod_trl.likelihood.masked_token_logps(
+        model, inputs["prompt_ids"], inputs["completion_ids"], draw,
+        completion_mask=mask, attention_mask=inputs["prompt_mask"], block_length=block_length,
+    )
+    per_token_weights = draw.weights.dim() == 3
+    total = 0.0
+    for j, a in enumerate(adv):
+        if a > 0:
+            score = scores[j] / lengths[j]
+        else:
+            per_token = []
+            for i in range(mask.shape[1]):
+                hits = [k for k in range(draw.num_samples) if draw.completion_masks[j, k, i]]
+                if hits:
+                    weights = draw.weights[j, :, i] if per_token_weights else draw.weights[j]  # (K,)
+                    avg = sum(weights[k] * torch.exp(eubo_beta * token_logps[j, k, i]) for k in hits)
+                    per_token.append(torch.log(avg / draw.num_samples) / eubo_beta)
+            score = torch.stack(per_token).mean()
+        total = total - lengths[j] * a * score
+    return total / lengths.sum(), scores, lengths
 
 
 def assert_base_loss_and_exact_dipod_term(trainer, model, inputs, independent_loss, beta: float = 0.05):
